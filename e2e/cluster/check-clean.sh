@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Checks that nothing of the e2e cluster is left on the machine: processes, mounts, network
+# namespaces, interfaces, routes, iptables rules, cgroups. Prints what it finds; exits 1 if any.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+
+found=0
+check() { # check WHAT OUTPUT
+  if [ -n "$2" ]; then
+    echo "LEFTOVER $1:"; echo "$2" | sed 's/^/    /'; found=1
+  else
+    echo "clean    $1"
+  fi
+}
+
+procs=$(
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$$" ] && continue
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    case "$exe" in
+      "$FERRY_CACHE"/*) echo "$pid $cmd"; continue ;;
+    esac
+    case "$cmd" in
+      *"$CTRD_DIR"*|*"$E2E_DIR/registry"*|*"$E2E_DIR/etcd"*|*"$PKI/"*) echo "$pid $cmd" ;;
+    esac
+  done
+  for f in $(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null); do
+    sed "s|\$| (in $(dirname "$f"))|" "$f"
+  done
+)
+check processes "$procs"
+check mounts "$(findmnt -rn -o TARGET,FSTYPE | grep -e "$E2E_DIR" -e "/run/netns/$NETNS" || true)"
+check "network namespaces" "$(ip netns list | grep -w "$NETNS" || true)"
+check interfaces "$(ip -br link | grep -e "$HOST_IF" -e cni0 || true)"
+net_re="${NODE_NET%.*/*}\.|${POD_CIDR%.*.*/*}\.|${SERVICE_CIDR%.*.*/*}\."
+check routes "$(ip route show table all | grep -E "$net_re" || true)"
+rules=$( { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } |
+  grep -E "KUBE-|CNI-|$net_re|$CNI_NET_NAME" || true)
+check "iptables rules" "$rules"
+check cgroups "$(find /sys/fs/cgroup/*/ -maxdepth 1 -name 'kubepods*' 2>/dev/null || true)"
+exit $found

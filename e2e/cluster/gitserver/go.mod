@@ -1,0 +1,3 @@
+module ferry.local/gitserver
+
+go 1.24.0

@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# Brings up the single-node e2e cluster (see docs/cluster.md). Idempotent: a healthy cluster is
+# left alone, a broken or half-started one is torn down and started again. The last line printed
+# is `export KUBECONFIG=...`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+
+[ "$(id -u)" = 0 ] || die "cluster-up needs root (network namespace, mounts, cgroups)"
+
+# --- packages --------------------------------------------------------------------------------
+
+packages=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo
+  busybox-static openssl git jq curl gcc libc6-dev binutils iproute2 util-linux)
+ensure_packages() {
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# --- already up? -----------------------------------------------------------------------------
+
+components=(registry gitserver etcd kube-apiserver kube-controller-manager kube-scheduler
+  containerd kubelet kube-proxy)
+cluster_healthy() {
+  local c
+  for c in "${components[@]}"; do pid_alive "$c" || return 1; done
+  kc get --raw /readyz >/dev/null 2>&1 || return 1
+  [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
+    2>/dev/null)" = True ]
+}
+
+print_result() {
+  cat >"$E2E_DIR/env" <<EOF
+# Source this file to use the ferry e2e cluster.
+export KUBECONFIG=$KUBECONFIG_ADMIN
+export PATH=$TOOLS_BIN:\$PATH
+export FERRY_E2E_REGISTRY=$REGISTRY
+export FERRY_E2E_GIT_URL=$GIT_URL
+export FERRY_E2E_NODE_IP=$NODE_IP
+EOF
+  log "cluster is up: node $NODE_NAME ($NODE_IP), registry $REGISTRY, git $GIT_URL"
+  log "kubectl: $TOOLS_BIN/kubectl; all settings: source $E2E_DIR/env; logs: $LOGS"
+  echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+}
+
+# --- host network ----------------------------------------------------------------------------
+
+setup_network() {
+  ip netns add "$NETNS"
+  ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
+  ip addr add "$HOST_IP/24" dev "$HOST_IF"
+  ip link set "$HOST_IF" up
+  in_ns ip link set lo up
+  in_ns ip addr add "$NODE_IP/24" dev "$NODE_IF"
+  in_ns ip link set "$NODE_IF" up
+  # The host reaches pods and Services through the node, as a router would. These routes go away
+  # with the veth when the namespace is deleted.
+  ip route add "$POD_CIDR" via "$NODE_IP" dev "$HOST_IF"
+  ip route add "$SERVICE_CIDR" via "$NODE_IP" dev "$HOST_IF"
+  # Inside there is no default route at all. A ClusterIP that kube-proxy has not programmed yet
+  # fails at once (ICMP unreachable) rather than hanging. kube-proxy's DNAT runs in PREROUTING,
+  # before this route is looked at, so pods and the host still reach programmed Services.
+  # (Processes in the node's own network namespace — hostNetwork pods — cannot use ClusterIPs.)
+  in_ns ip route add unreachable "$SERVICE_CIDR"
+  # Both are per network namespace, so the host's own settings stay untouched. br_netfilter is
+  # built into this kernel (no module to load); it makes bridged pod-to-pod traffic pass
+  # iptables, which Service DNAT between two pods on the same bridge needs.
+  in_ns sysctl -qw net.ipv4.ip_forward=1
+  in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1
+}
+
+# --- registry, git server, images ------------------------------------------------------------
+
+start_registry() {
+  mkdir -p "$E2E_DIR/registry/data"
+  cat >"$E2E_DIR/registry/config.yml" <<EOF
+version: 0.1
+log: {level: info, fields: {service: registry}}
+storage:
+  filesystem: {rootdirectory: $E2E_DIR/registry/data}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
+  headers: {X-Content-Type-Options: [nosniff]}
+EOF
+  start_daemon registry docker-registry serve "$E2E_DIR/registry/config.yml"
+}
+
+build_gitserver() {
+  local hash bin
+  hash=$(cat "$here/gitserver/go.mod" "$here/gitserver/main.go" | sha256sum | cut -c1-16)
+  bin="$FERRY_CACHE/tools/gitserver-$hash"
+  if [ ! -x "$bin" ]; then
+    mkdir -p "$FERRY_CACHE/tools"
+    (cd "$here/gitserver" && GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
+      go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+  fi
+  echo "$bin"
+}
+
+# --- PKI -------------------------------------------------------------------------------------
+
+# cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES] — a key pair signed by the cluster CA.
+cert() {
+  local name=$1 subject=$2 eku=$3 san=${4:-}
+  {
+    echo "basicConstraints = critical, CA:FALSE"
+    echo "keyUsage = critical, digitalSignature, keyEncipherment"
+    echo "extendedKeyUsage = $eku"
+    [ -z "$san" ] || echo "subjectAltName = $san"
+  } >"$PKI/$name.ext"
+  openssl req -new -newkey rsa:2048 -nodes -subj "$subject" \
+    -keyout "$PKI/$name.key" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$PKI/$name.ext" \
+    -out "$PKI/$name.crt" 2>/dev/null
+  rm "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+# kubeconfig FILE CERT-NAME SERVER
+kubeconfig() {
+  local file=$1 name=$2 server=$3
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ferry-e2e
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$name.crt")
+    client-key-data: $(base64 -w0 "$PKI/$name.key")
+contexts:
+- name: ferry-e2e
+  context: {cluster: ferry-e2e, user: $name}
+current-context: ferry-e2e
+EOF
+  chmod 0600 "$file"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=ferry-e2e-ca" -days 3650 \
+    -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+  cert apiserver "/CN=kube-apiserver" serverAuth \
+    "IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  # The apiserver's client identity towards kubelets (logs, exec, port-forward).
+  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+  cert admin "/O=system:masters/CN=ferry-e2e-admin" clientAuth
+  # The Node authorizer only lets a kubelet act for the node named in its CN.
+  cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" serverAuth,clientAuth \
+    "DNS:$NODE_NAME,IP:$NODE_IP"
+  cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
+  cert kube-proxy "/CN=system:kube-proxy" clientAuth
+  openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+
+  local local_api="https://127.0.0.1:$API_PORT" node_api="https://$NODE_IP:$API_PORT"
+  kubeconfig "$KUBECONFIG_ADMIN" admin "$node_api"
+  kubeconfig "$PKI/kube-controller-manager.kubeconfig" kube-controller-manager "$local_api"
+  kubeconfig "$PKI/kube-scheduler.kubeconfig" kube-scheduler "$local_api"
+  kubeconfig "$PKI/kubelet.kubeconfig" kubelet "$node_api"
+  kubeconfig "$PKI/kube-proxy.kubeconfig" kube-proxy "$node_api"
+}
+
+# --- control plane ---------------------------------------------------------------------------
+
+start_control_plane() {
+  start_daemon etcd etcd --name ferry-e2e --data-dir "$E2E_DIR/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster ferry-e2e=http://127.0.0.1:2380 --initial-cluster-state new \
+    --listen-metrics-urls "" --unsafe-no-fsync --log-level warn
+  wait_until 60 "etcd health" in_ns curl -fsS http://127.0.0.1:2379/health
+
+  start_daemon kube-apiserver kube-apiserver \
+    --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port="$API_PORT" \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --allow-privileged=true \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --client-ca-file="$PKI/ca.crt" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    `# Without this the apiserver resolves the node's name through the machine's DNS.` \
+    --kubelet-preferred-address-types=InternalIP \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --profiling=false --v=1
+  wait_until 120 "kube-apiserver /readyz" \
+    curl -fsS --cacert "$PKI/ca.crt" "https://$NODE_IP:$API_PORT/readyz"
+
+  start_daemon kube-controller-manager kube-controller-manager \
+    --kubeconfig="$PKI/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$PKI/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$PKI/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
+    --use-service-account-credentials=true \
+    --service-cluster-ip-range="$SERVICE_CIDR" --cluster-cidr="$POD_CIDR" \
+    --allocate-node-cidrs=false --profiling=false --v=1
+  start_daemon kube-scheduler kube-scheduler \
+    --kubeconfig="$PKI/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$PKI/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$PKI/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+}
+
+# --- node ------------------------------------------------------------------------------------
+
+start_containerd() {
+  mkdir -p "$CTRD_DIR/certs.d/$REGISTRY" "$E2E_DIR/cni/net.d"
+  # Own root, state, socket and runc root: a containerd the host may run is not touched.
+  cat >"$CTRD_DIR/config.toml" <<EOF
+version = 2
+root = "$CTRD_DIR/root"
+state = "$CTRD_DIR/state"
+[grpc]
+  address = "$CTRD_SOCK"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD_DIR/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$REGISTRY/pause:3.10"
+  # This VM lacks CAP_SYS_RESOURCE: runc cannot give the sandbox the negative oom_score_adj CRI
+  # asks for, and every pod fails with "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  # Pod network namespaces are bind-mounted under our state dir, not /run/netns.
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # cgroup v1 without systemd: must match the kubelet's cgroupDriver: cgroupfs.
+        SystemdCgroup = false
+        Root = "$RUNC_ROOT"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$E2E_DIR/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CTRD_DIR/certs.d"
+EOF
+  # The registry speaks plain HTTP; pods push to it and the node pulls by the same reference.
+  cat >"$CTRD_DIR/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve", "push"]
+EOF
+  cat >"$E2E_DIR/cni/net.d/10-$CNI_NET_NAME.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$CNI_NET_NAME",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "ipam": {
+        "type": "host-local", "dataDir": "$E2E_DIR/cni/ipam",
+        "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  start_daemon containerd containerd --config "$CTRD_DIR/config.toml"
+  wait_until 30 "containerd socket" test -S "$CTRD_SOCK"
+}
+
+save_sysctls() {
+  # Kept until cluster-down restores them; a second cluster-up must not save kubelet's values.
+  [ -f "$E2E_DIR/sysctl.orig" ] && return
+  local s
+  for s in "${KUBELET_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$E2E_DIR/sysctl.orig"
+}
+
+start_node() {
+  mkdir -p "$E2E_DIR/kubelet" "$E2E_DIR/pod-logs"
+  # Pods get this resolver instead of the host's, so a lookup never leaves the machine. Nothing
+  # answers DNS on the node address yet: lookups fail at once (port unreachable).
+  echo "nameserver $NODE_IP" >"$E2E_DIR/kubelet/resolv.conf"
+  cat >"$E2E_DIR/kubelet/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# cgroup v1, no systemd; containerd 1.6 cannot report its driver (RuntimeConfig is Unimplemented),
+# so kubelet falls back to this value, which must match runc's SystemdCgroup = false.
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$CTRD_SOCK
+address: 0.0.0.0
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+tlsCertFile: $PKI/kubelet.crt
+tlsPrivateKeyFile: $PKI/kubelet.key
+clusterDomain: cluster.local
+clusterDNS: [$NODE_IP]
+resolvConf: $E2E_DIR/kubelet/resolv.conf
+podLogsDir: $E2E_DIR/pod-logs
+volumePluginDir: $E2E_DIR/kubelet/volume-plugins
+registerNode: true
+serializeImagePulls: false
+maxPods: 110
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 95
+EOF
+  save_sysctls
+  # --root-dir must be absolute. --node-ip must not be loopback: kubelet would then publish no
+  # address and kube-proxy would never program a Service.
+  start_daemon kubelet kubelet --config="$E2E_DIR/kubelet/config.yaml" \
+    --kubeconfig="$PKI/kubelet.kubeconfig" --root-dir="$E2E_DIR/kubelet/root" \
+    --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
+
+  cat >"$E2E_DIR/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $PKI/kube-proxy.kubeconfig}
+mode: iptables
+clusterCIDR: $POD_CIDR
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# Zero means "leave the kernel's value": these conntrack settings are global or read-only
+# outside the host's own network namespace.
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+  start_daemon kube-proxy kube-proxy --config="$E2E_DIR/kube-proxy.yaml" --v=1
+}
+
+# --- main ------------------------------------------------------------------------------------
+
+start=$SECONDS
+ensure_packages
+if [ -d "$E2E_DIR" ] && cluster_healthy; then
+  log "cluster already up"
+  print_result
+  exit 0
+fi
+"$here/down.sh" >&2   # clear whatever a previous, partial run left
+
+log "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION (cached in $FERRY_CACHE)"
+bin=$("$here/../build-k8s.sh" all | tail -n1)
+[ "$bin" = "$K8S_BIN" ] || die "build-k8s.sh put binaries in $bin, expected $K8S_BIN"
+gitserver=$(build_gitserver)
+mkdir -p "$TOOLS_BIN"
+ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
+
+rm -rf "$LOGS.prev"
+[ ! -d "$LOGS" ] || mv "$LOGS" "$LOGS.prev"
+mkdir -p "$E2E_DIR" "$LOGS" "$RUN"
+setup_network
+start_registry
+start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -root "$E2E_DIR/git"
+wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
+wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
+log "building and pushing images"
+"$here/../images/build.sh" "$REGISTRY" >"$LOGS/images.log"
+
+make_pki
+start_control_plane
+start_containerd
+start_node
+
+wait_until 60 "node $NODE_NAME to register" kc get node "$NODE_NAME"
+kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >&2
+# Pods cannot be created in a namespace before its default ServiceAccount exists.
+wait_until 60 "default ServiceAccount" kc -n default get serviceaccount default
+log "cluster-up took $((SECONDS - start))s"
+print_result
