@@ -14,22 +14,21 @@ stop() {
   local name=$1 pid
   [ -f "$RUN/$name.pid" ] || return 0
   pid=$(cat "$RUN/$name.pid")
-  if kill -TERM "$pid" 2>/dev/null; then
+  if running "$pid" && kill -TERM "$pid" 2>/dev/null; then
     local deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-    if kill -KILL "$pid" 2>/dev/null; then log "killed $name (pid $pid)"; else log "stopped $name"; fi
+    while running "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if running "$pid"; then kill_pids "$pid"; log "killed $name (pid $pid)"; else log "stopped $name"; fi
   fi
   rm -f "$RUN/$name.pid"
 }
 
-# kill_pids PID... — SIGKILL and wait until each is gone (or is a zombie nobody will reap).
+# kill_pids PID... — SIGKILL each and wait until it is gone.
 kill_pids() {
-  local pid
+  local pid n
   for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
   for pid in "$@"; do
-    local n=0
-    while [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null \
-      && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    n=0
+    while running "$pid" && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
   done
 }
 
@@ -95,6 +94,9 @@ for d in $(kubepods_cgroups); do rmdir "$d" 2>/dev/null || log "cannot remove cg
 #    every iptables rule kube-proxy and CNI made with it.
 if ip netns list | grep -qw "$NETNS"; then ip netns delete "$NETNS"; fi
 if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
+# `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
+# lives there any more (another user's namespaces keep it).
+if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
 
 # 9. Kernel settings kubelet changed.
 if [ -f "$E2E_DIR/sysctl.orig" ]; then

@@ -78,7 +78,10 @@ start_daemon() {
   log "started $name (pid $!), log $LOGS/$name.log"
 }
 
-pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# running PID — the process exists and is not a zombie. Our daemons are reparented to pid 1,
+# which may reap them a while after they exit; kill -0 alone would count them as alive.
+running() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+pid_alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")"; }
 
 # Ask the apiserver as admin.
 kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }

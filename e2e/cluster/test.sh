@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# End-to-end check of the e2e cluster itself (`make test-e2e`). Each step prints PASS or FAIL; the
+# first failure dumps diagnostics, leaves the cluster up for inspection and exits 1.
+#
+#   e2e/cluster/test.sh            # test, then cluster-down and the leftover check
+#   E2E_KEEP=1 e2e/cluster/test.sh # test and leave the cluster running
+#
+# Given a cluster from `make cluster-up`:
+#   1. the node is Ready;
+#   2. a Deployment of busybox httpd from the local registry becomes Available through an HTTP
+#      readiness probe (non-root, read-only root filesystem, maxUnavailable 0);
+#   3. a pod reaches it through its Service's ClusterIP;
+#   4. a build pod clones a repository from the git server, builds a one-layer image and pushes
+#      it through the registry's HTTP API; the node then pulls that image by digest and runs it;
+#   5. after cluster-down nothing is left (processes, mounts, netns, interfaces, routes, iptables
+#      rules, cgroups).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+
+NS=ferry-e2e-smoke
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+diagnose() {
+  echo "---- diagnostics"
+  kc get nodes -o wide || true
+  kc -n "$NS" get all,endpointslices -o wide || true
+  kc -n "$NS" describe pods || true
+  kc -n "$NS" get events --sort-by=.lastTimestamp || true
+  local c
+  for c in kubelet containerd kube-proxy; do
+    echo "---- last lines of $LOGS/$c.log"
+    tail -n 20 "$LOGS/$c.log" || true
+  done
+  echo "---- the cluster is left up; 'make cluster-down' removes it"
+}
+
+# step NAME FUNCTION — runs FUNCTION in a subshell with errexit in force (it would be ignored
+# under `if`), so any failing command fails the step.
+step() {
+  local name=$1 rc
+  shift
+  echo "---- $name"
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if [ $rc -eq 0 ]; then
+    echo "PASS $name"
+  else
+    echo "FAIL $name"
+    diagnose
+    exit 1
+  fi
+}
+
+node_ready() {
+  kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=60s
+}
+
+fresh_namespace() {
+  kc delete namespace "$NS" --ignore-not-found --wait --timeout=120s
+  kc create namespace "$NS"
+  # Pods cannot be created before the namespace's default ServiceAccount exists.
+  kc -n "$NS" wait --for=create serviceaccount/default --timeout=60s
+}
+
+deployment_ready() {
+  kc apply -f - <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: $NS}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}
+      containers:
+      - name: httpd
+        image: $REGISTRY/busybox:1.35
+        command: [sh, -c, 'echo "hello from \$(hostname)" >/www/index.html && exec httpd -f -p 8080 -h /www']
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /index.html, port: http}
+          periodSeconds: 1
+        securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+        volumeMounts: [{name: www, mountPath: /www}]
+      volumes: [{name: www, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: $NS}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+EOF
+  kc -n "$NS" rollout status deployment/web --timeout=120s
+  kc -n "$NS" wait --for=condition=Available deployment/web --timeout=10s
+  # The readiness probe really ran: every pod's Ready condition is True.
+  kc -n "$NS" wait --for=condition=Ready pod -l app=web --timeout=10s
+}
+
+service_reachable() {
+  kc -n "$NS" wait --for=jsonpath='{.endpoints[1].conditions.ready}'=true \
+    endpointslice -l kubernetes.io/service-name=web --timeout=30s
+  local ip; ip=$(kc -n "$NS" get service web -o jsonpath='{.spec.clusterIP}')
+  echo "Service web has ClusterIP $ip"
+  # The client finds the Service through the environment variables kubelet injects. It retries
+  # for a few seconds because kube-proxy programs the rules a moment after the endpoints appear.
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: $NS}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65532}
+  containers:
+  - name: client
+    image: $REGISTRY/busybox:1.35
+    command:
+    - sh
+    - -c
+    - |
+      ok=0
+      for i in \$(seq 1 30); do
+        out=\$(printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 2 "\$WEB_SERVICE_HOST" "\$WEB_SERVICE_PORT" || true)
+        case "\$out" in *"hello from web-"*) echo "\$out" | tail -n1; ok=\$((ok + 1)) ;; esac
+        [ \$ok -ge 10 ] && exit 0
+        sleep 0.2
+      done
+      exit 1
+EOF
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/client --timeout=60s
+  kc -n "$NS" logs client | tee "$tmp/client.log"
+  echo "replicas that answered: $(sort -u "$tmp/client.log" | wc -l)"
+}
+
+build_push_run() {
+  local name repo src="$tmp/src"
+  name="e2e-app-$(date +%s)"
+  repo="$GIT_URL/$name.git"
+  # A commit pushed from the host to the git server; the server creates the repository.
+  mkdir -p "$src"
+  printf '#!/bin/sh\necho "hello from %s, commit $(cat /app/COMMIT)"\n' "$name" >"$src/run.sh"
+  git -C "$src" init --quiet --initial-branch=main
+  git -C "$src" add run.sh
+  git -C "$src" -c user.name=e2e -c user.email=e2e@ferry.invalid commit --quiet -m "e2e app"
+  git -C "$src" push --quiet "$repo" main
+  local commit; commit=$(git -C "$src" rev-parse HEAD)
+  echo "pushed commit $commit to $repo"
+
+  kc -n "$NS" create configmap build-script --from-file=build-push.sh="$here/testdata/build-push.sh"
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: build, namespace: $NS}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65532, runAsGroup: 65532}
+  containers:
+  - name: build
+    image: $REGISTRY/toolbox:1
+    command: [sh, /scripts/build-push.sh]
+    env:
+    - {name: REPO, value: "$repo"}
+    - {name: REGISTRY, value: "$REGISTRY"}
+    - {name: IMAGE, value: "$name"}
+    volumeMounts: [{name: scripts, mountPath: /scripts}]
+  volumes: [{name: scripts, configMap: {name: build-script}}]
+EOF
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/build --timeout=120s
+  kc -n "$NS" logs build | tee "$tmp/build.log"
+  local ref; ref=$(sed -n 's/^pushed \([^ ]*\) commit .*/\1/p' "$tmp/build.log")
+  [ -n "$ref" ]
+  grep -q "commit $commit\$" "$tmp/build.log"
+
+  # The node pulls what the pod pushed, by digest, from the same address.
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: run, namespace: $NS}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: app, image: "$ref"}
+EOF
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/run --timeout=60s
+  kc -n "$NS" logs run | tee "$tmp/run.log"
+  grep -qx "hello from $name, commit $commit" "$tmp/run.log"
+}
+
+teardown_clean() {
+  "$here/down.sh"
+}
+
+step "node $NODE_NAME is Ready" node_ready
+step "namespace $NS is fresh" fresh_namespace
+step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
+step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
+step "a pod clones from the git server and pushes an image; the node pulls and runs it" build_push_run
+if [ "${E2E_KEEP:-0}" = 1 ]; then
+  echo "E2E_KEEP=1: cluster left running"
+else
+  step "after cluster-down nothing is left" teardown_clean
+fi
+echo "ALL PASSED"
