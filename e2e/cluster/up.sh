@@ -63,11 +63,16 @@ setup_network() {
   # with the veth when the namespace is deleted.
   ip route add "$POD_CIDR" via "$NODE_IP" dev "$HOST_IF"
   ip route add "$SERVICE_CIDR" via "$NODE_IP" dev "$HOST_IF"
-  # Inside there is no default route at all. A ClusterIP that kube-proxy has not programmed yet
-  # fails at once (ICMP unreachable) rather than hanging. kube-proxy's DNAT runs in PREROUTING,
-  # before this route is looked at, so pods and the host still reach programmed Services.
-  # (Processes in the node's own network namespace — hostNetwork pods — cannot use ClusterIPs.)
-  in_ns ip route add unreachable "$SERVICE_CIDR"
+  # Inside there is no default route at all, so nothing can leave. The Service range is routed
+  # into a dead end, a veth pair with both ends inside: a ClusterIP that kube-proxy has not
+  # programmed yet goes nowhere (the connection fails after ARP gives up). Some route is needed:
+  # processes of the node's own namespace (the git server's webhooks, hostNetwork pods) get
+  # kube-proxy's DNAT in OUTPUT, which comes after the route lookup, and without a route the
+  # connect() fails before DNAT can happen.
+  in_ns ip link add svc-sink type veth peer name svc-sink-peer
+  in_ns ip link set svc-sink-peer up
+  in_ns ip link set svc-sink up
+  in_ns ip route add "$SERVICE_CIDR" dev svc-sink
   # Both are per network namespace, so the host's own settings stay untouched. br_netfilter is
   # built into this kernel (no module to load); it makes bridged pod-to-pod traffic pass
   # iptables, which Service DNAT between two pods on the same bridge needs.
@@ -372,7 +377,7 @@ rm -rf "$LOGS.prev"
 mkdir -p "$E2E_DIR" "$LOGS" "$RUN"
 setup_network
 start_registry
-start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -root "$E2E_DIR/git"
+start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -url "$GIT_URL" -root "$E2E_DIR/git"
 wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
 wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
 log "building and pushing images"

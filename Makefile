@@ -1,0 +1,40 @@
+# Ferry's entry points. `make test` runs every test tier that exists; `make demo` shows Ferry
+# working. Slow builds (Kubernetes, etcd) are cached under $(FERRY_CACHE), keyed by version.
+
+SHELL := /bin/bash
+export FERRY_CACHE ?= $(HOME)/.cache/ferry
+CARGO ?= cargo
+
+.PHONY: all build test lint unit integration crds check-crds demo demo-down
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+## test: every tier: lint, unit (with the CRD drift check), integration against a real API server.
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --lib --bins --test crds
+
+## integration: a real etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
+integration:
+	$(CARGO) build --locked --tests
+	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
+
+## crds: regenerate crds/ and manifests/crds.yaml from the Rust types.
+crds:
+	$(CARGO) run --locked --quiet -- crds --out-dir crds
+	$(CARGO) run --locked --quiet -- crds > manifests/crds.yaml
+
+## demo: bring up the API server, run the controller, apply examples/, show what Ferry reports.
+demo:
+	e2e/demo.sh
+
+demo-down:
+	e2e/demo.sh down

@@ -1,0 +1,176 @@
+//! Condition types, reasons and the one place that merges a freshly decided set of conditions
+//! into the existing ones.
+//!
+//! Ferry follows kstatus (kubernetes-sigs/cli-utils): every object carries `Ready`, and
+//! `Reconciling` or `Stalled` are present and `True` only while something is abnormal, so
+//! `kubectl wait --for=condition=Ready`, Argo CD and Flux read Ferry objects without plugins.
+//! A condition keeps its `lastTransitionTime` until its status flips, so a steady state writes
+//! nothing.
+
+use super::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const SUCCEEDED: &str = "Succeeded";
+
+pub const TRUE: &str = "True";
+pub const FALSE: &str = "False";
+
+/// A condition as a decision function states it: no time and no generation yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn status_str(&self) -> &'static str {
+        if self.status { TRUE } else { FALSE }
+    }
+}
+
+/// Merges the desired conditions into `existing`.
+///
+/// The result holds exactly the desired types, in the order given. A condition whose status
+/// did not change keeps its `lastTransitionTime`; one that flipped, or is new, gets `now`.
+/// Reason, message and `observedGeneration` always follow the desired state.
+pub fn merge(
+    existing: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|want| {
+            let previous = existing.iter().find(|c| c.type_ == want.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == want.status_str() => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: want.type_.to_owned(),
+                status: want.status_str().to_owned(),
+                reason: want.reason.clone(),
+                message: truncate(&want.message, 1024),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Finds a condition by type.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of this type is present and `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == TRUE)
+}
+
+/// Cuts a message to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_its_transition_time() {
+        let first = merge(
+            &[],
+            &[Desired::new(READY, true, "Ok", "fine")],
+            Some(1),
+            &at(10),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, true, "Ok", "still fine")],
+            Some(2),
+            &at(20),
+        );
+        assert_eq!(second[0].last_transition_time, at(10));
+        assert_eq!(second[0].message, "still fine");
+        assert_eq!(second[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_flipped_status_gets_a_new_transition_time() {
+        let first = merge(
+            &[],
+            &[Desired::new(READY, true, "Ok", "")],
+            Some(1),
+            &at(10),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, false, "Broken", "")],
+            Some(1),
+            &at(20),
+        );
+        assert_eq!(second[0].last_transition_time, at(20));
+        assert_eq!(second[0].status, FALSE);
+    }
+
+    #[test]
+    fn conditions_no_longer_desired_are_dropped() {
+        let first = merge(
+            &[],
+            &[
+                Desired::new(READY, false, "X", ""),
+                Desired::new(STALLED, true, "X", ""),
+            ],
+            Some(1),
+            &at(10),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, true, "Ok", "")],
+            Some(1),
+            &at(20),
+        );
+        assert_eq!(second.len(), 1);
+        assert!(find(&second, STALLED).is_none());
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let message = "é".repeat(600);
+        let cut = truncate(&message, 1024);
+        assert!(cut.len() <= 1024);
+        assert!(cut.ends_with("..."));
+    }
+}

@@ -1,0 +1,139 @@
+//! The Release: an immutable record of one built version of an Application.
+//!
+//! Its spec names the image by digest and cannot change once created (a CEL rule on the
+//! spec); what changes is its status: where it is deployed and where it was rejected.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Time};
+
+/// Semantic version 2.0.0, as a CEL regular expression (no `v` prefix: Ferry strips it).
+pub const SEMVER: &str = "^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)\
+     (-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$";
+
+/// An immutable record of a built version of an Application.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "Release",
+    namespaced,
+    status = "ReleaseStatus",
+    shortname = "rel",
+    category = "ferry",
+    doc = "An immutable record of a built version of an Application: version, commit and image digest.",
+    printcolumn(
+        name = "Application",
+        type_ = "string",
+        json_path = ".spec.application"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Commit", type_ = "string", json_path = ".spec.commit"),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        priority = 1
+    ),
+    printcolumn(name = "Deployed", type_ = "string", json_path = ".status.summary"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    selectable = ".spec.application"
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf")
+    .message("a Release is immutable; build a new commit (or create a new Release) instead of changing this one"))]
+pub struct ReleaseSpec {
+    /// The Application this is a release of.
+    #[schemars(length(min = 1, max = 42))]
+    pub application: String,
+
+    /// Semantic version: the commit's tag without its `v`, or `0.0.0-<short commit>`.
+    #[schemars(length(min = 5, max = 128))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{SEMVER}')"))
+        .message("must be a semantic version such as 1.4.2 or 0.0.0-9fceb02 (no 'v' prefix)"))]
+    pub version: String,
+
+    /// The full commit id the image was built from.
+    #[schemars(length(min = 40, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9a-f]{40}|[0-9a-f]{64})$')")
+        .message("must be a full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits"))]
+    pub commit: String,
+
+    /// The image, by digest: `repository@sha256:<64 hex digits>`.
+    #[schemars(length(min = 1, max = 600))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]+([.-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+@sha256:[a-f0-9]{64}$')")
+        .message("must name the image by digest, as repository@sha256:<64 hex digits>; a tag can move, a digest cannot"))]
+    pub image: String,
+
+    /// The BuildJob that produced the image, if Ferry built it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub build_job: Option<String>,
+
+    /// Work items referenced by commit messages since the previous release (`#123`,
+    /// `PROJ-42`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    pub work_items: Vec<String>,
+
+    /// Free-form release notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub notes: Option<String>,
+}
+
+/// Where the release runs and where it was turned away.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, and `Stalled` while abnormal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// One line for `kubectl get`: the environments it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+
+    /// Per environment it reached: deployed, verified, promoted, or rejected and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<ReleaseEnvironment>,
+}
+
+/// The release in one environment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseEnvironment {
+    pub name: String,
+    pub state: ReleaseState,
+    /// When it reached this state.
+    pub since: Time,
+    /// Why (for a rejection: the failing signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What became of a release in one environment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseState {
+    /// Rolling out.
+    Deploying,
+    /// Serving and healthy.
+    Deployed,
+    /// Verified after rollout and promoted to the next environment.
+    Promoted,
+    /// Rolled back; never promoted further.
+    Rejected,
+    /// Replaced by a newer release.
+    Superseded,
+}

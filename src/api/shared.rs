@@ -1,0 +1,197 @@
+//! Spec pieces that more than one kind carries: where the source lives, how to build it and
+//! where the image goes. An Application holds them as the user wrote them; a BuildJob holds a
+//! copy taken when the build was created, so a build is reproducible after the Application
+//! changes.
+//!
+//! The CEL rules and their messages are constants, so that every field of the same shape says
+//! the same thing when it is wrong.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Duration, ResourceRequirements};
+
+/// A DNS-1035 label: what Kubernetes requires of Service names and most object names.
+pub const DNS_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+pub(crate) const GIT_URL_RULE: &str = "self.matches('^(https?|ssh|git)://[^ ]+$') || \
+     self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ ]+$')";
+pub(crate) const GIT_URL_MESSAGE: &str = "must be a git URL with scheme http, https, ssh or git \
+     (for example https://git.example.com/team/app.git) or scp-like user@host:path; local paths \
+     and file:// URLs are not allowed";
+
+pub(crate) const SUB_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+pub(crate) const SUB_PATH_MESSAGE: &str = "must be a path relative to the repository root \
+     without '..' segments, for example services/shop";
+
+pub(crate) const SECRET_NAME_RULE: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+pub(crate) const SECRET_NAME_MESSAGE: &str = "must be the name of a Secret in the same namespace: \
+     lowercase letters, digits, '-' and '.', starting and ending with a letter or digit";
+
+pub(crate) const IMAGE_REF_RULE: &str = "self.matches('^[^ :@/][^ ]*$')";
+pub(crate) const IMAGE_REF_MESSAGE: &str =
+    "must be an image reference such as registry.example.com/tools/builder:1 (no spaces)";
+
+pub(crate) const REPOSITORY_RULE: &str = "self.matches('^[a-z0-9]+([.-][a-z0-9]+)*(:[0-9]+)?\
+     (/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+$')";
+pub(crate) const REPOSITORY_MESSAGE: &str = "must be a registry host and repository path without \
+     tag or digest, for example registry.example.com/team-a/shop; Ferry adds the tag and records \
+     the digest itself";
+
+pub(crate) const ABSOLUTE_PATH_RULE: &str =
+    "self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+pub(crate) const ABSOLUTE_PATH_MESSAGE: &str =
+    "must be an absolute path inside the build container without '..' segments, for example /out";
+
+/// Go-style duration syntax, as `kubectl` and every Kubernetes API use it ("90s", "1m30s").
+pub(crate) const DURATION_SYNTAX: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')";
+
+/// The git repository an Application is built from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Git URL of the repository: http(s)://, ssh://, git:// or scp-like user@host:path.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(GIT_URL_RULE).message(GIT_URL_MESSAGE))]
+    pub url: String,
+
+    /// Branch whose new commits Ferry builds.
+    #[serde(default = "default_branch")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/-]+$') && !self.startsWith('-') && !self.contains('..') && !self.endsWith('/')")
+        .message("must be a git branch name such as main or release/1.x: letters, digits, '.', '_', '-' and '/', not starting with '-' and without '..'"))]
+    pub branch: String,
+
+    /// Directory inside the repository to build, relative to its root. The whole repository
+    /// is built when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(SUB_PATH_RULE).message(SUB_PATH_MESSAGE))]
+    pub path: Option<String>,
+
+    /// Secret with credentials for fetching the repository: type `kubernetes.io/basic-auth`
+    /// (keys `username`, `password`) or `kubernetes.io/ssh-auth` (key `ssh-privatekey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    pub credentials_secret: Option<String>,
+
+    /// Secret whose key `secret` holds the HMAC-SHA256 key that signs push webhooks for this
+    /// Application. Without it the webhook endpoint refuses this Application's pushes and
+    /// Ferry relies on polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    pub webhook_secret: Option<String>,
+
+    /// How often Ferry asks the repository for new commits on the branch (Go duration, at
+    /// least 5s). Polls of the same repository and branch are shared between Applications.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("{DURATION_SYNTAX} && duration(self) >= duration('5s') && duration(self) <= duration('24h')"))
+        .message("must be a duration between 5s and 24h, for example 1m"))]
+    pub poll_interval: Duration,
+}
+
+/// How a commit becomes an image.
+///
+/// The build script runs in `builderImage` with the source checked out in its working
+/// directory. Then either the files it left in `outputDir` become one layer on top of
+/// `baseImage` (with `entrypoint`), or the OCI image layout it wrote to `ociLayoutDir` is
+/// published as it is (buildah, kaniko, buildpacks and others can write one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.baseImage) != has(self.ociLayoutDir)")
+    .message("set exactly one of build.baseImage (the output directory becomes a layer on that image) and build.ociLayoutDir (publish the OCI image layout the script wrote)"))]
+#[x_kube(validation = Rule::new("!has(self.ociLayoutDir) || (!has(self.outputDir) && !has(self.entrypoint))")
+    .message("build.outputDir and build.entrypoint only apply with build.baseImage; with build.ociLayoutDir the layout already holds the image and its configuration"))]
+pub struct BuildSpec {
+    /// Image in which the build script runs (it needs `/bin/sh`).
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_REF_RULE).message(IMAGE_REF_MESSAGE))]
+    pub builder_image: String,
+
+    /// Shell script that builds and tests the commit, run with `sh -ec` in the checkout. A
+    /// non-zero exit fails the build; the tail of its output is kept in the BuildJob status.
+    #[schemars(length(min = 1, max = 65536))]
+    pub script: String,
+
+    /// Directory where the script leaves the files of the runtime image (default `/out`).
+    /// They are added as one layer on top of `baseImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message(ABSOLUTE_PATH_MESSAGE))]
+    pub output_dir: Option<String>,
+
+    /// Runtime base image whose layers the output directory is added to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_REF_RULE).message(IMAGE_REF_MESSAGE))]
+    pub base_image: Option<String>,
+
+    /// Entrypoint of the runtime image; the base image's entrypoint when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub entrypoint: Vec<String>,
+
+    /// Directory where the script writes an OCI image layout to publish as it is, instead of
+    /// layering `outputDir` on `baseImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message(ABSOLUTE_PATH_MESSAGE))]
+    pub oci_layout_dir: Option<String>,
+
+    /// Longest a build may run before it is stopped and marked failed (default 30m).
+    #[serde(default = "default_build_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("{DURATION_SYNTAX} && duration(self) >= duration('1m') && duration(self) <= duration('24h')"))
+        .message("must be a duration between 1m and 24h, for example 30m"))]
+    pub timeout: Duration,
+
+    /// Compute resources of the build container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl BuildSpec {
+    /// The output directory the script writes to, when the image is layered on a base.
+    pub fn output_dir(&self) -> &str {
+        self.output_dir.as_deref().unwrap_or("/out")
+    }
+}
+
+/// Where built images are pushed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Registry host and repository, without tag or digest
+    /// (`registry.example.com/team-a/shop`).
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(REPOSITORY_RULE).message(REPOSITORY_MESSAGE))]
+    pub repository: String,
+
+    /// Secret of type `kubernetes.io/dockerconfigjson` with credentials to push to the
+    /// repository's registry. Omit it for a registry that accepts anonymous pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
+    pub push_secret: Option<String>,
+
+    /// Talk to the registry over plain HTTP instead of HTTPS. Only for registries on a
+    /// private network, such as a test cluster's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from(std::time::Duration::from_secs(60))
+}
+
+fn default_build_timeout() -> Duration {
+    Duration::from(std::time::Duration::from_secs(30 * 60))
+}

@@ -1,0 +1,155 @@
+//! Reconciles Applications: resolves the Environments and Secrets an Application names and
+//! reports whether it can be delivered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use tracing::instrument;
+
+use super::{Context, Error, secret_metadata, succeeded, write_status};
+use crate::api::conditions::{self, READY};
+use crate::api::{Application, Environment, Secret};
+use crate::decide::application::{self as decide, EnvironmentFacts, Observed};
+use crate::decide::secrets::SecretKeys;
+
+/// How often an Application is looked at again with nothing changed, to catch what no watch
+/// reports.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Declares what an Application's state depends on besides itself.
+pub(super) fn relate(
+    controller: Controller<Application>,
+    context: &Arc<Context>,
+    config: watcher::Config,
+) -> Controller<Application> {
+    // An Environment appearing, disappearing or changing readiness changes whether the
+    // Applications that list it can be delivered.
+    let apps = context.applications.clone();
+    let by_environment = move |env: Environment| {
+        let namespace = env.namespace();
+        let name = env.name_any();
+        apps.state()
+            .into_iter()
+            .filter(|app| {
+                app.namespace() == namespace && app.spec.environments.iter().any(|e| e.name == name)
+            })
+            .map(|app| ObjectRef::from_obj(&*app))
+            .collect::<Vec<_>>()
+    };
+    // A Secret appearing or changing its keys unblocks the Applications that name it.
+    let apps = context.applications.clone();
+    let by_secret = move |secret: kube::core::PartialObjectMeta<Secret>| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        apps.state()
+            .into_iter()
+            .filter(|app| {
+                app.namespace() == namespace && app.secret_refs().iter().any(|(_, s)| *s == name)
+            })
+            .map(|app| ObjectRef::from_obj(&*app))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches(
+            context.scoped::<Environment>(),
+            config.clone(),
+            by_environment,
+        )
+        .watches(secret_metadata(context), config, by_secret)
+}
+
+#[instrument(skip(app, context), fields(namespace = app.namespace(), name = %app.name_any()))]
+pub(super) async fn reconcile(
+    app: Arc<Application>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_started("Application");
+    let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
+
+    let environments = environment_facts(&context, &namespace).await;
+    let secrets = secret_keys(&context, &namespace, &app.secret_refs()).await?;
+    let status = decide::status(
+        &Observed {
+            app: &app,
+            namespace: &namespace,
+            environments: &environments,
+            secrets: &secrets,
+        },
+        &context.clock.now(),
+    );
+    write_status(&context, &*app, app.status.as_ref(), &status, |s| {
+        &s.conditions
+    })
+    .await?;
+
+    succeeded(&context, &*app);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The Environments of a namespace, from the shared cache.
+async fn environment_facts(
+    context: &Context,
+    namespace: &str,
+) -> BTreeMap<String, EnvironmentFacts> {
+    // Before the cache has its first full list every Environment would look missing.
+    let _ = context.environments.wait_until_ready().await;
+    context
+        .environments
+        .state()
+        .into_iter()
+        .filter(|env| env.namespace().as_deref() == Some(namespace))
+        .map(|env| {
+            let conditions = env
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            let not_ready = match conditions::find(conditions, READY) {
+                Some(ready) if ready.status == conditions::TRUE => None,
+                Some(ready) => Some(ready.reason.clone()),
+                None => Some("NotReconciledYet".to_owned()),
+            };
+            (
+                env.name_any(),
+                EnvironmentFacts {
+                    upstream: env.spec.upstream.clone(),
+                    not_ready,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The key names of the named Secrets that exist. Values are dropped right away.
+pub(super) async fn secret_keys(
+    context: &Context,
+    namespace: &str,
+    references: &[(&'static str, &str)],
+) -> Result<SecretKeys, Error> {
+    let api = context.api::<Secret>(namespace);
+    let mut keys = SecretKeys::new();
+    for (_, name) in references {
+        if keys.contains_key(*name) {
+            continue;
+        }
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(Error::observe(format!("Secret {namespace}/{name}")))?;
+        if let Some(secret) = secret {
+            let names = secret
+                .data
+                .into_iter()
+                .flat_map(|d| d.into_keys())
+                .chain(secret.string_data.into_iter().flat_map(|d| d.into_keys()))
+                .collect();
+            keys.insert((*name).to_owned(), names);
+        }
+    }
+    Ok(keys)
+}

@@ -1,0 +1,83 @@
+//! Reconciles BuildJobs: checks that a build can start (its Application and Secrets exist)
+//! and keeps the outcome of a finished build.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use tracing::instrument;
+
+use super::application::secret_keys;
+use super::release::application_exists;
+use super::{Context, Error, secret_metadata, succeeded, write_status};
+use crate::api::{Application, BuildJob, Secret};
+use crate::decide::buildjob::{self as decide, Observed};
+
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Declares what a BuildJob's state depends on besides itself.
+pub(super) fn relate(
+    controller: Controller<BuildJob>,
+    context: &Arc<Context>,
+    config: watcher::Config,
+) -> Controller<BuildJob> {
+    // A build waits for its Application...
+    let jobs = controller.store();
+    let by_application = move |app: Application| {
+        let namespace = app.namespace();
+        let name = app.name_any();
+        jobs.state()
+            .into_iter()
+            .filter(|j| j.namespace() == namespace && j.spec.application == name)
+            .map(|j| ObjectRef::from_obj(&*j))
+            .collect::<Vec<_>>()
+    };
+    // ...and for the Secrets it names.
+    let jobs = controller.store();
+    let by_secret = move |secret: kube::core::PartialObjectMeta<Secret>| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        jobs.state()
+            .into_iter()
+            .filter(|j| {
+                j.namespace() == namespace && j.secret_refs().iter().any(|(_, s)| *s == name)
+            })
+            .map(|j| ObjectRef::from_obj(&*j))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches(
+            context.scoped::<Application>(),
+            config.clone(),
+            by_application,
+        )
+        .watches(secret_metadata(context), config, by_secret)
+}
+
+#[instrument(skip(job, context), fields(namespace = job.namespace(), name = %job.name_any()))]
+pub(super) async fn reconcile(job: Arc<BuildJob>, context: Arc<Context>) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_started("BuildJob");
+    let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
+
+    let application_exists = application_exists(&context, &namespace, &job.spec.application).await;
+    let secrets = secret_keys(&context, &namespace, &job.secret_refs()).await?;
+    let status = decide::status(
+        &Observed {
+            job: &job,
+            namespace: &namespace,
+            application_exists,
+            secrets: &secrets,
+        },
+        &context.clock.now(),
+    );
+    write_status(&context, &*job, job.status.as_ref(), &status, |s| {
+        &s.conditions
+    })
+    .await?;
+
+    succeeded(&context, &*job);
+    Ok(Action::requeue(RESYNC))
+}

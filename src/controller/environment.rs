@@ -1,0 +1,119 @@
+//! Reconciles Environments: resolves the upstream chain and checks that the target namespace
+//! exists and consents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tracing::instrument;
+
+use super::{Context, Error, succeeded, write_status};
+use crate::api::{Environment, Namespace};
+use crate::decide::environment::{self as decide, Observed, TargetNamespace};
+
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Declares what an Environment's state depends on besides itself.
+pub(super) fn relate(
+    controller: Controller<Environment>,
+    context: &Arc<Context>,
+    config: watcher::Config,
+) -> Controller<Environment> {
+    // Whether an upstream chain resolves, or loops, depends on every Environment of the
+    // namespace: a change to one re-checks its siblings.
+    let envs = context.environments.clone();
+    let siblings = move |changed: Environment| {
+        let namespace = changed.namespace();
+        envs.state()
+            .into_iter()
+            .filter(|env| env.namespace() == namespace)
+            .map(|env| ObjectRef::from_obj(&*env))
+            .collect::<Vec<_>>()
+    };
+    // A target namespace appearing or consenting unblocks the Environments aimed at it.
+    let envs = context.environments.clone();
+    let by_namespace = move |ns: PartialObjectMeta<Namespace>| {
+        let name = ns.name_any();
+        envs.state()
+            .into_iter()
+            .filter(|env| env.target_namespace() == Some(name.as_str()))
+            .map(|env| ObjectRef::from_obj(&*env))
+            .collect::<Vec<_>>()
+    };
+    let namespaces = Api::<PartialObjectMeta<Namespace>>::all(context.client.clone());
+    controller
+        .watches(context.scoped::<Environment>(), config.clone(), siblings)
+        .watches(namespaces, config, by_namespace)
+}
+
+#[instrument(skip(env, context), fields(namespace = env.namespace(), name = %env.name_any()))]
+pub(super) async fn reconcile(
+    env: Arc<Environment>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_started("Environment");
+    let namespace = env.namespace().ok_or(Error::MissingNamespace)?;
+    let name = env.name_any();
+    let target_namespace = env.target_namespace().unwrap_or(&namespace).to_owned();
+
+    let upstreams = upstreams(&context, &namespace, &env).await;
+    let target = target(&context, &target_namespace).await?;
+    let status = decide::status(
+        &Observed {
+            name: &name,
+            namespace: &namespace,
+            generation: env.metadata.generation,
+            target_namespace: &target_namespace,
+            target,
+            upstreams: &upstreams,
+            current: env.status.as_ref(),
+        },
+        &context.clock.now(),
+    );
+    write_status(&context, &*env, env.status.as_ref(), &status, |s| {
+        &s.conditions
+    })
+    .await?;
+
+    succeeded(&context, &*env);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Every Environment of the namespace, name to upstream, from the shared cache; `env` itself
+/// as it is now, since the cache may lag behind the object being reconciled.
+async fn upstreams(
+    context: &Context,
+    namespace: &str,
+    env: &Environment,
+) -> BTreeMap<String, Option<String>> {
+    let _ = context.environments.wait_until_ready().await;
+    let mut upstreams: BTreeMap<String, Option<String>> = context
+        .environments
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(namespace))
+        .map(|e| (e.name_any(), e.spec.upstream.clone()))
+        .collect();
+    upstreams.insert(env.name_any(), env.spec.upstream.clone());
+    upstreams
+}
+
+async fn target(context: &Context, name: &str) -> Result<TargetNamespace, Error> {
+    let api = Api::<Namespace>::all(context.client.clone());
+    let namespace = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::observe(format!("Namespace {name}")))?;
+    Ok(match namespace {
+        None => TargetNamespace::Missing,
+        Some(ns) => TargetNamespace::Present {
+            labels: ns.metadata.labels.unwrap_or_default(),
+            annotations: ns.metadata.annotations.unwrap_or_default(),
+        },
+    })
+}

@@ -1,0 +1,451 @@
+//! The kube I/O shell: one kube-runtime `Controller` per kind, the shared [`Context`], the
+//! error policy, and the two writes every reconciler makes (status and Events).
+//!
+//! Each reconciler observes (reads what it needs from the API or a shared cache), calls its
+//! pure decision function in `crate::decide`, and writes the status only when it differs from
+//! what is stored. An Event is published when the `Ready` condition changes status or reason.
+//!
+//! Relations that make one object's state depend on another's are declared here, once, as
+//! watches with store-backed mappers: an Application waits for its Environments and Secrets,
+//! an Environment for its upstream and its target namespace, a Release and a BuildJob for
+//! their Application.
+
+mod application;
+mod buildjob;
+mod environment;
+mod release;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::api::conditions::{self, READY};
+use crate::api::{Application, BuildJob, Condition, Environment, FIELD_MANAGER, Release, Time};
+use crate::telemetry::{self, Endpoints, Metrics};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub http_addr: SocketAddr,
+    /// Watch only this namespace (for tests and namespace-scoped installs).
+    pub namespace: Option<String>,
+}
+
+/// A clock the tests can set.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Time;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Time {
+        Time(jiff::Timestamp::now())
+    }
+}
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub clock: Box<dyn Clock>,
+    pub namespace: Option<String>,
+    /// Caches of the kinds one reconciler reads of another.
+    pub environments: Store<Environment>,
+    pub applications: Store<Application>,
+    /// Consecutive failures per object, for backoff; cleared by a success.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// An Api for `K` in the namespace of an object being reconciled.
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// An Api for `K` over the watched scope.
+    fn scoped<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        scoped_api(&self.client, self.namespace.as_deref())
+    }
+}
+
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Why a reconcile failed. User mistakes are not errors: they become conditions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object has no namespace")]
+    MissingNamespace,
+    #[error("reading {what}: {source}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("serializing the status: {0}")]
+    Serialize(#[source] serde_json::Error),
+}
+
+impl Error {
+    /// A stable name for the metric label and the Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::MissingNamespace => "MissingNamespace",
+            Self::Observe { .. } => "ObserveFailed",
+            Self::WriteStatus(_) => "WriteStatusFailed",
+            Self::Serialize(_) => "SerializeFailed",
+        }
+    }
+
+    pub(crate) fn observe(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Observe { what, source }
+    }
+}
+
+/// Runs the four controllers and the HTTP endpoints until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let client = Client::try_default().await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let mut registry = Registry::with_prefix("ferry");
+    let metrics = Arc::new(Metrics::default());
+    metrics.register(&mut registry);
+    let endpoints = Arc::new(Endpoints {
+        registry,
+        ready: Default::default(),
+    });
+    let http = telemetry::serve(
+        settings.http_addr,
+        endpoints.clone(),
+        wait_for(shutdown_rx.clone()),
+    );
+    let controllers = run_controllers(
+        client,
+        settings.namespace,
+        metrics,
+        Box::new(SystemClock),
+        endpoints,
+        wait_for(shutdown_rx),
+    );
+    let (http, ()) = tokio::join!(http, controllers);
+    http?;
+    Ok(())
+}
+
+/// Runs the four controllers until `shutdown` resolves. Tests call this directly.
+pub async fn run_controllers(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    clock: Box<dyn Clock>,
+    endpoints: Arc<Endpoints>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let ns = namespace.as_deref();
+    let config = watcher::Config::default().any_semantic();
+
+    let applications = Controller::new(scoped_api::<Application>(&client, ns), config.clone());
+    let environments = Controller::new(scoped_api::<Environment>(&client, ns), config.clone());
+    let releases = Controller::new(scoped_api::<Release>(&client, ns), config.clone());
+    let buildjobs = Controller::new(scoped_api::<BuildJob>(&client, ns), config.clone());
+
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter()),
+        metrics,
+        clock,
+        namespace: namespace.clone(),
+        environments: environments.store(),
+        applications: applications.store(),
+        failures: Mutex::default(),
+    });
+
+    let applications = application::relate(applications, &context, config.clone());
+    let environments = environment::relate(environments, &context, config.clone());
+    let releases = release::relate(releases, &context, config.clone());
+    let buildjobs = buildjob::relate(buildjobs, &context, config);
+
+    let readiness = {
+        let stores = (
+            context.applications.clone(),
+            context.environments.clone(),
+            releases.store(),
+            buildjobs.store(),
+        );
+        async move {
+            let synced = futures::future::join4(
+                stores.0.wait_until_ready(),
+                stores.1.wait_until_ready(),
+                stores.2.wait_until_ready(),
+                stores.3.wait_until_ready(),
+            )
+            .await;
+            if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
+                endpoints.ready.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced; ready");
+            }
+        }
+    };
+
+    let drain = |stream: futures::stream::BoxStream<'static, ()>| stream.for_each(|()| async {});
+    futures::join!(
+        readiness,
+        drain(
+            applications
+                .graceful_shutdown_on(shutdown.clone())
+                .run(application::reconcile, error_policy, context.clone())
+                .map(log_outcome)
+                .boxed()
+        ),
+        drain(
+            environments
+                .graceful_shutdown_on(shutdown.clone())
+                .run(environment::reconcile, error_policy, context.clone())
+                .map(log_outcome)
+                .boxed()
+        ),
+        drain(
+            releases
+                .graceful_shutdown_on(shutdown.clone())
+                .run(release::reconcile, error_policy, context.clone())
+                .map(log_outcome)
+                .boxed()
+        ),
+        drain(
+            buildjobs
+                .graceful_shutdown_on(shutdown)
+                .run(buildjob::reconcile, error_policy, context.clone())
+                .map(log_outcome)
+                .boxed()
+        ),
+    );
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        controller: "ferry".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+fn log_outcome<K, E: std::fmt::Display>(
+    outcome: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
+) where
+    K: Resource,
+{
+    if let Err(error) = outcome {
+        match error {
+            // Already logged and counted by the error policy.
+            kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+            other => tracing::warn!(error = %other, "controller stream error"),
+        }
+    }
+}
+
+/// Transient faults back off per object: 1 s, 2 s, 4 s ... up to 5 minutes.
+fn error_policy<K>(object: Arc<K>, error: &Error, context: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + ResourceExt,
+{
+    let kind = K::kind(&()).into_owned();
+    let key = format!(
+        "{kind}/{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    let attempts = {
+        let mut failures = context
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    context
+        .metrics
+        .reconcile_failed(static_kind(&kind), error.category());
+    tracing::warn!(%kind, name = %object.name_any(), error = %error, attempts, "reconcile failed");
+    let delay = 2u64
+        .saturating_pow(attempts.saturating_sub(1).min(9))
+        .min(300);
+    Action::requeue(Duration::from_secs(delay))
+}
+
+/// Clears an object's failure count after a successful reconcile.
+fn succeeded<K: Resource<DynamicType = ()> + ResourceExt>(context: &Context, object: &K) {
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    context
+        .failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&key);
+}
+
+fn static_kind(kind: &str) -> &'static str {
+    match kind {
+        "Application" => "Application",
+        "Environment" => "Environment",
+        "Release" => "Release",
+        "BuildJob" => "BuildJob",
+        _ => "Other",
+    }
+}
+
+/// Writes `status` with server-side apply unless it equals what is stored, then announces a
+/// change of the `Ready` condition with an Event. Returns whether anything was written.
+async fn write_status<K, S>(
+    context: &Context,
+    object: &K,
+    old: Option<&S>,
+    new: &S,
+    conditions_of: impl Fn(&S) -> &[Condition],
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + ResourceExt
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(new) {
+        return Ok(false);
+    }
+    let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<K> = context.api(&namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": serde_json::to_value(new).map_err(Error::Serialize)?,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+
+    let before = old.and_then(|s| conditions::find(conditions_of(s), READY));
+    if let Some(after) = conditions::find(conditions_of(new), READY)
+        && before.is_none_or(|b| b.status != after.status || b.reason != after.reason)
+    {
+        announce(context, object, after).await;
+    }
+    Ok(true)
+}
+
+/// Publishes the Event for a `Ready` transition. An Event that cannot be written is logged,
+/// not retried: the status already says the same.
+async fn announce<K>(context: &Context, object: &K, ready: &Condition)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_: if ready.status == conditions::TRUE {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: ready.reason.clone(),
+        note: Some(conditions::truncate(&ready.message, 1024)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %error, "cannot publish an Event");
+    }
+}
+
+/// The metadata of Secrets over the watched scope: only names and keys matter to the
+/// relations, and a metadata watch keeps no credential in the controller's memory.
+fn secret_metadata(context: &Context) -> Api<PartialObjectMeta<crate::api::Secret>> {
+    match context.namespace.as_deref() {
+        Some(ns) => Api::namespaced(context.client.clone(), ns),
+        None => Api::all(context.client.clone()),
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// A future that resolves when the shutdown flag is raised; cheap to clone.
+pub fn wait_for(
+    mut flag: watch::Receiver<bool>,
+) -> futures::future::Shared<futures::future::BoxFuture<'static, ()>> {
+    async move {
+        while !*flag.borrow_and_update() {
+            if flag.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+    .boxed()
+    .shared()
+}

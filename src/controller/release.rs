@@ -1,0 +1,73 @@
+//! Reconciles Releases: a Release is a record, ready once its Application exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use tracing::instrument;
+
+use super::{Context, Error, succeeded, write_status};
+use crate::api::{Application, Release};
+use crate::decide::release::{self as decide, Observed};
+
+const RESYNC: Duration = Duration::from_secs(600);
+
+/// Declares what a Release's state depends on besides itself.
+pub(super) fn relate(
+    controller: Controller<Release>,
+    context: &Arc<Context>,
+    config: watcher::Config,
+) -> Controller<Release> {
+    // Its Application appearing or going away changes whether the Release can be deployed.
+    let releases = controller.store();
+    let by_application = move |app: Application| {
+        let namespace = app.namespace();
+        let name = app.name_any();
+        releases
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace() == namespace && r.spec.application == name)
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect::<Vec<_>>()
+    };
+    controller.watches(context.scoped::<Application>(), config, by_application)
+}
+
+#[instrument(skip(release, context), fields(namespace = release.namespace(), name = %release.name_any()))]
+pub(super) async fn reconcile(
+    release: Arc<Release>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_started("Release");
+    let namespace = release.namespace().ok_or(Error::MissingNamespace)?;
+
+    let application_exists =
+        application_exists(&context, &namespace, &release.spec.application).await;
+    let status = decide::status(
+        &Observed {
+            release: &release,
+            namespace: &namespace,
+            application_exists,
+        },
+        &context.clock.now(),
+    );
+    write_status(&context, &*release, release.status.as_ref(), &status, |s| {
+        &s.conditions
+    })
+    .await?;
+
+    succeeded(&context, &*release);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the Application exists, from the shared cache.
+pub(super) async fn application_exists(context: &Context, namespace: &str, name: &str) -> bool {
+    let _ = context.applications.wait_until_ready().await;
+    context
+        .applications
+        .get(&ObjectRef::new(name).within(namespace))
+        .is_some()
+}

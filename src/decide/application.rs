@@ -1,0 +1,394 @@
+//! Whether an Application can be delivered: every Environment it lists exists, is ready and
+//! is reachable from a first stage through environments it also lists, and every Secret it
+//! names exists with the keys its use needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::secrets::{self, SecretKeys};
+use super::{Blocker, Readiness, join_names, readiness, whole_seconds};
+use crate::api::application::{EnvironmentState, Phase};
+use crate::api::conditions;
+use crate::api::{Application, ApplicationStatus, Time};
+
+/// An Environment as the Application controller sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentFacts {
+    pub upstream: Option<String>,
+    /// The reason of its `Ready=False` condition, if it is not ready.
+    pub not_ready: Option<String>,
+}
+
+/// What the reconciler observed for one Application.
+pub struct Observed<'a> {
+    pub app: &'a Application,
+    pub namespace: &'a str,
+    /// The Environments of the namespace, by name.
+    pub environments: &'a BTreeMap<String, EnvironmentFacts>,
+    /// Key names of the Secrets the Application names (absent when they do not exist).
+    pub secrets: &'a SecretKeys,
+}
+
+/// Orders the listed environments so that each comes after its upstream, or says why that is
+/// impossible: an upstream that is not listed would never hand a release on.
+pub fn order(
+    listed: &[String],
+    environments: &BTreeMap<String, EnvironmentFacts>,
+) -> Result<Vec<String>, Blocker> {
+    let listed_set: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
+    for name in listed {
+        if let Some(up) = environments.get(name).and_then(|e| e.upstream.as_deref())
+            && !listed_set.contains(up)
+        {
+            return Err(Blocker::new(
+                "UpstreamNotListed",
+                format!(
+                    "Environment \"{name}\" promotes from \"{up}\", which spec.environments does not list, so no release would reach it; add \"{up}\" or change the upstream of \"{name}\""
+                ),
+            ));
+        }
+    }
+    // Kahn's algorithm over the listed subgraph, stable in the order the user wrote.
+    let mut placed: Vec<String> = Vec::with_capacity(listed.len());
+    while placed.len() < listed.len() {
+        let next = listed.iter().find(|name| {
+            !placed.contains(name)
+                && environments
+                    .get(*name)
+                    .and_then(|e| e.upstream.as_ref())
+                    .is_none_or(|up| placed.contains(up))
+        });
+        match next {
+            Some(name) => placed.push(name.clone()),
+            None => {
+                let rest: Vec<String> = listed
+                    .iter()
+                    .filter(|n| !placed.contains(n))
+                    .cloned()
+                    .collect();
+                return Err(Blocker::new(
+                    "UpstreamCycle",
+                    format!(
+                        "Environments {} promote from each other in a cycle; make one of them a first stage",
+                        join_names(&rest)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// The first reason the Application cannot be delivered, if any.
+fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
+    let missing: Vec<String> = listed
+        .iter()
+        .filter(|n| !observed.environments.contains_key(*n))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let (noun, verb) = if missing.len() == 1 {
+            ("Environment", "does")
+        } else {
+            ("Environments", "do")
+        };
+        return Some(Blocker::new(
+            "EnvironmentNotFound",
+            format!(
+                "{noun} {} named in spec.environments {verb} not exist in namespace \"{}\"; create it or remove the entry",
+                join_names(&missing),
+                observed.namespace
+            ),
+        ));
+    }
+    if let Some(blocker) = secrets::check(
+        &observed.app.secret_refs(),
+        observed.secrets,
+        observed.namespace,
+    ) {
+        return Some(blocker);
+    }
+    if let Err(blocker) = order(listed, observed.environments) {
+        return Some(blocker);
+    }
+    listed.iter().find_map(|name| {
+        let reason = observed.environments.get(name)?.not_ready.as_ref()?;
+        Some(Blocker::new(
+            "EnvironmentNotReady",
+            format!("Environment \"{name}\" is not ready ({reason}); see its status"),
+        ))
+    })
+}
+
+/// The Application's new status.
+pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
+    let app = observed.app;
+    let generation = app.metadata.generation;
+    let current = app.status.clone().unwrap_or_default();
+    let listed: Vec<String> = app
+        .spec
+        .environments
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+
+    let state = match blocker(observed, &listed) {
+        Some(blocker) => Readiness::Blocked(blocker),
+        None => Readiness::Ready {
+            reason: "Ready",
+            message: if listed.is_empty() {
+                "builds and releases; lists no environments to deliver to".to_owned()
+            } else {
+                format!("delivers through {}", listed.join(" -> "))
+            },
+        },
+    };
+    let ordered = order(&listed, observed.environments).unwrap_or(listed);
+    let environments: Vec<EnvironmentState> = ordered
+        .iter()
+        .map(|name| {
+            current
+                .environments
+                .iter()
+                .find(|e| &e.name == name)
+                .cloned()
+                .unwrap_or_else(|| EnvironmentState {
+                    name: name.clone(),
+                    phase: Some(Phase::Pending),
+                    ..EnvironmentState::default()
+                })
+        })
+        .collect();
+
+    ApplicationStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(
+            &current.conditions,
+            &readiness(&state),
+            generation,
+            &whole_seconds(now),
+        ),
+        summary: summary(&environments),
+        environments,
+        ..current
+    }
+}
+
+/// One line per Application for `kubectl get`: each environment with its release, or its
+/// phase when nothing runs there yet.
+pub fn summary(environments: &[EnvironmentState]) -> Option<String> {
+    if environments.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = environments
+        .iter()
+        .map(|e| {
+            let what = match (&e.current, e.phase) {
+                (Some(release), Some(Phase::Healthy)) | (Some(release), None) => release.clone(),
+                (Some(release), Some(phase)) => format!("{release}({phase:?})"),
+                (None, Some(phase)) => format!("{phase:?}"),
+                (None, None) => "-".to_owned(),
+            };
+            format!("{}={what}", e.name)
+        })
+        .collect();
+    Some(parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::{READY, STALLED, find, is_true};
+
+    /// An Application as a user would write it.
+    fn app(yaml: &str) -> Application {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const SHOP: &str = r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: team-a, generation: 2}
+spec:
+  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred}
+  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
+  image: {repository: registry.local/team-a/shop}
+  environments: [{name: prod}, {name: dev}, {name: staging}]
+"#;
+
+    fn envs(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, EnvironmentFacts> {
+        pairs
+            .iter()
+            .map(|(n, u)| {
+                (
+                    n.to_string(),
+                    EnvironmentFacts {
+                        upstream: u.map(str::to_owned),
+                        not_ready: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn git_cred() -> SecretKeys {
+        SecretKeys::from([(
+            "git-cred".to_owned(),
+            BTreeSet::from(["username".to_owned(), "password".to_owned()]),
+        )])
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn environments_are_ordered_by_their_upstreams() {
+        let envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        let listed = ["prod", "dev", "staging"].map(String::from);
+        assert_eq!(order(&listed, &envs).unwrap(), ["dev", "staging", "prod"]);
+    }
+
+    #[test]
+    fn an_unlisted_upstream_blocks_the_environments_after_it() {
+        let envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        let listed = ["dev", "prod"].map(String::from);
+        let blocker = order(&listed, &envs).unwrap_err();
+        assert_eq!(blocker.reason, "UpstreamNotListed");
+        assert!(blocker.message.contains("add \"staging\""));
+    }
+
+    #[test]
+    fn a_complete_application_is_ready_with_environments_in_pipeline_order() {
+        let app = app(SHOP);
+        let envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        let secrets = git_cred();
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &secrets,
+        };
+        let status = status(&observed, &now());
+        assert!(is_true(&status.conditions, READY));
+        assert_eq!(status.observed_generation, Some(2));
+        let names: Vec<&str> = status
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["dev", "staging", "prod"]);
+        assert_eq!(
+            status.summary.as_deref(),
+            Some("dev=Pending staging=Pending prod=Pending")
+        );
+    }
+
+    #[test]
+    fn a_missing_environment_stalls_the_application_and_names_it() {
+        let app = app(SHOP);
+        let envs = envs(&[("dev", None)]);
+        let secrets = git_cred();
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &secrets,
+        };
+        let status = status(&observed, &now());
+        let stalled = find(&status.conditions, STALLED).unwrap();
+        assert_eq!(stalled.reason, "EnvironmentNotFound");
+        assert!(
+            stalled.message.contains("\"prod\" and \"staging\""),
+            "{}",
+            stalled.message
+        );
+        assert!(!is_true(&status.conditions, READY));
+    }
+
+    #[test]
+    fn a_missing_secret_stalls_the_application() {
+        let app = app(SHOP);
+        let envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &SecretKeys::new(),
+        };
+        let status = status(&observed, &now());
+        assert_eq!(
+            find(&status.conditions, READY).unwrap().reason,
+            "SecretNotFound"
+        );
+    }
+
+    #[test]
+    fn an_environment_that_is_not_ready_is_named() {
+        let app = app(SHOP);
+        let mut envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        envs.get_mut("prod").unwrap().not_ready = Some("TargetNamespaceNotFound".to_owned());
+        let secrets = git_cred();
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &secrets,
+        };
+        let status = status(&observed, &now());
+        let ready = find(&status.conditions, READY).unwrap();
+        assert_eq!(ready.reason, "EnvironmentNotReady");
+        assert!(ready.message.contains("TargetNamespaceNotFound"));
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_status_gives_the_same_status() {
+        let mut app = app(SHOP);
+        let envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        let secrets = git_cred();
+        let first = status(
+            &Observed {
+                app: &app,
+                namespace: "team-a",
+                environments: &envs,
+                secrets: &secrets,
+            },
+            &now(),
+        );
+        app.status = Some(first.clone());
+        let later = Time(jiff::Timestamp::from_second(1_800_000_600).unwrap());
+        let second = status(
+            &Observed {
+                app: &app,
+                namespace: "team-a",
+                environments: &envs,
+                secrets: &secrets,
+            },
+            &later,
+        );
+        assert_eq!(first, second);
+    }
+}

@@ -1,0 +1,255 @@
+//! Whether an Environment can take releases: its upstream chain resolves without a cycle and
+//! its target namespace exists and consents to deployments from the Environment's namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Blocker, Readiness, readiness, whole_seconds};
+use crate::api::conditions;
+use crate::api::environment::CONSENT_ANNOTATION;
+use crate::api::{EnvironmentStatus, Time};
+
+/// The target namespace as the controller found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetNamespace {
+    Missing,
+    Present {
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// What the reconciler observed for one Environment.
+pub struct Observed<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub generation: Option<i64>,
+    pub target_namespace: &'a str,
+    pub target: TargetNamespace,
+    /// Every Environment in the namespace (this one included): name to upstream.
+    pub upstreams: &'a BTreeMap<String, Option<String>>,
+    pub current: Option<&'a EnvironmentStatus>,
+}
+
+/// The chain of Environments from the first stage down to `name`, or why there is none.
+pub fn pipeline(
+    name: &str,
+    upstreams: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<String>, Blocker> {
+    let mut chain = vec![name.to_owned()];
+    let mut seen = BTreeSet::from([name.to_owned()]);
+    let mut here = name.to_owned();
+    while let Some(Some(up)) = upstreams.get(&here) {
+        if !upstreams.contains_key(up) {
+            return Err(Blocker::new(
+                "UpstreamNotFound",
+                format!(
+                    "upstream Environment \"{up}\" of \"{here}\" does not exist in this namespace; create it or correct spec.upstream"
+                ),
+            ));
+        }
+        if !seen.insert(up.clone()) {
+            chain.push(up.clone());
+            chain.reverse();
+            return Err(Blocker::new(
+                "UpstreamCycle",
+                format!(
+                    "upstreams form a cycle ({}); a release could never enter it: make one of them the first stage by removing its spec.upstream",
+                    chain.join(" -> ")
+                ),
+            ));
+        }
+        chain.push(up.clone());
+        here = up.clone();
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Whether `target` lets Environments of `source_namespace` deploy into it: the annotation
+/// `ferry.dev/allow-deploy-from` lists it (comma-separated), or a label of the same key
+/// names it. An Environment deploying into its own namespace needs no consent.
+pub fn consents(target: &TargetNamespace, target_name: &str, source_namespace: &str) -> bool {
+    if target_name == source_namespace {
+        return true;
+    }
+    match target {
+        TargetNamespace::Missing => false,
+        TargetNamespace::Present {
+            labels,
+            annotations,
+        } => {
+            let listed = annotations
+                .get(CONSENT_ANNOTATION)
+                .is_some_and(|v| v.split(',').any(|n| n.trim() == source_namespace));
+            listed || labels.get(CONSENT_ANNOTATION).map(String::as_str) == Some(source_namespace)
+        }
+    }
+}
+
+/// The Environment's new status.
+pub fn status(observed: &Observed, now: &Time) -> EnvironmentStatus {
+    let chain = pipeline(observed.name, observed.upstreams);
+    let state = match (&chain, &observed.target) {
+        (Err(blocker), _) => Readiness::Blocked(blocker.clone()),
+        (Ok(_), TargetNamespace::Missing) => Readiness::Blocked(Blocker::new(
+            "TargetNamespaceNotFound",
+            format!(
+                "target namespace \"{}\" does not exist; create it or correct spec.targetNamespace",
+                observed.target_namespace
+            ),
+        )),
+        (Ok(_), target) if !consents(target, observed.target_namespace, observed.namespace) => {
+            Readiness::Blocked(Blocker::new(
+                "TargetNamespaceNotConsenting",
+                format!(
+                    "namespace \"{}\" does not allow deployments from namespace \"{}\"; annotate it: kubectl annotate namespace {} {CONSENT_ANNOTATION}={}",
+                    observed.target_namespace,
+                    observed.namespace,
+                    observed.target_namespace,
+                    observed.namespace
+                ),
+            ))
+        }
+        (Ok(chain), _) => Readiness::Ready {
+            reason: "Ready",
+            message: format!(
+                "deploys into namespace \"{}\"; pipeline {}",
+                observed.target_namespace,
+                chain.join(" -> ")
+            ),
+        },
+    };
+    let existing = observed
+        .current
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    EnvironmentStatus {
+        observed_generation: observed.generation,
+        conditions: conditions::merge(
+            existing,
+            &readiness(&state),
+            observed.generation,
+            &whole_seconds(now),
+        ),
+        target_namespace: Some(observed.target_namespace.to_owned()),
+        pipeline: chain.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::{READY, STALLED, find, is_true};
+
+    fn upstreams(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
+        pairs
+            .iter()
+            .map(|(n, u)| (n.to_string(), u.map(str::to_owned)))
+            .collect()
+    }
+
+    fn present(annotations: &[(&str, &str)]) -> TargetNamespace {
+        TargetNamespace::Present {
+            labels: BTreeMap::new(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn the_pipeline_runs_from_the_first_stage_down() {
+        let ups = upstreams(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        assert_eq!(pipeline("prod", &ups).unwrap(), ["dev", "staging", "prod"]);
+        assert_eq!(pipeline("dev", &ups).unwrap(), ["dev"]);
+    }
+
+    #[test]
+    fn a_missing_upstream_blocks() {
+        let ups = upstreams(&[("prod", Some("staging"))]);
+        let blocker = pipeline("prod", &ups).unwrap_err();
+        assert_eq!(blocker.reason, "UpstreamNotFound");
+        assert!(blocker.message.contains("\"staging\""));
+    }
+
+    #[test]
+    fn a_cycle_blocks_and_names_its_members() {
+        let ups = upstreams(&[("a", Some("c")), ("b", Some("a")), ("c", Some("b"))]);
+        let blocker = pipeline("a", &ups).unwrap_err();
+        assert_eq!(blocker.reason, "UpstreamCycle");
+        assert!(
+            blocker.message.contains("a -> b -> c -> a"),
+            "{}",
+            blocker.message
+        );
+    }
+
+    #[test]
+    fn consent_is_needed_only_for_another_namespace() {
+        let none = present(&[]);
+        assert!(consents(&none, "team-a", "team-a"));
+        assert!(!consents(&none, "prod", "team-a"));
+        assert!(consents(
+            &present(&[(CONSENT_ANNOTATION, "team-b, team-a")]),
+            "prod",
+            "team-a"
+        ));
+        assert!(!consents(
+            &present(&[(CONSENT_ANNOTATION, "team-ab")]),
+            "prod",
+            "team-a"
+        ));
+        assert!(!consents(&TargetNamespace::Missing, "prod", "team-a"));
+    }
+
+    #[test]
+    fn a_non_consenting_target_stalls_the_environment_with_the_fix() {
+        let ups = upstreams(&[("prod", None)]);
+        let observed = Observed {
+            name: "prod",
+            namespace: "team-a",
+            generation: Some(3),
+            target_namespace: "team-a-prod",
+            target: present(&[]),
+            upstreams: &ups,
+            current: None,
+        };
+        let status = status(&observed, &now());
+        let stalled = find(&status.conditions, STALLED).unwrap();
+        assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
+        assert!(
+            stalled
+                .message
+                .contains("kubectl annotate namespace team-a-prod")
+        );
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(status.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_resolved_environment_is_ready_and_shows_its_pipeline() {
+        let ups = upstreams(&[("dev", None), ("prod", Some("dev"))]);
+        let observed = Observed {
+            name: "prod",
+            namespace: "team-a",
+            generation: Some(1),
+            target_namespace: "team-a",
+            target: present(&[]),
+            upstreams: &ups,
+            current: None,
+        };
+        let status = status(&observed, &now());
+        assert!(is_true(&status.conditions, READY));
+        assert!(find(&status.conditions, STALLED).is_none());
+        assert_eq!(status.pipeline, ["dev", "prod"]);
+    }
+}

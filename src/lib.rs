@@ -1,0 +1,11 @@
+//! Ferry: a Kubernetes operator that delivers applications from a git commit to production.
+//!
+//! - [`api`]: the custom resources and their validation rules.
+//! - [`decide`]: pure decision logic, observed state in, desired status out.
+//! - [`controller`]: the kube I/O shell, one reconciler per kind.
+//! - [`telemetry`]: logs, metrics and the health endpoints.
+
+pub mod api;
+pub mod controller;
+pub mod decide;
+pub mod telemetry;

@@ -1,0 +1,86 @@
+//! The `ferry` command line: the operator and its helper commands.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ferry::controller::{self, Settings};
+use ferry::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Delivers applications from a git commit to production"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator.
+    Controller {
+        /// Address of the HTTP endpoints: /healthz, /readyz and /metrics.
+        #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: SocketAddr,
+        /// Watch one namespace only instead of the whole cluster.
+        #[arg(long, env = "FERRY_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crds {
+        /// Write `<plural>.ferry.dev.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { out_dir } => match print_crds(out_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ferry: cannot write the CRDs: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Controller {
+            http_addr,
+            namespace,
+            log_format,
+        } => {
+            telemetry::init_logging(log_format);
+            let settings = Settings {
+                http_addr,
+                namespace,
+            };
+            match controller::run(settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = %error, "controller stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn print_crds(out_dir: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+    match out_dir {
+        None => print!("{}", ferry::api::crds_yaml()?),
+        Some(dir) => {
+            for (file, yaml) in ferry::api::crd_files()? {
+                std::fs::write(dir.join(file), yaml)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Logs, metrics and the HTTP endpoints probes and Prometheus read.
+//!
+//! Metrics live in one prometheus-client `Registry` with the prefix `ferry`. Reconciles are
+//! counted per kind, failures per kind and error category, and timed per kind by a drop guard
+//! so that every exit path of a reconcile is measured. No object names in labels: a label per
+//! object would grow without bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Sets up structured logging; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A second init (tests start several controllers in one process) keeps the first.
+    drop(result);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: &'static str,
+    category: &'static str,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    reconciles: Family<KindLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            failures: Family::default(),
+            durations: Family::new_with_constructor(|| {
+                // 1 ms to about 16 s: a reconcile is a few API calls.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.001, 2.0, 15,
+                ))
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconciles",
+            "Reconciles started, per kind",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, per kind and error category",
+            self.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile, per kind",
+            self.durations.clone(),
+        );
+    }
+
+    /// Counts a reconcile of `kind` and times it until the returned guard drops.
+    pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer {
+        self.reconciles.get_or_create(&KindLabels { kind }).inc();
+        ReconcileTimer {
+            histogram: self.durations.get_or_create(&KindLabels { kind }).clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failed(&self, kind: &'static str, category: &'static str) {
+        self.failures
+            .get_or_create(&FailureLabels { kind, category })
+            .inc();
+    }
+}
+
+/// Observes the reconcile duration when dropped.
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// What the HTTP endpoints read.
+pub struct Endpoints {
+    pub registry: Registry,
+    /// Set once every controller has its first full view of the cluster.
+    pub ready: AtomicBool,
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    endpoints: Arc<Endpoints>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(endpoints);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
+    if endpoints.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    }
+}
+
+async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &endpoints.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
