@@ -38,3 +38,17 @@ demo:
 
 demo-down:
 	e2e/demo.sh down
+
+## cluster-up / cluster-down: a real single-node Kubernetes cluster on this machine, for the
+## end-to-end tests and the demo (docs/cluster.md). Root only; both idempotent.
+.PHONY: cluster-up cluster-down test-e2e
+cluster-up:
+	e2e/cluster/up.sh
+
+cluster-down:
+	e2e/cluster/down.sh
+
+## test-e2e: end-to-end checks on that cluster (brought up if needed), then cluster-down and a
+## check that nothing is left. E2E_KEEP=1 keeps the cluster.
+test-e2e:
+	e2e/cluster/test.sh
