@@ -44,71 +44,76 @@ pids_mentioning() {
 
 kubepods_cgroups() { find /sys/fs/cgroup/*/kubepods -depth -type d 2>/dev/null || true; }
 
-# 1. The node agents first, so nothing restarts a container while it is being removed.
-stop kubelet
-stop kube-proxy
+# In a function, so the whole file is read before anything runs (safe to edit during a run).
+main() {
+  # 1. The node agents first, so nothing restarts a container while it is being removed.
+  stop kubelet
+  stop kube-proxy
 
-# 2. Containers: runc works from its own state, even with containerd gone.
-if [ -d "$RUNC_ROOT" ]; then
-  for root in "$RUNC_ROOT"/*/; do
-    [ -d "$root" ] || continue
-    for id in $(runc --root "$root" list -q 2>/dev/null); do
-      runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
+  # 2. Containers: runc works from its own state, even with containerd gone.
+  if [ -d "$RUNC_ROOT" ]; then
+    for root in "$RUNC_ROOT"/*/; do
+      [ -d "$root" ] || continue
+      for id in $(runc --root "$root" list -q 2>/dev/null); do
+        runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
+      done
     done
+  fi
+  # Whatever still runs in a pod cgroup (belt and braces).
+  stray=$(for d in $(kubepods_cgroups); do cat "$d/cgroup.procs" 2>/dev/null; done | sort -u)
+  [ -z "$stray" ] || { log "killing pod processes $stray"; kill_pids $stray; }
+
+  # 3. containerd and its shims (each shim names our containerd socket on its command line).
+  stop containerd
+  shims=$(pids_mentioning "$CTRD_SOCK")
+  [ -z "$shims" ] || { log "killing shims $shims"; kill_pids $shims; }
+
+  # 4. Control plane and the harness's servers.
+  for c in kube-scheduler kube-controller-manager kube-apiserver etcd gitserver registry; do
+    stop "$c"
   done
-fi
-# Whatever still runs in a pod cgroup (belt and braces).
-stray=$(for d in $(kubepods_cgroups); do cat "$d/cgroup.procs" 2>/dev/null; done | sort -u)
-[ -z "$stray" ] || { log "killing pod processes $stray"; kill_pids $stray; }
 
-# 3. containerd and its shims (each shim names our containerd socket on its command line).
-stop containerd
-shims=$(pids_mentioning "$CTRD_SOCK")
-[ -z "$shims" ] || { log "killing shims $shims"; kill_pids $shims; }
+  # 5. Anything else still in the cluster's network namespace (every component started there).
+  if [ -e "/run/netns/$NETNS" ]; then
+    ns=$(stat -L -c %i "/run/netns/$NETNS")
+    left=()
+    for p in /proc/[0-9]*; do
+      [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ns" ] && left+=("${p#/proc/}")
+    done
+    [ ${#left[@]} -eq 0 ] || { log "killing processes left in $NETNS: ${left[*]}"; kill_pids "${left[@]}"; }
+  fi
 
-# 4. Control plane and the harness's servers.
-for c in kube-scheduler kube-controller-manager kube-apiserver etcd gitserver registry; do
-  stop "$c"
-done
-
-# 5. Anything else still in the cluster's network namespace (every component started there).
-if [ -e "/run/netns/$NETNS" ]; then
-  ns=$(stat -L -c %i "/run/netns/$NETNS")
-  left=()
-  for p in /proc/[0-9]*; do
-    [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ns" ] && left+=("${p#/proc/}")
+  # 6. Mounts under the state dir (container rootfs overlays, sandbox shm, pod netns, kubelet
+  #    volumes), deepest first.
+  for m in $(findmnt -rn -o TARGET | grep -F "$E2E_DIR/" | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m"
   done
-  [ ${#left[@]} -eq 0 ] || { log "killing processes left in $NETNS: ${left[*]}"; kill_pids "${left[@]}"; }
-fi
 
-# 6. Mounts under the state dir (container rootfs overlays, sandbox shm, pod netns, kubelet
-#    volumes), deepest first.
-for m in $(findmnt -rn -o TARGET | grep -F "$E2E_DIR/" | sort -r); do
-  umount "$m" 2>/dev/null || umount -l "$m"
-done
+  # 7. Pod cgroups in every hierarchy, children before parents.
+  for d in $(kubepods_cgroups); do rmdir "$d" 2>/dev/null || log "cannot remove cgroup $d"; done
 
-# 7. Pod cgroups in every hierarchy, children before parents.
-for d in $(kubepods_cgroups); do rmdir "$d" 2>/dev/null || log "cannot remove cgroup $d"; done
+  # 8. The network namespace takes the veth pair, the host routes through it, the pod bridge and
+  #    every iptables rule kube-proxy and CNI made with it.
+  if ip netns list | grep -qw "$NETNS"; then ip netns delete "$NETNS"; fi
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
+  # `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
+  # lives there any more (another user's namespaces keep it).
+  if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
 
-# 8. The network namespace takes the veth pair, the host routes through it, the pod bridge and
-#    every iptables rule kube-proxy and CNI made with it.
-if ip netns list | grep -qw "$NETNS"; then ip netns delete "$NETNS"; fi
-if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
-# `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
-# lives there any more (another user's namespaces keep it).
-if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
+  # 9. Kernel settings kubelet changed.
+  if [ -f "$E2E_DIR/sysctl.orig" ]; then
+    while IFS= read -r kv; do sysctl -qw "$kv" || log "cannot restore $kv"; done <"$E2E_DIR/sysctl.orig"
+    rm "$E2E_DIR/sysctl.orig"
+  fi
 
-# 9. Kernel settings kubelet changed.
-if [ -f "$E2E_DIR/sysctl.orig" ]; then
-  while IFS= read -r kv; do sysctl -qw "$kv" || log "cannot restore $kv"; done <"$E2E_DIR/sysctl.orig"
-  rm "$E2E_DIR/sysctl.orig"
-fi
+  # 10. State, keeping the logs of this run for diagnosis (the next cluster-up moves them aside).
+  if [ -d "$E2E_DIR" ]; then
+    find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev -exec rm -rf {} +
+  fi
+  # libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told.
+  rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
 
-# 10. State, keeping the logs of this run for diagnosis (the next cluster-up moves them aside).
-if [ -d "$E2E_DIR" ]; then
-  find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev -exec rm -rf {} +
-fi
-# libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told.
-rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
+  "$here/check-clean.sh"
+}
 
-"$here/check-clean.sh"
+main "$@"

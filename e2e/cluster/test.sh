@@ -5,14 +5,15 @@
 #   e2e/cluster/test.sh            # test, then cluster-down and the leftover check
 #   E2E_KEEP=1 e2e/cluster/test.sh # test and leave the cluster running
 #
-# Given a cluster from `make cluster-up`:
+# On the cluster from `make cluster-up` (brought up first if it is not):
 #   1. the node is Ready;
 #   2. a Deployment of busybox httpd from the local registry becomes Available through an HTTP
 #      readiness probe (non-root, read-only root filesystem, maxUnavailable 0);
 #   3. a pod reaches it through its Service's ClusterIP;
 #   4. a build pod clones a repository from the git server, builds a one-layer image and pushes
 #      it through the registry's HTTP API; the node then pulls that image by digest and runs it;
-#   5. after cluster-down nothing is left (processes, mounts, netns, interfaces, routes, iptables
+#   5. the git server announces a push with an HMAC-signed webhook to a Service;
+#   6. after cluster-down nothing is left (processes, mounts, netns, interfaces, routes, iptables
 #      rules, cgroups).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -104,9 +105,13 @@ EOF
   kc -n "$NS" wait --for=condition=Ready pod -l app=web --timeout=10s
 }
 
+ready_endpoints_are() {
+  [ "$(kc -n "$NS" get endpointslice -l kubernetes.io/service-name=web \
+    -o jsonpath='{range .items[*].endpoints[*]}{.conditions.ready}{"\n"}{end}' | grep -c true)" = "$1" ]
+}
+
 service_reachable() {
-  kc -n "$NS" wait --for=jsonpath='{.endpoints[1].conditions.ready}'=true \
-    endpointslice -l kubernetes.io/service-name=web --timeout=30s
+  wait_until 30 "both replicas in the Service's endpoints" ready_endpoints_are 2
   local ip; ip=$(kc -n "$NS" get service web -o jsonpath='{.spec.clusterIP}')
   echo "Service web has ClusterIP $ip"
   # The client finds the Service through the environment variables kubelet injects. It retries
@@ -193,18 +198,80 @@ EOF
   grep -qx "hello from $name, commit $commit" "$tmp/run.log"
 }
 
+webhook_delivered() {
+  local name secret=e2e-secret src="$tmp/hook-src"
+  name="e2e-hook-$(date +%s)"
+  # A one-shot receiver behind a Service: keeps the request it gets, answers 204, prints it.
+  kc -n "$NS" create configmap hook-script \
+    --from-file=webhook-receiver.sh="$here/testdata/webhook-receiver.sh"
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: hook, namespace: $NS, labels: {app: hook}}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65532}
+  containers:
+  - name: hook
+    image: $REGISTRY/busybox:1.35
+    command: [sh, -c, "nc -l -p 9000 -e /scripts/webhook-receiver.sh && cat /tmp/request"]
+    ports: [{containerPort: 9000}]
+    volumeMounts: [{name: scripts, mountPath: /scripts}]
+  volumes: [{name: scripts, configMap: {name: hook-script, defaultMode: 0755}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hook, namespace: $NS}
+spec:
+  selector: {app: hook}
+  ports: [{port: 80, targetPort: 9000}]
+EOF
+  kc -n "$NS" wait --for=condition=Ready pod/hook --timeout=60s
+  local ip; ip=$(kc -n "$NS" get service hook -o jsonpath='{.spec.clusterIP}')
+  "$here/git-webhook.sh" "$name" "http://$ip/push" "$secret"
+
+  mkdir -p "$src"
+  echo one >"$src/file"
+  git -C "$src" init --quiet --initial-branch=main
+  git -C "$src" add file
+  git -C "$src" -c user.name=e2e -c user.email=e2e@ferry.invalid commit --quiet \
+    -m "Fix the thing (#123)"
+  git -C "$src" push --quiet "$GIT_URL/$name.git" main
+  local commit; commit=$(git -C "$src" rev-parse HEAD)
+
+  # The git server retries while the receiver is not listening yet.
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/hook --timeout=60s
+  kc -n "$NS" logs hook >"$tmp/hook.log"
+  cat "$tmp/hook.log"; echo
+  grep -q '^X-Github-Event: push$' "$tmp/hook.log"
+  local body signature expected
+  body=$(tail -n1 "$tmp/hook.log")
+  signature=$(sed -n 's/^X-Hub-Signature-256: //p' "$tmp/hook.log")
+  expected="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/.*= //')"
+  [ "$signature" = "$expected" ] || { echo "signature $signature, expected $expected"; exit 1; }
+  [ "$(jq -r .after <<<"$body")" = "$commit" ]
+  [ "$(jq -r .ref <<<"$body")" = refs/heads/main ]
+  [ "$(jq -r '.commits[0].message' <<<"$body")" = "Fix the thing (#123)" ]
+}
+
 teardown_clean() {
   "$here/down.sh"
 }
 
-step "node $NODE_NAME is Ready" node_ready
-step "namespace $NS is fresh" fresh_namespace
-step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
-step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
-step "a pod clones from the git server and pushes an image; the node pulls and runs it" build_push_run
-if [ "${E2E_KEEP:-0}" = 1 ]; then
-  echo "E2E_KEEP=1: cluster left running"
-else
-  step "after cluster-down nothing is left" teardown_clean
-fi
-echo "ALL PASSED"
+main() {
+  "$here/up.sh" >/dev/null
+  step "node $NODE_NAME is Ready" node_ready
+  step "namespace $NS is fresh" fresh_namespace
+  step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
+  step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
+  step "a pod clones from the git server and pushes an image; the node pulls and runs it" build_push_run
+  step "the git server announces a push to a Service with a signed webhook" webhook_delivered
+  if [ "${E2E_KEEP:-0}" = 1 ]; then
+    echo "E2E_KEEP=1: cluster left running"
+  else
+    step "after cluster-down nothing is left" teardown_clean
+  fi
+  echo "ALL PASSED"
+}
+
+main "$@"

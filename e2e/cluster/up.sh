@@ -356,41 +356,48 @@ EOF
 
 # --- main ------------------------------------------------------------------------------------
 
-start=$SECONDS
-ensure_packages
-if [ -d "$E2E_DIR" ] && cluster_healthy; then
-  log "cluster already up"
+# All in a function, so bash has read the whole file before it runs anything: editing this
+# script while a cluster-up runs must not change what that run does.
+main() {
+
+  start=$SECONDS
+  ensure_packages
+  if [ -d "$E2E_DIR" ] && cluster_healthy; then
+    log "cluster already up"
+    print_result
+    exit 0
+  fi
+  "$here/down.sh" >&2   # clear whatever a previous, partial run left
+
+  log "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION (cached in $FERRY_CACHE)"
+  bin=$("$here/../build-k8s.sh" all | tail -n1)
+  [ "$bin" = "$K8S_BIN" ] || die "build-k8s.sh put binaries in $bin, expected $K8S_BIN"
+  gitserver=$(build_gitserver)
+  mkdir -p "$TOOLS_BIN"
+  ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
+
+  rm -rf "$LOGS.prev"
+  [ ! -d "$LOGS" ] || mv "$LOGS" "$LOGS.prev"
+  mkdir -p "$E2E_DIR" "$LOGS" "$RUN"
+  setup_network
+  start_registry
+  start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -url "$GIT_URL" -root "$E2E_DIR/git"
+  wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
+  wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
+  log "building and pushing images"
+  "$here/../images/build.sh" "$REGISTRY" >"$LOGS/images.log"
+
+  make_pki
+  start_control_plane
+  start_containerd
+  start_node
+
+  wait_until 60 "node $NODE_NAME to register" kc get node "$NODE_NAME"
+  kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >&2
+  # Pods cannot be created in a namespace before its default ServiceAccount exists.
+  wait_until 60 "default ServiceAccount" kc -n default get serviceaccount default
+  log "cluster-up took $((SECONDS - start))s"
   print_result
-  exit 0
-fi
-"$here/down.sh" >&2   # clear whatever a previous, partial run left
+}
 
-log "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION (cached in $FERRY_CACHE)"
-bin=$("$here/../build-k8s.sh" all | tail -n1)
-[ "$bin" = "$K8S_BIN" ] || die "build-k8s.sh put binaries in $bin, expected $K8S_BIN"
-gitserver=$(build_gitserver)
-mkdir -p "$TOOLS_BIN"
-ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
-
-rm -rf "$LOGS.prev"
-[ ! -d "$LOGS" ] || mv "$LOGS" "$LOGS.prev"
-mkdir -p "$E2E_DIR" "$LOGS" "$RUN"
-setup_network
-start_registry
-start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -url "$GIT_URL" -root "$E2E_DIR/git"
-wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
-wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
-log "building and pushing images"
-"$here/../images/build.sh" "$REGISTRY" >"$LOGS/images.log"
-
-make_pki
-start_control_plane
-start_containerd
-start_node
-
-wait_until 60 "node $NODE_NAME to register" kc get node "$NODE_NAME"
-kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >&2
-# Pods cannot be created in a namespace before its default ServiceAccount exists.
-wait_until 60 "default ServiceAccount" kc -n default get serviceaccount default
-log "cluster-up took $((SECONDS - start))s"
-print_result
+main "$@"
