@@ -112,6 +112,9 @@ main() {
   fi
   # libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told.
   rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
+  # Directories libcni and the shims create at fixed places; removed only when empty, so another
+  # containerd's are left alone.
+  rmdir /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd 2>/dev/null || true
 
   "$here/check-clean.sh"
 }
