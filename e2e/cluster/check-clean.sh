@@ -14,18 +14,19 @@ check() { # check WHAT OUTPUT
   fi
 }
 
+# The cluster's processes all name one of its own paths on their command line (config, data,
+# certificates, containerd socket), or run in a pod cgroup. Matching on paths, not on binary
+# names, leaves alone other users of the same binaries (e.g. the integration tier's apiserver).
+ours=("$CTRD_DIR" "$E2E_DIR/etcd" "$PKI/" "$E2E_DIR/registry" "$E2E_DIR/git" "$E2E_DIR/kubelet"
+  "$E2E_DIR/kube-proxy")
 procs=$(
   for p in /proc/[0-9]*; do
     pid=${p#/proc/}
     [ "$pid" = "$$" ] && continue
-    exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-    case "$exe" in
-      "$FERRY_CACHE"/*) echo "$pid $cmd"; continue ;;
-    esac
-    case "$cmd" in
-      *"$CTRD_DIR"*|*"$E2E_DIR/registry"*|*"$E2E_DIR/etcd"*|*"$PKI/"*) echo "$pid $cmd" ;;
-    esac
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    for o in "${ours[@]}"; do
+      case "$cmd" in *"$o"*) echo "$pid $cmd"; break ;; esac
+    done
   done
   for f in $(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null); do
     sed "s|\$| (in $(dirname "$f"))|" "$f"
@@ -40,5 +41,6 @@ check routes "$(ip route show table all | grep -E "$net_re" || true)"
 rules=$( { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } |
   grep -E "KUBE-|CNI-|$net_re|$CNI_NET_NAME" || true)
 check "iptables rules" "$rules"
+check "CNI result files" "$(ls /var/lib/cni/results 2>/dev/null | grep -e "^$CNI_NET_NAME-" || true)"
 check cgroups "$(find /sys/fs/cgroup/*/ -maxdepth 1 -name 'kubepods*' 2>/dev/null || true)"
 exit $found

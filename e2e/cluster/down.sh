@@ -37,7 +37,7 @@ pids_mentioning() {
   local p
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$1" && echo "${p#/proc/}"
   done
   return 0
 }
@@ -106,15 +106,20 @@ main() {
     rm "$E2E_DIR/sysctl.orig"
   fi
 
+  # libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told:
+  # those of our network, and the loopback ones of our sandboxes (by sandbox id).
+  rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
+  for id in $(ls "$CTRD_DIR/root/io.containerd.grpc.v1.cri/sandboxes" 2>/dev/null); do
+    rm -f /var/lib/cni/results/*-"$id"-*
+  done
+  # Directories libcni and the shims create at fixed places; removed only when empty, so another
+  # containerd's are left alone.
+  rmdir /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd 2>/dev/null || true
+
   # 10. State, keeping the logs of this run for diagnosis (the next cluster-up moves them aside).
   if [ -d "$E2E_DIR" ]; then
     find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev -exec rm -rf {} +
   fi
-  # libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told.
-  rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
-  # Directories libcni and the shims create at fixed places; removed only when empty, so another
-  # containerd's are left alone.
-  rmdir /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd 2>/dev/null || true
 
   "$here/check-clean.sh"
 }
