@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --locked
 
 ## test: every tier: lint, unit (with the CRD drift check), integration against a real API server.
-test: lint unit
+test: lint unit integration
 
 lint:
 	$(CARGO) fmt --all -- --check

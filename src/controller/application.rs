@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
@@ -25,12 +25,13 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<Application>,
     context: &Arc<Context>,
+    environments: ReflectHandle<Environment>,
     config: watcher::Config,
 ) -> Controller<Application> {
     // An Environment appearing, disappearing or changing readiness changes whether the
     // Applications that list it can be delivered.
     let apps = context.applications.clone();
-    let by_environment = move |env: Environment| {
+    let by_environment = move |env: Arc<Environment>| {
         let namespace = env.namespace();
         let name = env.name_any();
         apps.state()
@@ -55,11 +56,7 @@ pub(super) fn relate(
             .collect::<Vec<_>>()
     };
     controller
-        .watches(
-            context.scoped::<Environment>(),
-            config.clone(),
-            by_environment,
-        )
+        .watches_shared_stream(environments, by_environment)
         .watches(secret_metadata(context), config, by_secret)
 }
 
@@ -97,7 +94,7 @@ async fn environment_facts(
     namespace: &str,
 ) -> BTreeMap<String, EnvironmentFacts> {
     // Before the cache has its first full list every Environment would look missing.
-    let _ = context.environments.wait_until_ready().await;
+    context.environments_synced.wait().await;
     context
         .environments
         .state()

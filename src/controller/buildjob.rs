@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
@@ -22,11 +22,12 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<BuildJob>,
     context: &Arc<Context>,
+    applications: ReflectHandle<Application>,
     config: watcher::Config,
 ) -> Controller<BuildJob> {
     // A build waits for its Application...
     let jobs = controller.store();
-    let by_application = move |app: Application| {
+    let by_application = move |app: Arc<Application>| {
         let namespace = app.namespace();
         let name = app.name_any();
         jobs.state()
@@ -49,11 +50,7 @@ pub(super) fn relate(
             .collect::<Vec<_>>()
     };
     controller
-        .watches(
-            context.scoped::<Application>(),
-            config.clone(),
-            by_application,
-        )
+        .watches_shared_stream(applications, by_application)
         .watches(secret_metadata(context), config, by_secret)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::instrument;
@@ -22,12 +22,13 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<Environment>,
     context: &Arc<Context>,
+    environments: ReflectHandle<Environment>,
     config: watcher::Config,
 ) -> Controller<Environment> {
     // Whether an upstream chain resolves, or loops, depends on every Environment of the
     // namespace: a change to one re-checks its siblings.
     let envs = context.environments.clone();
-    let siblings = move |changed: Environment| {
+    let siblings = move |changed: Arc<Environment>| {
         let namespace = changed.namespace();
         envs.state()
             .into_iter()
@@ -47,7 +48,7 @@ pub(super) fn relate(
     };
     let namespaces = Api::<PartialObjectMeta<Namespace>>::all(context.client.clone());
     controller
-        .watches(context.scoped::<Environment>(), config.clone(), siblings)
+        .watches_shared_stream(environments, siblings)
         .watches(namespaces, config, by_namespace)
 }
 
@@ -91,7 +92,7 @@ async fn upstreams(
     namespace: &str,
     env: &Environment,
 ) -> BTreeMap<String, Option<String>> {
-    let _ = context.environments.wait_until_ready().await;
+    context.environments_synced.wait().await;
     let mut upstreams: BTreeMap<String, Option<String>> = context
         .environments
         .state()

@@ -12,6 +12,7 @@
 
 mod application;
 mod buildjob;
+mod cache;
 mod environment;
 mod release;
 
@@ -25,11 +26,10 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, BuildJob, Condition, Environment, FIELD_MANAGER, Release, Time};
 use crate::telemetry::{self, Endpoints, Metrics};
+use cache::{Cache, Synced};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -72,7 +73,9 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Caches of the kinds one reconciler reads of another.
     pub environments: Store<Environment>,
+    pub environments_synced: Synced,
     pub applications: Store<Application>,
+    pub applications_synced: Synced,
     /// Consecutive failures per object, for backoff; cleared by a success.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -84,14 +87,6 @@ impl Context {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// An Api for `K` over the watched scope.
-    fn scoped<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        scoped_api(&self.client, self.namespace.as_deref())
     }
 }
 
@@ -185,10 +180,10 @@ pub async fn run_controllers(
     let ns = namespace.as_deref();
     let config = watcher::Config::default().any_semantic();
 
-    let applications = Controller::new(scoped_api::<Application>(&client, ns), config.clone());
-    let environments = Controller::new(scoped_api::<Environment>(&client, ns), config.clone());
-    let releases = Controller::new(scoped_api::<Release>(&client, ns), config.clone());
-    let buildjobs = Controller::new(scoped_api::<BuildJob>(&client, ns), config.clone());
+    let applications = Cache::<Application>::new();
+    let environments = Cache::<Environment>::new();
+    let releases = Cache::<Release>::new();
+    let buildjobs = Cache::<BuildJob>::new();
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -196,69 +191,72 @@ pub async fn run_controllers(
         metrics,
         clock,
         namespace: namespace.clone(),
-        environments: environments.store(),
-        applications: applications.store(),
+        environments: environments.store.clone(),
+        environments_synced: environments.synced.clone(),
+        applications: applications.store.clone(),
+        applications_synced: applications.synced.clone(),
         failures: Mutex::default(),
     });
 
-    let applications = application::relate(applications, &context, config.clone());
-    let environments = environment::relate(environments, &context, config.clone());
-    let releases = release::relate(releases, &context, config.clone());
-    let buildjobs = buildjob::relate(buildjobs, &context, config);
+    let application_controller = application::relate(
+        Controller::for_shared_stream(applications.subscribe(), applications.store.clone()),
+        &context,
+        environments.subscribe(),
+        config.clone(),
+    );
+    let environment_controller = environment::relate(
+        Controller::for_shared_stream(environments.subscribe(), environments.store.clone()),
+        &context,
+        environments.subscribe(),
+        config.clone(),
+    );
+    let release_controller = release::relate(
+        Controller::for_shared_stream(releases.subscribe(), releases.store.clone()),
+        applications.subscribe(),
+    );
+    let buildjob_controller = buildjob::relate(
+        Controller::for_shared_stream(buildjobs.subscribe(), buildjobs.store.clone()),
+        &context,
+        applications.subscribe(),
+        config.clone(),
+    );
 
     let readiness = {
-        let stores = (
-            context.applications.clone(),
-            context.environments.clone(),
-            releases.store(),
-            buildjobs.store(),
-        );
+        let synced = [
+            applications.synced.clone(),
+            environments.synced.clone(),
+            releases.synced.clone(),
+            buildjobs.synced.clone(),
+        ];
         async move {
-            let synced = futures::future::join4(
-                stores.0.wait_until_ready(),
-                stores.1.wait_until_ready(),
-                stores.2.wait_until_ready(),
-                stores.3.wait_until_ready(),
-            )
-            .await;
-            if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
-                endpoints.ready.store(true, Ordering::Relaxed);
-                tracing::info!("caches synced; ready");
-            }
+            futures::future::join_all(synced.iter().map(Synced::wait)).await;
+            endpoints.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced; ready");
         }
     };
 
-    let drain = |stream: futures::stream::BoxStream<'static, ()>| stream.for_each(|()| async {});
     futures::join!(
+        applications.run(scoped_api(&client, ns), config.clone(), shutdown.clone()),
+        environments.run(scoped_api(&client, ns), config.clone(), shutdown.clone()),
+        releases.run(scoped_api(&client, ns), config.clone(), shutdown.clone()),
+        buildjobs.run(scoped_api(&client, ns), config, shutdown.clone()),
         readiness,
-        drain(
-            applications
-                .graceful_shutdown_on(shutdown.clone())
-                .run(application::reconcile, error_policy, context.clone())
-                .map(log_outcome)
-                .boxed()
-        ),
-        drain(
-            environments
-                .graceful_shutdown_on(shutdown.clone())
-                .run(environment::reconcile, error_policy, context.clone())
-                .map(log_outcome)
-                .boxed()
-        ),
-        drain(
-            releases
-                .graceful_shutdown_on(shutdown.clone())
-                .run(release::reconcile, error_policy, context.clone())
-                .map(log_outcome)
-                .boxed()
-        ),
-        drain(
-            buildjobs
-                .graceful_shutdown_on(shutdown)
-                .run(buildjob::reconcile, error_policy, context.clone())
-                .map(log_outcome)
-                .boxed()
-        ),
+        application_controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(application::reconcile, error_policy, context.clone())
+            .for_each(log_outcome),
+        environment_controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(environment::reconcile, error_policy, context.clone())
+            .for_each(log_outcome),
+        release_controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(release::reconcile, error_policy, context.clone())
+            .for_each(log_outcome),
+        buildjob_controller
+            .graceful_shutdown_on(shutdown)
+            .run(buildjob::reconcile, error_policy, context.clone())
+            .for_each(log_outcome),
     );
 }
 
@@ -269,7 +267,7 @@ fn reporter() -> Reporter {
     }
 }
 
-fn log_outcome<K, E: std::fmt::Display>(
+async fn log_outcome<K, E: std::fmt::Display>(
     outcome: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
 ) where
     K: Resource,
@@ -356,6 +354,7 @@ where
     S: Serialize + PartialEq,
 {
     if old == Some(new) {
+        tracing::debug!("status unchanged");
         return Ok(false);
     }
     let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
@@ -372,6 +371,7 @@ where
     )
     .await
     .map_err(Error::WriteStatus)?;
+    tracing::debug!("status written");
 
     let before = old.and_then(|s| conditions::find(conditions_of(s), READY));
     if let Some(after) = conditions::find(conditions_of(new), READY)

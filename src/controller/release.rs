@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use tracing::instrument;
 
 use super::{Context, Error, succeeded, write_status};
@@ -18,12 +18,11 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// Declares what a Release's state depends on besides itself.
 pub(super) fn relate(
     controller: Controller<Release>,
-    context: &Arc<Context>,
-    config: watcher::Config,
+    applications: ReflectHandle<Application>,
 ) -> Controller<Release> {
     // Its Application appearing or going away changes whether the Release can be deployed.
     let releases = controller.store();
-    let by_application = move |app: Application| {
+    let by_application = move |app: Arc<Application>| {
         let namespace = app.namespace();
         let name = app.name_any();
         releases
@@ -33,7 +32,7 @@ pub(super) fn relate(
             .map(|r| ObjectRef::from_obj(&*r))
             .collect::<Vec<_>>()
     };
-    controller.watches(context.scoped::<Application>(), config, by_application)
+    controller.watches_shared_stream(applications, by_application)
 }
 
 #[instrument(skip(release, context), fields(namespace = release.namespace(), name = %release.name_any()))]
@@ -65,7 +64,7 @@ pub(super) async fn reconcile(
 
 /// Whether the Application exists, from the shared cache.
 pub(super) async fn application_exists(context: &Context, namespace: &str, name: &str) -> bool {
-    let _ = context.applications.wait_until_ready().await;
+    context.applications_synced.wait().await;
     context
         .applications
         .get(&ObjectRef::new(name).within(namespace))

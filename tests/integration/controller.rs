@@ -1,0 +1,410 @@
+//! The controller against a real API server: conditions, observedGeneration, Events, recovery
+//! when a missing dependency appears, and silence when nothing changes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::{RunningController, TestNamespace, WAIT, create_namespace};
+use ferry::api::conditions::{self, READY, RECONCILING, STALLED};
+use ferry::api::{Application, BuildJob, Condition, Environment, Namespace, Release, Secret};
+
+fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions::find(conditions, type_)
+}
+
+fn app_reason(app: &Application) -> Option<String> {
+    let status = app.status.as_ref()?;
+    condition(&status.conditions, READY).map(|c| c.reason.clone())
+}
+
+fn is_ready(conditions: Option<&[Condition]>) -> bool {
+    conditions.is_some_and(|c| conditions::is_true(c, READY))
+}
+
+const SHOP: &str = r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {name: shop}
+spec:
+  source: {url: "http://git.local/shop.git"}
+  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
+  image: {repository: registry.local/team-a/shop}
+  environments: [{name: dev}, {name: prod}]
+"#;
+
+const DEV: &str =
+    "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n";
+const PROD: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: prod}\nspec: {upstream: dev, approval: Manual}\n";
+
+/// Waits for an Event with this reason (Events are written just after the status).
+async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
+    let events = watcher(ns.api::<Event>(), watcher::Config::default())
+        .applied_objects()
+        .try_filter(|e| std::future::ready(e.reason.as_deref() == Some(reason)));
+    futures::pin_mut!(events);
+    match tokio::time::timeout(WAIT, events.try_next()).await {
+        Ok(Ok(Some(event))) => event,
+        other => {
+            ns.dump().await;
+            panic!("no Event with reason {reason} within {WAIT:?} ({other:?})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_environment_stalls_the_application_until_it_appears() {
+    let ns = TestNamespace::new("missing-env").await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(SHOP).await;
+
+    let app = ns
+        .wait_for::<Application>("shop", "Stalled on missing Environments", |a| {
+            app_reason(a).as_deref() == Some("EnvironmentNotFound")
+        })
+        .await;
+    let status = app.status.expect("a status");
+    let stalled = condition(&status.conditions, STALLED).expect("a Stalled condition");
+    assert_eq!(stalled.status, "True");
+    assert!(
+        stalled.message.contains("\"dev\" and \"prod\""),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(status.observed_generation, app.metadata.generation);
+    let event = event_with_reason(&ns, "EnvironmentNotFound").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let app = ns
+        .wait_for::<Application>("shop", "Ready", |a| {
+            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
+    let status = app.status.expect("a status");
+    assert!(
+        condition(&status.conditions, STALLED).is_none(),
+        "Stalled is gone once Ready"
+    );
+    assert_eq!(status.summary.as_deref(), Some("dev=Pending prod=Pending"));
+    assert_eq!(
+        event_with_reason(&ns, "Ready").await.type_.as_deref(),
+        Some("Normal")
+    );
+    let envs = ns
+        .wait_for::<Environment>("prod", "Ready", |e| {
+            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
+    assert_eq!(envs.status.expect("a status").pipeline, ["dev", "prod"]);
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed() {
+    let ns = TestNamespace::new("missing-secret").await;
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(&SHOP.replace("source: {", "source: {credentialsSecret: git-cred, "))
+        .await;
+
+    ns.wait_for::<Application>("shop", "SecretNotFound", |a| {
+        app_reason(a).as_deref() == Some("SecretNotFound")
+    })
+    .await;
+
+    let password = "hunter2-never-shown";
+    ns.create::<Secret>(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: git-cred}}\nstringData: {{username: ferry, pasword: {password}}}\n"
+    ))
+    .await;
+    let app = ns
+        .wait_for::<Application>("shop", "SecretInvalid", |a| {
+            app_reason(a).as_deref() == Some("SecretInvalid")
+        })
+        .await;
+    let text = serde_json::to_string(&app.status).expect("status serializes");
+    assert!(
+        !text.contains(password),
+        "a secret value leaked into the status"
+    );
+    assert!(
+        text.contains("\\\"password\\\""),
+        "the message names the missing key: {text}"
+    );
+
+    let fix = serde_json::json!({"stringData": {"password": password}});
+    ns.api::<Secret>()
+        .patch("git-cred", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .expect("fixing the Secret");
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+    for event in ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("Events")
+        .items
+    {
+        assert!(
+            !event.note.unwrap_or_default().contains(password),
+            "a secret value leaked into an Event"
+        );
+    }
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
+    let ns = TestNamespace::new("consent").await;
+    let target = format!("{}-prod", ns.name);
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Environment>(&format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: prod}}\nspec: {{targetNamespace: {target}}}\n"
+    ))
+    .await;
+    let reason = |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, READY))
+            .map(|c| c.reason.clone())
+    };
+    ns.wait_for::<Environment>("prod", "TargetNamespaceNotFound", move |e| {
+        reason(e).as_deref() == Some("TargetNamespaceNotFound")
+    })
+    .await;
+
+    create_namespace(&ns.client, &target).await;
+    ns.wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
+        reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
+    })
+    .await;
+
+    let consent =
+        serde_json::json!({"metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}});
+    kube::Api::<Namespace>::all(ns.client.clone())
+        .patch(&target, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .expect("annotating the target namespace");
+    let env = ns
+        .wait_for::<Environment>("prod", "Ready", |e| {
+            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
+    assert_eq!(
+        env.status.and_then(|s| s.target_namespace),
+        Some(target.clone())
+    );
+
+    controller.stop().await;
+    let _ = kube::Api::<Namespace>::all(ns.client.clone())
+        .delete(&target, &Default::default())
+        .await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_cycle_stalls_every_environment_in_it() {
+    let ns = TestNamespace::new("cycle").await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    for (name, upstream) in [("a", "c"), ("b", "a"), ("c", "b")] {
+        ns.create::<Environment>(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}}}\nspec: {{upstream: {upstream}}}\n"
+        ))
+        .await;
+    }
+    for name in ["a", "b", "c"] {
+        ns.wait_for::<Environment>(name, "UpstreamCycle", |e| {
+            e.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, STALLED))
+                .is_some_and(|c| c.reason == "UpstreamCycle")
+        })
+        .await;
+    }
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn observed_generation_follows_spec_changes() {
+    let ns = TestNamespace::new("generation").await;
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(SHOP).await;
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+
+    let change = serde_json::json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}});
+    let changed = ns
+        .api::<Application>()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("changing the spec");
+    let generation = changed.metadata.generation;
+    assert!(generation > Some(1));
+    let app = ns
+        .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
+            a.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+    assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
+    let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
+        .expect("Ready")
+        .clone();
+    assert_eq!(ready.observed_generation, generation);
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn releases_and_buildjobs_report_their_state() {
+    let ns = TestNamespace::new("records").await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    let digest = "ab".repeat(32);
+    ns.create::<Release>(&format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Release\nmetadata: {{name: shop-1.4.2}}\nspec: {{application: shop, version: 1.4.2, commit: 9fceb02d0ae598e95dc970b74767f19372d61af8, image: 'registry.local/team-a/shop@sha256:{digest}'}}\n"
+    ))
+    .await;
+    ns.wait_for::<Release>("shop-1.4.2", "ApplicationNotFound", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, STALLED))
+            .is_some_and(|c| c.reason == "ApplicationNotFound")
+    })
+    .await;
+    ns.create::<Application>(&SHOP.replace(
+        "environments: [{name: dev}, {name: prod}]",
+        "environments: []",
+    ))
+    .await;
+    ns.wait_for::<Release>("shop-1.4.2", "Recorded", |r| {
+        is_ready(r.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+
+    ns.create::<BuildJob>(
+        r#"
+apiVersion: ferry.dev/v1alpha1
+kind: BuildJob
+metadata: {name: shop-9fceb02}
+spec:
+  application: shop
+  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
+  source: {url: "http://git.local/shop.git"}
+  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
+  image: {repository: registry.local/team-a/shop}
+"#,
+    )
+    .await;
+    let job = ns
+        .wait_for::<BuildJob>("shop-9fceb02", "Reconciling", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, RECONCILING))
+        })
+        .await;
+    assert_eq!(
+        job.status
+            .and_then(|s| s.phase)
+            .map(|p| format!("{p:?}"))
+            .as_deref(),
+        Some("Pending")
+    );
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+/// Guards the rule that status is written only when it changed: a settled controller must
+/// leave every object's resourceVersion alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_controller_writes_nothing() {
+    let ns = TestNamespace::new("idle").await;
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(SHOP).await;
+    ns.create::<Application>(
+        &SHOP
+            .replace("name: shop", "name: broken")
+            .replace("{name: dev}, {name: prod}", "{name: nowhere}"),
+    )
+    .await;
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+    ns.wait_for::<Application>("broken", "Stalled", |a| {
+        app_reason(a).as_deref() == Some("EnvironmentNotFound")
+    })
+    .await;
+    for env in ["dev", "prod"] {
+        ns.wait_for::<Environment>(env, "Ready", |e| {
+            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
+    }
+
+    let before = versions(&ns).await;
+    let events_before = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("Events")
+        .items
+        .len();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let after = versions(&ns).await;
+    let events_after = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("Events")
+        .items
+        .len();
+    assert_eq!(before, after, "an idle controller changed objects");
+    assert_eq!(
+        events_before, events_after,
+        "an idle controller published Events"
+    );
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
+    let mut versions = BTreeMap::new();
+    for kind in ["Application", "Environment", "Release", "BuildJob"] {
+        for object in ns
+            .dynamic(kind)
+            .list(&ListParams::default())
+            .await
+            .expect("listing")
+        {
+            versions.insert(
+                format!("{kind}/{}", object.name_any()),
+                object.resource_version().unwrap_or_default(),
+            );
+        }
+    }
+    versions
+}
