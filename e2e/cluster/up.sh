@@ -400,4 +400,12 @@ main() {
   print_result
 }
 
+on_exit() {
+  local rc=$?
+  [ $rc -eq 0 ] && return
+  log "cluster-up failed (exit $rc). Component logs: $LOGS/*.log; images: $LOGS/images.log"
+  log "the next cluster-up starts over; make cluster-down removes what was started"
+}
+trap on_exit EXIT
+
 main "$@"
