@@ -41,6 +41,7 @@ pub const CONSENT_ANNOTATION: &str = "ferry.dev/allow-deploy-from";
         .message("Environment names must be DNS labels of at most 20 characters (lowercase letters, digits and '-', starting with a letter), so that <application>-<environment> names a Service"),
     validation = Rule::new("!has(self.spec.upstream) || self.spec.upstream != self.metadata.name")
         .message("an Environment cannot be its own upstream; name the Environment it promotes from, or leave upstream unset for the first stage")
+        .field_path(".spec.upstream")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {

@@ -14,7 +14,9 @@ use tracing::instrument;
 use super::{Context, Error, secret_metadata, succeeded, write_status};
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, Environment, Secret};
-use crate::decide::application::{self as decide, EnvironmentFacts, Observed};
+use crate::decide::application::{
+    self as decide, EnvironmentFacts, EnvironmentReadiness, Observed,
+};
 use crate::decide::secrets::SecretKeys;
 
 /// How often an Application is looked at again with nothing changed, to catch what no watch
@@ -106,16 +108,20 @@ async fn environment_facts(
                 .as_ref()
                 .map(|s| s.conditions.as_slice())
                 .unwrap_or_default();
-            let not_ready = match conditions::find(conditions, READY) {
-                Some(ready) if ready.status == conditions::TRUE => None,
-                Some(ready) => Some(ready.reason.clone()),
-                None => Some("NotReconciledYet".to_owned()),
+            // A Ready condition about an older generation says nothing about the spec now.
+            let readiness = match conditions::find(conditions, READY) {
+                Some(ready) if ready.observed_generation != env.metadata.generation => {
+                    EnvironmentReadiness::Pending
+                }
+                Some(ready) if ready.status == conditions::TRUE => EnvironmentReadiness::Ready,
+                Some(ready) => EnvironmentReadiness::NotReady(ready.reason.clone()),
+                None => EnvironmentReadiness::Pending,
             };
             (
                 env.name_any(),
                 EnvironmentFacts {
                     upstream: env.spec.upstream.clone(),
-                    not_ready,
+                    readiness,
                 },
             )
         })

@@ -377,22 +377,25 @@ where
     if let Some(after) = conditions::find(conditions_of(new), READY)
         && before.is_none_or(|b| b.status != after.status || b.reason != after.reason)
     {
-        announce(context, object, after).await;
+        let stalled = conditions::is_true(conditions_of(new), conditions::STALLED);
+        announce(context, object, after, stalled).await;
     }
     Ok(true)
 }
 
-/// Publishes the Event for a `Ready` transition. An Event that cannot be written is logged,
-/// not retried: the status already says the same.
-async fn announce<K>(context: &Context, object: &K, ready: &Condition)
+/// Publishes the Event for a `Ready` transition: a Warning when the object is stalled (a
+/// person must act), Normal otherwise. An Event that cannot be written is logged, not retried:
+/// the status already says the same.
+async fn announce<K>(context: &Context, object: &K, ready: &Condition, stalled: bool)
 where
     K: Resource<DynamicType = ()>,
 {
+    let failed = ready.reason.ends_with("Failed");
     let event = Event {
-        type_: if ready.status == conditions::TRUE {
-            EventType::Normal
-        } else {
+        type_: if stalled || failed {
             EventType::Warning
+        } else {
+            EventType::Normal
         },
         reason: ready.reason.clone(),
         note: Some(conditions::truncate(&ready.message, 1024)),

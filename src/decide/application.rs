@@ -14,8 +14,17 @@ use crate::api::{Application, ApplicationStatus, Time};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvironmentFacts {
     pub upstream: Option<String>,
-    /// The reason of its `Ready=False` condition, if it is not ready.
-    pub not_ready: Option<String>,
+    pub readiness: EnvironmentReadiness,
+}
+
+/// Whether an Environment can take releases, from its own status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvironmentReadiness {
+    Ready,
+    /// Ferry has not looked at it yet (just created or changed): wait, do not complain.
+    Pending,
+    /// Not ready, with the reason of its `Ready=False` condition.
+    NotReady(String),
 }
 
 /// What the reconciler observed for one Application.
@@ -86,15 +95,15 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
         .cloned()
         .collect();
     if !missing.is_empty() {
-        let (noun, verb) = if missing.len() == 1 {
-            ("Environment", "does")
+        let (noun, verb, fix) = if missing.len() == 1 {
+            ("Environment", "does", "create it or remove the entry")
         } else {
-            ("Environments", "do")
+            ("Environments", "do", "create them or remove the entries")
         };
         return Some(Blocker::new(
             "EnvironmentNotFound",
             format!(
-                "{noun} {} named in spec.environments {verb} not exist in namespace \"{}\"; create it or remove the entry",
+                "{noun} {} named in spec.environments {verb} not exist in namespace \"{}\"; {fix}",
                 join_names(&missing),
                 observed.namespace
             ),
@@ -110,13 +119,15 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
     if let Err(blocker) = order(listed, observed.environments) {
         return Some(blocker);
     }
-    listed.iter().find_map(|name| {
-        let reason = observed.environments.get(name)?.not_ready.as_ref()?;
-        Some(Blocker::new(
-            "EnvironmentNotReady",
-            format!("Environment \"{name}\" is not ready ({reason}); see its status"),
-        ))
-    })
+    listed
+        .iter()
+        .find_map(|name| match &observed.environments.get(name)?.readiness {
+            EnvironmentReadiness::NotReady(reason) => Some(Blocker::new(
+                "EnvironmentNotReady",
+                format!("Environment \"{name}\" is not ready ({reason}); see its status"),
+            )),
+            EnvironmentReadiness::Ready | EnvironmentReadiness::Pending => None,
+        })
 }
 
 /// The Application's new status.
@@ -131,18 +142,35 @@ pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
         .map(|e| e.name.clone())
         .collect();
 
+    let ordered = order(&listed, observed.environments).unwrap_or_else(|_| listed.clone());
+    let pending: Vec<String> = ordered
+        .iter()
+        .filter(|name| {
+            observed
+                .environments
+                .get(*name)
+                .is_some_and(|e| e.readiness == EnvironmentReadiness::Pending)
+        })
+        .cloned()
+        .collect();
     let state = match blocker(observed, &listed) {
         Some(blocker) => Readiness::Blocked(blocker),
+        None if !pending.is_empty() => Readiness::InProgress {
+            reason: "WaitingForEnvironments",
+            message: format!(
+                "waiting for Ferry to check Environments {}",
+                join_names(&pending)
+            ),
+        },
         None => Readiness::Ready {
             reason: "Ready",
             message: if listed.is_empty() {
                 "builds and releases; lists no environments to deliver to".to_owned()
             } else {
-                format!("delivers through {}", listed.join(" -> "))
+                format!("delivers through {}", ordered.join(" -> "))
             },
         },
     };
-    let ordered = order(&listed, observed.environments).unwrap_or(listed);
     let environments: Vec<EnvironmentState> = ordered
         .iter()
         .map(|name| {
@@ -197,7 +225,7 @@ pub fn summary(environments: &[EnvironmentState]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::{READY, STALLED, find, is_true};
+    use crate::api::conditions::{READY, RECONCILING, STALLED, find, is_true};
 
     /// An Application as a user would write it.
     fn app(yaml: &str) -> Application {
@@ -223,7 +251,7 @@ spec:
                     n.to_string(),
                     EnvironmentFacts {
                         upstream: u.map(str::to_owned),
-                        not_ready: None,
+                        readiness: EnvironmentReadiness::Ready,
                     },
                 )
             })
@@ -346,7 +374,8 @@ spec:
             ("staging", Some("dev")),
             ("prod", Some("staging")),
         ]);
-        envs.get_mut("prod").unwrap().not_ready = Some("TargetNamespaceNotFound".to_owned());
+        envs.get_mut("prod").unwrap().readiness =
+            EnvironmentReadiness::NotReady("TargetNamespaceNotFound".to_owned());
         let secrets = git_cred();
         let observed = Observed {
             app: &app,
@@ -358,6 +387,30 @@ spec:
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "EnvironmentNotReady");
         assert!(ready.message.contains("TargetNamespaceNotFound"));
+    }
+
+    #[test]
+    fn an_environment_not_checked_yet_is_waited_for_without_stalling() {
+        let app = app(SHOP);
+        let mut envs = envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ]);
+        envs.get_mut("staging").unwrap().readiness = EnvironmentReadiness::Pending;
+        let secrets = git_cred();
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &secrets,
+        };
+        let status = status(&observed, &now());
+        assert!(find(&status.conditions, STALLED).is_none());
+        assert_eq!(
+            find(&status.conditions, RECONCILING).unwrap().reason,
+            "WaitingForEnvironments"
+        );
     }
 
     #[test]

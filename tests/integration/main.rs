@@ -5,6 +5,7 @@
 //! controller scoped to that namespace, so tests run in parallel without seeing each other.
 
 mod controller;
+mod install;
 mod validation;
 
 use std::fmt::Debug;
