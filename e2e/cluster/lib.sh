@@ -11,6 +11,7 @@ FERRY_CACHE=${FERRY_CACHE:-$HOME/.cache/ferry}
 E2E_DIR=${FERRY_E2E_DIR:-/var/lib/ferry-e2e}
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.4}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
 K8S_BIN="$FERRY_CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
 TOOLS_BIN="$FERRY_CACHE/bin"          # stable place for kubectl and the harness's own tools
 

@@ -9,7 +9,8 @@
 #   1. the node is Ready;
 #   2. a Deployment of busybox httpd from the local registry becomes Available through an HTTP
 #      readiness probe (non-root, read-only root filesystem, maxUnavailable 0);
-#   3. a pod reaches it through its Service's ClusterIP;
+#   3. a pod reaches it through its Service's ClusterIP; another finds it by name through the
+#      cluster DNS (CoreDNS), and a name outside the cluster does not resolve;
 #   4. a build pod clones a repository from the git server, builds a one-layer image and pushes
 #      it through the registry's HTTP API; the node then pulls that image by digest and runs it;
 #   5. the git server announces a push with an HMAC-signed webhook to a Service;
@@ -144,6 +145,35 @@ EOF
   echo "replicas that answered: $(sort -u "$tmp/client.log" | wc -l)"
 }
 
+service_by_name() {
+  # curl from the toolbox image resolves through glibc like most programs; busybox's nslookup
+  # asks the server directly. A name outside the cluster must fail: there is no upstream.
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: dns-client, namespace: $NS}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65532}
+  containers:
+  - name: client
+    image: $REGISTRY/toolbox:1
+    command:
+    - sh
+    - -c
+    - |
+      set -e
+      cat /etc/resolv.conf
+      nslookup web.$NS.svc.cluster.local
+      curl -fsS --retry 5 --retry-connrefused http://web/index.html
+      if nslookup example.com; then echo "example.com resolved"; exit 1; fi
+      echo "example.com: not resolved, as it should be"
+EOF
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/dns-client --timeout=60s
+  kc -n "$NS" logs dns-client | tee "$tmp/dns.log"
+  grep -q '^hello from web-' "$tmp/dns.log"
+}
+
 build_push_run() {
   local name repo src="$tmp/src"
   name="e2e-app-$(date +%s)"
@@ -264,6 +294,7 @@ main() {
   step "namespace $NS is fresh" fresh_namespace
   step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
   step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
+  step "a pod finds the Service by name through cluster DNS; outside names do not resolve" service_by_name
   step "a pod clones from the git server and pushes an image; the node pulls and runs it" build_push_run
   step "the git server announces a push to a Service with a signed webhook" webhook_delivered
   if [ "${E2E_KEEP:-0}" = 1 ]; then

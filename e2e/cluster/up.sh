@@ -26,7 +26,7 @@ ensure_packages() {
 # --- already up? -----------------------------------------------------------------------------
 
 components=(registry gitserver etcd kube-apiserver kube-controller-manager kube-scheduler
-  containerd kubelet kube-proxy)
+  coredns containerd kubelet kube-proxy)
 cluster_healthy() {
   local c
   for c in "${components[@]}"; do pid_alive "$c" || return 1; done
@@ -109,6 +109,65 @@ build_gitserver() {
   echo "$bin"
 }
 
+# CoreDNS answers cluster.local from the API (Services, pods) on the node address, where
+# kubelet points every pod's resolver. It has no upstream: any other name is NXDOMAIN, so no
+# lookup ever leaves. Its module has no replace directives, so `go install` works.
+build_coredns() {
+  local bin="$FERRY_CACHE/tools/coredns-$COREDNS_VERSION"
+  if [ ! -x "$bin" ]; then
+    log "building CoreDNS $COREDNS_VERSION (cached in $FERRY_CACHE/tools)"
+    mkdir -p "$FERRY_CACHE/tools/gobin-coredns"
+    GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
+      GOBIN="$FERRY_CACHE/tools/gobin-coredns" \
+      go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+    mv "$FERRY_CACHE/tools/gobin-coredns/coredns" "$bin"
+    rmdir "$FERRY_CACHE/tools/gobin-coredns"
+  fi
+  echo "$bin"
+}
+
+start_coredns() {
+  local bin=$1
+  kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "ferry-e2e:coredns"}
+rules:
+- {apiGroups: [""], resources: [services, endpoints, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "ferry-e2e:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "ferry-e2e:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "ferry-e2e:coredns"}]
+EOF
+  mkdir -p "$E2E_DIR/coredns"
+  cat >"$E2E_DIR/coredns/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 {
+    bind $NODE_IP
+    errors
+    kubernetes cluster.local in-addr.arpa {
+        kubeconfig $PKI/coredns.kubeconfig ferry-e2e
+        pods insecure
+        fallthrough in-addr.arpa
+    }
+    cache 5
+}
+.:53 {
+    bind $NODE_IP
+    errors
+    # No upstream on purpose: nothing outside the cluster is resolved.
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOF
+  start_daemon coredns "$bin" -conf "$E2E_DIR/coredns/Corefile"
+  wait_until 30 "CoreDNS to answer" \
+    busybox nslookup "kubernetes.default.svc.cluster.local" "$NODE_IP"
+}
+
 # --- PKI -------------------------------------------------------------------------------------
 
 # cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES] — a key pair signed by the cluster CA.
@@ -167,6 +226,7 @@ make_pki() {
   cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
   cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
   cert kube-proxy "/CN=system:kube-proxy" clientAuth
+  cert coredns "/CN=ferry-e2e:coredns" clientAuth
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 
@@ -176,6 +236,7 @@ make_pki() {
   kubeconfig "$PKI/kube-scheduler.kubeconfig" kube-scheduler "$local_api"
   kubeconfig "$PKI/kubelet.kubeconfig" kubelet "$node_api"
   kubeconfig "$PKI/kube-proxy.kubeconfig" kube-proxy "$node_api"
+  kubeconfig "$PKI/coredns.kubeconfig" coredns "$local_api"
 }
 
 # --- control plane ---------------------------------------------------------------------------
@@ -294,8 +355,8 @@ save_sysctls() {
 
 start_node() {
   mkdir -p "$E2E_DIR/kubelet" "$E2E_DIR/pod-logs"
-  # Pods get this resolver instead of the host's, so a lookup never leaves the machine. Nothing
-  # answers DNS on the node address yet: lookups fail at once (port unreachable).
+  # Pods get this resolver instead of the host's, so a lookup never leaves the machine: CoreDNS
+  # on the node address, which answers cluster.local and nothing else.
   echo "nameserver $NODE_IP" >"$E2E_DIR/kubelet/resolv.conf"
   cat >"$E2E_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -373,6 +434,7 @@ main() {
   bin=$("$here/../build-k8s.sh" all | tail -n1)
   [ "$bin" = "$K8S_BIN" ] || die "build-k8s.sh put binaries in $bin, expected $K8S_BIN"
   gitserver=$(build_gitserver)
+  coredns=$(build_coredns)
   mkdir -p "$TOOLS_BIN"
   ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
 
@@ -389,6 +451,7 @@ main() {
 
   make_pki
   start_control_plane
+  start_coredns "$coredns"
   start_containerd
   start_node
 
