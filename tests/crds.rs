@@ -63,3 +63,149 @@ fn every_crd_has_a_status_subresource_short_names_and_printer_columns() {
         assert_eq!(crd.spec.scope, "Namespaced", "{name} is not namespaced");
     }
 }
+
+/// The openAPIV3Schema of the CRD of a kind.
+fn schema_of(kind: &str) -> serde_json::Value {
+    let crd = ferry::api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap_or_else(|| panic!("no CRD for {kind}"));
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("a schema");
+    serde_json::to_value(schema).expect("the schema serializes")
+}
+
+fn fixtures(file: &str) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(file);
+    let text = std::fs::read_to_string(path).expect("the fixture file");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("fixture YAML parses"))
+        .collect()
+}
+
+fn cel_messages(schema: &serde_json::Value, out: &mut Vec<String>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(rules) = map
+                .get("x-kubernetes-validations")
+                .and_then(|r| r.as_array())
+            {
+                out.extend(
+                    rules
+                        .iter()
+                        .filter_map(|r| r["message"].as_str().map(str::to_owned)),
+                );
+            }
+            map.values().for_each(|v| cel_messages(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| cel_messages(v, out)),
+        _ => {}
+    }
+}
+
+/// The CEL rules run locally (kube-cel), without an API server: every invalid fixture whose
+/// expected message comes from a CEL rule fails that rule here too, and the valid ones pass.
+/// The API-server tier checks the same fixtures for real, schema rules included.
+#[test]
+fn cel_rules_reject_the_invalid_fixtures_locally() {
+    let validator = kube::core::cel::Validator::new();
+    let mut checked = 0;
+    for object in fixtures("invalid.yaml") {
+        let kind = object["kind"].as_str().expect("a kind");
+        let schema = schema_of(kind);
+        let mut messages = Vec::new();
+        cel_messages(&schema, &mut messages);
+        let expect = object["metadata"]["annotations"]["test.ferry.dev/expect"]
+            .as_str()
+            .expect("an expectation");
+        if !messages.iter().any(|m| m.contains(expect)) {
+            continue; // rejected by the OpenAPI schema, not by CEL
+        }
+        let case = object["metadata"]["annotations"]["test.ferry.dev/case"]
+            .as_str()
+            .unwrap_or_default();
+        let errors = validator
+            .validate(&schema, &object, None)
+            .expect_err(&format!("CEL accepted: {case}"));
+        assert!(
+            errors.to_string().contains(expect),
+            "{case}: expected \"{expect}\", got {errors}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} fixtures exercised CEL rules");
+    for object in fixtures("valid.yaml") {
+        let schema = schema_of(object["kind"].as_str().expect("a kind"));
+        if let Err(errors) = validator.validate(&schema, &object, None) {
+            panic!("a valid {} fails CEL: {errors}", object["kind"]);
+        }
+    }
+}
+
+#[test]
+fn a_release_spec_update_fails_the_immutability_rule_locally() {
+    let validator = kube::core::cel::Validator::new();
+    let schema = schema_of("Release");
+    let old = fixtures("valid.yaml")
+        .into_iter()
+        .find(|o| o["kind"] == "Release")
+        .expect("a Release");
+    let mut new = old.clone();
+    new["spec"]["version"] = "1.4.3".into();
+    let errors = validator
+        .validate(&schema, &new, Some(&old))
+        .expect_err("the change is refused");
+    assert!(
+        errors.to_string().contains("a Release is immutable"),
+        "{errors}"
+    );
+    assert!(
+        validator.validate(&schema, &old, Some(&old)).is_ok(),
+        "an unchanged Release passes"
+    );
+}
+
+/// `kubectl explain` prints a field's description; every field of Ferry's own types needs one.
+#[test]
+fn every_field_has_a_description_for_kubectl_explain() {
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+            if let Some(items) = schema.get("items") {
+                walk(items, &format!("{path}[]"), missing);
+            }
+            return;
+        };
+        for (name, field) in properties {
+            let here = format!("{path}.{name}");
+            if field
+                .get("description")
+                .and_then(|d| d.as_str())
+                .is_none_or(str::is_empty)
+            {
+                missing.push(here.clone());
+            }
+            walk(field, &here, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    for kind in ["Application", "BuildJob", "Environment", "Release"] {
+        let schema = schema_of(kind);
+        for part in ["spec", "status"] {
+            walk(
+                &schema["properties"][part],
+                &format!("{kind}.{part}"),
+                &mut missing,
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description:\n{}",
+        missing.join("\n")
+    );
+}

@@ -336,14 +336,19 @@ pub enum Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
+    /// The Release concerned.
     pub release: String,
+    /// When it happened.
     pub time: Time,
+    /// Rollout, Promotion, Rollback or Pin.
     pub kind: HistoryKind,
+    /// InProgress, Succeeded or Failed.
     pub outcome: Outcome,
     /// Why it happened, in words (for a rollback: the failing signal).
     pub reason: String,
 }
 
+/// What kind of change a history entry records.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistoryKind {
     Rollout,
@@ -352,6 +357,7 @@ pub enum HistoryKind {
     Pin,
 }
 
+/// How a change ended.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     InProgress,

@@ -114,7 +114,9 @@ pub struct ReleaseStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseEnvironment {
+    /// The Environment's name.
     pub name: String,
+    /// What became of the release there.
     pub state: ReleaseState,
     /// When it reached this state.
     pub since: Time,
