@@ -6,7 +6,7 @@
 #   E2E_KEEP=1 e2e/cluster/test.sh # test and leave the cluster running
 #
 # On the cluster from `make cluster-up` (brought up first if it is not):
-#   1. the node is Ready;
+#   1. the node is Ready, and its network namespace has no route out of the machine;
 #   2. a Deployment of busybox httpd from the local registry becomes Available through an HTTP
 #      readiness probe (non-root, read-only root filesystem, maxUnavailable 0);
 #   3. a pod reaches it through its Service's ClusterIP; another finds it by name through the
@@ -59,6 +59,20 @@ step() {
 
 node_ready() {
   kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=60s
+}
+
+no_route_out() {
+  # Asked of the routing table, so nothing is sent even if this fails: an address outside every
+  # network the harness made (TEST-NET-2) and the machine's own default gateway.
+  local gw; gw=$(ip route show default | awk '{print $3; exit}')
+  local dst
+  for dst in 198.51.100.1 ${gw:+"$gw"}; do
+    if in_ns ip route get "$dst" 2>/dev/null; then
+      echo "the node namespace has a route to $dst"
+      exit 1
+    fi
+    echo "no route from the node namespace to $dst"
+  done
 }
 
 fresh_namespace() {
@@ -291,6 +305,7 @@ teardown_clean() {
 main() {
   "$here/up.sh" >/dev/null
   step "node $NODE_NAME is Ready" node_ready
+  step "nothing can be routed out of the cluster" no_route_out
   step "namespace $NS is fresh" fresh_namespace
   step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
   step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
