@@ -27,10 +27,12 @@ integration:
 	$(CARGO) build --locked --tests
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
 
-## crds: regenerate crds/ and manifests/crds.yaml from the Rust types.
+## crds: regenerate crds/, manifests/crds.yaml, the chart's CRDs and docs/api.md from the Rust types.
 crds:
 	$(CARGO) run --locked --quiet -- crds --out-dir crds
 	$(CARGO) run --locked --quiet -- crds > manifests/crds.yaml
+	$(CARGO) run --locked --quiet -- crds --out-dir charts/ferry/crds
+	$(CARGO) run --locked --quiet -- crds --reference > docs/api.md
 
 ## demo: bring up the API server, run the controller, apply examples/, show what Ferry reports.
 demo:

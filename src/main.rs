@@ -38,6 +38,9 @@ enum Command {
         /// Write `<plural>.ferry.dev.yaml` files into this directory instead of printing.
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
+        /// Print the API reference in Markdown instead.
+        #[arg(long, conflicts_with = "out_dir")]
+        reference: bool,
     },
 }
 
@@ -45,7 +48,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds { out_dir } => match print_crds(out_dir.as_deref()) {
+        Command::Crds { out_dir, reference } => match print_crds(out_dir.as_deref(), reference) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("ferry: cannot write the CRDs: {error}");
@@ -73,8 +76,12 @@ async fn main() -> ExitCode {
     }
 }
 
-fn print_crds(out_dir: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+fn print_crds(
+    out_dir: Option<&std::path::Path>,
+    reference: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     match out_dir {
+        None if reference => print!("{}", ferry::api::reference::markdown()?),
         None => print!("{}", ferry::api::crds_yaml()?),
         Some(dir) => {
             for (file, yaml) in ferry::api::crd_files()? {

@@ -33,6 +33,26 @@ fn the_install_manifest_carries_the_same_crds() {
 }
 
 #[test]
+fn the_chart_and_the_api_reference_match_the_rust_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, generated) in ferry::api::crd_files().expect("the CRDs render") {
+        let path = root.join("charts/ferry/crds").join(&file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is stale; run `make crds`",
+            path.display()
+        );
+    }
+    let reference = ferry::api::reference::markdown().expect("the reference renders");
+    let committed = std::fs::read_to_string(root.join("docs/api.md")).unwrap_or_default();
+    assert!(
+        committed == reference,
+        "docs/api.md is stale; run `make crds`"
+    );
+}
+
+#[test]
 fn every_crd_has_a_status_subresource_short_names_and_printer_columns() {
     for crd in ferry::api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
@@ -207,5 +227,60 @@ fn every_field_has_a_description_for_kubectl_explain() {
         missing.is_empty(),
         "fields without a description:\n{}",
         missing.join("\n")
+    );
+}
+
+/// (API group, resource, verb) triples of the ClusterRole in a YAML stream.
+fn granted(yaml: &str) -> std::collections::BTreeSet<(String, String, String)> {
+    // Helm placeholders are not YAML; stand a plain word in for each.
+    let mut plain = String::new();
+    let mut rest = yaml;
+    while let Some(start) = rest.find("{{") {
+        plain.push_str(&rest[..start]);
+        plain.push('x');
+        rest = rest[start..]
+            .find("}}")
+            .map_or("", |end| &rest[start + end + 2..]);
+    }
+    plain.push_str(rest);
+    let mut triples = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&plain) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(doc).expect("YAML parses");
+        if object["kind"] != "ClusterRole" {
+            continue;
+        }
+        for rule in object["rules"].as_array().into_iter().flatten() {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    for verb in list("verbs") {
+                        triples.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    triples
+}
+
+#[test]
+fn the_chart_grants_exactly_what_the_install_manifest_grants() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest =
+        std::fs::read_to_string(root.join("manifests/ferry.yaml")).expect("manifests/ferry.yaml");
+    let chart = std::fs::read_to_string(root.join("charts/ferry/templates/rbac.yaml"))
+        .expect("the chart's RBAC");
+    let (manifest, chart) = (granted(&manifest), granted(&chart));
+    assert!(!manifest.is_empty());
+    assert_eq!(
+        manifest, chart,
+        "the chart and manifests/ferry.yaml grant different permissions"
     );
 }
