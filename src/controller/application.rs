@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
@@ -27,7 +28,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<Application>,
     context: &Arc<Context>,
-    environments: ReflectHandle<Environment>,
+    environments: impl Stream<Item = Arc<Environment>> + Send + 'static,
     config: watcher::Config,
 ) -> Controller<Application> {
     // An Environment appearing, disappearing or changing readiness changes whether the

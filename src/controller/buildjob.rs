@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
@@ -22,7 +23,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<BuildJob>,
     context: &Arc<Context>,
-    applications: ReflectHandle<Application>,
+    applications: impl Stream<Item = Arc<Application>> + Send + 'static,
     config: watcher::Config,
 ) -> Controller<BuildJob> {
     // A build waits for its Application...

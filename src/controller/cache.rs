@@ -2,15 +2,19 @@
 //!
 //! Every controller that reacts to a kind subscribes to its cache's stream. A subscriber hears
 //! of a change only after the store holds it, so a reconcile triggered by a change reads that
-//! change, never an older copy.
+//! change, never an older copy. kube's shared stores do not pass deletions on to subscribers;
+//! the cache does, after the store has dropped the object, for relations where a disappearing
+//! object matters (an Application whose Environment is deleted).
 //!
 //! Readiness is signalled here rather than with `Store::wait_until_ready`: in kube-runtime 5 that
 //! future wakes only the last of several concurrent waiters (its oneshot receiver keeps a single
 //! waker), so a reconcile waiting on it could hang once the controller's own applier waits too.
 
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{Stream, StreamExt};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -27,6 +31,7 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
     synced_tx: watch::Sender<bool>,
     pub synced: Synced,
+    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
 }
 
 impl<K> Cache<K>
@@ -41,6 +46,7 @@ where
             writer,
             synced_tx,
             synced: Synced(synced_rx),
+            deletions: Mutex::default(),
         }
     }
 
@@ -51,6 +57,16 @@ where
             .expect("a store made by store_shared always has subscribers")
     }
 
+    /// Changed objects as `subscribe` gives them, and deleted objects too.
+    pub fn subscribe_with_deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        self.deletions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(tx);
+        futures::stream::select(self.subscribe(), rx)
+    }
+
     /// Watches `api` into the store until `shutdown` resolves.
     pub async fn run(
         self,
@@ -59,6 +75,10 @@ where
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let synced = self.synced_tx;
+        let deletions = self
+            .deletions
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         watcher(api, config)
             .default_backoff()
             .reflect_shared(self.writer)
@@ -67,6 +87,13 @@ where
                 match event {
                     Ok(watcher::Event::InitDone) => {
                         synced.send_replace(true);
+                    }
+                    Ok(watcher::Event::Delete(object)) => {
+                        let object = Arc::new(object);
+                        for subscriber in &deletions {
+                            // A closed subscriber is a controller that has stopped.
+                            let _ = subscriber.unbounded_send(object.clone());
+                        }
                     }
                     Ok(_) => {}
                     Err(error) => {

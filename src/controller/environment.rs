@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::instrument;
@@ -22,7 +23,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub(super) fn relate(
     controller: Controller<Environment>,
     context: &Arc<Context>,
-    environments: ReflectHandle<Environment>,
+    environments: impl Stream<Item = Arc<Environment>> + Send + 'static,
     config: watcher::Config,
 ) -> Controller<Environment> {
     // Whether an upstream chain resolves, or loops, depends on every Environment of the

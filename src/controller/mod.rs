@@ -201,23 +201,23 @@ pub async fn run_controllers(
     let application_controller = application::relate(
         Controller::for_shared_stream(applications.subscribe(), applications.store.clone()),
         &context,
-        environments.subscribe(),
+        environments.subscribe_with_deletions(),
         config.clone(),
     );
     let environment_controller = environment::relate(
         Controller::for_shared_stream(environments.subscribe(), environments.store.clone()),
         &context,
-        environments.subscribe(),
+        environments.subscribe_with_deletions(),
         config.clone(),
     );
     let release_controller = release::relate(
         Controller::for_shared_stream(releases.subscribe(), releases.store.clone()),
-        applications.subscribe(),
+        applications.subscribe_with_deletions(),
     );
     let buildjob_controller = buildjob::relate(
         Controller::for_shared_stream(buildjobs.subscribe(), buildjobs.store.clone()),
         &context,
-        applications.subscribe(),
+        applications.subscribe_with_deletions(),
         config.clone(),
     );
 

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kube::ResourceExt;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use super::{Context, Error, succeeded, write_status};
@@ -18,7 +19,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// Declares what a Release's state depends on besides itself.
 pub(super) fn relate(
     controller: Controller<Release>,
-    applications: ReflectHandle<Application>,
+    applications: impl Stream<Item = Arc<Application>> + Send + 'static,
 ) -> Controller<Release> {
     // Its Application appearing or going away changes whether the Release can be deployed.
     let releases = controller.store();

@@ -408,3 +408,35 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
     }
     versions
 }
+
+/// Deletions reach the objects that depended on the deleted one at once, not at the next
+/// periodic resync (kube's shared stores do not pass deletions on; our caches do).
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_environment_stalls_the_applications_that_name_it() {
+    let ns = TestNamespace::new("deletion").await;
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(SHOP).await;
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+
+    ns.api::<Environment>()
+        .delete("prod", &Default::default())
+        .await
+        .expect("deleting the Environment");
+    let app = ns
+        .wait_for::<Application>("shop", "EnvironmentNotFound", |a| {
+            app_reason(a).as_deref() == Some("EnvironmentNotFound")
+        })
+        .await;
+    let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+        .expect("Stalled")
+        .clone();
+    assert!(stalled.message.contains("\"prod\""), "{}", stalled.message);
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
