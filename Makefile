@@ -1,19 +1,23 @@
-# Ferry's entry points. `make test` runs every test tier that exists; `make demo` shows Ferry
-# working. Slow builds (Kubernetes, etcd) are cached under $(FERRY_CACHE), keyed by version.
+# Ferry's entry points. `make test` runs every test tier; `make demo` shows Ferry working on a
+# real cluster. Slow builds (Kubernetes, etcd, CoreDNS, Rust) are cached under $(FERRY_CACHE),
+# outside the repository: Go binaries keyed by version, the cargo target directory by cargo's
+# own fingerprints.
 
 SHELL := /bin/bash
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
+export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint unit integration crds check-crds demo demo-down
+.PHONY: all build test lint unit integration crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
 build:
 	$(CARGO) build --locked
 
-## test: every tier: lint, unit (with the CRD drift check), integration against a real API server.
-test: lint unit integration
+## test: every tier: lint, unit (with the CRD drift check), integration against a real API
+## server, end to end on a real single-node cluster (needs root).
+test: lint unit integration test-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -34,12 +38,18 @@ crds:
 	$(CARGO) run --locked --quiet -- crds --out-dir charts/ferry/crds
 	$(CARGO) run --locked --quiet -- crds --reference > docs/api.md
 
-## demo: bring up the API server, run the controller, apply examples/, show what Ferry reports.
+## demo: the real single-node cluster, Ferry installed in it, examples/ applied (needs root).
 demo:
 	e2e/demo.sh
 
-demo-down:
-	e2e/demo.sh down
+demo-down: cluster-down
+
+## demo-apiserver: the same story on an API server without a node (no root needed).
+demo-apiserver:
+	e2e/demo-apiserver.sh
+
+demo-apiserver-down:
+	e2e/demo-apiserver.sh down
 
 ## cluster-up / cluster-down: a real single-node Kubernetes cluster on this machine, for the
 ## end-to-end tests and the demo (docs/cluster.md). Root only; both idempotent.
@@ -50,7 +60,10 @@ cluster-up:
 cluster-down:
 	e2e/cluster/down.sh
 
-## test-e2e: end-to-end checks on that cluster (brought up if needed), then cluster-down and a
+## test-e2e: tier 3. The cluster's own checks (node, probes, Services, DNS, git clone and image
+## push from a pod), then Ferry installed into it and checked there, then cluster-down and a
 ## check that nothing is left. E2E_KEEP=1 keeps the cluster.
 test-e2e:
-	e2e/cluster/test.sh
+	E2E_KEEP=1 e2e/cluster/test.sh
+	e2e/install.sh
+	if [ "$${E2E_KEEP:-0}" != 1 ]; then e2e/cluster/down.sh; fi

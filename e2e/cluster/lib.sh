@@ -86,3 +86,23 @@ pid_alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")"; }
 
 # Ask the apiserver as admin.
 kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+
+# step NAME FUNCTION — runs FUNCTION in a subshell with errexit in force (it would be ignored
+# under `if`), so any failing command fails the step. On failure it calls the caller's
+# `diagnose` function, leaves the cluster up for inspection and exits 1.
+step() {
+  local name=$1 rc
+  shift
+  echo "---- $name"
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if [ $rc -eq 0 ]; then
+    echo "PASS $name"
+  else
+    echo "FAIL $name"
+    diagnose
+    exit 1
+  fi
+}

@@ -38,25 +38,6 @@ diagnose() {
   echo "---- the cluster is left up; 'make cluster-down' removes it"
 }
 
-# step NAME FUNCTION — runs FUNCTION in a subshell with errexit in force (it would be ignored
-# under `if`), so any failing command fails the step.
-step() {
-  local name=$1 rc
-  shift
-  echo "---- $name"
-  set +e
-  (set -e; "$@")
-  rc=$?
-  set -e
-  if [ $rc -eq 0 ]; then
-    echo "PASS $name"
-  else
-    echo "FAIL $name"
-    diagnose
-    exit 1
-  fi
-}
-
 node_ready() {
   kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=60s
 }
