@@ -19,8 +19,8 @@ source "$here/cluster/lib.sh"
 source "$here/lib/ferry.sh"
 
 SYSTEM=ferry-system
-TEAM=team-a
-TARGET=team-a-prod
+TEAM=ferry-e2e-team
+TARGET=ferry-e2e-target
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
 
@@ -51,8 +51,12 @@ runs_unprivileged() {
   [ "$(kc get namespace "$SYSTEM" -o jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enforce}')" = restricted ]
 }
 
+fresh_namespaces() {
+  kc delete namespace "$TEAM" "$TARGET" --ignore-not-found --wait --timeout=120s
+  kc create namespace "$TEAM"
+}
+
 application_waits_for_environments() {
-  kc create namespace "$TEAM" --dry-run=client -o yaml | kc apply -f -
   kc -n "$TEAM" apply -f "$root/examples/shop.yaml"
   kc -n "$TEAM" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=EnvironmentNotFound \
     application/shop --timeout=60s
@@ -104,6 +108,7 @@ main() {
   echo "image: $IMAGE"
   step "Ferry installs with one kubectl apply and becomes Ready" install_with_one_apply
   step "the controller runs non-root with a read-only root filesystem" runs_unprivileged
+  step "namespaces $TEAM and $TARGET are fresh" fresh_namespaces
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
