@@ -5,10 +5,11 @@
 //! pure decision function in `crate::decide`, and writes the status only when it differs from
 //! what is stored. An Event is published when the `Ready` condition changes status or reason.
 //!
-//! Relations that make one object's state depend on another's are declared here, once, as
-//! watches with store-backed mappers: an Application waits for its Environments and Secrets,
-//! an Environment for its upstream and its target namespace, a Release and a BuildJob for
-//! their Application.
+//! Relations that make one object's state depend on another's are declared once per kind, in
+//! its module's `relate()`, as watches with store-backed mappers: an Application waits for its
+//! Environments and Secrets, an Environment for its upstream and its target namespace, a
+//! Release and a BuildJob for their Application. Kinds read by more than one reconciler live in
+//! shared caches (`cache.rs`).
 
 mod application;
 mod buildjob;
@@ -281,7 +282,8 @@ async fn log_outcome<K, E: std::fmt::Display>(
     }
 }
 
-/// Transient faults back off per object: 1 s, 2 s, 4 s ... up to 5 minutes.
+/// Transient faults back off per object: 1 s, 2 s, 4 s ... up to 5 minutes. The first failure
+/// of a streak is also a Warning Event whose reason is the error's category.
 fn error_policy<K>(object: Arc<K>, error: &Error, context: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()> + ResourceExt,
@@ -305,10 +307,41 @@ where
         .metrics
         .reconcile_failed(static_kind(&kind), error.category());
     tracing::warn!(%kind, name = %object.name_any(), error = %error, attempts, "reconcile failed");
+    if attempts == 1 {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: error.category().to_owned(),
+            note: Some(conditions::truncate(&error_chain(error), 1024)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let reference = object.object_ref(&());
+        let recorder = context.recorder.clone();
+        // The error policy cannot wait; the Event is best effort, like every Event.
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %error, "cannot publish an Event");
+            }
+        });
+    }
     let delay = 2u64
         .saturating_pow(attempts.saturating_sub(1).min(9))
         .min(300);
     Action::requeue(Duration::from_secs(delay))
+}
+
+/// An error with its causes, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Clears an object's failure count after a successful reconcile.
