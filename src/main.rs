@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferry::controller::{self, Settings};
+use ferry::controller::{self, LeaseSettings, Settings};
 use ferry::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -32,6 +32,15 @@ enum Command {
         /// Log format.
         #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Reconcile only while holding a Lease, so that several replicas can run.
+        #[arg(long, env = "FERRY_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
+        leader_elect_namespace: String,
+        /// How long a Lease lasts without renewal before a standby takes over.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_elect_lease_duration: std::time::Duration,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
@@ -59,11 +68,20 @@ async fn main() -> ExitCode {
             http_addr,
             namespace,
             log_format,
+            leader_elect,
+            leader_elect_namespace,
+            leader_elect_lease_duration,
         } => {
             telemetry::init_logging(log_format);
             let settings = Settings {
                 http_addr,
                 namespace,
+                leader_election: leader_elect.then(|| LeaseSettings {
+                    namespace: leader_elect_namespace,
+                    name: "ferry-controller".to_owned(),
+                    identity: identity(),
+                    duration: leader_elect_lease_duration,
+                }),
             };
             match controller::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -90,4 +108,22 @@ fn print_crds(
         }
     }
     Ok(())
+}
+
+/// This replica's name in the Lease: the pod name, else the host name and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration: ferry::api::Duration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration such as 15s: {e}"))?;
+    if duration.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    Ok(duration.into())
 }

@@ -230,7 +230,7 @@ fn every_field_has_a_description_for_kubectl_explain() {
     );
 }
 
-/// (API group, resource, verb) triples of the ClusterRole in a YAML stream.
+/// (API group, resource, verb) triples of the ClusterRoles and Roles in a YAML stream.
 fn granted(yaml: &str) -> std::collections::BTreeSet<(String, String, String)> {
     // Helm placeholders are not YAML; stand a plain word in for each.
     let mut plain = String::new();
@@ -246,7 +246,7 @@ fn granted(yaml: &str) -> std::collections::BTreeSet<(String, String, String)> {
     let mut triples = std::collections::BTreeSet::new();
     for doc in serde_yaml::Deserializer::from_str(&plain) {
         let object: serde_json::Value = serde::Deserialize::deserialize(doc).expect("YAML parses");
-        if object["kind"] != "ClusterRole" {
+        if object["kind"] != "ClusterRole" && object["kind"] != "Role" {
             continue;
         }
         for rule in object["rules"].as_array().into_iter().flatten() {

@@ -15,6 +15,7 @@ mod application;
 mod buildjob;
 mod cache;
 mod environment;
+mod leader;
 mod release;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ use crate::api::conditions::{self, READY};
 use crate::api::{Application, BuildJob, Condition, Environment, FIELD_MANAGER, Release, Time};
 use crate::telemetry::{self, Endpoints, Metrics};
 use cache::{Cache, Synced};
+pub use leader::LeaseSettings;
+use leader::{Elector, Leadership};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -49,6 +52,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Watch only this namespace (for tests and namespace-scoped installs).
     pub namespace: Option<String>,
+    /// Reconcile only while holding this Lease (several replicas); None runs at once.
+    pub leader_election: Option<LeaseSettings>,
 }
 
 /// A clock the tests can set.
@@ -135,14 +140,17 @@ impl Error {
     }
 }
 
-/// Runs the four controllers and the HTTP endpoints until SIGTERM or SIGINT.
+/// Runs the four controllers and the HTTP endpoints until SIGTERM or SIGINT; with leader
+/// election, only while this replica holds the Lease.
 pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let client = Client::try_default().await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let on_signal = shutdown_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        let _ = shutdown_tx.send(true);
+        on_signal.send_replace(true);
     });
     let mut registry = Registry::with_prefix("ferry");
     let metrics = Arc::new(Metrics::default());
@@ -156,17 +164,81 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         endpoints.clone(),
         wait_for(shutdown_rx.clone()),
     );
+    let work = async {
+        let outcome = match settings.leader_election {
+            None => {
+                run_controllers(
+                    client,
+                    settings.namespace,
+                    metrics,
+                    Box::new(SystemClock),
+                    endpoints,
+                    wait_for(shutdown_rx),
+                )
+                .await;
+                Ok(())
+            }
+            Some(lease) => {
+                lead(
+                    client,
+                    lease,
+                    settings.namespace,
+                    metrics,
+                    endpoints,
+                    shutdown_rx,
+                )
+                .await
+            }
+        };
+        // Whatever ended the work (a signal, lost leadership) also ends the HTTP server.
+        shutdown_tx.send_replace(true);
+        outcome
+    };
+    let (http, work) = tokio::join!(http, work);
+    http?;
+    work
+}
+
+/// Stands by until this replica holds the Lease, then runs the controllers while it does.
+async fn lead(
+    client: Client,
+    lease: LeaseSettings,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    endpoints: Arc<Endpoints>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let elector = Elector::new(client.clone(), lease);
+    // A standby is healthy and ready: it must not hold up a rollout of the controller itself.
+    endpoints.ready.store(true, Ordering::Relaxed);
+    if !elector.acquire(wait_for(shutdown.clone())).await {
+        return Ok(());
+    }
+    // The controllers stop on a signal or when leadership is lost, whichever comes first.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let hold = async {
+        let leadership = elector.hold(wait_for(shutdown.clone())).await;
+        stop_tx.send_replace(true);
+        leadership
+    };
     let controllers = run_controllers(
         client,
-        settings.namespace,
+        namespace,
         metrics,
         Box::new(SystemClock),
         endpoints,
-        wait_for(shutdown_rx),
+        wait_for(stop_rx),
     );
-    let (http, ()) = tokio::join!(http, controllers);
-    http?;
-    Ok(())
+    let (leadership, ()) = tokio::join!(hold, controllers);
+    match leadership {
+        Leadership::Kept => {
+            elector.release().await;
+            Ok(())
+        }
+        Leadership::Lost => {
+            Err("lost the leader lease; stopping so that only the leader reconciles".into())
+        }
+    }
 }
 
 /// Runs the four controllers until `shutdown` resolves. Tests call this directly.

@@ -8,6 +8,7 @@
 pub mod application;
 pub mod buildjob;
 pub mod environment;
+pub mod leadership;
 pub mod release;
 pub mod secrets;
 

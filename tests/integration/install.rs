@@ -5,8 +5,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,41 @@ where
     )
     .await
     .unwrap_or_else(|e| panic!("applying {}: {e}", object.name_any()));
+}
+
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
+
+/// The namespace, ServiceAccount and RBAC of `manifests/ferry.yaml`, as an administrator
+/// applies them.
+async fn install_rbac(admin: &Client) {
+    let system: Namespace = object_of_kind("Namespace");
+    apply(&Api::<Namespace>::all(admin.clone()), &system).await;
+    let account: ServiceAccount = object_of_kind("ServiceAccount");
+    apply(
+        &Api::<ServiceAccount>::namespaced(admin.clone(), "ferry-system"),
+        &account,
+    )
+    .await;
+    apply(
+        &Api::<ClusterRole>::all(admin.clone()),
+        &object_of_kind::<ClusterRole>("ClusterRole"),
+    )
+    .await;
+    apply(
+        &Api::<ClusterRoleBinding>::all(admin.clone()),
+        &object_of_kind::<ClusterRoleBinding>("ClusterRoleBinding"),
+    )
+    .await;
+    apply(
+        &Api::<Role>::namespaced(admin.clone(), "ferry-system"),
+        &object_of_kind::<Role>("Role"),
+    )
+    .await;
+    apply(
+        &Api::<RoleBinding>::namespaced(admin.clone(), "ferry-system"),
+        &object_of_kind::<RoleBinding>("RoleBinding"),
+    )
+    .await;
 }
 
 #[test]
@@ -211,6 +247,163 @@ async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {
         "--log-format json writes JSON lines: {first}"
     );
     ns.cleanup().await;
+}
+
+/// Starts `ferry controller` for one namespace, serving on `port`.
+fn spawn_ferry(
+    namespace: &str,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "controller",
+            "--namespace",
+            namespace,
+            "--log-format",
+            "json",
+        ])
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferry starts")
+}
+
+/// Sends SIGTERM and waits for the process to exit.
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("a running child").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("ferry exits after SIGTERM")
+        .expect("exit status")
+}
+
+async fn wait_ready(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while get(port, "/readyz").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn environment_ready(ns: &TestNamespace, name: &str) {
+    ns.create::<Environment>(&format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}}}\nspec: {{}}\n"
+    ))
+    .await;
+    ns.wait_for::<Environment>(name, "Ready", |e| {
+        e.status
+            .as_ref()
+            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+    })
+    .await;
+}
+
+/// Two replicas with `--leader-elect`, both as the ServiceAccount (so the Role for Leases is
+/// checked too): only the holder of the Lease reconciles, and when it stops on SIGTERM it
+/// releases the Lease and the standby takes over at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
+    let ns = TestNamespace::new("leader").await;
+    install_rbac(&ns.client).await;
+    let kubeconfig = impersonating_kubeconfig(&ns.name);
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let elect = ["--leader-elect", "--leader-elect-lease-duration", "4s"];
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "ferry-system");
+    let holder = |name: &'static str| {
+        move |lease: Option<&Lease>| {
+            lease
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(name)
+        }
+    };
+
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn_ferry(
+        &ns.name,
+        port_a,
+        &elect,
+        &[("POD_NAME", "replica-a"), ("KUBECONFIG", kubeconfig)],
+    );
+    tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(
+            leases.clone(),
+            "ferry-controller",
+            holder("replica-a"),
+        ),
+    )
+    .await
+    .expect("replica-a acquires the Lease")
+    .expect("watching the Lease");
+    let mut b = spawn_ferry(
+        &ns.name,
+        port_b,
+        &elect,
+        &[("POD_NAME", "replica-b"), ("KUBECONFIG", kubeconfig)],
+    );
+    wait_ready(port_b).await; // a standby is ready: it must not block a rollout
+
+    environment_ready(&ns, "dev").await;
+    let reconciled =
+        |metrics: &str| metrics.contains("ferry_reconciles_total{kind=\"Environment\"}");
+    assert!(
+        reconciled(&get(port_a, "/metrics").await.1),
+        "the leader reconciles"
+    );
+    assert!(
+        !reconciled(&get(port_b, "/metrics").await.1),
+        "the standby does not reconcile"
+    );
+
+    assert!(terminate(&mut a).await.success());
+    tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(
+            leases.clone(),
+            "ferry-controller",
+            holder("replica-b"),
+        ),
+    )
+    .await
+    .expect("replica-b takes the released Lease over")
+    .expect("watching the Lease");
+    environment_ready(&ns, "qa").await;
+    assert!(
+        reconciled(&get(port_b, "/metrics").await.1),
+        "the new leader reconciles"
+    );
+
+    assert!(terminate(&mut b).await.success());
+    ns.cleanup().await;
+}
+
+/// A copy of the test kubeconfig that acts as Ferry's ServiceAccount.
+fn impersonating_kubeconfig(name: &str) -> std::path::PathBuf {
+    let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set by e2e/apiserver.sh");
+    let text = std::fs::read_to_string(&source).expect("the kubeconfig");
+    let mut config: serde_json::Value = serde_yaml::from_str(&text).expect("the kubeconfig parses");
+    for user in config["users"].as_array_mut().into_iter().flatten() {
+        user["user"]["as"] = SERVICE_ACCOUNT.into();
+    }
+    let path = std::env::temp_dir().join(format!("ferry-{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML"))
+        .expect("writing the kubeconfig");
+    path
 }
 
 fn free_port() -> u16 {
