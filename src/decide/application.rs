@@ -258,6 +258,29 @@ spec:
             .collect()
     }
 
+    /// dev -> staging -> prod.
+    fn three_stages() -> BTreeMap<String, EnvironmentFacts> {
+        envs(&[
+            ("dev", None),
+            ("staging", Some("dev")),
+            ("prod", Some("staging")),
+        ])
+    }
+
+    fn decide(
+        app: &Application,
+        envs: &BTreeMap<String, EnvironmentFacts>,
+        secrets: &SecretKeys,
+    ) -> ApplicationStatus {
+        let observed = Observed {
+            app,
+            namespace: "team-a",
+            environments: envs,
+            secrets,
+        };
+        status(&observed, &now())
+    }
+
     fn git_cred() -> SecretKeys {
         SecretKeys::from([(
             "git-cred".to_owned(),
@@ -271,22 +294,14 @@ spec:
 
     #[test]
     fn environments_are_ordered_by_their_upstreams() {
-        let envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let envs = three_stages();
         let listed = ["prod", "dev", "staging"].map(String::from);
         assert_eq!(order(&listed, &envs).unwrap(), ["dev", "staging", "prod"]);
     }
 
     #[test]
     fn an_unlisted_upstream_blocks_the_environments_after_it() {
-        let envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let envs = three_stages();
         let listed = ["dev", "prod"].map(String::from);
         let blocker = order(&listed, &envs).unwrap_err();
         assert_eq!(blocker.reason, "UpstreamNotListed");
@@ -296,19 +311,9 @@ spec:
     #[test]
     fn a_complete_application_is_ready_with_environments_in_pipeline_order() {
         let app = app(SHOP);
-        let envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let envs = three_stages();
         let secrets = git_cred();
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &secrets,
-        };
-        let status = status(&observed, &now());
+        let status = decide(&app, &envs, &secrets);
         assert!(is_true(&status.conditions, READY));
         assert_eq!(status.observed_generation, Some(2));
         let names: Vec<&str> = status
@@ -328,13 +333,7 @@ spec:
         let app = app(SHOP);
         let envs = envs(&[("dev", None)]);
         let secrets = git_cred();
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &secrets,
-        };
-        let status = status(&observed, &now());
+        let status = decide(&app, &envs, &secrets);
         let stalled = find(&status.conditions, STALLED).unwrap();
         assert_eq!(stalled.reason, "EnvironmentNotFound");
         assert!(
@@ -348,18 +347,8 @@ spec:
     #[test]
     fn a_missing_secret_stalls_the_application() {
         let app = app(SHOP);
-        let envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &SecretKeys::new(),
-        };
-        let status = status(&observed, &now());
+        let envs = three_stages();
+        let status = decide(&app, &envs, &SecretKeys::new());
         assert_eq!(
             find(&status.conditions, READY).unwrap().reason,
             "SecretNotFound"
@@ -369,21 +358,11 @@ spec:
     #[test]
     fn an_environment_that_is_not_ready_is_named() {
         let app = app(SHOP);
-        let mut envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let mut envs = three_stages();
         envs.get_mut("prod").unwrap().readiness =
             EnvironmentReadiness::NotReady("TargetNamespaceNotFound".to_owned());
         let secrets = git_cred();
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &secrets,
-        };
-        let status = status(&observed, &now());
+        let status = decide(&app, &envs, &secrets);
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "EnvironmentNotReady");
         assert!(ready.message.contains("TargetNamespaceNotFound"));
@@ -392,20 +371,10 @@ spec:
     #[test]
     fn an_environment_not_checked_yet_is_waited_for_without_stalling() {
         let app = app(SHOP);
-        let mut envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let mut envs = three_stages();
         envs.get_mut("staging").unwrap().readiness = EnvironmentReadiness::Pending;
         let secrets = git_cred();
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &secrets,
-        };
-        let status = status(&observed, &now());
+        let status = decide(&app, &envs, &secrets);
         assert!(find(&status.conditions, STALLED).is_none());
         assert_eq!(
             find(&status.conditions, RECONCILING).unwrap().reason,
@@ -416,11 +385,7 @@ spec:
     #[test]
     fn recomputing_an_unchanged_status_gives_the_same_status() {
         let mut app = app(SHOP);
-        let envs = envs(&[
-            ("dev", None),
-            ("staging", Some("dev")),
-            ("prod", Some("staging")),
-        ]);
+        let envs = three_stages();
         let secrets = git_cred();
         let first = status(
             &Observed {

@@ -57,6 +57,19 @@ async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
     }
 }
 
+/// The dev and prod Environments, a controller, and the shop Application once it is Ready.
+async fn ready_shop(ns: &TestNamespace) -> RunningController {
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(SHOP).await;
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+    controller
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_environment_stalls_the_application_until_it_appears() {
     let ns = TestNamespace::new("missing-env").await;
@@ -243,14 +256,7 @@ async fn an_upstream_cycle_stalls_every_environment_in_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn observed_generation_follows_spec_changes() {
     let ns = TestNamespace::new("generation").await;
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create::<Application>(SHOP).await;
-    ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
-    })
-    .await;
+    let controller = ready_shop(&ns).await;
 
     let change = serde_json::json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}});
     let changed = ns
@@ -414,14 +420,7 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_an_environment_stalls_the_applications_that_name_it() {
     let ns = TestNamespace::new("deletion").await;
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create::<Application>(SHOP).await;
-    ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
-    })
-    .await;
+    let controller = ready_shop(&ns).await;
 
     ns.api::<Environment>()
         .delete("prod", &Default::default())

@@ -103,28 +103,10 @@ fn the_cluster_role_has_no_wildcards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
     let ns = TestNamespace::new("rbac").await;
-    let admin = ns.client.clone();
-    let system: Namespace = object_of_kind("Namespace");
-    apply(&Api::<Namespace>::all(admin.clone()), &system).await;
-    let account: ServiceAccount = object_of_kind("ServiceAccount");
-    apply(
-        &Api::<ServiceAccount>::namespaced(admin.clone(), "ferry-system"),
-        &account,
-    )
-    .await;
-    apply(
-        &Api::<ClusterRole>::all(admin.clone()),
-        &object_of_kind::<ClusterRole>("ClusterRole"),
-    )
-    .await;
-    apply(
-        &Api::<ClusterRoleBinding>::all(admin.clone()),
-        &object_of_kind::<ClusterRoleBinding>("ClusterRoleBinding"),
-    )
-    .await;
+    install_rbac(&ns.client).await;
 
     let mut config = kube::Config::infer().await.expect("a kubeconfig");
-    config.auth_info.impersonate = Some("system:serviceaccount:ferry-system:ferry".to_owned());
+    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
     let as_ferry = Client::try_from(config).expect("an impersonating client");
     // The real Deployment watches the whole cluster.
     Api::<Application>::all(as_ferry.clone())
