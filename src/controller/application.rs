@@ -12,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
-use super::{Context, Error, secret_metadata, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, secret_metadata, succeeded, write_status};
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, Environment, Secret};
 use crate::decide::application::{
@@ -26,21 +26,25 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Declares what an Application's state depends on besides itself.
 pub(super) fn relate(
-    controller: Controller<Application>,
+    controller: Controller<Guarded<Application>>,
     context: &Arc<Context>,
-    environments: impl Stream<Item = Arc<Environment>> + Send + 'static,
+    environments: impl Stream<Item = Arc<Guarded<Environment>>> + Send + 'static,
     config: watcher::Config,
-) -> Controller<Application> {
+) -> Controller<Guarded<Application>> {
     // An Environment appearing, disappearing or changing readiness changes whether the
     // Applications that list it can be delivered.
     let apps = context.applications.clone();
-    let by_environment = move |env: Arc<Environment>| {
+    let by_environment = move |env: Arc<Guarded<Environment>>| {
         let namespace = env.namespace();
         let name = env.name_any();
         apps.state()
             .into_iter()
             .filter(|app| {
-                app.namespace() == namespace && app.spec.environments.iter().any(|e| e.name == name)
+                app.namespace() == namespace
+                    && app
+                        .0
+                        .as_ref()
+                        .is_ok_and(|a| a.spec.environments.iter().any(|e| e.name == name))
             })
             .map(|app| ObjectRef::from_obj(&*app))
             .collect::<Vec<_>>()
@@ -53,7 +57,11 @@ pub(super) fn relate(
         apps.state()
             .into_iter()
             .filter(|app| {
-                app.namespace() == namespace && app.secret_refs().iter().any(|(_, s)| *s == name)
+                app.namespace() == namespace
+                    && app
+                        .0
+                        .as_ref()
+                        .is_ok_and(|a| a.secret_refs().iter().any(|(_, s)| *s == name))
             })
             .map(|app| ObjectRef::from_obj(&*app))
             .collect::<Vec<_>>()
@@ -63,11 +71,14 @@ pub(super) fn relate(
         .watches(secret_metadata(context), config, by_secret)
 }
 
-#[instrument(skip(app, context), fields(namespace = app.namespace(), name = %app.name_any()))]
+#[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
 pub(super) async fn reconcile(
-    app: Arc<Application>,
+    object: Arc<Guarded<Application>>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
+    let Some(app) = readable(&object, &context).await else {
+        return Ok(Action::await_change());
+    };
     let _timer = context.metrics.reconcile_started("Application");
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
@@ -75,19 +86,19 @@ pub(super) async fn reconcile(
     let secrets = secret_keys(&context, &namespace, &app.secret_refs()).await?;
     let status = decide::status(
         &Observed {
-            app: &app,
+            app,
             namespace: &namespace,
             environments: &environments,
             secrets: &secrets,
         },
         &context.clock.now(),
     );
-    write_status(&context, &*app, app.status.as_ref(), &status, |s| {
+    write_status(&context, app, app.status.as_ref(), &status, |s| {
         &s.conditions
     })
     .await?;
 
-    succeeded(&context, &*app);
+    succeeded(&context, app);
     Ok(Action::requeue(RESYNC))
 }
 
@@ -103,7 +114,14 @@ async fn environment_facts(
         .state()
         .into_iter()
         .filter(|env| env.namespace().as_deref() == Some(namespace))
-        .map(|env| {
+        .map(|guard| {
+            let Ok(env) = &guard.0 else {
+                let facts = EnvironmentFacts {
+                    upstream: None,
+                    readiness: EnvironmentReadiness::NotReady("InvalidObject".to_owned()),
+                };
+                return (guard.name_any(), facts);
+            };
             let conditions = env
                 .status
                 .as_ref()

@@ -13,7 +13,7 @@ use tracing::instrument;
 
 use super::application::secret_keys;
 use super::release::application_exists;
-use super::{Context, Error, secret_metadata, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, secret_metadata, succeeded, write_status};
 use crate::api::{Application, BuildJob, Secret};
 use crate::decide::buildjob::{self as decide, Observed};
 
@@ -21,19 +21,21 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Declares what a BuildJob's state depends on besides itself.
 pub(super) fn relate(
-    controller: Controller<BuildJob>,
+    controller: Controller<Guarded<BuildJob>>,
     context: &Arc<Context>,
-    applications: impl Stream<Item = Arc<Application>> + Send + 'static,
+    applications: impl Stream<Item = Arc<Guarded<Application>>> + Send + 'static,
     config: watcher::Config,
-) -> Controller<BuildJob> {
+) -> Controller<Guarded<BuildJob>> {
     // A build waits for its Application...
     let jobs = controller.store();
-    let by_application = move |app: Arc<Application>| {
+    let by_application = move |app: Arc<Guarded<Application>>| {
         let namespace = app.namespace();
         let name = app.name_any();
         jobs.state()
             .into_iter()
-            .filter(|j| j.namespace() == namespace && j.spec.application == name)
+            .filter(|j| {
+                j.namespace() == namespace && j.0.as_ref().is_ok_and(|j| j.spec.application == name)
+            })
             .map(|j| ObjectRef::from_obj(&*j))
             .collect::<Vec<_>>()
     };
@@ -45,7 +47,10 @@ pub(super) fn relate(
         jobs.state()
             .into_iter()
             .filter(|j| {
-                j.namespace() == namespace && j.secret_refs().iter().any(|(_, s)| *s == name)
+                j.namespace() == namespace
+                    && j.0
+                        .as_ref()
+                        .is_ok_and(|j| j.secret_refs().iter().any(|(_, s)| *s == name))
             })
             .map(|j| ObjectRef::from_obj(&*j))
             .collect::<Vec<_>>()
@@ -55,8 +60,14 @@ pub(super) fn relate(
         .watches(secret_metadata(context), config, by_secret)
 }
 
-#[instrument(skip(job, context), fields(namespace = job.namespace(), name = %job.name_any()))]
-pub(super) async fn reconcile(job: Arc<BuildJob>, context: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
+pub(super) async fn reconcile(
+    object: Arc<Guarded<BuildJob>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let Some(job) = readable(&object, &context).await else {
+        return Ok(Action::await_change());
+    };
     let _timer = context.metrics.reconcile_started("BuildJob");
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
 
@@ -64,18 +75,18 @@ pub(super) async fn reconcile(job: Arc<BuildJob>, context: Arc<Context>) -> Resu
     let secrets = secret_keys(&context, &namespace, &job.secret_refs()).await?;
     let status = decide::status(
         &Observed {
-            job: &job,
+            job,
             namespace: &namespace,
             application_exists,
             secrets: &secrets,
         },
         &context.clock.now(),
     );
-    write_status(&context, &*job, job.status.as_ref(), &status, |s| {
+    write_status(&context, job, job.status.as_ref(), &status, |s| {
         &s.conditions
     })
     .await?;
 
-    succeeded(&context, &*job);
+    succeeded(&context, job);
     Ok(Action::requeue(RESYNC))
 }

@@ -13,7 +13,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, Error, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, succeeded, write_status};
 use crate::api::{Environment, Namespace};
 use crate::decide::environment::{self as decide, Observed, TargetNamespace};
 
@@ -21,15 +21,15 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Declares what an Environment's state depends on besides itself.
 pub(super) fn relate(
-    controller: Controller<Environment>,
+    controller: Controller<Guarded<Environment>>,
     context: &Arc<Context>,
-    environments: impl Stream<Item = Arc<Environment>> + Send + 'static,
+    environments: impl Stream<Item = Arc<Guarded<Environment>>> + Send + 'static,
     config: watcher::Config,
-) -> Controller<Environment> {
+) -> Controller<Guarded<Environment>> {
     // Whether an upstream chain resolves, or loops, depends on every Environment of the
     // namespace: a change to one re-checks its siblings.
     let envs = context.environments.clone();
-    let siblings = move |changed: Arc<Environment>| {
+    let siblings = move |changed: Arc<Guarded<Environment>>| {
         let namespace = changed.namespace();
         envs.state()
             .into_iter()
@@ -43,7 +43,11 @@ pub(super) fn relate(
         let name = ns.name_any();
         envs.state()
             .into_iter()
-            .filter(|env| env.target_namespace() == Some(name.as_str()))
+            .filter(|env| {
+                env.0
+                    .as_ref()
+                    .is_ok_and(|e| e.target_namespace() == Some(name.as_str()))
+            })
             .map(|env| ObjectRef::from_obj(&*env))
             .collect::<Vec<_>>()
     };
@@ -53,17 +57,20 @@ pub(super) fn relate(
         .watches(namespaces, config, by_namespace)
 }
 
-#[instrument(skip(env, context), fields(namespace = env.namespace(), name = %env.name_any()))]
+#[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
 pub(super) async fn reconcile(
-    env: Arc<Environment>,
+    object: Arc<Guarded<Environment>>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
+    let Some(env) = readable(&object, &context).await else {
+        return Ok(Action::await_change());
+    };
     let _timer = context.metrics.reconcile_started("Environment");
     let namespace = env.namespace().ok_or(Error::MissingNamespace)?;
     let name = env.name_any();
     let target_namespace = env.target_namespace().unwrap_or(&namespace).to_owned();
 
-    let upstreams = upstreams(&context, &namespace, &env).await;
+    let upstreams = upstreams(&context, &namespace, env).await;
     let target = target(&context, &target_namespace).await?;
     let status = decide::status(
         &Observed {
@@ -77,12 +84,12 @@ pub(super) async fn reconcile(
         },
         &context.clock.now(),
     );
-    write_status(&context, &*env, env.status.as_ref(), &status, |s| {
+    write_status(&context, env, env.status.as_ref(), &status, |s| {
         &s.conditions
     })
     .await?;
 
-    succeeded(&context, &*env);
+    succeeded(&context, env);
     Ok(Action::requeue(RESYNC))
 }
 
@@ -99,7 +106,11 @@ async fn upstreams(
         .state()
         .into_iter()
         .filter(|e| e.namespace().as_deref() == Some(namespace))
-        .map(|e| (e.name_any(), e.spec.upstream.clone()))
+        // An Environment Ferry cannot read still exists; it counts as a first stage.
+        .map(|e| {
+            let upstream = e.0.as_ref().ok().and_then(|e| e.spec.upstream.clone());
+            (e.name_any(), upstream)
+        })
         .collect();
     upstreams.insert(env.name_any(), env.spec.upstream.clone());
     upstreams

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kube::api::{Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -44,6 +44,47 @@ use crate::telemetry::{self, Endpoints, Metrics};
 use cache::{Cache, Synced};
 pub use leader::LeaseSettings;
 use leader::{Elector, Leadership};
+
+/// An object as the caches hold it: parsed, or the reason it could not be. One object that
+/// does not match the Rust types (written under an older CRD version, say) is reported on its
+/// own instead of failing the whole watch and stalling every object of its kind.
+pub type Guarded<K> = DeserializeGuard<K>;
+
+/// The object behind a guard, or `None` after reporting why it cannot be read: a Warning
+/// Event (the status cannot be written through a type the object does not fit) and a log line.
+async fn readable<'a, K>(object: &'a Guarded<K>, context: &Context) -> Option<&'a K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match &object.0 {
+        Ok(valid) => Some(valid),
+        Err(invalid) => {
+            let name = object.meta().name.clone().unwrap_or_default();
+            tracing::warn!(kind = %K::kind(&()), %name, error = %invalid, "cannot read the object");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(conditions::truncate(
+                    &format!(
+                        "Ferry cannot read this object ({invalid}); correct it to match `kubectl explain {}`",
+                        K::kind(&()).to_lowercase()
+                    ),
+                    1024,
+                )),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = context
+                .recorder
+                .publish(&event, &object.object_ref(&()))
+                .await
+            {
+                tracing::warn!(error = %error, "cannot publish an Event");
+            }
+            None
+        }
+    }
+}
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -78,9 +119,9 @@ pub struct Context {
     pub clock: Box<dyn Clock>,
     pub namespace: Option<String>,
     /// Caches of the kinds one reconciler reads of another.
-    pub environments: Store<Environment>,
+    pub environments: Store<Guarded<Environment>>,
     pub environments_synced: Synced,
-    pub applications: Store<Application>,
+    pub applications: Store<Guarded<Application>>,
     pub applications_synced: Synced,
     /// Consecutive failures per object, for backoff; cleared by a success.
     failures: Mutex<HashMap<String, u32>>,
@@ -253,10 +294,10 @@ pub async fn run_controllers(
     let ns = namespace.as_deref();
     let config = watcher::Config::default().any_semantic();
 
-    let applications = Cache::<Application>::new();
-    let environments = Cache::<Environment>::new();
-    let releases = Cache::<Release>::new();
-    let buildjobs = Cache::<BuildJob>::new();
+    let applications = Cache::<Guarded<Application>>::new();
+    let environments = Cache::<Guarded<Environment>>::new();
+    let releases = Cache::<Guarded<Release>>::new();
+    let buildjobs = Cache::<Guarded<BuildJob>>::new();
 
     let context = Arc::new(Context {
         client: client.clone(),

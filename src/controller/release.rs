@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
-use super::{Context, Error, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, succeeded, write_status};
 use crate::api::{Application, Release};
 use crate::decide::release::{self as decide, Observed};
 
@@ -18,29 +18,34 @@ const RESYNC: Duration = Duration::from_secs(600);
 
 /// Declares what a Release's state depends on besides itself.
 pub(super) fn relate(
-    controller: Controller<Release>,
-    applications: impl Stream<Item = Arc<Application>> + Send + 'static,
-) -> Controller<Release> {
+    controller: Controller<Guarded<Release>>,
+    applications: impl Stream<Item = Arc<Guarded<Application>>> + Send + 'static,
+) -> Controller<Guarded<Release>> {
     // Its Application appearing or going away changes whether the Release can be deployed.
     let releases = controller.store();
-    let by_application = move |app: Arc<Application>| {
+    let by_application = move |app: Arc<Guarded<Application>>| {
         let namespace = app.namespace();
         let name = app.name_any();
         releases
             .state()
             .into_iter()
-            .filter(|r| r.namespace() == namespace && r.spec.application == name)
+            .filter(|r| {
+                r.namespace() == namespace && r.0.as_ref().is_ok_and(|r| r.spec.application == name)
+            })
             .map(|r| ObjectRef::from_obj(&*r))
             .collect::<Vec<_>>()
     };
     controller.watches_shared_stream(applications, by_application)
 }
 
-#[instrument(skip(release, context), fields(namespace = release.namespace(), name = %release.name_any()))]
+#[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
 pub(super) async fn reconcile(
-    release: Arc<Release>,
+    object: Arc<Guarded<Release>>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
+    let Some(release) = readable(&object, &context).await else {
+        return Ok(Action::await_change());
+    };
     let _timer = context.metrics.reconcile_started("Release");
     let namespace = release.namespace().ok_or(Error::MissingNamespace)?;
 
@@ -48,18 +53,18 @@ pub(super) async fn reconcile(
         application_exists(&context, &namespace, &release.spec.application).await;
     let status = decide::status(
         &Observed {
-            release: &release,
+            release,
             namespace: &namespace,
             application_exists,
         },
         &context.clock.now(),
     );
-    write_status(&context, &*release, release.status.as_ref(), &status, |s| {
+    write_status(&context, release, release.status.as_ref(), &status, |s| {
         &s.conditions
     })
     .await?;
 
-    succeeded(&context, &*release);
+    succeeded(&context, release);
     Ok(Action::requeue(RESYNC))
 }
 
