@@ -91,7 +91,12 @@ graceful_restart() {
   local pod; pod=$(kc -n "$SYSTEM" get pods -l app.kubernetes.io/name=ferry -o jsonpath='{.items[0].metadata.name}')
   kc -n "$SYSTEM" logs -f "$pod" > "$tmp/old.log" 2>&1 &
   local follower=$!
-  sleep 1 # let the log stream attach before the pod goes
+  # `logs -f` prints the log from its start once attached; wait for that before the pod goes.
+  local deadline=$((SECONDS + 30))
+  until [ -s "$tmp/old.log" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "the log stream never attached"; exit 1; }
+    sleep 0.2
+  done
   kc -n "$SYSTEM" delete pod "$pod" --wait --timeout=60s
   wait "$follower" || true
   grep -q '"shutting down"' "$tmp/old.log" || { tail -n 5 "$tmp/old.log"; exit 1; }
