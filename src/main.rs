@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
         leader_elect_namespace: String,
         /// How long a Lease lasts without renewal before a standby takes over.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
         leader_elect_lease_duration: std::time::Duration,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
@@ -118,12 +118,14 @@ fn identity() -> String {
     })
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+/// A lease duration: a Go-style duration of at least 3s (renewals happen every third of it).
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
     let duration: ferry::api::Duration = text
         .parse()
         .map_err(|e| format!("{text:?} is not a duration such as 15s: {e}"))?;
-    if duration.is_negative() {
-        return Err(format!("{text:?} is negative"));
+    let duration: std::time::Duration = duration.into();
+    if duration < std::time::Duration::from_secs(3) || text.starts_with('-') {
+        return Err(format!("{text:?} is too short: a lease lasts at least 3s"));
     }
-    Ok(duration.into())
+    Ok(duration)
 }
