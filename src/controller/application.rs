@@ -14,7 +14,7 @@ use tracing::instrument;
 
 use super::{Context, Error, Guarded, readable, secret_metadata, succeeded, write_status};
 use crate::api::conditions::{self, READY};
-use crate::api::{Application, Environment, Secret};
+use crate::api::{Application, Environment, Release, Secret};
 use crate::decide::application::{
     self as decide, EnvironmentFacts, EnvironmentReadiness, Observed,
 };
@@ -29,6 +29,7 @@ pub(super) fn relate(
     controller: Controller<Guarded<Application>>,
     context: &Arc<Context>,
     environments: impl Stream<Item = Arc<Guarded<Environment>>> + Send + 'static,
+    releases: impl Stream<Item = Arc<Guarded<Release>>> + Send + 'static,
     config: watcher::Config,
 ) -> Controller<Guarded<Application>> {
     // An Environment appearing, disappearing or changing readiness changes whether the
@@ -45,6 +46,25 @@ pub(super) fn relate(
                         .0
                         .as_ref()
                         .is_ok_and(|a| a.spec.environments.iter().any(|e| e.name == name))
+            })
+            .map(|app| ObjectRef::from_obj(&*app))
+            .collect::<Vec<_>>()
+    };
+    // A Release appearing or going away decides whether a pin on it can be honoured.
+    let apps = context.applications.clone();
+    let by_release = move |release: Arc<Guarded<Release>>| {
+        let namespace = release.namespace();
+        let name = release.name_any();
+        apps.state()
+            .into_iter()
+            .filter(|app| {
+                app.namespace() == namespace
+                    && app.0.as_ref().is_ok_and(|a| {
+                        a.spec
+                            .environments
+                            .iter()
+                            .any(|e| e.pin.as_ref().is_some_and(|p| p.release == name))
+                    })
             })
             .map(|app| ObjectRef::from_obj(&*app))
             .collect::<Vec<_>>()
@@ -68,6 +88,7 @@ pub(super) fn relate(
     };
     controller
         .watches_shared_stream(environments, by_environment)
+        .watches_shared_stream(releases, by_release)
         .watches(secret_metadata(context), config, by_secret)
 }
 
@@ -83,6 +104,7 @@ pub(super) async fn reconcile(
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
     let environments = environment_facts(&context, &namespace).await;
+    let releases = release_owners(&context, &namespace).await;
     let secrets = secret_keys(&context, &namespace, &app.secret_refs()).await?;
     let status = decide::status(
         &Observed {
@@ -90,6 +112,7 @@ pub(super) async fn reconcile(
             namespace: &namespace,
             environments: &environments,
             secrets: &secrets,
+            releases: &releases,
         },
         &context.clock.now(),
     );
@@ -143,6 +166,25 @@ async fn environment_facts(
                     readiness,
                 },
             )
+        })
+        .collect()
+}
+
+/// The Releases of a namespace, name to Application, from the shared cache.
+async fn release_owners(context: &Context, namespace: &str) -> BTreeMap<String, String> {
+    context.releases_synced.wait().await;
+    context
+        .releases
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace))
+        .map(|r| {
+            // A Release Ferry cannot read still exists; whose it is stays unknown.
+            let owner =
+                r.0.as_ref()
+                    .map(|r| r.spec.application.clone())
+                    .unwrap_or_default();
+            (r.name_any(), owner)
         })
         .collect()
 }

@@ -123,6 +123,8 @@ pub struct Context {
     pub environments_synced: Synced,
     pub applications: Store<Guarded<Application>>,
     pub applications_synced: Synced,
+    pub releases: Store<Guarded<Release>>,
+    pub releases_synced: Synced,
     /// Consecutive failures per object, for backoff; cleared by a success.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -309,6 +311,8 @@ pub async fn run_controllers(
         environments_synced: environments.synced.clone(),
         applications: applications.store.clone(),
         applications_synced: applications.synced.clone(),
+        releases: releases.store.clone(),
+        releases_synced: releases.synced.clone(),
         failures: Mutex::default(),
     });
 
@@ -316,6 +320,7 @@ pub async fn run_controllers(
         Controller::for_shared_stream(applications.subscribe(), applications.store.clone()),
         &context,
         environments.subscribe_with_deletions(),
+        releases.subscribe_with_deletions(),
         config.clone(),
     );
     let environment_controller = environment::relate(

@@ -35,6 +35,36 @@ pub struct Observed<'a> {
     pub environments: &'a BTreeMap<String, EnvironmentFacts>,
     /// Key names of the Secrets the Application names (absent when they do not exist).
     pub secrets: &'a SecretKeys,
+    /// The Releases of the namespace: name to the Application each belongs to.
+    pub releases: &'a BTreeMap<String, String>,
+}
+
+/// A pin must name a Release of this very Application: approving or rolling back to a
+/// release that does not exist, or belongs to another application, would deploy nothing or
+/// the wrong thing.
+fn pin_blocker(observed: &Observed) -> Option<Blocker> {
+    let app = observed.app.metadata.name.as_deref().unwrap_or_default();
+    observed.app.spec.environments.iter().find_map(|entry| {
+        let pin = entry.pin.as_ref()?;
+        let field = format!("spec.environments[{}].pin.release", entry.name);
+        match observed.releases.get(&pin.release) {
+            None => Some(Blocker::new(
+                "PinnedReleaseNotFound",
+                format!(
+                    "Environment \"{}\" is pinned to Release \"{}\", which does not exist in namespace \"{}\"; create it or correct {field}",
+                    entry.name, pin.release, observed.namespace
+                ),
+            )),
+            Some(owner) if owner != app => Some(Blocker::new(
+                "PinnedReleaseOfAnotherApplication",
+                format!(
+                    "Environment \"{}\" is pinned to Release \"{}\", which is a release of Application \"{owner}\", not \"{app}\"; correct {field}",
+                    entry.name, pin.release
+                ),
+            )),
+            Some(_) => None,
+        }
+    })
 }
 
 /// Orders the listed environments so that each comes after its upstream, or says why that is
@@ -117,6 +147,9 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
         return Some(blocker);
     }
     if let Err(blocker) = order(listed, observed.environments) {
+        return Some(blocker);
+    }
+    if let Some(blocker) = pin_blocker(observed) {
         return Some(blocker);
     }
     listed
@@ -277,6 +310,7 @@ spec:
             namespace: "team-a",
             environments: envs,
             secrets,
+            releases: &BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]),
         };
         status(&observed, &now())
     }
@@ -383,6 +417,49 @@ spec:
     }
 
     #[test]
+    fn a_pin_must_name_a_release_of_this_application() {
+        let pinned = |release: &str| {
+            SHOP.replace(
+                "{name: prod}",
+                &format!("{{name: prod, pin: {{release: {release}, reason: CHG-1}}}}"),
+            )
+        };
+        let cases = [
+            ("an existing release of shop", "shop-1.4.2", "Ready"),
+            (
+                "a release that does not exist",
+                "shop-9.9.9",
+                "PinnedReleaseNotFound",
+            ),
+            (
+                "a release of another application",
+                "cart-1.0.0",
+                "PinnedReleaseOfAnotherApplication",
+            ),
+        ];
+        let releases = BTreeMap::from([
+            ("shop-1.4.2".to_owned(), "shop".to_owned()),
+            ("cart-1.0.0".to_owned(), "cart".to_owned()),
+        ]);
+        for (name, release, reason) in cases {
+            let app = app(&pinned(release));
+            let observed = Observed {
+                app: &app,
+                namespace: "team-a",
+                environments: &three_stages(),
+                secrets: &git_cred(),
+                releases: &releases,
+            };
+            let status = status(&observed, &now());
+            assert_eq!(
+                find(&status.conditions, READY).unwrap().reason,
+                reason,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn recomputing_an_unchanged_status_gives_the_same_status() {
         let mut app = app(SHOP);
         let envs = three_stages();
@@ -393,6 +470,7 @@ spec:
                 namespace: "team-a",
                 environments: &envs,
                 secrets: &secrets,
+                releases: &BTreeMap::new(),
             },
             &now(),
         );
@@ -404,6 +482,7 @@ spec:
                 namespace: "team-a",
                 environments: &envs,
                 secrets: &secrets,
+                releases: &BTreeMap::new(),
             },
             &later,
         );

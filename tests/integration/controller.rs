@@ -439,3 +439,46 @@ async fn deleting_an_environment_stalls_the_applications_that_name_it() {
     controller.stop().await;
     ns.cleanup().await;
 }
+
+/// A pin is the GitOps way to approve or roll back; it must name a Release of this very
+/// Application, and Ferry waits for that Release to exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
+    let ns = TestNamespace::new("pin").await;
+    ns.create::<Environment>(DEV).await;
+    ns.create::<Environment>(PROD).await;
+    let controller = RunningController::start(&ns.client, &ns.name);
+    ns.create::<Application>(&SHOP.replace(
+        "{name: prod}",
+        "{name: prod, pin: {release: shop-1.4.2, reason: \"CHG-1234 approved\"}}",
+    ))
+    .await;
+    let app = ns
+        .wait_for::<Application>("shop", "PinnedReleaseNotFound", |a| {
+            app_reason(a).as_deref() == Some("PinnedReleaseNotFound")
+        })
+        .await;
+    let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+        .expect("Stalled")
+        .clone();
+    assert!(
+        stalled
+            .message
+            .contains("spec.environments[prod].pin.release"),
+        "{}",
+        stalled.message
+    );
+
+    let digest = "ab".repeat(32);
+    ns.create::<Release>(&format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Release\nmetadata: {{name: shop-1.4.2}}\nspec: {{application: shop, version: 1.4.2, commit: 9fceb02d0ae598e95dc970b74767f19372d61af8, image: 'registry.local/team-a/shop@sha256:{digest}'}}\n"
+    ))
+    .await;
+    ns.wait_for::<Application>("shop", "Ready", |a| {
+        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+    })
+    .await;
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
