@@ -199,8 +199,10 @@ pub struct RunningController {
 
 impl RunningController {
     pub fn start(client: &Client, namespace: &str) -> Self {
-        // Logs go to the test's captured output, shown when it fails.
-        ferry::telemetry::init_logging(ferry::telemetry::LogFormat::Text);
+        // The controllers' logs, for debugging: RUST_LOG=ferry=debug make integration
+        if std::env::var_os("RUST_LOG").is_some() {
+            ferry::telemetry::init_logging(ferry::telemetry::LogFormat::Text);
+        }
         let (shutdown, flag) = watch::channel(false);
         let endpoints = Arc::new(Endpoints {
             registry: Default::default(),
