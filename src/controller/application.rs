@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use futures::Stream;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, secret_metadata, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, related, secret_metadata, succeeded, write_status};
+use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, Environment, Release, Secret};
 use crate::decide::application::{
@@ -36,55 +37,32 @@ pub(super) fn relate(
     // Applications that list it can be delivered.
     let apps = context.applications.clone();
     let by_environment = move |env: Arc<Guarded<Environment>>| {
-        let namespace = env.namespace();
         let name = env.name_any();
-        apps.state()
-            .into_iter()
-            .filter(|app| {
-                app.namespace() == namespace
-                    && app
-                        .0
-                        .as_ref()
-                        .is_ok_and(|a| a.spec.environments.iter().any(|e| e.name == name))
-            })
-            .map(|app| ObjectRef::from_obj(&*app))
-            .collect::<Vec<_>>()
+        related(&apps, env.namespace().as_deref(), |app: &Application| {
+            app.spec.environments.iter().any(|e| e.name == name)
+        })
     };
     // A Release appearing or going away decides whether a pin on it can be honoured.
     let apps = context.applications.clone();
     let by_release = move |release: Arc<Guarded<Release>>| {
-        let namespace = release.namespace();
         let name = release.name_any();
-        apps.state()
-            .into_iter()
-            .filter(|app| {
-                app.namespace() == namespace
-                    && app.0.as_ref().is_ok_and(|a| {
-                        a.spec
-                            .environments
-                            .iter()
-                            .any(|e| e.pin.as_ref().is_some_and(|p| p.release == name))
-                    })
-            })
-            .map(|app| ObjectRef::from_obj(&*app))
-            .collect::<Vec<_>>()
+        related(
+            &apps,
+            release.namespace().as_deref(),
+            |app: &Application| {
+                let pinned =
+                    |e: &EnvironmentEntry| e.pin.as_ref().is_some_and(|p| p.release == name);
+                app.spec.environments.iter().any(pinned)
+            },
+        )
     };
     // A Secret appearing or changing its keys unblocks the Applications that name it.
     let apps = context.applications.clone();
-    let by_secret = move |secret: kube::core::PartialObjectMeta<Secret>| {
-        let namespace = secret.namespace();
+    let by_secret = move |secret: PartialObjectMeta<Secret>| {
         let name = secret.name_any();
-        apps.state()
-            .into_iter()
-            .filter(|app| {
-                app.namespace() == namespace
-                    && app
-                        .0
-                        .as_ref()
-                        .is_ok_and(|a| a.secret_refs().iter().any(|(_, s)| *s == name))
-            })
-            .map(|app| ObjectRef::from_obj(&*app))
-            .collect::<Vec<_>>()
+        related(&apps, secret.namespace().as_deref(), |app: &Application| {
+            app.secret_refs().iter().any(|(_, s)| *s == name)
+        })
     };
     controller
         .watches_shared_stream(environments, by_environment)

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use futures::Stream;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::instrument;
 
 use super::application::secret_keys;
 use super::release::application_exists;
-use super::{Context, Error, Guarded, readable, secret_metadata, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, related, secret_metadata, succeeded, write_status};
 use crate::api::{Application, BuildJob, Secret};
 use crate::decide::buildjob::{self as decide, Observed};
 
@@ -29,31 +29,18 @@ pub(super) fn relate(
     // A build waits for its Application...
     let jobs = controller.store();
     let by_application = move |app: Arc<Guarded<Application>>| {
-        let namespace = app.namespace();
         let name = app.name_any();
-        jobs.state()
-            .into_iter()
-            .filter(|j| {
-                j.namespace() == namespace && j.0.as_ref().is_ok_and(|j| j.spec.application == name)
-            })
-            .map(|j| ObjectRef::from_obj(&*j))
-            .collect::<Vec<_>>()
+        related(&jobs, app.namespace().as_deref(), |j: &BuildJob| {
+            j.spec.application == name
+        })
     };
     // ...and for the Secrets it names.
     let jobs = controller.store();
-    let by_secret = move |secret: kube::core::PartialObjectMeta<Secret>| {
-        let namespace = secret.namespace();
+    let by_secret = move |secret: PartialObjectMeta<Secret>| {
         let name = secret.name_any();
-        jobs.state()
-            .into_iter()
-            .filter(|j| {
-                j.namespace() == namespace
-                    && j.0
-                        .as_ref()
-                        .is_ok_and(|j| j.secret_refs().iter().any(|(_, s)| *s == name))
-            })
-            .map(|j| ObjectRef::from_obj(&*j))
-            .collect::<Vec<_>>()
+        related(&jobs, secret.namespace().as_deref(), |j: &BuildJob| {
+            j.secret_refs().iter().any(|(_, s)| *s == name)
+        })
     };
     controller
         .watches_shared_stream(applications, by_application)

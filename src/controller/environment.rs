@@ -8,12 +8,11 @@ use std::time::Duration;
 use futures::Stream;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, related, succeeded, write_status};
 use crate::api::{Environment, Namespace};
 use crate::decide::environment::{self as decide, Observed, TargetNamespace};
 
@@ -30,26 +29,18 @@ pub(super) fn relate(
     // namespace: a change to one re-checks its siblings.
     let envs = context.environments.clone();
     let siblings = move |changed: Arc<Guarded<Environment>>| {
-        let namespace = changed.namespace();
-        envs.state()
-            .into_iter()
-            .filter(|env| env.namespace() == namespace)
-            .map(|env| ObjectRef::from_obj(&*env))
-            .collect::<Vec<_>>()
+        related(&envs, changed.namespace().as_deref(), |_: &Environment| {
+            true
+        })
     };
-    // A target namespace appearing or consenting unblocks the Environments aimed at it.
+    // A target namespace appearing or consenting unblocks the Environments aimed at it, in
+    // whichever namespace they are.
     let envs = context.environments.clone();
     let by_namespace = move |ns: PartialObjectMeta<Namespace>| {
         let name = ns.name_any();
-        envs.state()
-            .into_iter()
-            .filter(|env| {
-                env.0
-                    .as_ref()
-                    .is_ok_and(|e| e.target_namespace() == Some(name.as_str()))
-            })
-            .map(|env| ObjectRef::from_obj(&*env))
-            .collect::<Vec<_>>()
+        related(&envs, None, |env: &Environment| {
+            env.target_namespace() == Some(name.as_str())
+        })
     };
     let namespaces = Api::<PartialObjectMeta<Namespace>>::all(context.client.clone());
     controller

@@ -86,6 +86,26 @@ where
     }
 }
 
+/// What a watch mapper returns: the objects in `store` (in `namespace`, or in any namespace
+/// when `None`) whose content satisfies `relates`. An object Ferry cannot read relates to
+/// nothing; it is reported when it is reconciled itself.
+fn related<K>(
+    store: &Store<Guarded<K>>,
+    namespace: Option<&str>,
+    relates: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|object| namespace.is_none_or(|ns| object.namespace().as_deref() == Some(ns)))
+        .filter(|object| object.0.as_ref().is_ok_and(&relates))
+        .map(|object| ObjectRef::from_obj(&*object))
+        .collect()
+}
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, succeeded, write_status};
+use super::{Context, Error, Guarded, readable, related, succeeded, write_status};
 use crate::api::{Application, Release};
 use crate::decide::release::{self as decide, Observed};
 
@@ -24,16 +24,10 @@ pub(super) fn relate(
     // Its Application appearing or going away changes whether the Release can be deployed.
     let releases = controller.store();
     let by_application = move |app: Arc<Guarded<Application>>| {
-        let namespace = app.namespace();
         let name = app.name_any();
-        releases
-            .state()
-            .into_iter()
-            .filter(|r| {
-                r.namespace() == namespace && r.0.as_ref().is_ok_and(|r| r.spec.application == name)
-            })
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect::<Vec<_>>()
+        related(&releases, app.namespace().as_deref(), |r: &Release| {
+            r.spec.application == name
+        })
     };
     controller.watches_shared_stream(applications, by_application)
 }
