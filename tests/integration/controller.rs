@@ -38,6 +38,17 @@ spec:
   environments: [{name: dev}, {name: prod}]
 "#;
 
+const SHOP_1_4_2: &str = r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Release
+metadata: {name: shop-1.4.2}
+spec:
+  application: shop
+  version: 1.4.2
+  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
+  image: registry.local/team-a/shop@sha256:abababababababababababababababababababababababababababababababab
+"#;
+
 const DEV: &str =
     "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n";
 const PROD: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: prod}\nspec: {upstream: dev, approval: Manual}\n";
@@ -285,11 +296,7 @@ async fn observed_generation_follows_spec_changes() {
 async fn releases_and_buildjobs_report_their_state() {
     let ns = TestNamespace::new("records").await;
     let controller = RunningController::start(&ns.client, &ns.name);
-    let digest = "ab".repeat(32);
-    ns.create::<Release>(&format!(
-        "apiVersion: ferry.dev/v1alpha1\nkind: Release\nmetadata: {{name: shop-1.4.2}}\nspec: {{application: shop, version: 1.4.2, commit: 9fceb02d0ae598e95dc970b74767f19372d61af8, image: 'registry.local/team-a/shop@sha256:{digest}'}}\n"
-    ))
-    .await;
+    ns.create::<Release>(SHOP_1_4_2).await;
     ns.wait_for::<Release>("shop-1.4.2", "ApplicationNotFound", |r| {
         r.status
             .as_ref()
@@ -469,11 +476,7 @@ async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
         stalled.message
     );
 
-    let digest = "ab".repeat(32);
-    ns.create::<Release>(&format!(
-        "apiVersion: ferry.dev/v1alpha1\nkind: Release\nmetadata: {{name: shop-1.4.2}}\nspec: {{application: shop, version: 1.4.2, commit: 9fceb02d0ae598e95dc970b74767f19372d61af8, image: 'registry.local/team-a/shop@sha256:{digest}'}}\n"
-    ))
-    .await;
+    ns.create::<Release>(SHOP_1_4_2).await;
     ns.wait_for::<Application>("shop", "Ready", |a| {
         is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
     })
