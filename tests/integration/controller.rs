@@ -68,11 +68,16 @@ async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
     }
 }
 
-/// The dev and prod Environments, a controller, and the shop Application once it is Ready.
-async fn ready_shop(ns: &TestNamespace) -> RunningController {
+/// The dev and prod Environments, and a controller for the namespace.
+async fn pipeline_and_controller(ns: &TestNamespace) -> RunningController {
     ns.create::<Environment>(DEV).await;
     ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
+    RunningController::start(&ns.client, &ns.name)
+}
+
+/// The dev and prod Environments, a controller, and the shop Application once it is Ready.
+async fn ready_shop(ns: &TestNamespace) -> RunningController {
+    let controller = pipeline_and_controller(ns).await;
     ns.create::<Application>(SHOP).await;
     ns.wait_for::<Application>("shop", "Ready", |a| {
         is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
@@ -135,9 +140,7 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed() {
     let ns = TestNamespace::new("missing-secret").await;
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
+    let controller = pipeline_and_controller(&ns).await;
     ns.create::<Application>(&SHOP.replace("source: {", "source: {credentialsSecret: git-cred, "))
         .await;
 
@@ -352,9 +355,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_controller_writes_nothing() {
     let ns = TestNamespace::new("idle").await;
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
+    let controller = pipeline_and_controller(&ns).await;
     ns.create::<Application>(SHOP).await;
     ns.create::<Application>(
         &SHOP
@@ -452,9 +453,7 @@ async fn deleting_an_environment_stalls_the_applications_that_name_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
     let ns = TestNamespace::new("pin").await;
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let controller = RunningController::start(&ns.client, &ns.name);
+    let controller = pipeline_and_controller(&ns).await;
     ns.create::<Application>(&SHOP.replace(
         "{name: prod}",
         "{name: prod, pin: {release: shop-1.4.2, reason: \"CHG-1234 approved\"}}",

@@ -305,14 +305,6 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
     let elect = ["--leader-elect", "--leader-elect-lease-duration", "4s"];
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "ferry-system");
-    let holder = |name: &'static str| {
-        move |lease: Option<&Lease>| {
-            lease
-                .and_then(|l| l.spec.as_ref())
-                .and_then(|s| s.holder_identity.as_deref())
-                == Some(name)
-        }
-    };
 
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = spawn_ferry(
@@ -321,17 +313,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
         &elect,
         &[("POD_NAME", "replica-a"), ("KUBECONFIG", kubeconfig)],
     );
-    tokio::time::timeout(
-        WAIT,
-        kube::runtime::wait::await_condition(
-            leases.clone(),
-            "ferry-controller",
-            holder("replica-a"),
-        ),
-    )
-    .await
-    .expect("replica-a acquires the Lease")
-    .expect("watching the Lease");
+    lease_held_by(&leases, "replica-a").await;
     let mut b = spawn_ferry(
         &ns.name,
         port_b,
@@ -353,17 +335,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     );
 
     assert!(terminate(&mut a).await.success());
-    tokio::time::timeout(
-        WAIT,
-        kube::runtime::wait::await_condition(
-            leases.clone(),
-            "ferry-controller",
-            holder("replica-b"),
-        ),
-    )
-    .await
-    .expect("replica-b takes the released Lease over")
-    .expect("watching the Lease");
+    lease_held_by(&leases, "replica-b").await;
     environment_ready(&ns, "qa").await;
     assert!(
         reconciled(&get(port_b, "/metrics").await.1),
@@ -372,6 +344,23 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
 
     assert!(terminate(&mut b).await.success());
     ns.cleanup().await;
+}
+
+/// Waits until the leader Lease names `holder`.
+async fn lease_held_by(leases: &Api<Lease>, holder: &str) {
+    let held = |lease: Option<&Lease>| {
+        lease
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(holder)
+    };
+    tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(leases.clone(), "ferry-controller", held),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{holder} did not hold the Lease within {WAIT:?}"))
+    .expect("watching the Lease");
 }
 
 /// A copy of the test kubeconfig that acts as Ferry's ServiceAccount.
