@@ -178,44 +178,46 @@ async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed
 #[tokio::test(flavor = "multi_thread")]
 async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
     with_temp_ns("consent", |ns| async move {
-    let target = format!("{}-prod", ns.name);
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create_object(environment_targeting("prod", &target)).await;
-    let reason = |e: &Environment| {
-        e.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, READY))
-            .map(|c| c.reason.clone())
-    };
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotFound", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotFound")
-    })
-    .await;
-
-    // Deleted with the test's namespace.
-    assert_eq!(ns.create_sibling("prod").await, target);
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
-    })
-    .await;
-
-    let consent =
-        serde_json::json!({"metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}});
-    kube::Api::<Namespace>::all(ns.client.clone())
-        .patch(&target, &PatchParams::default(), &Patch::Merge(&consent))
-        .await
-        .expect("annotating the target namespace");
-    let env = ns
-        .wait_for::<Environment>("prod", "Ready", |e| {
-            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+        let target = format!("{}-prod", ns.name);
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object(environment_targeting("prod", &target))
+            .await;
+        let reason = |e: &Environment| {
+            e.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, READY))
+                .map(|c| c.reason.clone())
+        };
+        ns.wait_for::<Environment>("prod", "TargetNamespaceNotFound", move |e| {
+            reason(e).as_deref() == Some("TargetNamespaceNotFound")
         })
         .await;
-    assert_eq!(
-        env.status.and_then(|s| s.target_namespace),
-        Some(target.clone())
-    );
 
-    controller.stop().await;
+        // Deleted with the test's namespace.
+        assert_eq!(ns.create_sibling("prod").await, target);
+        ns.wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
+            reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
+        })
+        .await;
+
+        let consent = serde_json::json!({
+            "metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}
+        });
+        kube::Api::<Namespace>::all(ns.client.clone())
+            .patch(&target, &PatchParams::default(), &Patch::Merge(&consent))
+            .await
+            .expect("annotating the target namespace");
+        let env = ns
+            .wait_for::<Environment>("prod", "Ready", |e| {
+                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+            })
+            .await;
+        assert_eq!(
+            env.status.and_then(|s| s.target_namespace),
+            Some(target.clone())
+        );
+
+        controller.stop().await;
     })
     .await;
 }
@@ -244,28 +246,30 @@ async fn an_upstream_cycle_stalls_every_environment_in_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn observed_generation_follows_spec_changes() {
     with_temp_ns("generation", |ns| async move {
-    let controller = ready_shop(&ns).await;
+        let controller = ready_shop(&ns).await;
 
-    let change = serde_json::json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}});
-    let changed = ns
-        .api::<Application>()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
-        .await
-        .expect("changing the spec");
-    let generation = changed.metadata.generation;
-    assert!(generation > Some(1));
-    let app = ns
-        .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
-            a.status.as_ref().and_then(|s| s.observed_generation) == generation
-        })
-        .await;
-    assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
-    let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
-        .expect("Ready")
-        .clone();
-    assert_eq!(ready.observed_generation, generation);
+        let change = serde_json::json!({
+            "spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}
+        });
+        let changed = ns
+            .api::<Application>()
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect("changing the spec");
+        let generation = changed.metadata.generation;
+        assert!(generation > Some(1));
+        let app = ns
+            .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
+                a.status.as_ref().and_then(|s| s.observed_generation) == generation
+            })
+            .await;
+        assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
+        let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
+            .expect("Ready")
+            .clone();
+        assert_eq!(ready.observed_generation, generation);
 
-    controller.stop().await;
+        controller.stop().await;
     })
     .await;
 }

@@ -34,6 +34,11 @@ async fn create(
         .await
 }
 
+/// Whether the API server refused a change as invalid (422) with this message.
+fn is_invalid_with(error: &kube::Error, message: &str) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 422 && s.message.contains(message))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_invalid_object_is_rejected_with_a_message_that_says_why() {
     with_temp_ns("invalid", |ns| async move {
@@ -105,37 +110,37 @@ async fn the_valid_fixtures_and_the_examples_are_accepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_spec_cannot_change_but_its_status_can() {
     with_temp_ns("immutable", |ns| async move {
-    let release = documents(VALID)
-        .into_iter()
-        .find(|o| o["kind"] == "Release")
-        .expect("a valid Release");
-    create(&ns, &release)
-        .await
-        .expect("the valid Release is accepted");
-    let api = ns.api::<Release>();
+        let release = documents(VALID)
+            .into_iter()
+            .find(|o| o["kind"] == "Release")
+            .expect("a valid Release");
+        create(&ns, &release)
+            .await
+            .expect("the valid Release is accepted");
+        let api = ns.api::<Release>();
 
-    let change = serde_json::json!({"spec": {"version": "1.4.3"}});
-    let error = api
-        .patch(
+        let change = serde_json::json!({"spec": {"version": "1.4.3"}});
+        let error = api
+            .patch(
+                "shop-1.4.2",
+                &PatchParams::default(),
+                &Patch::Merge(&change),
+            )
+            .await
+            .expect_err("changing a Release's version is refused");
+        assert!(
+            is_invalid_with(&error, "a Release is immutable"),
+            "unexpected error: {error}"
+        );
+
+        let status = serde_json::json!({"status": {"summary": "dev"}});
+        api.patch_status(
             "shop-1.4.2",
             &PatchParams::default(),
-            &Patch::Merge(&change),
+            &Patch::Merge(&status),
         )
         .await
-        .expect_err("changing a Release's version is refused");
-    assert!(
-        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("a Release is immutable")),
-        "unexpected error: {error}"
-    );
-
-    let status = serde_json::json!({"status": {"summary": "dev"}});
-    api.patch_status(
-        "shop-1.4.2",
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .expect("the status of a Release may change");
+        .expect("the status of a Release may change");
     })
     .await;
 }
@@ -143,27 +148,27 @@ async fn a_release_spec_cannot_change_but_its_status_can() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_buildjob_spec_cannot_change() {
     with_temp_ns("snapshot", |ns| async move {
-    let job = documents(VALID)
-        .into_iter()
-        .find(|o| o["kind"] == "BuildJob")
-        .expect("a valid BuildJob");
-    create(&ns, &job)
-        .await
-        .expect("the valid BuildJob is accepted");
-    let change = serde_json::json!({"spec": {"build": {"script": "make other"}}});
-    let error = ns
-        .dynamic("BuildJob")
-        .patch(
-            "shop-9fceb02",
-            &PatchParams::default(),
-            &Patch::Merge(&change),
-        )
-        .await
-        .expect_err("changing a BuildJob's spec is refused");
-    assert!(
-        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("create a new BuildJob")),
-        "unexpected error: {error}"
-    );
+        let job = documents(VALID)
+            .into_iter()
+            .find(|o| o["kind"] == "BuildJob")
+            .expect("a valid BuildJob");
+        create(&ns, &job)
+            .await
+            .expect("the valid BuildJob is accepted");
+        let change = serde_json::json!({"spec": {"build": {"script": "make other"}}});
+        let error = ns
+            .dynamic("BuildJob")
+            .patch(
+                "shop-9fceb02",
+                &PatchParams::default(),
+                &Patch::Merge(&change),
+            )
+            .await
+            .expect_err("changing a BuildJob's spec is refused");
+        assert!(
+            is_invalid_with(&error, "create a new BuildJob"),
+            "unexpected error: {error}"
+        );
     })
     .await;
 }
