@@ -42,8 +42,7 @@ use crate::api::conditions::{self, READY};
 use crate::api::{Application, BuildJob, Condition, Environment, FIELD_MANAGER, Release, Time};
 use crate::telemetry::{self, Endpoints, Metrics};
 use cache::{Cache, Synced};
-pub use leader::LeaseSettings;
-use leader::{Elector, Leadership};
+pub use leader::{Elector, LeaseSettings, Lost, StopSignal, run_while_leading};
 
 /// An object as the caches hold it: parsed, or the reason it could not be. One object that
 /// does not match the Rust types (written under an older CRD version, say) is reported on its
@@ -263,6 +262,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
 }
 
 /// Stands by until this replica holds the Lease, then runs the controllers while it does.
+/// Losing the Lease aborts them at once, in-flight reconciles included (`leader.rs`).
 async fn lead(
     client: Client,
     lease: LeaseSettings,
@@ -274,34 +274,18 @@ async fn lead(
     let elector = Elector::new(client.clone(), lease);
     // A standby is healthy and ready: it must not hold up a rollout of the controller itself.
     endpoints.ready.store(true, Ordering::Relaxed);
-    if !elector.acquire(wait_for(shutdown.clone())).await {
-        return Ok(());
-    }
-    // The controllers stop on a signal or when leadership is lost, whichever comes first.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let hold = async {
-        let leadership = elector.hold(wait_for(shutdown.clone())).await;
-        stop_tx.send_replace(true);
-        leadership
-    };
-    let controllers = run_controllers(
-        client,
-        namespace,
-        metrics,
-        Box::new(SystemClock),
-        endpoints,
-        wait_for(stop_rx),
-    );
-    let (leadership, ()) = tokio::join!(hold, controllers);
-    match leadership {
-        Leadership::Kept => {
-            elector.release().await;
-            Ok(())
-        }
-        Leadership::Lost => {
-            Err("lost the leader lease; stopping so that only the leader reconciles".into())
-        }
-    }
+    run_while_leading(elector, wait_for(shutdown), |stop| {
+        run_controllers(
+            client,
+            namespace,
+            metrics,
+            Box::new(SystemClock),
+            endpoints,
+            stop,
+        )
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs the four controllers until `shutdown` resolves. Tests call this directly.
