@@ -6,6 +6,7 @@
 
 mod controller;
 mod install;
+mod leadership;
 mod validation;
 
 use std::fmt::Debug;
