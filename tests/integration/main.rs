@@ -11,6 +11,7 @@
 mod controller;
 mod fixtures;
 mod install;
+mod leadership;
 mod validation;
 
 use std::collections::BTreeMap;
