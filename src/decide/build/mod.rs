@@ -6,7 +6,9 @@
 //!   and restarts: a second create of the same name is refused by the API server.
 //! - `version`: a commit's Release version from its tags.
 //! - `work_items`: the work items commit messages reference.
+//! - `progress`: how far a build has come, from its pod and the registry's word.
 
 pub mod naming;
+pub mod progress;
 pub mod version;
 pub mod work_items;
