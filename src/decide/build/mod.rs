@@ -7,8 +7,10 @@
 //! - `version`: a commit's Release version from its tags.
 //! - `work_items`: the work items commit messages reference.
 //! - `progress`: how far a build has come, from its pod and the registry's word.
+//! - `objects`: the BuildJob of a commit, the Release of a verified build, retention.
 
 pub mod naming;
+pub mod objects;
 pub mod progress;
 pub mod version;
 pub mod work_items;
