@@ -8,6 +8,8 @@
 //! message names the image it pushed — which the controller does not trust until it has seen
 //! the digest in the registry itself ([`Verification`]).
 
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
 use crate::api::Time;
 use crate::api::buildjob::BuildFailure;
 use crate::api::conditions::truncate;
@@ -53,6 +55,69 @@ pub struct PodFacts {
     pub started: Option<Time>,
     /// Every step in the order it runs: `(name, state)`.
     pub steps: Vec<(String, StepState)>,
+}
+
+impl PodFacts {
+    /// The facts of a build pod as the API server reports it: its init containers then its
+    /// containers, in the order of its spec (a step the kubelet has not reported yet is
+    /// waiting).
+    pub fn of(pod: &Pod) -> PodFacts {
+        let status = pod.status.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let reported = |statuses: &Option<Vec<ContainerStatus>>, name: &str| {
+            statuses
+                .iter()
+                .flatten()
+                .find(|s| s.name == name)
+                .map(step_state)
+                .unwrap_or(StepState::Waiting { reason: None })
+        };
+        let steps = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    reported(&status.init_container_statuses, &c.name),
+                )
+            })
+            .chain(spec.containers.iter().map(|c| {
+                (
+                    c.name.clone(),
+                    reported(&status.container_statuses, &c.name),
+                )
+            }))
+            .collect();
+        PodFacts {
+            phase: match status.phase.as_deref() {
+                Some("Running") => PodPhase::Running,
+                Some("Succeeded") => PodPhase::Succeeded,
+                Some("Failed") => PodPhase::Failed,
+                _ => PodPhase::Pending,
+            },
+            reason: status.reason,
+            started: status.start_time,
+            steps,
+        }
+    }
+}
+
+fn step_state(status: &ContainerStatus) -> StepState {
+    let state = status.state.clone().unwrap_or_default();
+    if let Some(done) = state.terminated {
+        return StepState::Terminated {
+            exit_code: done.exit_code,
+            message: done.message,
+            finished: done.finished_at,
+        };
+    }
+    if state.running.is_some() {
+        return StepState::Running;
+    }
+    StepState::Waiting {
+        reason: state.waiting.and_then(|w| w.reason),
+    }
 }
 
 /// What the registry said about the image the publish step reported.
@@ -463,6 +528,41 @@ mod tests {
             }
         );
         assert_eq!(progress(None, REPO, None), Progress::CreatePod);
+    }
+
+    #[test]
+    fn the_facts_follow_the_pods_status_in_step_order() {
+        let pod: Pod = serde_yaml::from_str(
+            r#"
+spec:
+  initContainers: [{name: fetch}, {name: build}]
+  containers: [{name: publish}]
+status:
+  phase: Failed
+  reason: DeadlineExceeded
+  startTime: "2026-01-01T00:00:10Z"
+  initContainerStatuses:
+  - {name: build, image: b, imageID: "", ready: false, restartCount: 0, state: {running: {}}}
+  - {name: fetch, image: f, imageID: "", ready: false, restartCount: 0, state: {terminated: {exitCode: 0, finishedAt: "2026-01-01T00:00:20Z"}}}
+"#,
+        )
+        .unwrap();
+        let facts = PodFacts::of(&pod);
+        assert_eq!(facts.phase, PodPhase::Failed);
+        assert_eq!(facts.reason.as_deref(), Some("DeadlineExceeded"));
+        let names: Vec<&str> = facts.steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["fetch", "build", "publish"]);
+        assert!(matches!(
+            facts.steps[0].1,
+            StepState::Terminated { exit_code: 0, .. }
+        ));
+        assert_eq!(facts.steps[1].1, StepState::Running);
+        assert_eq!(facts.steps[2].1, StepState::Waiting { reason: None });
+        let failure = failure_of(progress(Some(&facts), REPO, None));
+        assert_eq!(
+            (failure.step.as_str(), failure.reason.as_str()),
+            ("build", "TimedOut")
+        );
     }
 
     #[test]
