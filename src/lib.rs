@@ -5,6 +5,7 @@
 //! - [`controller`]: the kube I/O shell, one reconciler per kind.
 //! - [`adapters`]: git, webhooks: I/O outside Kubernetes behind small traits.
 //! - [`build`]: the steps that run inside build pods.
+//! - [`http`]: the push webhook endpoint.
 //! - [`telemetry`]: logs, metrics and the health endpoints.
 
 pub mod adapters;
@@ -13,4 +14,5 @@ pub mod build;
 pub mod controller;
 pub mod decide;
 pub mod desired;
+pub mod http;
 pub mod telemetry;

@@ -2,3 +2,4 @@
 //! can substitute it.
 
 pub mod git;
+pub mod webhook;
