@@ -351,6 +351,24 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
     assert_no_push(&mut endpoint.pushes).await;
     assert_eq!(endpoint.metrics.webhook_requests("accepted"), 0);
 
+    // And the server stops reading there: of a 32 MiB body, most is never read (the writes
+    // fail once the server has closed, or stall once the socket buffers are full).
+    let mut stream = tokio::net::TcpStream::connect(endpoint.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut written = 0;
+    while written < 32 << 20 {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        match tokio::time::timeout(Duration::from_secs(2), stream.write_all(&framed)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert!(
+        written < 16 << 20,
+        "the server read {written} bytes of an oversized body"
+    );
+    assert_no_push(&mut endpoint.pushes).await;
+
     // Refusals are logged, without the secret, a signature or the body.
     let logs = logged();
     assert!(
