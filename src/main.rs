@@ -60,6 +60,36 @@ enum Command {
         #[arg(long, conflicts_with = "out_dir")]
         reference: bool,
     },
+    /// The steps of a build pod.
+    Build {
+        #[command(subcommand)]
+        step: BuildStep,
+    },
+}
+
+#[derive(Subcommand)]
+enum BuildStep {
+    /// Check one commit out into a directory, and report the work items since a commit.
+    Fetch {
+        /// The repository's http(s) URL.
+        #[arg(long)]
+        url: String,
+        /// The commit to check out, 40 hex digits.
+        #[arg(long)]
+        commit: String,
+        /// An empty or missing directory that becomes the checkout.
+        #[arg(long)]
+        dest: std::path::PathBuf,
+        /// A directory with `username` and `password` files (a mounted basic-auth Secret).
+        #[arg(long)]
+        credentials: Option<std::path::PathBuf>,
+        /// The previous Release's commit: the report lists the work items after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// Where to write the JSON report (commit, work items), e.g. /dev/termination-log.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +103,44 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Build {
+            step:
+                BuildStep::Fetch {
+                    url,
+                    commit,
+                    dest,
+                    credentials,
+                    since,
+                    report,
+                },
+        } => {
+            // gitoxide's blocking HTTP client must not run on the async runtime's threads.
+            let fetched = tokio::task::spawn_blocking(move || {
+                ferry::build::fetch::run(
+                    &url,
+                    &commit,
+                    &dest,
+                    credentials.as_deref(),
+                    since.as_deref(),
+                    report.as_deref(),
+                )
+            })
+            .await;
+            match fetched {
+                Ok(Ok(fetched)) => {
+                    println!("checked out {}", fetched.commit);
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(error)) => {
+                    eprintln!("ferry build fetch: {error}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("ferry build fetch: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Controller {
             http_addr,
             namespace,

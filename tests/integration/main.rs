@@ -13,6 +13,7 @@ mod fixtures;
 mod install;
 mod leadership;
 mod validation;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

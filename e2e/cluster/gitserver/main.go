@@ -6,6 +6,9 @@
 // A push to a repository that does not exist yet creates it (bare, default branch main), so a
 // test can start with `git push http://10.211.0.2:8080/NAME.git main`.
 //
+// With -basic-auth USER:PASSWORD every request but /healthz must carry those credentials
+// (HTTP basic authentication), for tests of private repositories.
+//
 // Webhooks: when a repository's git config has ferry.webhook.url, every push that changes a ref
 // is announced there as a GitHub-style push event (X-GitHub-Event: push), signed with
 // X-Hub-Signature-256 = "sha256=" + hex(HMAC-SHA256(ferry.webhook.secret, body)) when a secret
@@ -17,6 +20,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -37,6 +41,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
 	root := flag.String("root", "/var/lib/ferry-e2e/git", "directory holding NAME.git repositories")
 	base := flag.String("url", "", "base URL clients use (for clone_url in webhooks); default http://LISTEN")
+	basicAuth := flag.String("basic-auth", "", "USER:PASSWORD every request must present (default: none)")
 	flag.Parse()
 	if *base == "" {
 		*base = "http://" + *listen
@@ -66,6 +71,15 @@ func main() {
 		w.Write([]byte("ok\n"))
 	})
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if *basicAuth != "" {
+			user, password, ok := r.BasicAuth()
+			wantUser, wantPassword, _ := strings.Cut(*basicAuth, ":")
+			if !ok || subtle.ConstantTimeCompare([]byte(user+":"+password), []byte(wantUser+":"+wantPassword)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+				http.Error(w, "authentication required", http.StatusUnauthorized)
+				return
+			}
+		}
 		clean := path.Clean("/" + r.URL.Path)
 		repo, rest, ok := strings.Cut(strings.TrimPrefix(clean, "/"), ".git/")
 		if !ok || repo == "" || strings.Contains(repo, "..") {
