@@ -26,9 +26,11 @@ lint:
 unit:
 	$(CARGO) test --locked --lib --bins --test crds --test purity
 
-## integration: a real etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
+## integration: the git adapter, fetch step and webhooks against the real git server, then a real
+## etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
 integration:
 	$(CARGO) build --locked --tests
+	$(CARGO) test --locked --test git --test webhook
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
 
 ## crds: regenerate crds/, manifests/crds.yaml, the chart's CRDs and docs/api.md from the Rust types.
