@@ -1,7 +1,8 @@
 //! The build pod of a BuildJob: its steps in order, each its own container.
 //!
-//! 1. `fetch` (init, Ferry's image): checks out the commit into the shared workspace. Only
-//!    this step mounts the git credentials Secret.
+//! 1. `fetch` (init, Ferry's image): checks out the commit into the shared workspace, and
+//!    reports in its termination message the work items of the commits since the previous
+//!    Release. Only this step mounts the git credentials Secret.
 //! 2. `build` (init, the builder image): runs the Application's script with `sh -ec` in the
 //!    checkout; its output directory is a volume of its own.
 //! 3. `publish` (Ferry's image): layers the output directory on the base image (or takes the
@@ -46,9 +47,10 @@ pub struct Settings {
     pub ferry_image: String,
 }
 
-/// The build pod of `job`; `None` when the job has no name, namespace or UID yet (it has not
-/// been stored).
-pub fn build_pod(job: &BuildJob, settings: &Settings) -> Option<Pod> {
+/// The build pod of `job`; `since` is the commit of the Application's previous Release, whose
+/// successors' messages give the work items. `None` when the job has no name, namespace or
+/// UID yet (it has not been stored).
+pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Option<Pod> {
     let name = job.metadata.name.clone()?;
     let namespace = job.metadata.namespace.clone()?;
     let uid = job.metadata.uid.clone()?;
@@ -77,7 +79,11 @@ pub fn build_pod(job: &BuildJob, settings: &Settings) -> Option<Pod> {
         format!("--url={}", spec.source.url),
         format!("--commit={}", spec.commit),
         format!("--dest={WORKSPACE}/src"),
+        "--report=/dev/termination-log".to_owned(),
     ];
+    if let Some(since) = since {
+        fetch_args.push(format!("--since={since}"));
+    }
     let mut fetch_mounts = vec![mount("workspace", WORKSPACE), mount("tmp", "/tmp")];
     if spec.source.credentials_secret.is_some() {
         fetch_args.push(format!("--credentials={GIT_CREDENTIALS}"));
@@ -314,7 +320,7 @@ spec:
 
     #[test]
     fn the_steps_run_in_order_each_in_its_own_container() {
-        let pod = build_pod(&job(""), &settings()).unwrap();
+        let pod = build_pod(&job(""), &settings(), None).unwrap();
         let spec = pod.spec.unwrap();
         let steps: Vec<&str> = spec
             .init_containers
@@ -324,6 +330,14 @@ spec:
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(steps, ["fetch", "build", "publish"]);
+        let fetch = &spec.init_containers.as_ref().unwrap()[0];
+        assert!(
+            fetch
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--report=/dev/termination-log")
+        );
         let build = &spec.init_containers.as_ref().unwrap()[1];
         assert_eq!(
             build.command.as_deref().unwrap(),
@@ -341,7 +355,10 @@ spec:
 
     #[test]
     fn credentials_are_mounted_only_into_the_step_that_needs_them() {
-        let spec = build_pod(&job(""), &settings()).unwrap().spec.unwrap();
+        let spec = build_pod(&job(""), &settings(), None)
+            .unwrap()
+            .spec
+            .unwrap();
         let inits = spec.init_containers.unwrap();
         let (fetch, build, publish) = (&inits[0], &inits[1], &spec.containers[0]);
         assert!(mounts(fetch).contains(&"git-credentials"));
@@ -361,7 +378,10 @@ spec:
 
     #[test]
     fn the_pod_meets_the_restricted_pod_security_standard() {
-        let spec = build_pod(&job(""), &settings()).unwrap().spec.unwrap();
+        let spec = build_pod(&job(""), &settings(), None)
+            .unwrap()
+            .spec
+            .unwrap();
         let pod_security = spec.security_context.clone().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(
@@ -398,7 +418,7 @@ spec:
         job.spec.build.base_image = None;
         job.spec.build.entrypoint = vec![];
         job.spec.build.oci_layout_dir = Some("/layout".into());
-        let spec = build_pod(&job, &settings()).unwrap().spec.unwrap();
+        let spec = build_pod(&job, &settings(), None).unwrap().spec.unwrap();
         let publish = &spec.containers[0];
         let args = publish.args.clone().unwrap();
         assert!(args.contains(&"--oci-layout=/var/run/ferry/output".to_owned()));
@@ -418,7 +438,7 @@ spec:
         let mut job = job("");
         job.spec.source.credentials_secret = None;
         job.spec.image.push_secret = None;
-        let spec = build_pod(&job, &settings()).unwrap().spec.unwrap();
+        let spec = build_pod(&job, &settings(), None).unwrap().spec.unwrap();
         assert_eq!(spec.volumes.unwrap().len(), 3);
         let publish = &spec.containers[0];
         assert!(
@@ -431,9 +451,26 @@ spec:
     }
 
     #[test]
+    fn the_fetch_step_reports_work_items_since_the_previous_release() {
+        let since = "1111111111111111111111111111111111111111";
+        let spec = build_pod(&job(""), &settings(), Some(since))
+            .unwrap()
+            .spec
+            .unwrap();
+        let fetch = &spec.init_containers.unwrap()[0];
+        assert!(
+            fetch
+                .args
+                .iter()
+                .flatten()
+                .any(|a| *a == format!("--since={since}"))
+        );
+    }
+
+    #[test]
     fn a_job_not_yet_stored_has_no_pod() {
         let mut job = job("");
         job.metadata.uid = None;
-        assert!(build_pod(&job, &settings()).is_none());
+        assert!(build_pod(&job, &settings(), None).is_none());
     }
 }
