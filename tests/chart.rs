@@ -145,7 +145,11 @@ fn every_tenant_namespace_and_the_watched_namespace_get_one_secrets_grant() {
         let objects = helm::render("ferry", "ferry-system", sets, false);
         let keys: Vec<Key> = objects.iter().map(key).collect();
         let unique: BTreeSet<&Key> = keys.iter().collect();
-        assert_eq!(unique.len(), keys.len(), "{case}: an object twice: {keys:?}");
+        assert_eq!(
+            unique.len(),
+            keys.len(),
+            "{case}: an object twice: {keys:?}"
+        );
         let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(bound_in(&objects, "ferry-tenant"), expected, "{case}");
         for binding in objects.iter().filter(|o| o["kind"] == "RoleBinding") {
@@ -174,7 +178,10 @@ fn no_secret_is_readable_cluster_wide_and_no_rule_is_a_wildcard() {
             .filter(|o| o["kind"] == "ClusterRoleBinding")
             .map(|o| o["roleRef"]["name"].as_str().unwrap_or_default().to_owned())
             .collect();
-        assert!(!cluster_wide.is_empty(), "{source} binds nothing cluster-wide");
+        assert!(
+            !cluster_wide.is_empty(),
+            "{source} binds nothing cluster-wide"
+        );
         for role in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
             let name = key(role).2;
             for (group, resource, _, verb) in grants(role) {

@@ -1,27 +1,30 @@
 //! What a cluster administrator installs: the RBAC in `manifests/` is enough for the
-//! controller (and holds no wildcard), and the `ferry controller` binary serves its probes and
-//! metrics and stops cleanly on SIGTERM.
+//! controller (and holds no wildcard), the API server accepts everything the Helm chart
+//! renders, and the `ferry controller` binary serves its probes and metrics and stops cleanly
+//! on SIGTERM.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RunningController, TestNamespace, WAIT};
 use ferry::api::conditions::{self, READY};
-use ferry::api::{Application, Environment, FIELD_MANAGER, Namespace};
+use ferry::api::{Application, Environment, FIELD_MANAGER};
+
+#[path = "../support/helm.rs"]
+mod helm;
 
 const MANIFEST: &str = include_str!("../../manifests/ferry.yaml");
 
 fn manifest_objects() -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(MANIFEST)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("manifests/ferry.yaml parses"))
-        .collect()
+    helm::parse(MANIFEST)
 }
 
 fn object_of_kind<T: serde::de::DeserializeOwned>(kind: &str) -> T {
@@ -33,52 +36,53 @@ fn object_of_kind<T: serde::de::DeserializeOwned>(kind: &str) -> T {
         .unwrap_or_else(|e| panic!("the {kind} in manifests/ferry.yaml: {e}"))
 }
 
-async fn apply<K>(api: &Api<K>, object: &K)
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("applying {}: {e}", object.name_any()));
+/// Server-side applies one object of any kind the API server serves (with `dry_run`, only
+/// asks whether it would be accepted).
+async fn apply_object(
+    client: &Client,
+    object: &serde_json::Value,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let object: DynamicObject =
+        serde_json::from_value(object.clone()).expect("an object with apiVersion and kind");
+    let types = object.types.clone().unwrap_or_default();
+    let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            object.metadata.namespace.as_deref().unwrap_or("default"),
+            &resource,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    }
+    let name = object.metadata.name.clone().unwrap_or_default();
+    api.patch(&name, &params, &Patch::Apply(&object)).await?;
+    Ok(())
 }
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
 
-/// The namespace, ServiceAccount and RBAC of `manifests/ferry.yaml`, as an administrator
-/// applies them.
+/// What `kubectl apply -f manifests/ferry.yaml` creates, less the Deployment (the tests run
+/// the controller themselves): the namespace, the ServiceAccount and all of the RBAC.
 async fn install_rbac(admin: &Client) {
-    let system: Namespace = object_of_kind("Namespace");
-    apply(&Api::<Namespace>::all(admin.clone()), &system).await;
-    let account: ServiceAccount = object_of_kind("ServiceAccount");
-    apply(
-        &Api::<ServiceAccount>::namespaced(admin.clone(), "ferry-system"),
-        &account,
-    )
-    .await;
-    apply(
-        &Api::<ClusterRole>::all(admin.clone()),
-        &object_of_kind::<ClusterRole>("ClusterRole"),
-    )
-    .await;
-    apply(
-        &Api::<ClusterRoleBinding>::all(admin.clone()),
-        &object_of_kind::<ClusterRoleBinding>("ClusterRoleBinding"),
-    )
-    .await;
-    apply(
-        &Api::<Role>::namespaced(admin.clone(), "ferry-system"),
-        &object_of_kind::<Role>("Role"),
-    )
-    .await;
-    apply(
-        &Api::<RoleBinding>::namespaced(admin.clone(), "ferry-system"),
-        &object_of_kind::<RoleBinding>("RoleBinding"),
-    )
-    .await;
+    for object in manifest_objects() {
+        if object["kind"] == "Deployment" {
+            continue;
+        }
+        apply_object(admin, &object, false)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "applying {} {}: {e}",
+                    object["kind"], object["metadata"]["name"]
+                )
+            });
+    }
 }
 
 #[test]
@@ -95,6 +99,41 @@ fn the_cluster_role_has_no_wildcards() {
             "a wildcard in the ClusterRole"
         );
     }
+}
+
+/// `helm template` output the API server would refuse (a bad field, a wrong type, a
+/// RoleBinding in a namespace of the wrong shape) fails here, for the default values and for
+/// values that render tenant RoleBindings. Server-side dry run: nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_accepts_everything_the_chart_renders() {
+    let release = TestNamespace::new("chart").await;
+    let tenant = TestNamespace::new("chart-tenant").await;
+    let tenants = format!("tenantNamespaces={{{}}}", tenant.name);
+    let watched = format!("watchNamespace={}", release.name);
+    let value_sets: [&[&str]; 2] = [&[], &[&tenants, &watched]];
+    for sets in value_sets {
+        let objects = helm::render(&release.name, &release.name, sets, true);
+        assert!(objects.iter().any(|o| o["kind"] == "Deployment"));
+        assert!(
+            objects
+                .iter()
+                .any(|o| o["kind"] == "CustomResourceDefinition")
+        );
+        for object in &objects {
+            apply_object(&release.client, object, true)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "with {sets:?} the API server refuses {} {}/{}: {e}",
+                        object["kind"],
+                        object["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                });
+        }
+    }
+    release.cleanup().await;
+    tenant.cleanup().await;
 }
 
 /// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
