@@ -34,7 +34,7 @@ chart:
 	$(CARGO) test --locked --test chart
 
 unit:
-	$(CARGO) test --locked --lib --bins --test crds
+	$(CARGO) test --locked --lib --bins --test crds --test purity
 
 ## integration: a real etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
 integration:

@@ -38,6 +38,14 @@ enum Command {
         /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE).
         #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
         leader_elect_namespace: String,
+        /// Ferry's own ServiceAccount as `namespace:name`, named in the command that lets Ferry
+        /// read a tenant namespace's Secrets.
+        #[arg(
+            long,
+            env = "FERRY_SERVICE_ACCOUNT",
+            default_value = "ferry-system:ferry"
+        )]
+        service_account: String,
         /// How long a Lease lasts without renewal before a standby takes over.
         #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
         leader_elect_lease_duration: std::time::Duration,
@@ -71,6 +79,7 @@ async fn main() -> ExitCode {
             leader_elect,
             leader_elect_namespace,
             leader_elect_lease_duration,
+            service_account,
         } => {
             telemetry::init_logging(log_format);
             let settings = Settings {
@@ -82,6 +91,7 @@ async fn main() -> ExitCode {
                     identity: identity(),
                     duration: leader_elect_lease_duration,
                 }),
+                service_account,
             };
             match controller::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

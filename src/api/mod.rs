@@ -15,6 +15,7 @@ pub mod application;
 pub mod buildjob;
 pub mod conditions;
 pub mod environment;
+pub mod reasons;
 pub mod reference;
 pub mod release;
 pub mod shared;

@@ -3,10 +3,11 @@
 //! A build can start only when its Application exists and the Secrets it names hold the
 //! keys they need. A finished build (Succeeded or Failed) keeps its outcome.
 
-use super::secrets::{self, SecretKeys};
-use super::{Blocker, Readiness, readiness, whole_seconds};
+use super::secrets::{self, SecretAccess};
+use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::buildjob::BuildPhase;
 use crate::api::conditions::{self, Desired, READY, SUCCEEDED};
+use crate::api::reasons::{APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_SUCCEEDED};
 use crate::api::{BuildJob, BuildJobStatus, Time};
 
 /// What the reconciler observed for one BuildJob.
@@ -14,28 +15,34 @@ pub struct Observed<'a> {
     pub job: &'a BuildJob,
     pub namespace: &'a str,
     pub application_exists: bool,
-    pub secrets: &'a SecretKeys,
+    pub secrets: &'a SecretAccess,
 }
 
 /// The BuildJob's new status.
-pub fn status(observed: &Observed, now: &Time) -> BuildJobStatus {
+pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus> {
     let job = observed.job;
     let generation = job.metadata.generation;
     let current = job.status.clone().unwrap_or_default();
+    let mut recheck = None;
     let wanted = match current.phase {
         Some(BuildPhase::Succeeded) => {
             let image = current.image.clone().unwrap_or_default();
-            finished(true, "BuildSucceeded", &format!("built {image}"))
+            finished(true, BUILD_SUCCEEDED.name, &format!("built {image}"))
         }
         Some(BuildPhase::Failed) => match &current.failure {
             Some(failure) => finished(false, &failure.reason, &failure.message),
-            None => finished(false, "BuildFailed", "the build failed"),
+            None => finished(false, BUILD_FAILED.name, "the build failed"),
         },
         Some(BuildPhase::Pending | BuildPhase::Running) | None => {
             let state = match blocker(observed) {
-                Some(blocker) => Readiness::Blocked(blocker),
+                Some(blocker) => {
+                    if secrets::is_about_secrets(&blocker) {
+                        recheck = Some(secrets::RECHECK);
+                    }
+                    Readiness::Blocked(blocker)
+                }
                 None => Readiness::InProgress {
-                    reason: "BuildPending",
+                    reason: BUILD_PENDING,
                     message: "waiting for a build pod".to_owned(),
                 },
             };
@@ -43,13 +50,13 @@ pub fn status(observed: &Observed, now: &Time) -> BuildJobStatus {
             wanted.push(Desired::new(
                 SUCCEEDED,
                 false,
-                "BuildPending",
+                BUILD_PENDING.name,
                 "the build has not finished",
             ));
             wanted
         }
     };
-    BuildJobStatus {
+    let status = BuildJobStatus {
         observed_generation: generation,
         conditions: conditions::merge(
             &current.conditions,
@@ -59,7 +66,8 @@ pub fn status(observed: &Observed, now: &Time) -> BuildJobStatus {
         ),
         phase: current.phase.or(Some(BuildPhase::Pending)),
         ..current
-    }
+    };
+    Decision::status(status).requeue_after(recheck)
 }
 
 /// The conditions of a finished build: `Succeeded` says how it ended, `Ready` follows it.
@@ -73,7 +81,7 @@ fn finished(succeeded: bool, reason: &str, message: &str) -> Vec<Desired> {
 fn blocker(observed: &Observed) -> Option<Blocker> {
     if !observed.application_exists {
         return Some(Blocker::new(
-            "ApplicationNotFound",
+            APPLICATION_NOT_FOUND,
             format!(
                 "Application \"{}\" does not exist in namespace \"{}\"; a build belongs to an Application",
                 observed.job.spec.application, observed.namespace
@@ -122,10 +130,11 @@ spec:
                 job: &job,
                 namespace: "team-a",
                 application_exists: true,
-                secrets: &SecretKeys::new(),
+                secrets: &SecretAccess::Read(Default::default()),
             },
             &now(),
-        );
+        )
+        .status;
         assert_eq!(
             find(&status.conditions, STALLED).unwrap().reason,
             "SecretNotFound"
@@ -151,10 +160,11 @@ spec:
                 job: &job,
                 namespace: "team-a",
                 application_exists: true,
-                secrets: &SecretKeys::new(),
+                secrets: &SecretAccess::Read(Default::default()),
             },
             &now(),
-        );
+        )
+        .status;
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             find(&status.conditions, SUCCEEDED).unwrap().reason,

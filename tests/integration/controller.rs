@@ -210,16 +210,29 @@ async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
             .and_then(|s| condition(&s.conditions, READY))
             .map(|c| c.reason.clone())
     };
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotFound", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotFound")
-    })
-    .await;
+    // A namespace that does not exist reads like one that does not consent, so a tenant
+    // cannot learn from Ferry which namespaces exist.
+    let missing = ns
+        .wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
+            reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
+        })
+        .await;
 
     create_namespace(&ns.client, &target).await;
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
-    })
-    .await;
+    let message = |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, READY))
+            .map(|c| c.message.clone())
+    };
+    // Give the controller time to see the new namespace (its watch triggers a reconcile).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let present = ns
+        .api::<Environment>()
+        .get("prod")
+        .await
+        .expect("reading prod");
+    assert_eq!(message(&present), message(&missing));
 
     let consent =
         serde_json::json!({"metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}});
@@ -482,5 +495,84 @@ async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
     .await;
 
     controller.stop().await;
+    ns.cleanup().await;
+}
+
+/// Guards status ownership: a condition another tool adds to a Ferry object's status stays,
+/// and does not make Ferry write the status on every pass (Ferry compares only what it
+/// manages).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_another_manager_adds_is_kept_and_causes_no_writes() {
+    let ns = TestNamespace::new("owner").await;
+    let controller = ready_shop(&ns).await;
+    let apps = ns.api::<Application>();
+    let foreign = serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Application",
+        "status": {"conditions": [{
+            "type": "ExternalCheck", "status": "True", "reason": "Checked",
+            "message": "another tool's verdict", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]},
+    });
+    apps.patch_status(
+        "shop",
+        &PatchParams::apply("external-check"),
+        &Patch::Apply(&foreign),
+    )
+    .await
+    .expect("another manager adds its condition");
+    // A metadata change makes the controller reconcile the Application again.
+    let label = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
+    let touched = apps
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("labelling the Application");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = apps.get("shop").await.expect("reading shop");
+    assert_eq!(
+        after.resource_version(),
+        touched.resource_version(),
+        "the controller wrote the status although nothing it manages changed"
+    );
+    let conditions = after.status.map(|s| s.conditions).unwrap_or_default();
+    assert!(
+        condition(&conditions, "ExternalCheck").is_some(),
+        "{conditions:?}"
+    );
+    assert!(condition(&conditions, READY).is_some(), "{conditions:?}");
+
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
+/// Guards the assumption status writes rest on: a server-side apply that carries the
+/// resourceVersion it was computed from is refused once the object has moved on, so a
+/// decision made from a stale cache cannot overwrite a newer status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_apply_from_a_stale_read_is_refused() {
+    let ns = TestNamespace::new("stale").await;
+    let apps = ns.api::<Application>();
+    let read = ns.create::<Application>(SHOP).await;
+    let label = serde_json::json!({"metadata": {"labels": {"moved": "on"}}});
+    apps.patch("shop", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("changing the Application");
+    let stale = serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Application",
+        "metadata": {"resourceVersion": read.resource_version()},
+        "status": {"summary": "from a stale read"},
+    });
+    let refused = apps
+        .patch_status(
+            "shop",
+            &PatchParams::apply(ferry::api::FIELD_MANAGER).force(),
+            &Patch::Apply(&stale),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale apply was not refused: {other:?}"),
+    }
     ns.cleanup().await;
 }

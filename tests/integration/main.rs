@@ -214,6 +214,7 @@ impl RunningController {
             Arc::new(Metrics::default()),
             Box::new(SystemClock),
             endpoints,
+            "ferry-system:ferry".to_owned(),
             wait_for(flag),
         ));
         Self { shutdown, handle }
