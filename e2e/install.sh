@@ -13,7 +13,8 @@
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over.
 # Then it removes that install and installs the chart with `helm install`:
-#   6. the release becomes Ready and reconciles an Application in its tenant namespace;
+#   6. the release becomes Ready and reconciles an Application in its tenant namespace, and
+#      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
 #   7. `helm uninstall` removes everything of the release, cluster-scoped objects included.
 # The two installs run one after the other, never side by side: both controllers watch every
 # namespace (each would hold the Lease of its own namespace and both would reconcile), and the
@@ -32,6 +33,7 @@ TARGET=ferry-e2e-target
 # The helm release and its namespace, and the tenant namespace the release is given.
 RELEASE=ferry-helm
 HELM_TEAM=ferry-e2e-helm-team
+HELM_UNGRANTED=ferry-e2e-helm-ungranted
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
 
@@ -149,6 +151,20 @@ helm_release_reconciles() {
   kc -n "$HELM_TEAM" get applications
 }
 
+helm_release_needs_a_grant() {
+  kc delete namespace "$HELM_UNGRANTED" --ignore-not-found --wait --timeout=120s
+  kc create namespace "$HELM_UNGRANTED"
+  kc -n "$HELM_UNGRANTED" apply -f "$root/examples/shop.yaml" -f "$root/examples/environments.yaml"
+  kc -n "$HELM_UNGRANTED" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=SecretsNotGranted \
+    application/shop --timeout=60s
+  local message
+  message=$(kc -n "$HELM_UNGRANTED" get application shop -o jsonpath='{.status.conditions[?(@.type=="Stalled")].message}')
+  echo "$message"
+  # The chart tells the controller its ServiceAccount, so the command names the release's.
+  grep -q -- "--serviceaccount=$RELEASE:$RELEASE" <<< "$message"
+  kc delete namespace "$HELM_UNGRANTED" --wait --timeout=120s
+}
+
 uninstall_with_helm() {
   uninstall_ferry_helm "$RELEASE" "$RELEASE"
   local left
@@ -174,6 +190,7 @@ main() {
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
   step "the helm release reconciles an Application in its tenant namespace" helm_release_reconciles
+  step "outside its tenant namespaces the helm release reads no Secret (SecretsNotGranted)" helm_release_needs_a_grant
   step "helm uninstall removes the release, cluster-scoped objects included" uninstall_with_helm
   echo "ALL PASSED"
 }

@@ -219,10 +219,10 @@ fn two_releases_share_no_cluster_scoped_name() {
 }
 
 #[test]
-fn the_deployment_runs_the_given_image_and_watches_the_given_namespace() {
+fn the_deployment_runs_the_given_image_as_the_release_service_account_in_the_given_namespace() {
     let objects = helm::render(
-        "ferry",
-        "ferry-system",
+        "ferry-helm",
+        "ferry-helm",
         &[
             "image.repository=registry.local/ferry",
             "image.tag=dev",
@@ -238,6 +238,15 @@ fn the_deployment_runs_the_given_image_and_watches_the_given_namespace() {
     assert_eq!(container["image"], "registry.local/ferry:dev");
     assert!(
         strings(&container["args"]).contains(&"--namespace=team-a".to_owned()),
+        "{container}"
+    );
+    // The SecretsNotGranted message names the release's own ServiceAccount.
+    assert!(
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "FERRY_SERVICE_ACCOUNT" && e["value"] == "ferry-helm:ferry-helm"),
         "{container}"
     );
 }

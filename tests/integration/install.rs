@@ -7,15 +7,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RunningController, TestNamespace, WAIT};
-use ferry::api::conditions::{self, READY};
+use ferry::api::conditions::{self, READY, STALLED};
+use ferry::api::reasons::SECRETS_NOT_GRANTED;
 use ferry::api::{Application, Environment, FIELD_MANAGER};
 
 #[path = "../support/helm.rs"]
@@ -136,29 +138,14 @@ async fn the_api_server_accepts_everything_the_chart_renders() {
     tenant.cleanup().await;
 }
 
-/// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
-/// a verb it uses were missing, its watches or status writes would fail and nothing would
-/// become Ready.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
-    let ns = TestNamespace::new("rbac").await;
-    install_rbac(&ns.client).await;
-
-    let mut config = kube::Config::infer().await.expect("a kubeconfig");
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
-    let as_ferry = Client::try_from(config).expect("an impersonating client");
-    // The real Deployment watches the whole cluster.
-    Api::<Application>::all(as_ferry.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .expect("the ServiceAccount may list Applications cluster-wide");
-
-    let controller = RunningController::start(&as_ferry, &ns.name);
+/// An Application naming a webhook Secret, with the Environment it goes through and that
+/// Secret, in `ns`.
+async fn shop_with_a_secret(ns: &TestNamespace) {
     ns.create::<Environment>(
         "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n",
     )
     .await;
-    ns.create::<k8s_openapi::api::core::v1::Secret>(
+    ns.create::<Secret>(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: hook}\nstringData: {secret: s3cret}\n",
     )
     .await;
@@ -175,13 +162,74 @@ spec:
 "#,
     )
     .await;
-    ns.wait_for::<Application>("shop", "Ready as the ServiceAccount", |a| {
-        a.status
-            .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
-    })
-    .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+}
+
+/// What `kubectl create rolebinding ferry-tenant --clusterrole=ferry-tenant
+/// --serviceaccount=ferry-system:ferry -n <namespace>` (README, "Install") creates.
+async fn grant_tenant(ns: &TestNamespace) {
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ferry-tenant", "namespace": ns.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-tenant"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ferry", "namespace": "ferry-system"}],
+    }))
+    .expect("a RoleBinding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating the tenant RoleBinding");
+}
+
+fn ready(app: &Application) -> bool {
+    app.status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+}
+
+fn ready_reason(app: &Application) -> Option<&str> {
+    let status = app.status.as_ref()?;
+    conditions::find(&status.conditions, READY).map(|c| c.reason.as_str())
+}
+
+/// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
+/// a verb it uses were missing, its watches or status writes would fail and nothing would
+/// become Ready. Secrets it may read only where a namespace granted them: in a granted
+/// namespace the Application becomes Ready; in one without the grant it is Stalled with
+/// SecretsNotGranted, whose message is the command that grants it, until that is run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
+    let granted = TestNamespace::new("rbac").await;
+    let ungranted = TestNamespace::new("rbac-ungranted").await;
+    install_rbac(&granted.client).await;
+    grant_tenant(&granted).await;
+
+    let mut config = kube::Config::infer().await.expect("a kubeconfig");
+    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
+    let as_ferry = Client::try_from(config).expect("an impersonating client");
+    // The real Deployment watches the whole cluster.
+    Api::<Application>::all(as_ferry.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("the ServiceAccount may list Applications cluster-wide");
+    // ... but reads no Secret outside its tenants' namespaces.
+    let forbidden = Api::<Secret>::namespaced(as_ferry.clone(), "kube-system")
+        .get_opt("anything")
+        .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
+        "the ServiceAccount must not read kube-system's Secrets: {forbidden:?}"
+    );
+
+    let controllers = [
+        RunningController::start(&as_ferry, &granted.name),
+        RunningController::start(&as_ferry, &ungranted.name),
+    ];
+    shop_with_a_secret(&granted).await;
+    shop_with_a_secret(&ungranted).await;
+
+    granted
+        .wait_for::<Application>("shop", "Ready as the ServiceAccount", ready)
+        .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = granted.api();
     let published = events
         .list(&ListParams::default())
         .await
@@ -193,8 +241,30 @@ spec:
             .any(|e| e.reporting_controller.as_deref() == Some("ferry")),
         "the ServiceAccount may publish Events"
     );
-    controller.stop().await;
-    ns.cleanup().await;
+
+    let app = ungranted
+        .wait_for::<Application>("shop", "SecretsNotGranted", |a| {
+            ready_reason(a) == Some(SECRETS_NOT_GRANTED.name)
+        })
+        .await;
+    let status = app.status.expect("a status");
+    let stalled = conditions::find(&status.conditions, STALLED).expect("Stalled");
+    assert_eq!(stalled.status, conditions::TRUE);
+    let command = format!(
+        "kubectl -n {} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry",
+        ungranted.name
+    );
+    assert!(stalled.message.contains(&command), "{}", stalled.message);
+    grant_tenant(&ungranted).await;
+    ungranted
+        .wait_for::<Application>("shop", "Ready once granted", ready)
+        .await;
+
+    for controller in controllers {
+        controller.stop().await;
+    }
+    granted.cleanup().await;
+    ungranted.cleanup().await;
 }
 
 /// `ferry controller` as a process: probes and metrics answer, SIGTERM stops it with status 0.
