@@ -8,4 +8,5 @@
 pub mod api;
 pub mod controller;
 pub mod decide;
+pub mod desired;
 pub mod telemetry;

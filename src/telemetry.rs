@@ -59,6 +59,7 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
+    status_writes: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +67,7 @@ impl Default for Metrics {
         Self {
             reconciles: Family::default(),
             failures: Family::default(),
+            status_writes: Family::default(),
             durations: Family::new_with_constructor(|| {
                 // 1 ms to about 16 s: a reconcile is a few API calls.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -94,6 +96,26 @@ impl Metrics {
             "Time spent in one reconcile, per kind",
             self.durations.clone(),
         );
+        registry.register(
+            "status_writes",
+            "Status writes sent to the API server, per kind (none while nothing changes)",
+            self.status_writes.clone(),
+        );
+    }
+
+    /// Counts a status write sent to the API server.
+    pub fn status_written(&self, kind: &'static str) {
+        self.status_writes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// How many reconciles of `kind` started so far.
+    pub fn reconciles(&self, kind: &'static str) -> u64 {
+        self.reconciles.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// How many status writes of `kind` were sent so far.
+    pub fn status_writes(&self, kind: &'static str) -> u64 {
+        self.status_writes.get_or_create(&KindLabels { kind }).get()
     }
 
     /// Counts a reconcile of `kind` and times it until the returned guard drops.

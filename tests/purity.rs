@@ -1,7 +1,7 @@
-//! Tier 1: `src/decide` stays pure. Decisions take the observed state and the time as inputs;
+//! Tier 1: `src/decide` and `src/desired` stay pure. Decisions take the observed state and the time as inputs;
 //! a decision that called the API server, spawned a task or read the clock could not be
 //! tested with plain data and could not be replayed. This test reads the sources and fails
-//! if a file under `src/decide` names a kube client, tokio, or a clock.
+//! if a file under `src/decide` or `src/desired` names a kube client, tokio, or a clock.
 
 use std::path::{Path, PathBuf};
 
@@ -46,10 +46,11 @@ fn violations(source: &str) -> Vec<(usize, &'static str, &'static str)> {
 
 #[test]
 fn decisions_use_no_client_no_runtime_and_no_clock() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/decide");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    sources(&root, &mut files);
-    assert!(files.len() >= 5, "found only {files:?} under {root:?}");
+    sources(&src.join("decide"), &mut files);
+    sources(&src.join("desired"), &mut files);
+    assert!(files.len() >= 7, "found only {files:?} under {src:?}");
     let mut problems = Vec::new();
     for file in &files {
         let source = std::fs::read_to_string(file).expect("a source file is readable");

@@ -124,6 +124,26 @@ reasons! {
     BUILD_SUCCEEDED = "BuildSucceeded", Normal, ["BuildJob"];
     /// The build failed; `status.failure` says in which step and why.
     BUILD_FAILED = "BuildFailed", Warning, ["BuildJob"];
+    /// The build pod is at work; the message names the running step.
+    BUILD_RUNNING = "BuildRunning", Normal, ["BuildJob"];
+    /// The build pushed its image; Ferry is checking the digest in the registry itself.
+    VERIFYING_IMAGE = "VerifyingImage", Normal, ["BuildJob"];
+    /// The fetch step could not check out the commit (repository unreachable, credentials
+    /// refused, commit not found); the log tail says which.
+    FETCH_FAILED = "FetchFailed", Warning, ["BuildJob"];
+    /// The build script exited with a non-zero code; the log tail shows its last lines.
+    SCRIPT_FAILED = "ScriptFailed", Warning, ["BuildJob"];
+    /// The publish step could not push the image (registry down, credentials refused, base
+    /// image not found) or did not report it by digest.
+    PUBLISH_FAILED = "PublishFailed", Warning, ["BuildJob"];
+    /// The build ran longer than `build.timeout` and was stopped.
+    TIMED_OUT = "TimedOut", Warning, ["BuildJob"];
+    /// The image of a build step cannot be pulled.
+    IMAGE_PULL_FAILED = "ImagePullFailed", Warning, ["BuildJob"];
+    /// The publish step reported an image the registry does not have; no Release is made.
+    IMAGE_NOT_VERIFIED = "ImageNotVerified", Warning, ["BuildJob"];
+    /// The build pod failed for a reason none of its steps reported.
+    POD_FAILED = "PodFailed", Warning, ["BuildJob"];
     /// Ferry cannot read the object: it does not match the kind's schema as Ferry knows it
     /// (written under an older CRD version, say). Event only; correct the object.
     INVALID_OBJECT = "InvalidObject", Warning, ["Application", "Environment", "Release", "BuildJob"];

@@ -53,6 +53,10 @@ pub(super) async fn reconcile(
             namespace: &namespace,
             application_exists,
             secrets: &secrets,
+            // Build pods are not run yet: the fetch and publish steps land first.
+            pod: None,
+            verification: None,
+            release: None,
         },
         &context.clock.now(),
     );

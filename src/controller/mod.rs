@@ -38,7 +38,7 @@ use crate::api::Time;
 use crate::telemetry::Metrics;
 pub use cache::Views;
 pub use error::Error;
-pub use leader::LeaseSettings;
+pub use leader::{Elector, LeaseSettings, Lost, StopSignal, run_while_leading};
 pub use run::{run, run_controllers, wait_for};
 use status::Written;
 

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::cache::Caches;
 use super::error::{self, failure_key};
-use super::leader::{Elector, Leadership, LeaseSettings};
+use super::leader::{Elector, LeaseSettings, run_while_leading};
 use super::{Clock, Context, Settings, SystemClock};
 use super::{application, buildjob, environment, release};
 use crate::telemetry::{self, Endpoints, Metrics};
@@ -82,6 +82,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
 }
 
 /// Stands by until this replica holds the Lease, then runs the controllers while it does.
+/// Losing the Lease aborts them at once, in-flight reconciles included (`leader.rs`).
 async fn lead(
     client: Client,
     lease: LeaseSettings,
@@ -94,35 +95,19 @@ async fn lead(
     let elector = Elector::new(client.clone(), lease);
     // A standby is healthy and ready: it must not hold up a rollout of the controller itself.
     endpoints.ready.store(true, Ordering::Relaxed);
-    if !elector.acquire(wait_for(shutdown.clone())).await {
-        return Ok(());
-    }
-    // The controllers stop on a signal or when leadership is lost, whichever comes first.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let hold = async {
-        let leadership = elector.hold(wait_for(shutdown.clone())).await;
-        stop_tx.send_replace(true);
-        leadership
-    };
-    let controllers = run_controllers(
-        client,
-        namespace,
-        metrics,
-        Box::new(SystemClock),
-        endpoints,
-        service_account,
-        wait_for(stop_rx),
-    );
-    let (leadership, ()) = tokio::join!(hold, controllers);
-    match leadership {
-        Leadership::Kept => {
-            elector.release().await;
-            Ok(())
-        }
-        Leadership::Lost => {
-            Err("lost the leader lease; stopping so that only the leader reconciles".into())
-        }
-    }
+    run_while_leading(elector, wait_for(shutdown), |stop| {
+        run_controllers(
+            client,
+            namespace,
+            metrics,
+            Box::new(SystemClock),
+            endpoints,
+            service_account,
+            stop,
+        )
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs the shared caches and the four controllers until `shutdown` resolves. Tests call this

@@ -87,6 +87,9 @@ where
         "metadata": { "resourceVersion": object.resource_version() },
         "status": new,
     });
+    context
+        .metrics
+        .status_written(super::error::static_kind(&K::kind(&())));
     let result = api
         .patch_status(
             &object.name_any(),

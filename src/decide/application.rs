@@ -465,12 +465,12 @@ spec:
         let app = app(SHOP);
         let mut envs = three_stages();
         envs.get_mut("prod").unwrap().readiness =
-            EnvironmentReadiness::NotReady("TargetNamespaceNotFound".to_owned());
+            EnvironmentReadiness::NotReady("UpstreamCycle".to_owned());
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "EnvironmentNotReady");
-        assert!(ready.message.contains("TargetNamespaceNotFound"));
+        assert!(ready.message.contains("UpstreamCycle"));
     }
 
     #[test]

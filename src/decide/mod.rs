@@ -11,6 +11,7 @@
 
 pub mod application;
 pub mod backoff;
+pub mod build;
 pub mod buildjob;
 pub mod environment;
 pub mod events;

@@ -1,5 +1,6 @@
 //! A Release is a record; it is ready once it belongs to an Application that exists.
 
+use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::conditions;
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED};
@@ -26,7 +27,7 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
                 "version {} of {} at commit {}",
                 spec.version,
                 spec.application,
-                short(&spec.commit)
+                short_commit(&spec.commit)
             ),
         }
     } else {
@@ -60,11 +61,6 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         summary: (!deployed.is_empty()).then(|| deployed.join(",")),
         ..current
     })
-}
-
-/// The short form of a commit id, as git prints it.
-pub fn short(commit: &str) -> &str {
-    commit.get(..7).unwrap_or(commit)
 }
 
 #[cfg(test)]
