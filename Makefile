@@ -8,20 +8,30 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint unit integration crds demo demo-down demo-apiserver demo-apiserver-down
+.PHONY: all build test lint chart unit integration crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
 build:
 	$(CARGO) build --locked
 
-## test: every tier: lint, unit (with the CRD drift check), integration against a real API
-## server, end to end on a real single-node cluster (needs root).
-test: lint unit integration test-e2e
+## test: every tier: lint, the Helm chart, unit (with the CRD drift check), integration against
+## a real API server, end to end on a real single-node cluster (needs root).
+test: lint chart unit integration test-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## chart: helm (built from its Go module, cached by version) lints the chart with warnings as
+## errors, with default values and with the values that render tenant RoleBindings; then
+## tests/chart.rs checks what `helm template` renders against manifests/.
+TENANT_VALUES := --set 'tenantNamespaces={team-a,team-b}' --set watchNamespace=team-b
+chart:
+	helm="$$(e2e/build-helm.sh)/helm" && \
+	  "$$helm" lint --strict charts/ferry && \
+	  "$$helm" lint --strict charts/ferry $(TENANT_VALUES)
+	$(CARGO) test --locked --test chart
 
 unit:
 	$(CARGO) test --locked --lib --bins --test crds --test purity
@@ -29,6 +39,7 @@ unit:
 ## integration: the git adapter, fetch step and webhooks against the real git server, then a real
 ## etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
 integration:
+	e2e/build-helm.sh > /dev/null
 	$(CARGO) build --locked --tests
 	$(CARGO) test --locked --test git --test webhook
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4

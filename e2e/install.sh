@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end: Ferry on the real single-node cluster, installed the way a user installs it.
+# End to end: Ferry on the real single-node cluster, installed both ways a user installs it.
 #
 #   e2e/install.sh            # on the cluster from `make cluster-up` (brought up if needed)
 #
@@ -7,10 +7,19 @@
 # cluster's registry, installs CRDs + RBAC + Deployment with one `kubectl apply`, then checks:
 #   1. the controller becomes Ready (its /readyz probe passes once its caches synced, which
 #      needs every list/watch the ClusterRole grants) and runs non-root, read-only;
-#   2. an Application applied before its Environments is Stalled, then Ready once they exist;
+#   2. an Application applied before its Environments is Stalled, then Ready once they exist
+#      (its namespace granted to Ferry with the documented `kubectl create rolebinding`);
 #   3. an Environment aimed at another namespace waits for that namespace's consent;
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over.
+# Then it removes that install and installs the chart with `helm install`:
+#   6. the release becomes Ready and reconciles an Application in its tenant namespace, and
+#      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
+#   7. `helm uninstall` removes everything of the release, cluster-scoped objects included.
+# The two installs run one after the other, never side by side: both controllers watch every
+# namespace (each would hold the Lease of its own namespace and both would reconcile), and the
+# CRDs are cluster-scoped and shared. The release has its own name and namespace (ferry-helm)
+# all the same, so the chart is shown not to lean on the manifest's names.
 # Leaves the cluster up; `make cluster-down` removes it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +30,10 @@ source "$here/lib/ferry.sh"
 SYSTEM=ferry-system
 TEAM=ferry-e2e-team
 TARGET=ferry-e2e-target
+# The helm release and its namespace, and the tenant namespace the release is given.
+RELEASE=ferry-helm
+HELM_TEAM=ferry-e2e-helm-team
+HELM_UNGRANTED=ferry-e2e-helm-ungranted
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
 
@@ -30,12 +43,18 @@ diagnose() {
   kc -n "$SYSTEM" describe pods || true
   kc -n "$SYSTEM" logs deployment/ferry --tail=50 || true
   kc -n "$TEAM" get applications,environments -o yaml || true
+  kc -n "$RELEASE" get all -o wide || true
+  kc -n "$RELEASE" logs "deployment/$RELEASE" --tail=50 || true
+  kc -n "$HELM_TEAM" get applications,environments -o yaml || true
   kc get events.v1.events.k8s.io -A --sort-by=.metadata.creationTimestamp | tail -n 30 || true
   echo "---- the cluster is left up; 'make cluster-down' removes it"
 }
 
 install_with_one_apply() {
+  # A release left by an earlier run on a kept cluster would reconcile alongside.
+  uninstall_ferry_helm "$RELEASE" "$RELEASE"
   install_ferry "$IMAGE"
+  ready_line "$SYSTEM" ferry
 }
 
 runs_unprivileged() {
@@ -54,6 +73,8 @@ runs_unprivileged() {
 fresh_namespaces() {
   kc delete namespace "$TEAM" "$TARGET" --ignore-not-found --wait --timeout=120s
   kc create namespace "$TEAM"
+  # Ferry reads Secrets only where it is granted; the README's one command grants it.
+  grant_tenant "$TEAM"
 }
 
 application_waits_for_environments() {
@@ -106,6 +127,54 @@ graceful_restart() {
   kc -n "$TEAM" wait --for=condition=Ready application/shop --timeout=60s
 }
 
+remove_apply_install() {
+  kc delete namespace "$TEAM" "$TARGET" --ignore-not-found --wait --timeout=120s
+  # Not crds.yaml: the CRDs stay for the helm release (which would install the same ones).
+  kc delete -f "$root/manifests/ferry.yaml" --ignore-not-found --wait --timeout=120s
+  local role
+  for role in ferry ferry-tenant; do
+    if kc get clusterrole "$role" > /dev/null 2>&1; then echo "ClusterRole $role is left"; exit 1; fi
+  done
+}
+
+install_with_helm() {
+  kc delete namespace "$HELM_TEAM" --ignore-not-found --wait --timeout=120s
+  kc create namespace "$HELM_TEAM"
+  install_ferry_helm "$IMAGE" "$RELEASE" "$RELEASE" --set "tenantNamespaces={$HELM_TEAM}"
+  ready_line "$RELEASE" "$RELEASE"
+}
+
+helm_release_reconciles() {
+  kc -n "$HELM_TEAM" apply -f "$root/examples/shop.yaml" -f "$root/examples/environments.yaml"
+  kc -n "$HELM_TEAM" wait --for=condition=Ready environment --all --timeout=60s
+  kc -n "$HELM_TEAM" wait --for=condition=Ready application/shop --timeout=60s
+  kc -n "$HELM_TEAM" get applications
+}
+
+helm_release_needs_a_grant() {
+  kc delete namespace "$HELM_UNGRANTED" --ignore-not-found --wait --timeout=120s
+  kc create namespace "$HELM_UNGRANTED"
+  kc -n "$HELM_UNGRANTED" apply -f "$root/examples/shop.yaml" -f "$root/examples/environments.yaml"
+  kc -n "$HELM_UNGRANTED" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=SecretsNotGranted \
+    application/shop --timeout=60s
+  local message
+  message=$(kc -n "$HELM_UNGRANTED" get application shop -o jsonpath='{.status.conditions[?(@.type=="Stalled")].message}')
+  echo "$message"
+  # The chart tells the controller its ServiceAccount, so the command names the release's.
+  grep -q -- "--serviceaccount=$RELEASE:$RELEASE" <<< "$message"
+  kc delete namespace "$HELM_UNGRANTED" --wait --timeout=120s
+}
+
+uninstall_with_helm() {
+  uninstall_ferry_helm "$RELEASE" "$RELEASE"
+  local left
+  left=$(kc get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$RELEASE" -o name)
+  left+=$(kc get rolebindings,roles,serviceaccounts,deployments -A -l "app.kubernetes.io/instance=$RELEASE" -o name)
+  [ -z "$left" ] || { echo "helm uninstall left: $left"; exit 1; }
+  echo "nothing labelled app.kubernetes.io/instance=$RELEASE is left"
+  kc delete namespace "$HELM_TEAM" "$RELEASE" --wait --timeout=120s
+}
+
 main() {
   "$here/cluster/up.sh" > /dev/null
   echo "---- building the static ferry binary and its image"
@@ -118,6 +187,11 @@ main() {
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
+  step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
+  step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
+  step "the helm release reconciles an Application in its tenant namespace" helm_release_reconciles
+  step "outside its tenant namespaces the helm release reads no Secret (SecretsNotGranted)" helm_release_needs_a_grant
+  step "helm uninstall removes the release, cluster-scoped objects included" uninstall_with_helm
   echo "ALL PASSED"
 }
 

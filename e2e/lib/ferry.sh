@@ -1,6 +1,7 @@
 # Shared by e2e/install.sh and e2e/demo.sh: build Ferry's static binary and image, install it
-# into the cluster with one `kubectl apply`. Expects e2e/cluster/lib.sh to be sourced (for `kc`,
-# `die`) and $root to be the repository root.
+# into the cluster with one `kubectl apply` or with `helm install`, grant it a tenant namespace.
+# Expects e2e/cluster/lib.sh to be sourced (for `kc`, `die`, $KUBECONFIG_ADMIN) and $root to be
+# the repository root.
 
 # Builds the static (musl) ferry binary and prints its path.
 static_ferry() {
@@ -31,4 +32,49 @@ install_ferry() {
     sed "s|image: ghcr.io/ferry-dev/ferry:0.1.0|image: $1|" "$root/manifests/ferry.yaml"
   } | kc apply -f -
   kc -n ferry-system rollout status deployment/ferry --timeout=180s
+}
+
+# ready_line NAMESPACE DEPLOYMENT: one line saying how many of the Deployment's replicas are Ready.
+ready_line() {
+  local ready want
+  ready=$(kc -n "$1" get deployment "$2" -o jsonpath='{.status.readyReplicas}')
+  want=$(kc -n "$1" get deployment "$2" -o jsonpath='{.spec.replicas}')
+  echo "deployment $1/$2 Ready: ${ready:-0}/$want replicas"
+  [ "${ready:-0}" = "$want" ]
+}
+
+# grant_tenant NAMESPACE [SERVICEACCOUNT-NAMESPACE:NAME [CLUSTERROLE]]: lets Ferry read the
+# Secrets of NAMESPACE, with the one command the README and manifests/ferry.yaml document.
+grant_tenant() {
+  local account=${2:-ferry-system:ferry} role=${3:-ferry-tenant}
+  kc create rolebinding ferry-tenant --clusterrole="$role" --serviceaccount="$account" \
+    -n "$1" --dry-run=client -o yaml | kc apply -f -
+}
+
+# The helm binary, built from its Go module once and cached by version.
+helm_bin() {
+  echo "$("$root/e2e/build-helm.sh")/helm"
+}
+
+# install_ferry_helm IMAGE RELEASE NAMESPACE [HELM-ARGS...]: the chart, with IMAGE, installed as
+# RELEASE into NAMESPACE; waits until the controller is Ready. The namespace enforces the
+# restricted Pod Security Standard, as the one in manifests/ferry.yaml does (the chart, like
+# most, leaves creating its namespace to the installer).
+install_ferry_helm() {
+  local image=$1 release=$2 namespace=$3 helm
+  shift 3
+  helm=$(helm_bin)
+  kc create namespace "$namespace" --dry-run=client -o yaml | kc apply -f -
+  kc label namespace "$namespace" --overwrite pod-security.kubernetes.io/enforce=restricted
+  "$helm" --kubeconfig "$KUBECONFIG_ADMIN" install "$release" "$root/charts/ferry" \
+    --namespace "$namespace" --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
+    "$@" --wait --timeout 180s
+  kc -n "$namespace" rollout status "deployment/$release" --timeout=180s
+}
+
+# uninstall_ferry_helm RELEASE NAMESPACE: `helm uninstall` (if installed), waiting until its
+# objects are gone. Helm leaves the CRDs (it never deletes them) and the namespace.
+uninstall_ferry_helm() {
+  "$(helm_bin)" --kubeconfig "$KUBECONFIG_ADMIN" uninstall "$1" --namespace "$2" \
+    --ignore-not-found --wait --timeout 120s
 }

@@ -1,27 +1,32 @@
 //! What a cluster administrator installs: the RBAC in `manifests/` is enough for the
-//! controller (and holds no wildcard), and the `ferry controller` binary serves its probes and
-//! metrics and stops cleanly on SIGTERM.
+//! controller (and holds no wildcard), the API server accepts everything the Helm chart
+//! renders, and the `ferry controller` binary serves its probes and metrics and stops cleanly
+//! on SIGTERM.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RunningController, TestNamespace, WAIT};
-use ferry::api::conditions::{self, READY};
-use ferry::api::{Application, Environment, FIELD_MANAGER, Namespace};
+use ferry::api::conditions::{self, READY, STALLED};
+use ferry::api::reasons::SECRETS_NOT_GRANTED;
+use ferry::api::{Application, Environment, FIELD_MANAGER};
+
+#[path = "../support/helm.rs"]
+mod helm;
 
 const MANIFEST: &str = include_str!("../../manifests/ferry.yaml");
 
 fn manifest_objects() -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(MANIFEST)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("manifests/ferry.yaml parses"))
-        .collect()
+    helm::parse(MANIFEST)
 }
 
 fn object_of_kind<T: serde::de::DeserializeOwned>(kind: &str) -> T {
@@ -33,52 +38,53 @@ fn object_of_kind<T: serde::de::DeserializeOwned>(kind: &str) -> T {
         .unwrap_or_else(|e| panic!("the {kind} in manifests/ferry.yaml: {e}"))
 }
 
-async fn apply<K>(api: &Api<K>, object: &K)
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("applying {}: {e}", object.name_any()));
+/// Server-side applies one object of any kind the API server serves (with `dry_run`, only
+/// asks whether it would be accepted).
+async fn apply_object(
+    client: &Client,
+    object: &serde_json::Value,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let object: DynamicObject =
+        serde_json::from_value(object.clone()).expect("an object with apiVersion and kind");
+    let types = object.types.clone().unwrap_or_default();
+    let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            object.metadata.namespace.as_deref().unwrap_or("default"),
+            &resource,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    }
+    let name = object.metadata.name.clone().unwrap_or_default();
+    api.patch(&name, &params, &Patch::Apply(&object)).await?;
+    Ok(())
 }
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
 
-/// The namespace, ServiceAccount and RBAC of `manifests/ferry.yaml`, as an administrator
-/// applies them.
+/// What `kubectl apply -f manifests/ferry.yaml` creates, less the Deployment (the tests run
+/// the controller themselves): the namespace, the ServiceAccount and all of the RBAC.
 async fn install_rbac(admin: &Client) {
-    let system: Namespace = object_of_kind("Namespace");
-    apply(&Api::<Namespace>::all(admin.clone()), &system).await;
-    let account: ServiceAccount = object_of_kind("ServiceAccount");
-    apply(
-        &Api::<ServiceAccount>::namespaced(admin.clone(), "ferry-system"),
-        &account,
-    )
-    .await;
-    apply(
-        &Api::<ClusterRole>::all(admin.clone()),
-        &object_of_kind::<ClusterRole>("ClusterRole"),
-    )
-    .await;
-    apply(
-        &Api::<ClusterRoleBinding>::all(admin.clone()),
-        &object_of_kind::<ClusterRoleBinding>("ClusterRoleBinding"),
-    )
-    .await;
-    apply(
-        &Api::<Role>::namespaced(admin.clone(), "ferry-system"),
-        &object_of_kind::<Role>("Role"),
-    )
-    .await;
-    apply(
-        &Api::<RoleBinding>::namespaced(admin.clone(), "ferry-system"),
-        &object_of_kind::<RoleBinding>("RoleBinding"),
-    )
-    .await;
+    for object in manifest_objects() {
+        if object["kind"] == "Deployment" {
+            continue;
+        }
+        apply_object(admin, &object, false)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "applying {} {}: {e}",
+                    object["kind"], object["metadata"]["name"]
+                )
+            });
+    }
 }
 
 #[test]
@@ -97,29 +103,49 @@ fn the_cluster_role_has_no_wildcards() {
     }
 }
 
-/// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
-/// a verb it uses were missing, its watches or status writes would fail and nothing would
-/// become Ready.
+/// `helm template` output the API server would refuse (a bad field, a wrong type, a
+/// RoleBinding in a namespace of the wrong shape) fails here, for the default values and for
+/// values that render tenant RoleBindings. Server-side dry run: nothing is stored.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
-    let ns = TestNamespace::new("rbac").await;
-    install_rbac(&ns.client).await;
+async fn the_api_server_accepts_everything_the_chart_renders() {
+    let release = TestNamespace::new("chart").await;
+    let tenant = TestNamespace::new("chart-tenant").await;
+    let tenants = format!("tenantNamespaces={{{}}}", tenant.name);
+    let watched = format!("watchNamespace={}", release.name);
+    let value_sets: [&[&str]; 2] = [&[], &[&tenants, &watched]];
+    for sets in value_sets {
+        let objects = helm::render(&release.name, &release.name, sets, true);
+        assert!(objects.iter().any(|o| o["kind"] == "Deployment"));
+        assert!(
+            objects
+                .iter()
+                .any(|o| o["kind"] == "CustomResourceDefinition")
+        );
+        for object in &objects {
+            apply_object(&release.client, object, true)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "with {sets:?} the API server refuses {} {}/{}: {e}",
+                        object["kind"],
+                        object["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                });
+        }
+    }
+    release.cleanup().await;
+    tenant.cleanup().await;
+}
 
-    let mut config = kube::Config::infer().await.expect("a kubeconfig");
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
-    let as_ferry = Client::try_from(config).expect("an impersonating client");
-    // The real Deployment watches the whole cluster.
-    Api::<Application>::all(as_ferry.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .expect("the ServiceAccount may list Applications cluster-wide");
-
-    let controller = RunningController::start(&as_ferry, &ns.name);
+/// An Application naming a webhook Secret, with the Environment it goes through and that
+/// Secret, in `ns`.
+async fn shop_with_a_secret(ns: &TestNamespace) {
     ns.create::<Environment>(
         "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n",
     )
     .await;
-    ns.create::<k8s_openapi::api::core::v1::Secret>(
+    ns.create::<Secret>(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: hook}\nstringData: {secret: s3cret}\n",
     )
     .await;
@@ -136,13 +162,74 @@ spec:
 "#,
     )
     .await;
-    ns.wait_for::<Application>("shop", "Ready as the ServiceAccount", |a| {
-        a.status
-            .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
-    })
-    .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+}
+
+/// What `kubectl create rolebinding ferry-tenant --clusterrole=ferry-tenant
+/// --serviceaccount=ferry-system:ferry -n <namespace>` (README, "Install") creates.
+async fn grant_tenant(ns: &TestNamespace) {
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ferry-tenant", "namespace": ns.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-tenant"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ferry", "namespace": "ferry-system"}],
+    }))
+    .expect("a RoleBinding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating the tenant RoleBinding");
+}
+
+fn ready(app: &Application) -> bool {
+    app.status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+}
+
+fn ready_reason(app: &Application) -> Option<&str> {
+    let status = app.status.as_ref()?;
+    conditions::find(&status.conditions, READY).map(|c| c.reason.as_str())
+}
+
+/// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
+/// a verb it uses were missing, its watches or status writes would fail and nothing would
+/// become Ready. Secrets it may read only where a namespace granted them: in a granted
+/// namespace the Application becomes Ready; in one without the grant it is Stalled with
+/// SecretsNotGranted, whose message is the command that grants it, until that is run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
+    let granted = TestNamespace::new("rbac").await;
+    let ungranted = TestNamespace::new("rbac-ungranted").await;
+    install_rbac(&granted.client).await;
+    grant_tenant(&granted).await;
+
+    let mut config = kube::Config::infer().await.expect("a kubeconfig");
+    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
+    let as_ferry = Client::try_from(config).expect("an impersonating client");
+    // The real Deployment watches the whole cluster.
+    Api::<Application>::all(as_ferry.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("the ServiceAccount may list Applications cluster-wide");
+    // ... but reads no Secret outside its tenants' namespaces.
+    let forbidden = Api::<Secret>::namespaced(as_ferry.clone(), "kube-system")
+        .get_opt("anything")
+        .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
+        "the ServiceAccount must not read kube-system's Secrets: {forbidden:?}"
+    );
+
+    let controllers = [
+        RunningController::start(&as_ferry, &granted.name),
+        RunningController::start(&as_ferry, &ungranted.name),
+    ];
+    shop_with_a_secret(&granted).await;
+    shop_with_a_secret(&ungranted).await;
+
+    granted
+        .wait_for::<Application>("shop", "Ready as the ServiceAccount", ready)
+        .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = granted.api();
     let published = events
         .list(&ListParams::default())
         .await
@@ -154,8 +241,30 @@ spec:
             .any(|e| e.reporting_controller.as_deref() == Some("ferry")),
         "the ServiceAccount may publish Events"
     );
-    controller.stop().await;
-    ns.cleanup().await;
+
+    let app = ungranted
+        .wait_for::<Application>("shop", "SecretsNotGranted", |a| {
+            ready_reason(a) == Some(SECRETS_NOT_GRANTED.name)
+        })
+        .await;
+    let status = app.status.expect("a status");
+    let stalled = conditions::find(&status.conditions, STALLED).expect("Stalled");
+    assert_eq!(stalled.status, conditions::TRUE);
+    let command = format!(
+        "kubectl -n {} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry",
+        ungranted.name
+    );
+    assert!(stalled.message.contains(&command), "{}", stalled.message);
+    grant_tenant(&ungranted).await;
+    ungranted
+        .wait_for::<Application>("shop", "Ready once granted", ready)
+        .await;
+
+    for controller in controllers {
+        controller.stop().await;
+    }
+    granted.cleanup().await;
+    ungranted.cleanup().await;
 }
 
 /// `ferry controller` as a process: probes and metrics answer, SIGTERM stops it with status 0.

@@ -1,0 +1,252 @@
+//! The Helm chart as `helm template` renders it: the same RBAC as `manifests/ferry.yaml`,
+//! Secrets readable only in the namespaces it is told about, and no cluster-scoped name that
+//! two releases would share. Run by `make chart`; the API server's verdict on the rendered
+//! objects is checked in the integration tier (`tests/integration/install.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+#[path = "support/helm.rs"]
+mod helm;
+
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// (kind, namespace, name) of an object.
+type Key = (String, String, String);
+
+fn key(object: &Value) -> Key {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        text(&object["kind"]),
+        text(&object["metadata"]["namespace"]),
+        text(&object["metadata"]["name"]),
+    )
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What a role allows, one (group, resource, resource name or "", verb) per grant, so that
+/// the same grants written in other rules or another order compare equal.
+fn grants(role: &Value) -> BTreeSet<(String, String, String, String)> {
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let mut names = strings(&rule["resourceNames"]);
+        if names.is_empty() {
+            names.push(String::new());
+        }
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for name in &names {
+                    for verb in strings(&rule["verbs"]) {
+                        grants.insert((group.clone(), resource.clone(), name.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// The RBAC objects of a YAML stream, keyed by (kind, namespace, name), reduced to what
+/// decides who may do what (labels and comments are not compared).
+fn rbac(objects: &[Value]) -> BTreeMap<Key, Value> {
+    objects
+        .iter()
+        .filter(|o| RBAC_KINDS.iter().any(|kind| o["kind"] == *kind))
+        .map(|o| {
+            let grants: Vec<_> = grants(o).into_iter().collect();
+            let essence = json!({
+                "grants": grants,
+                "roleRef": o["roleRef"],
+                "subjects": o["subjects"],
+            });
+            (key(o), essence)
+        })
+        .collect()
+}
+
+fn manifest() -> Vec<Value> {
+    let path = helm::root().join("manifests/ferry.yaml");
+    helm::parse(&std::fs::read_to_string(path).expect("manifests/ferry.yaml"))
+}
+
+/// The namespaces in which `objects` bind the ClusterRole `role` by a RoleBinding.
+fn bound_in(objects: &[Value], role: &str) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["roleRef"]["name"] == role)
+        .map(|o| key(o).1)
+        .collect()
+}
+
+/// Installed as `ferry` into `ferry-system` with default values, the chart grants exactly
+/// what `kubectl apply -f manifests/` grants: same roles, same rules, same bindings.
+#[test]
+fn the_chart_renders_exactly_the_rbac_of_the_install_manifest() {
+    let manifest = rbac(&manifest());
+    let chart = rbac(&helm::render("ferry", "ferry-system", &[], false));
+    assert!(manifest.len() >= RBAC_KINDS.len(), "{manifest:#?}");
+    let differences: Vec<String> = manifest
+        .keys()
+        .chain(chart.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| manifest.get(*key) != chart.get(*key))
+        .map(|key| {
+            format!(
+                "{key:?}\n  manifest: {}\n  chart:    {}",
+                manifest.get(key).unwrap_or(&Value::Null),
+                chart.get(key).unwrap_or(&Value::Null)
+            )
+        })
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the chart and manifests/ferry.yaml grant different permissions:\n{}",
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn every_tenant_namespace_and_the_watched_namespace_get_one_secrets_grant() {
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        ("by default, none", &[], &[]),
+        (
+            "each listed namespace",
+            &["tenantNamespaces={team-a,team-b}"],
+            &["team-a", "team-b"],
+        ),
+        (
+            "the watched namespace",
+            &["watchNamespace=team-c"],
+            &["team-c"],
+        ),
+        (
+            "a watched namespace that is also listed, once",
+            &["tenantNamespaces={team-a,team-b}", "watchNamespace=team-b"],
+            &["team-a", "team-b"],
+        ),
+    ];
+    for (case, sets, expected) in cases {
+        let objects = helm::render("ferry", "ferry-system", sets, false);
+        let keys: Vec<Key> = objects.iter().map(key).collect();
+        let unique: BTreeSet<&Key> = keys.iter().collect();
+        assert_eq!(
+            unique.len(),
+            keys.len(),
+            "{case}: an object twice: {keys:?}"
+        );
+        let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(bound_in(&objects, "ferry-tenant"), expected, "{case}");
+        for binding in objects.iter().filter(|o| o["kind"] == "RoleBinding") {
+            assert_eq!(
+                binding["subjects"],
+                json!([{"kind": "ServiceAccount", "name": "ferry", "namespace": "ferry-system"}]),
+                "{case}: {binding}"
+            );
+        }
+    }
+}
+
+/// Secrets are granted only by RoleBindings, so a stolen token reads no Secret of a namespace
+/// (kube-system's, say) that did not opt in; and no rule is a wildcard.
+#[test]
+fn no_secret_is_readable_cluster_wide_and_no_rule_is_a_wildcard() {
+    let chart = helm::render(
+        "ferry",
+        "ferry-system",
+        &["tenantNamespaces={team-a}", "watchNamespace=team-b"],
+        false,
+    );
+    for (source, objects) in [("the chart", chart), ("manifests/ferry.yaml", manifest())] {
+        let cluster_wide: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding")
+            .map(|o| o["roleRef"]["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            !cluster_wide.is_empty(),
+            "{source} binds nothing cluster-wide"
+        );
+        for role in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
+            let name = key(role).2;
+            for (group, resource, _, verb) in grants(role) {
+                assert!(
+                    !format!("{group}{resource}{verb}").contains('*'),
+                    "{source}: a wildcard in {name}"
+                );
+                assert!(
+                    !(cluster_wide.contains(&name) && group.is_empty() && resource == "secrets"),
+                    "{source}: {name} grants {verb} on Secrets cluster-wide"
+                );
+            }
+        }
+    }
+}
+
+/// Two releases in two namespaces can be installed side by side: their cluster-scoped objects
+/// (and so what `helm uninstall` deletes) are their own.
+#[test]
+fn two_releases_share_no_cluster_scoped_name() {
+    let cluster_scoped = |release: &str, namespace: &str| -> BTreeSet<Key> {
+        helm::render(release, namespace, &["watchNamespace=team-a"], false)
+            .iter()
+            .map(key)
+            .filter(|(_, namespace, _)| namespace.is_empty())
+            .collect()
+    };
+    let (one, two) = (
+        cluster_scoped("ferry", "ferry-system"),
+        cluster_scoped("ferry-helm", "ferry-helm"),
+    );
+    assert!(!one.is_empty());
+    let shared: Vec<_> = one.intersection(&two).collect();
+    assert!(shared.is_empty(), "both releases render {shared:?}");
+}
+
+#[test]
+fn the_deployment_runs_the_given_image_as_the_release_service_account_in_the_given_namespace() {
+    let objects = helm::render(
+        "ferry-helm",
+        "ferry-helm",
+        &[
+            "image.repository=registry.local/ferry",
+            "image.tag=dev",
+            "watchNamespace=team-a",
+        ],
+        false,
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.local/ferry:dev");
+    assert!(
+        strings(&container["args"]).contains(&"--namespace=team-a".to_owned()),
+        "{container}"
+    );
+    // The SecretsNotGranted message names the release's own ServiceAccount.
+    assert!(
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "FERRY_SERVICE_ACCOUNT" && e["value"] == "ferry-helm:ferry-helm"),
+        "{container}"
+    );
+}
