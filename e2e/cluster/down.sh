@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tears the e2e cluster down completely and idempotently: every process, container, mount,
-# cgroup, network namespace (with its interfaces, routes and iptables rules) and kernel setting
-# the cluster made. State goes too; the last run's component logs stay in $E2E_DIR/logs.
+# cgroup, network namespace (with its interfaces, routes and iptables rules), the host's seal
+# rules and kernel setting the cluster made. State goes too; the last run's component logs stay in $E2E_DIR/logs.
 # Ends by running check-clean.sh, so a leftover makes it fail.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -99,6 +99,8 @@ main() {
   # `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
   # lives there any more (another user's namespaces keep it).
   if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
+  # The seal's rules on the host side (lib.sh): last, once nothing of the cluster runs any more.
+  unseal_host
 
   # 9. Kernel settings kubelet changed.
   if [ -f "$E2E_DIR/sysctl.orig" ]; then
