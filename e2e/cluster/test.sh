@@ -221,19 +221,25 @@ metadata: {name: plain, namespace: $NS}
 spec:
   containers: [{name: c, image: $REGISTRY/busybox:1.35, command: [sleep, "1"]}]
 EOF
-  refused "$NS" hostNetwork 'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)'     'hostNetwork: true' ''
-  refused "$NS" hostPID 'violates PodSecurity "baseline:latest": host namespaces (hostPID=true)'     'hostPID: true' ''
-  refused "$NS" privileged 'securityContext.privileged: Forbidden: disallowed by cluster policy'     '' 'privileged: true'
-  refused "$NS" NET_ADMIN 'violates PodSecurity "baseline:latest": non-default capabilities'     '' 'capabilities: {add: [NET_ADMIN]}'
+  refused "$NS" hostNetwork \
+    'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' 'hostNetwork: true' ''
+  refused "$NS" hostPID \
+    'violates PodSecurity "baseline:latest": host namespaces (hostPID=true)' 'hostPID: true' ''
+  refused "$NS" privileged \
+    'securityContext.privileged: Forbidden: disallowed by cluster policy' '' 'privileged: true'
+  refused "$NS" NET_ADMIN \
+    'violates PodSecurity "baseline:latest": non-default capabilities' '' 'capabilities: {add: [NET_ADMIN]}'
   # A namespace whose labels relax Pod Security still gets no privileged container: that is the
   # API server's --allow-privileged=false, which no label lifts.
-  kc get namespace "$NS-privileged" >/dev/null 2>&1 || kc create namespace "$NS-privileged" >/dev/null
-  kc label namespace "$NS-privileged" --overwrite pod-security.kubernetes.io/enforce=privileged >/dev/null
-  kc -n "$NS-privileged" wait --for=create serviceaccount/default --timeout=60s >/dev/null
-  refused "$NS-privileged" privileged 'securityContext.privileged: Forbidden: disallowed by cluster policy'     '' 'privileged: true'
-  kc delete namespace "$NS-privileged" --wait=false >/dev/null
+  local relaxed="$NS-privileged"
+  kc delete namespace "$relaxed" --ignore-not-found --wait --timeout=60s >/dev/null
+  kc create namespace "$relaxed" >/dev/null
+  kc label namespace "$relaxed" pod-security.kubernetes.io/enforce=privileged >/dev/null
+  kc -n "$relaxed" wait --for=create serviceaccount/default --timeout=60s >/dev/null
+  refused "$relaxed" privileged \
+    'securityContext.privileged: Forbidden: disallowed by cluster policy' '' 'privileged: true'
+  kc delete namespace "$relaxed" --wait=false >/dev/null
 }
-
 
 fresh_namespace() {
   kc delete namespace "$NS" --ignore-not-found --wait --timeout=120s

@@ -21,7 +21,7 @@ ensure_packages() {
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
-  [ ${#missing[@]} -eq 0 ] && return
+  [ ${#missing[@]} -gt 0 ] || return 0
   slow_step "installing packages: ${missing[*]}" install_packages "${missing[@]}"
 }
 install_packages() {
@@ -476,8 +476,8 @@ main() {
 
   "$here/../build-k8s.sh" all >/dev/null   # prints its own line when it has to build
   [ -x "$K8S_BIN/kube-apiserver" ] || die "build-k8s.sh did not put binaries in $K8S_BIN"
-  [ -x "$(coredns_bin)" ] || slow_step "building CoreDNS $COREDNS_VERSION" build_coredns
-  [ -x "$(gitserver_bin)" ] || slow_step "building the git server" build_gitserver
+  if [ ! -x "$(coredns_bin)" ]; then slow_step "building CoreDNS $COREDNS_VERSION" build_coredns; fi
+  if [ ! -x "$(gitserver_bin)" ]; then slow_step "building the git server" build_gitserver; fi
   mkdir -p "$TOOLS_BIN"
   ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
 

@@ -24,9 +24,20 @@ duration() {
 # slow_step WHAT CMD... — runs CMD (a command or a function) with errexit in force, its stdout and
 # stderr appended to $FERRY_LOG, and prints "WHAT ... done in 1m02s". On failure prints the tail
 # of the log and where it is, and returns CMD's exit status.
+#
+# Call it as a command of its own, never in an `if` condition or next to `||` or `&&`: bash
+# ignores errexit for everything run from there, subshells included, so a function's failing
+# command would not stop it and the step would report the status of its last command only.
 slow_step() {
   local what=$1 start=$SECONDS rc fd
   shift
+  # Not inside the `if` below, where it would always look ignored.
+  local errexit
+  errexit=$(set +e; (set -e; false; echo ignored); exit 0)
+  if [ "$errexit" = ignored ]; then
+    echo "slow_step \"$what\" called where errexit is ignored (after || or &&, or in a condition)" >&2
+    return 2
+  fi
   fd=$(progress_fd)
   : "${FERRY_LOG:?slow_step needs FERRY_LOG}"
   mkdir -p "$(dirname "$FERRY_LOG")"
