@@ -461,9 +461,12 @@ EOF
 # script while a cluster-up runs must not change what that run does.
 main() {
   if [ -z "${FERRY_LOG:-}" ]; then
+    # Appended to (test-e2e runs cluster-up more than once), the previous one kept when large.
     export FERRY_LOG="$FERRY_CACHE/logs/cluster-up.log"
     mkdir -p "$(dirname "$FERRY_LOG")"
-    : >"$FERRY_LOG"
+    if [ "$(stat -c %s "$FERRY_LOG" 2>/dev/null || echo 0)" -gt 10000000 ]; then
+      mv "$FERRY_LOG" "$FERRY_LOG.old"
+    fi
   fi
   ensure_packages
   if [ -d "$E2E_DIR" ] && cluster_healthy; then
