@@ -81,16 +81,20 @@ wait_until() {
 # the caller's session, output to $LOGS/NAME.log, pid in $RUN/NAME.pid. setsid and nsenter both
 # exec, so $! is the component's own pid.
 start_daemon() {
-  local name=$1; shift
+  local name=$1
+  shift
   mkdir -p "$LOGS" "$RUN"
-  if [ -n "${FERRY_PROGRESS_FD:-}" ]; then
-    # Not the caller's progress descriptor: a daemon holding it open would keep a pipe reading
-    # the caller's output (`make demo | less`) from ever seeing its end.
-    local fd=$FERRY_PROGRESS_FD
-    setsid nsenter --net="/run/netns/$NETNS" -- "$@" </dev/null >"$LOGS/$name.log" 2>&1 {fd}>&- &
-  else
-    setsid nsenter --net="/run/netns/$NETNS" -- "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
-  fi
+  (
+    # Only stdin, stdout and stderr: a daemon must not keep its caller's descriptors open, such
+    # as the lock of `flock /tmp/ferry-e2e-cluster.lock make ...` (held until cluster-down, so
+    # the next flock would wait forever) or a pipe reading the caller's output
+    # (`make demo | less` would never see its end).
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -le 2 ] || eval "exec $fd>&-" 2>/dev/null || true
+    done
+    exec setsid nsenter --net="/run/netns/$NETNS" -- "$@" </dev/null >"$LOGS/$name.log" 2>&1
+  ) &
   echo $! >"$RUN/$name.pid"
   log "started $name (pid $!), log $LOGS/$name.log"
 }

@@ -145,6 +145,9 @@ blocked() {
     echo "$what: reached the host's listener"; exit 1
   fi
   after=$(seal_drops "$family" "$where")
+  if ! [[ "$before" =~ ^[0-9]+$ && "$after" =~ ^[0-9]+$ ]]; then
+    echo "$what: the $where side's seal has no DROP rule"; exit 1
+  fi
   if [ "$after" -le "$before" ]; then
     echo "$what: did not connect, but the $where side's seal dropped nothing ($before -> $after):"
     cat "$tmp/probe.out"
