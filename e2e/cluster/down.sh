@@ -42,6 +42,8 @@ pids_mentioning() {
   return 0
 }
 
+host_if_gone() { ! ip link show "$HOST_IF" >/dev/null 2>&1; }
+
 kubepods_cgroups() { find /sys/fs/cgroup/*/kubepods -depth -type d 2>/dev/null || true; }
 
 # In a function, so the whole file is read before anything runs (safe to edit during a run).
@@ -95,7 +97,10 @@ main() {
   # 8. The network namespace takes the veth pair, the host routes through it, the pod bridge and
   #    every iptables rule kube-proxy and CNI made with it.
   if ip netns list | grep -qw "$NETNS"; then ip netns delete "$NETNS"; fi
-  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
+  # The namespace's end takes the host's end with it, but the kernel does that in the background:
+  # the host's end may vanish between the two commands below.
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF" 2>/dev/null || true; fi
+  wait_until 10 "interface $HOST_IF to go away" host_if_gone
   # `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
   # lives there any more (another user's namespaces keep it).
   if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
