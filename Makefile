@@ -24,7 +24,7 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --locked --lib --bins --test crds
+	$(CARGO) test --locked --lib --bins --test crds --test purity
 
 ## integration: a real etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
 integration:

@@ -38,7 +38,16 @@ enum Command {
         /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE).
         #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
         leader_elect_namespace: String,
-        /// How long a Lease lasts without renewal before a standby takes over.
+        /// Ferry's own ServiceAccount as `namespace:name`, named in the command that lets Ferry
+        /// read a tenant namespace's Secrets.
+        #[arg(
+            long,
+            env = "FERRY_SERVICE_ACCOUNT",
+            default_value = "ferry-system:ferry"
+        )]
+        service_account: String,
+        /// How long a Lease lasts without renewal before a standby takes over (3s to 1h). The
+        /// leader stops reconciling a third of it before then if it cannot renew.
         #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
         leader_elect_lease_duration: std::time::Duration,
     },
@@ -50,6 +59,36 @@ enum Command {
         /// Print the API reference in Markdown instead.
         #[arg(long, conflicts_with = "out_dir")]
         reference: bool,
+    },
+    /// The steps of a build pod.
+    Build {
+        #[command(subcommand)]
+        step: BuildStep,
+    },
+}
+
+#[derive(Subcommand)]
+enum BuildStep {
+    /// Check one commit out into a directory, and report the work items since a commit.
+    Fetch {
+        /// The repository's http(s) URL.
+        #[arg(long)]
+        url: String,
+        /// The commit to check out, 40 hex digits.
+        #[arg(long)]
+        commit: String,
+        /// An empty or missing directory that becomes the checkout.
+        #[arg(long)]
+        dest: std::path::PathBuf,
+        /// A directory with `username` and `password` files (a mounted basic-auth Secret).
+        #[arg(long)]
+        credentials: Option<std::path::PathBuf>,
+        /// The previous Release's commit: the report lists the work items after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// Where to write the JSON report (commit, work items), e.g. /dev/termination-log.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
 }
 
@@ -64,6 +103,44 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Build {
+            step:
+                BuildStep::Fetch {
+                    url,
+                    commit,
+                    dest,
+                    credentials,
+                    since,
+                    report,
+                },
+        } => {
+            // gitoxide's blocking HTTP client must not run on the async runtime's threads.
+            let fetched = tokio::task::spawn_blocking(move || {
+                ferry::build::fetch::run(
+                    &url,
+                    &commit,
+                    &dest,
+                    credentials.as_deref(),
+                    since.as_deref(),
+                    report.as_deref(),
+                )
+            })
+            .await;
+            match fetched {
+                Ok(Ok(fetched)) => {
+                    println!("checked out {}", fetched.commit);
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(error)) => {
+                    eprintln!("ferry build fetch: {error}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("ferry build fetch: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Controller {
             http_addr,
             namespace,
@@ -71,6 +148,7 @@ async fn main() -> ExitCode {
             leader_elect,
             leader_elect_namespace,
             leader_elect_lease_duration,
+            service_account,
         } => {
             telemetry::init_logging(log_format);
             let settings = Settings {
@@ -82,6 +160,7 @@ async fn main() -> ExitCode {
                     identity: identity(),
                     duration: leader_elect_lease_duration,
                 }),
+                service_account,
             };
             match controller::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -118,14 +197,61 @@ fn identity() -> String {
     })
 }
 
-/// A lease duration: a Go-style duration of at least 3s (renewals happen every third of it).
+/// A lease duration such as `15s`, `2m` or `1m30s`, from 3s to 1h (`decide::leadership`'s
+/// bounds: renewals come every third of it; an hour is already longer than anyone wants the
+/// controllers leaderless after a crash, and the cap keeps every sum of instants and
+/// `leaseDurationSeconds`, an i32, far from overflowing). Parsed with jiff, which reports an
+/// overflowing number as an error where Go-style parsers in our dependencies panic.
 fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
-    let duration: ferry::api::Duration = text
+    use ferry::decide::leadership::{MAX_LEASE_DURATION, MIN_LEASE_DURATION};
+    let parsed: jiff::SignedDuration = text
+        .trim()
         .parse()
-        .map_err(|e| format!("{text:?} is not a duration such as 15s: {e}"))?;
-    let duration: std::time::Duration = duration.into();
-    if duration < std::time::Duration::from_secs(3) || text.starts_with('-') {
+        .map_err(|e| format!("{text:?} is not a duration such as 15s or 1m30s: {e}"))?;
+    let duration = std::time::Duration::try_from(parsed)
+        .map_err(|_| format!("{text:?} is negative: a lease lasts from 3s to 1h"))?;
+    if duration < MIN_LEASE_DURATION {
         return Err(format!("{text:?} is too short: a lease lasts at least 3s"));
     }
+    if duration > MAX_LEASE_DURATION {
+        return Err(format!("{text:?} is too long: a lease lasts at most 1h"));
+    }
     Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_durations_are_bounded_and_never_overflow() {
+        let seconds = |s: u64| Ok(std::time::Duration::from_secs(s));
+        for (text, want) in [
+            ("15s", seconds(15)),
+            ("3s", seconds(3)),
+            ("1m30s", seconds(90)),
+            ("1h", seconds(3600)),
+            ("3600s", seconds(3600)),
+            ("2500ms", Err("too short")),
+            ("2.999s", Err("too short")),
+            ("0s", Err("too short")),
+            ("1h1s", Err("too long")),
+            ("3601s", Err("too long")),
+            ("99999999999999999999h", Err("not a duration")),
+            ("9223372036854775807s", Err("too long")),
+            ("-5s", Err("negative")),
+            ("15", Err("not a duration")),
+            ("", Err("not a duration")),
+            ("soon", Err("not a duration")),
+        ] {
+            let got = parse_lease_duration(text);
+            match (&got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(*got, want, "{text}"),
+                (Err(message), Err(part)) => {
+                    assert!(message.contains(part), "{text}: {message}")
+                }
+                _ => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

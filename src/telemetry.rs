@@ -49,6 +49,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     kind: &'static str,
     category: &'static str,
@@ -59,6 +64,8 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
+    status_writes: Family<KindLabels, Counter>,
+    webhook_requests: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +73,8 @@ impl Default for Metrics {
         Self {
             reconciles: Family::default(),
             failures: Family::default(),
+            status_writes: Family::default(),
+            webhook_requests: Family::default(),
             durations: Family::new_with_constructor(|| {
                 // 1 ms to about 16 s: a reconcile is a few API calls.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -94,6 +103,46 @@ impl Metrics {
             "Time spent in one reconcile, per kind",
             self.durations.clone(),
         );
+        registry.register(
+            "status_writes",
+            "Status writes sent to the API server, per kind (none while nothing changes)",
+            self.status_writes.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Push webhook requests by result: accepted, ignored (another branch, not a push), \
+             unsigned, forged, oversized, malformed, unknown_application, unavailable",
+            self.webhook_requests.clone(),
+        );
+    }
+
+    /// Counts a webhook request by how it ended (`adapters::webhook::Outcome::result`).
+    pub fn webhook_request(&self, result: &'static str) {
+        self.webhook_requests
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// How many webhook requests ended with `result` so far.
+    pub fn webhook_requests(&self, result: &'static str) -> u64 {
+        self.webhook_requests
+            .get_or_create(&ResultLabels { result })
+            .get()
+    }
+
+    /// Counts a status write sent to the API server.
+    pub fn status_written(&self, kind: &'static str) {
+        self.status_writes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// How many reconciles of `kind` started so far.
+    pub fn reconciles(&self, kind: &'static str) -> u64 {
+        self.reconciles.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// How many status writes of `kind` were sent so far.
+    pub fn status_writes(&self, kind: &'static str) -> u64 {
+        self.status_writes.get_or_create(&KindLabels { kind }).get()
     }
 
     /// Counts a reconcile of `kind` and times it until the returned guard drops.

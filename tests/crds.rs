@@ -230,6 +230,93 @@ fn every_field_has_a_description_for_kubectl_explain() {
     );
 }
 
+/// Lines of a description that break a paragraph mid-sentence: a line followed by a prose line
+/// that is neither a new paragraph, a list item nor code. Doc comments are wrapped for the
+/// editor; `kubectl explain` must show them as paragraphs.
+fn broken_paragraphs(description: &str) -> Vec<String> {
+    fn is_list_item(line: &str) -> bool {
+        let digits = line.chars().take_while(char::is_ascii_digit).count();
+        ["- ", "* ", "+ "].iter().any(|m| line.starts_with(m))
+            || (digits > 0 && [". ", ") "].iter().any(|m| line[digits..].starts_with(m)))
+    }
+    let is_code = |line: &str| line.starts_with([' ', '\t']);
+    let mut broken = Vec::new();
+    let mut in_fence = false;
+    let lines: Vec<&str> = description.split('\n').collect();
+    for pair in lines.windows(2) {
+        let (line, next) = (pair[0], pair[1]);
+        // A fence line toggles the code block, unless it also closes it (```x```).
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") && !(trimmed.len() > 3 && trimmed.ends_with("```")) {
+            in_fence = !in_fence;
+        }
+        let prose = |l: &str| !l.trim().is_empty() && !is_code(l) && !l.starts_with("```");
+        if !in_fence && prose(line) && prose(next) && !is_list_item(next) {
+            broken.push(format!("{line:?} / {next:?}"));
+        }
+    }
+    broken
+}
+
+fn descriptions(value: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, nested) in map {
+                match nested {
+                    serde_json::Value::String(text) if key == "description" => {
+                        out.push((path.to_owned(), text.clone()))
+                    }
+                    _ => descriptions(nested, &format!("{path}.{key}"), out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, nested) in items.iter().enumerate() {
+                descriptions(nested, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn no_description_breaks_a_line_inside_a_paragraph() {
+    let mut found = Vec::new();
+    let mut count = 0;
+    for crd in ferry::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let mut all = Vec::new();
+        descriptions(
+            &serde_json::to_value(&crd).expect("the CRD serializes"),
+            &name,
+            &mut all,
+        );
+        count += all.len();
+        for (path, text) in all {
+            for broken in broken_paragraphs(&text) {
+                found.push(format!("{path}: {broken}"));
+            }
+        }
+    }
+    assert!(count > 100, "only {count} descriptions found");
+    assert!(
+        found.is_empty(),
+        "{} line breaks inside paragraphs:\n{}",
+        found.len(),
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_paragraph_check_sees_a_wrapped_sentence_and_spares_lists_and_code() {
+    assert_eq!(
+        broken_paragraphs("pinning an\nolder release"),
+        ["\"pinning an\" / \"older release\""]
+    );
+    assert!(broken_paragraphs("One.\n\nTwo.\n- item\n1. item\n\n    code\n    more").is_empty());
+    assert!(broken_paragraphs("```\nline\nline\n```").is_empty());
+}
+
 /// (API group, resource, verb) triples of the ClusterRoles and Roles in a YAML stream.
 fn granted(yaml: &str) -> std::collections::BTreeSet<(String, String, String)> {
     // Helm placeholders are not YAML; stand a plain word in for each.

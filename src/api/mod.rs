@@ -14,7 +14,9 @@
 pub mod application;
 pub mod buildjob;
 pub mod conditions;
+pub mod descriptions;
 pub mod environment;
+pub mod reasons;
 pub mod reference;
 pub mod release;
 pub mod shared;
@@ -39,14 +41,17 @@ pub const GROUP: &str = "ferry.dev";
 /// The field manager Ferry uses for every server-side apply.
 pub const FIELD_MANAGER: &str = "ferry";
 
-/// The four CRDs, in the order `ferry crds` prints them.
+/// The four CRDs, in the order `ferry crds` prints them, with their descriptions reflowed
+/// into paragraphs for `kubectl explain` (`descriptions`).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Application::crd(),
         BuildJob::crd(),
         Environment::crd(),
         Release::crd(),
-    ]
+    ];
+    crds.iter_mut().for_each(descriptions::reflow_crd);
+    crds
 }
 
 /// One YAML file per CRD, named `<plural>.ferry.dev.yaml`, as committed in `crds/`.

@@ -44,7 +44,30 @@ pub fn markdown() -> Result<String, serde_json::Error> {
             fields(&schema["properties"][part], part, &mut out);
         }
     }
+    reasons(&mut out);
     Ok(out)
+}
+
+/// The table of every reason a condition or an Event can carry, from `api::reasons`.
+fn reasons(out: &mut String) {
+    out.push_str(
+        "\n## Condition and Event reasons\n\n\
+         The `reason` of a condition (`kubectl get <kind> <name> -o yaml`) and of an Event \
+         (`kubectl events`). A Warning reason means a person must act or something failed; \
+         an Event about a `Stalled` object is always a Warning.\n\n\
+         | reason | Event type | kinds | meaning |\n|---|---|---|---|\n",
+    );
+    for reason in super::reasons::ALL {
+        let meaning: Vec<&str> = reason.doc.lines().map(str::trim).collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            reason.name,
+            reason.severity.as_str(),
+            reason.kinds.join(", "),
+            meaning.join(" ").trim()
+        );
+    }
 }
 
 fn rules(schema: &Value) -> Vec<String> {

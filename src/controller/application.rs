@@ -1,29 +1,28 @@
-//! Reconciles Applications: resolves the Environments and Secrets an Application names and
-//! reports whether it can be delivered.
+//! Reconciles Applications: resolves the Environments, Releases and Secrets an Application
+//! names and reports whether it can be delivered.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, related, secret_metadata, succeeded, write_status};
+use super::environment::target_namespace;
+use super::error::succeeded;
+use super::relations::related;
+use super::status::{self, readable};
+use super::{Context, Error, Guarded, next_action};
 use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, Environment, Release, Secret};
 use crate::decide::application::{
-    self as decide, EnvironmentFacts, EnvironmentReadiness, Observed,
+    self as decide, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
 };
-use crate::decide::secrets::SecretKeys;
-
-/// How often an Application is looked at again with nothing changed, to catch what no watch
-/// reports.
-const RESYNC: Duration = Duration::from_secs(300);
+use crate::decide::environment::{consents, upstream_of};
+use crate::decide::secrets::{SecretAccess, SecretKeys};
 
 /// Declares what an Application's state depends on besides itself.
 pub(super) fn relate(
@@ -31,11 +30,10 @@ pub(super) fn relate(
     context: &Arc<Context>,
     environments: impl Stream<Item = Arc<Guarded<Environment>>> + Send + 'static,
     releases: impl Stream<Item = Arc<Guarded<Release>>> + Send + 'static,
-    config: watcher::Config,
 ) -> Controller<Guarded<Application>> {
     // An Environment appearing, disappearing or changing readiness changes whether the
     // Applications that list it can be delivered.
-    let apps = context.applications.clone();
+    let apps = context.caches.applications.store().clone();
     let by_environment = move |env: Arc<Guarded<Environment>>| {
         let name = env.name_any();
         related(&apps, env.namespace().as_deref(), |app: &Application| {
@@ -43,7 +41,7 @@ pub(super) fn relate(
         })
     };
     // A Release appearing or going away decides whether a pin on it can be honoured.
-    let apps = context.applications.clone();
+    let apps = context.caches.applications.store().clone();
     let by_release = move |release: Arc<Guarded<Release>>| {
         let name = release.name_any();
         related(
@@ -56,18 +54,9 @@ pub(super) fn relate(
             },
         )
     };
-    // A Secret appearing or changing its keys unblocks the Applications that name it.
-    let apps = context.applications.clone();
-    let by_secret = move |secret: PartialObjectMeta<Secret>| {
-        let name = secret.name_any();
-        related(&apps, secret.namespace().as_deref(), |app: &Application| {
-            app.secret_refs().iter().any(|(_, s)| *s == name)
-        })
-    };
     controller
         .watches_shared_stream(environments, by_environment)
         .watches_shared_stream(releases, by_release)
-        .watches(secret_metadata(context), config, by_secret)
 }
 
 #[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
@@ -81,10 +70,10 @@ pub(super) async fn reconcile(
     let _timer = context.metrics.reconcile_started("Application");
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
-    let environments = environment_facts(&context, &namespace).await;
+    let environments = environment_facts(&context, &namespace, app).await?;
     let releases = release_owners(&context, &namespace).await;
-    let secrets = secret_keys(&context, &namespace, &app.secret_refs()).await?;
-    let status = decide::status(
+    let secrets = secret_access(&context, &namespace, &app.secret_refs()).await?;
+    let decision = decide::status(
         &Observed {
             app,
             namespace: &namespace,
@@ -94,68 +83,58 @@ pub(super) async fn reconcile(
         },
         &context.clock.now(),
     );
-    write_status(&context, app, app.status.as_ref(), &status, |s| {
-        &s.conditions
-    })
-    .await?;
+    let written = status::write(&context, app, app.status.as_ref(), &decision.status).await?;
 
     succeeded(&context, app);
-    Ok(Action::requeue(RESYNC))
+    Ok(next_action(written, decision.requeue_after))
 }
 
-/// The Environments of a namespace, from the shared cache.
+/// The Environments of a namespace from the shared cache; for those `app` lists that deploy
+/// into another namespace, that namespace's consent read live.
 async fn environment_facts(
     context: &Context,
     namespace: &str,
-) -> BTreeMap<String, EnvironmentFacts> {
-    // Before the cache has its first full list every Environment would look missing.
-    context.environments_synced.wait().await;
-    context
-        .environments
-        .state()
-        .into_iter()
-        .filter(|env| env.namespace().as_deref() == Some(namespace))
-        .map(|guard| {
-            let Ok(env) = &guard.0 else {
-                let facts = EnvironmentFacts {
-                    upstream: None,
-                    readiness: EnvironmentReadiness::NotReady("InvalidObject".to_owned()),
-                };
-                return (guard.name_any(), facts);
-            };
-            let conditions = env
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
-            // A Ready condition about an older generation says nothing about the spec now.
-            let readiness = match conditions::find(conditions, READY) {
-                Some(ready) if ready.observed_generation != env.metadata.generation => {
-                    EnvironmentReadiness::Pending
-                }
-                Some(ready) if ready.status == conditions::TRUE => EnvironmentReadiness::Ready,
-                Some(ready) => EnvironmentReadiness::NotReady(ready.reason.clone()),
-                None => EnvironmentReadiness::Pending,
-            };
-            (
-                env.name_any(),
-                EnvironmentFacts {
-                    upstream: env.spec.upstream.clone(),
-                    readiness,
-                },
-            )
-        })
-        .collect()
+    app: &Application,
+) -> Result<BTreeMap<String, EnvironmentFacts>, Error> {
+    let mut facts = BTreeMap::new();
+    for guard in context.caches.environments.in_namespace(namespace).await {
+        let name = guard.name_any();
+        let env = guard.0.as_ref().ok();
+        let ready = env.and_then(|e| {
+            let status = e.status.as_ref()?;
+            conditions::find(&status.conditions, READY).cloned()
+        });
+        let listed = app.spec.environments.iter().any(|e| e.name == name);
+        let target = match env.and_then(Environment::target_namespace) {
+            Some(target) if listed && target != namespace => Some(LiveTarget {
+                namespace: target.to_owned(),
+                consents: consents(&target_namespace(context, target).await?, target, namespace),
+            }),
+            _ => None,
+        };
+        let readiness =
+            environment_readiness(ready.as_ref(), guard.meta().generation, env.is_some());
+        let upstream = upstream_of(env.map(|e| &e.spec));
+        facts.insert(
+            name,
+            EnvironmentFacts {
+                upstream,
+                readiness,
+                target,
+            },
+        );
+    }
+    Ok(facts)
 }
 
 /// The Releases of a namespace, name to Application, from the shared cache.
 async fn release_owners(context: &Context, namespace: &str) -> BTreeMap<String, String> {
-    context.releases_synced.wait().await;
     context
+        .caches
         .releases
-        .state()
+        .in_namespace(namespace)
+        .await
         .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(namespace))
         .map(|r| {
             // A Release Ferry cannot read still exists; whose it is stays unknown.
             let owner =
@@ -167,22 +146,28 @@ async fn release_owners(context: &Context, namespace: &str) -> BTreeMap<String, 
         .collect()
 }
 
-/// The key names of the named Secrets that exist. Values are dropped right away.
-pub(super) async fn secret_keys(
+/// The key names of the named Secrets that exist, read with one `get` each (values are
+/// dropped at once), or that the namespace has not granted Ferry access to its Secrets.
+pub(super) async fn secret_access(
     context: &Context,
     namespace: &str,
     references: &[(&'static str, &str)],
-) -> Result<SecretKeys, Error> {
+) -> Result<SecretAccess, Error> {
     let api = context.api::<Secret>(namespace);
     let mut keys = SecretKeys::new();
     for (_, name) in references {
         if keys.contains_key(*name) {
             continue;
         }
-        let secret = api
-            .get_opt(name)
-            .await
-            .map_err(Error::observe(format!("Secret {namespace}/{name}")))?;
+        let secret = match api.get_opt(name).await {
+            Ok(secret) => secret,
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(SecretAccess::NotGranted {
+                    service_account: context.service_account.clone(),
+                });
+            }
+            Err(error) => return Err(Error::observe(format!("Secret {namespace}/{name}"))(error)),
+        };
         if let Some(secret) = secret {
             let names = secret
                 .data
@@ -193,5 +178,5 @@ pub(super) async fn secret_keys(
             keys.insert((*name).to_owned(), names);
         }
     }
-    Ok(keys)
+    Ok(SecretAccess::Read(keys))
 }

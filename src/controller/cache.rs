@@ -6,6 +6,9 @@
 //! the cache does, after the store has dropped the object, for relations where a disappearing
 //! object matters (an Application whose Environment is deleted).
 //!
+//! [`Caches`] groups one cache per kind and [`Views`] what reconcilers read of them, both
+//! generated from one list, so a new kind adds one line.
+//!
 //! Readiness is signalled here rather than with `Store::wait_until_ready`: in kube-runtime 5 that
 //! future wakes only the last of several concurrent waiters (its oneshot receiver keeps a single
 //! waker), so a reconcile waiting on it could hang once the controller's own applier waits too.
@@ -16,11 +19,14 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+
+use super::Guarded;
+use crate::api::{Application, BuildJob, Environment, Release};
 
 /// How many changes a cache buffers for a slow subscriber before its watch waits.
 const SUBSCRIBER_BUFFER: usize = 1024;
@@ -59,12 +65,25 @@ where
 
     /// Changed objects as `subscribe` gives them, and deleted objects too.
     pub fn subscribe_with_deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        futures::stream::select(self.subscribe(), self.deletions())
+    }
+
+    /// Deleted objects only, each after the store has dropped it.
+    pub fn deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (tx, rx) = mpsc::unbounded();
         self.deletions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(tx);
-        futures::stream::select(self.subscribe(), rx)
+        rx
+    }
+
+    /// What reconcilers read of this cache.
+    pub fn view(&self) -> View<K> {
+        View {
+            store: self.store.clone(),
+            synced: self.synced.clone(),
+        }
     }
 
     /// Watches `api` into the store until `shutdown` resolves.
@@ -104,6 +123,100 @@ where
             })
             .await;
     }
+}
+
+/// What a reconciler reads of one kind: the shared store, waited on until it has synced, since
+/// before its first full list every object would look missing.
+pub struct View<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    synced: Synced,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            synced: self.synced.clone(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
+    /// The objects of `namespace`, once the cache has synced.
+    pub async fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.synced.wait().await;
+        self.store
+            .state()
+            .into_iter()
+            .filter(|object| object.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+
+    /// One object, once the cache has synced.
+    pub async fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.synced.wait().await;
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The store itself, for watch mappers: they run only on changes, after the first list.
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+/// Defines [`Caches`] and [`Views`] from one list of `field: Kind`.
+macro_rules! caches {
+    ($($field:ident: $kind:ty),+ $(,)?) => {
+        /// One shared cache per kind.
+        pub struct Caches {
+            $(pub $field: Cache<Guarded<$kind>>,)+
+        }
+
+        /// What reconcilers read of the caches.
+        #[derive(Clone)]
+        pub struct Views {
+            $(pub $field: View<Guarded<$kind>>,)+
+        }
+
+        impl Caches {
+            pub fn new() -> Self {
+                Self { $($field: Cache::new(),)+ }
+            }
+
+            pub fn views(&self) -> Views {
+                Views { $($field: self.$field.view(),)+ }
+            }
+
+            /// Resolves once every cache has its first complete list.
+            pub fn synced(&self) -> impl Future<Output = ()> + Send + 'static {
+                let synced = [$(self.$field.synced.clone()),+];
+                async move {
+                    futures::future::join_all(synced.iter().map(Synced::wait)).await;
+                }
+            }
+
+            /// Runs every cache's watch, over `namespace` or the whole cluster, until
+            /// `shutdown` resolves.
+            pub async fn run(
+                self,
+                client: &Client,
+                namespace: Option<&str>,
+                config: &watcher::Config,
+                shutdown: impl Future<Output = ()> + Send + Clone + 'static,
+            ) {
+                futures::join!(
+                    $(self.$field.run(super::scoped_api(client, namespace), config.clone(), shutdown.clone()),)+
+                );
+            }
+        }
+    };
+}
+
+caches! {
+    applications: Application,
+    environments: Environment,
+    releases: Release,
+    buildjobs: BuildJob,
 }
 
 /// Resolves once a cache holds its first complete list; any number may wait.

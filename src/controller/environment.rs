@@ -1,9 +1,8 @@
 //! Reconciles Environments: resolves the upstream chain and checks that the target namespace
-//! exists and consents.
+//! consents.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use kube::core::PartialObjectMeta;
@@ -12,11 +11,12 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, related, succeeded, write_status};
+use super::error::succeeded;
+use super::relations::related;
+use super::status::{self, readable};
+use super::{Context, Error, Guarded, next_action};
 use crate::api::{Environment, Namespace};
-use crate::decide::environment::{self as decide, Observed, TargetNamespace};
-
-const RESYNC: Duration = Duration::from_secs(300);
+use crate::decide::environment::{self as decide, Observed, TargetNamespace, upstream_of};
 
 /// Declares what an Environment's state depends on besides itself.
 pub(super) fn relate(
@@ -27,7 +27,7 @@ pub(super) fn relate(
 ) -> Controller<Guarded<Environment>> {
     // Whether an upstream chain resolves, or loops, depends on every Environment of the
     // namespace: a change to one re-checks its siblings.
-    let envs = context.environments.clone();
+    let envs = context.caches.environments.store().clone();
     let siblings = move |changed: Arc<Guarded<Environment>>| {
         related(&envs, changed.namespace().as_deref(), |_: &Environment| {
             true
@@ -35,7 +35,7 @@ pub(super) fn relate(
     };
     // A target namespace appearing or consenting unblocks the Environments aimed at it, in
     // whichever namespace they are.
-    let envs = context.environments.clone();
+    let envs = context.caches.environments.store().clone();
     let by_namespace = move |ns: PartialObjectMeta<Namespace>| {
         let name = ns.name_any();
         related(&envs, None, |env: &Environment| {
@@ -59,29 +59,26 @@ pub(super) async fn reconcile(
     let _timer = context.metrics.reconcile_started("Environment");
     let namespace = env.namespace().ok_or(Error::MissingNamespace)?;
     let name = env.name_any();
-    let target_namespace = env.target_namespace().unwrap_or(&namespace).to_owned();
+    let target_name = env.target_namespace().unwrap_or(&namespace).to_owned();
 
     let upstreams = upstreams(&context, &namespace, env).await;
-    let target = target(&context, &target_namespace).await?;
-    let status = decide::status(
+    let target = target_namespace(&context, &target_name).await?;
+    let decision = decide::status(
         &Observed {
             name: &name,
             namespace: &namespace,
             generation: env.metadata.generation,
-            target_namespace: &target_namespace,
+            target_namespace: &target_name,
             target,
             upstreams: &upstreams,
             current: env.status.as_ref(),
         },
         &context.clock.now(),
     );
-    write_status(&context, env, env.status.as_ref(), &status, |s| {
-        &s.conditions
-    })
-    .await?;
+    let written = status::write(&context, env, env.status.as_ref(), &decision.status).await?;
 
     succeeded(&context, env);
-    Ok(Action::requeue(RESYNC))
+    Ok(next_action(written, decision.requeue_after))
 }
 
 /// Every Environment of the namespace, name to upstream, from the shared cache; `env` itself
@@ -91,23 +88,30 @@ async fn upstreams(
     namespace: &str,
     env: &Environment,
 ) -> BTreeMap<String, Option<String>> {
-    context.environments_synced.wait().await;
     let mut upstreams: BTreeMap<String, Option<String>> = context
+        .caches
         .environments
-        .state()
+        .in_namespace(namespace)
+        .await
         .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(namespace))
-        // An Environment Ferry cannot read still exists; it counts as a first stage.
         .map(|e| {
-            let upstream = e.0.as_ref().ok().and_then(|e| e.spec.upstream.clone());
-            (e.name_any(), upstream)
+            (
+                e.name_any(),
+                upstream_of(e.0.as_ref().ok().map(|e| &e.spec)),
+            )
         })
         .collect();
     upstreams.insert(env.name_any(), env.spec.upstream.clone());
     upstreams
 }
 
-async fn target(context: &Context, name: &str) -> Result<TargetNamespace, Error> {
+/// A namespace's consent annotations, read live from the API server, never from a cache or
+/// an Environment's status: consent is checked against the namespace as it is when Ferry is
+/// about to rely on it.
+pub(super) async fn target_namespace(
+    context: &Context,
+    name: &str,
+) -> Result<TargetNamespace, Error> {
     let api = Api::<Namespace>::all(context.client.clone());
     let namespace = api
         .get_metadata_opt(name)
@@ -116,7 +120,6 @@ async fn target(context: &Context, name: &str) -> Result<TargetNamespace, Error>
     Ok(match namespace {
         None => TargetNamespace::Missing,
         Some(ns) => TargetNamespace::Present {
-            labels: ns.metadata.labels.unwrap_or_default(),
             annotations: ns.metadata.annotations.unwrap_or_default(),
         },
     })

@@ -1,20 +1,19 @@
 //! Reconciles Releases: a Release is a record, ready once its Application exists.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use kube::ResourceExt;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
-use super::{Context, Error, Guarded, readable, related, succeeded, write_status};
+use super::error::succeeded;
+use super::relations::related;
+use super::status::{self, readable};
+use super::{Context, Error, Guarded, next_action};
 use crate::api::{Application, Release};
 use crate::decide::release::{self as decide, Observed};
-
-const RESYNC: Duration = Duration::from_secs(600);
 
 /// Declares what a Release's state depends on besides itself.
 pub(super) fn relate(
@@ -45,7 +44,7 @@ pub(super) async fn reconcile(
 
     let application_exists =
         application_exists(&context, &namespace, &release.spec.application).await;
-    let status = decide::status(
+    let decision = decide::status(
         &Observed {
             release,
             namespace: &namespace,
@@ -53,20 +52,19 @@ pub(super) async fn reconcile(
         },
         &context.clock.now(),
     );
-    write_status(&context, release, release.status.as_ref(), &status, |s| {
-        &s.conditions
-    })
-    .await?;
+    let written =
+        status::write(&context, release, release.status.as_ref(), &decision.status).await?;
 
     succeeded(&context, release);
-    Ok(Action::requeue(RESYNC))
+    Ok(next_action(written, decision.requeue_after))
 }
 
 /// Whether the Application exists, from the shared cache.
 pub(super) async fn application_exists(context: &Context, namespace: &str, name: &str) -> bool {
-    context.applications_synced.wait().await;
     context
+        .caches
         .applications
-        .get(&ObjectRef::new(name).within(namespace))
+        .get(namespace, name)
+        .await
         .is_some()
 }

@@ -1,20 +1,38 @@
 //! Whether an Application can be delivered: every Environment it lists exists, is ready and
-//! is reachable from a first stage through environments it also lists, and every Secret it
-//! names exists with the keys its use needs.
+//! is reachable from a first stage through environments it also lists, its target namespace
+//! consents (read live, not trusted from the Environment's status), and every Secret it names
+//! exists with the keys its use needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::secrets::{self, SecretKeys};
-use super::{Blocker, Readiness, join_names, readiness, whole_seconds};
+use super::environment::not_consenting;
+use super::secrets::{self, SecretAccess};
+use super::{Blocker, Decision, Readiness, join_names, readiness, whole_seconds};
 use crate::api::application::{EnvironmentState, Phase};
-use crate::api::conditions;
-use crate::api::{Application, ApplicationStatus, Time};
+use crate::api::conditions::{self, TRUE};
+use crate::api::reasons::{
+    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, PINNED_RELEASE_NOT_FOUND,
+    PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED,
+    WAITING_FOR_ENVIRONMENTS,
+};
+use crate::api::{Application, ApplicationStatus, Condition, Time};
 
 /// An Environment as the Application controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvironmentFacts {
     pub upstream: Option<String>,
     pub readiness: EnvironmentReadiness,
+    /// Its target namespace as read live from the API server, if it is another namespace.
+    /// The Environment's own `Ready` condition is not enough: anyone allowed to write
+    /// `environments/status` could forge it.
+    pub target: Option<LiveTarget>,
+}
+
+/// A target namespace and whether it consents, as read live when the Application is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveTarget {
+    pub namespace: String,
+    pub consents: bool,
 }
 
 /// Whether an Environment can take releases, from its own status.
@@ -27,14 +45,34 @@ pub enum EnvironmentReadiness {
     NotReady(String),
 }
 
+/// How ready an Environment is, from its `Ready` condition and its `metadata.generation`; an
+/// Environment Ferry cannot read at all is `None`. A `Ready` condition about an older
+/// generation says nothing about the spec as it is now, so it counts as not checked yet.
+pub fn environment_readiness(
+    ready: Option<&Condition>,
+    generation: Option<i64>,
+    readable: bool,
+) -> EnvironmentReadiness {
+    if !readable {
+        return EnvironmentReadiness::NotReady(INVALID_OBJECT.name.to_owned());
+    }
+    match ready {
+        Some(ready) if ready.observed_generation != generation => EnvironmentReadiness::Pending,
+        Some(ready) if ready.status == TRUE => EnvironmentReadiness::Ready,
+        Some(ready) => EnvironmentReadiness::NotReady(ready.reason.clone()),
+        None => EnvironmentReadiness::Pending,
+    }
+}
+
 /// What the reconciler observed for one Application.
 pub struct Observed<'a> {
     pub app: &'a Application,
     pub namespace: &'a str,
     /// The Environments of the namespace, by name.
     pub environments: &'a BTreeMap<String, EnvironmentFacts>,
-    /// Key names of the Secrets the Application names (absent when they do not exist).
-    pub secrets: &'a SecretKeys,
+    /// Key names of the Secrets the Application names (absent when they do not exist), or
+    /// that the namespace has not granted Ferry access to its Secrets.
+    pub secrets: &'a SecretAccess,
     /// The Releases of the namespace: name to the Application each belongs to.
     pub releases: &'a BTreeMap<String, String>,
 }
@@ -49,14 +87,14 @@ fn pin_blocker(observed: &Observed) -> Option<Blocker> {
         let field = format!("spec.environments[{}].pin.release", entry.name);
         match observed.releases.get(&pin.release) {
             None => Some(Blocker::new(
-                "PinnedReleaseNotFound",
+                PINNED_RELEASE_NOT_FOUND,
                 format!(
                     "Environment \"{}\" is pinned to Release \"{}\", which does not exist in namespace \"{}\"; create it or correct {field}",
                     entry.name, pin.release, observed.namespace
                 ),
             )),
             Some(owner) if owner != app => Some(Blocker::new(
-                "PinnedReleaseOfAnotherApplication",
+                PINNED_RELEASE_OF_ANOTHER_APPLICATION,
                 format!(
                     "Environment \"{}\" is pinned to Release \"{}\", which is a release of Application \"{owner}\", not \"{app}\"; correct {field}",
                     entry.name, pin.release
@@ -79,7 +117,7 @@ pub fn order(
             && !listed_set.contains(up)
         {
             return Err(Blocker::new(
-                "UpstreamNotListed",
+                UPSTREAM_NOT_LISTED,
                 format!(
                     "Environment \"{name}\" promotes from \"{up}\", which spec.environments does not list, so no release would reach it; add \"{up}\" or change the upstream of \"{name}\""
                 ),
@@ -105,7 +143,7 @@ pub fn order(
                     .cloned()
                     .collect();
                 return Err(Blocker::new(
-                    "UpstreamCycle",
+                    UPSTREAM_CYCLE,
                     format!(
                         "Environments {} promote from each other in a cycle; make one of them a first stage",
                         join_names(&rest)
@@ -131,7 +169,7 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
             ("Environments", "do", "create them or remove the entries")
         };
         return Some(Blocker::new(
-            "EnvironmentNotFound",
+            ENVIRONMENT_NOT_FOUND,
             format!(
                 "{noun} {} named in spec.environments {verb} not exist in namespace \"{}\"; {fix}",
                 join_names(&missing),
@@ -152,19 +190,33 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
     if let Some(blocker) = pin_blocker(observed) {
         return Some(blocker);
     }
+    let refusing = listed.iter().find_map(|name| {
+        let target = observed.environments.get(name)?.target.as_ref()?;
+        (!target.consents).then(|| {
+            let why = not_consenting(&target.namespace, observed.namespace);
+            Blocker::new(
+                why.reason,
+                format!("Environment \"{name}\" cannot deploy: {}", why.message),
+            )
+        })
+    });
+    if refusing.is_some() {
+        return refusing;
+    }
     listed
         .iter()
         .find_map(|name| match &observed.environments.get(name)?.readiness {
             EnvironmentReadiness::NotReady(reason) => Some(Blocker::new(
-                "EnvironmentNotReady",
+                ENVIRONMENT_NOT_READY,
                 format!("Environment \"{name}\" is not ready ({reason}); see its status"),
             )),
             EnvironmentReadiness::Ready | EnvironmentReadiness::Pending => None,
         })
 }
 
-/// The Application's new status.
-pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
+/// The Application's new status; a Secret blocker is looked at again after
+/// [`secrets::RECHECK`], since Secrets are not watched.
+pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus> {
     let app = observed.app;
     let generation = app.metadata.generation;
     let current = app.status.clone().unwrap_or_default();
@@ -186,17 +238,22 @@ pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
         })
         .cloned()
         .collect();
-    let state = match blocker(observed, &listed) {
+    let blocker = blocker(observed, &listed);
+    let recheck = blocker
+        .as_ref()
+        .is_some_and(secrets::is_about_secrets)
+        .then_some(secrets::RECHECK);
+    let state = match blocker {
         Some(blocker) => Readiness::Blocked(blocker),
         None if !pending.is_empty() => Readiness::InProgress {
-            reason: "WaitingForEnvironments",
+            reason: WAITING_FOR_ENVIRONMENTS,
             message: format!(
                 "waiting for Ferry to check Environments {}",
                 join_names(&pending)
             ),
         },
         None => Readiness::Ready {
-            reason: "Ready",
+            reason: READY,
             message: if listed.is_empty() {
                 "builds and releases; lists no environments to deliver to".to_owned()
             } else {
@@ -220,7 +277,7 @@ pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
         })
         .collect();
 
-    ApplicationStatus {
+    let status = ApplicationStatus {
         observed_generation: generation,
         conditions: conditions::merge(
             &current.conditions,
@@ -231,7 +288,8 @@ pub fn status(observed: &Observed, now: &Time) -> ApplicationStatus {
         summary: summary(&environments),
         environments,
         ..current
-    }
+    };
+    Decision::status(status).requeue_after(recheck)
 }
 
 /// One line per Application for `kubectl get`: each environment with its release, or its
@@ -285,6 +343,7 @@ spec:
                     EnvironmentFacts {
                         upstream: u.map(str::to_owned),
                         readiness: EnvironmentReadiness::Ready,
+                        target: None,
                     },
                 )
             })
@@ -303,7 +362,7 @@ spec:
     fn decide(
         app: &Application,
         envs: &BTreeMap<String, EnvironmentFacts>,
-        secrets: &SecretKeys,
+        secrets: &SecretAccess,
     ) -> ApplicationStatus {
         let observed = Observed {
             app,
@@ -312,14 +371,14 @@ spec:
             secrets,
             releases: &BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]),
         };
-        status(&observed, &now())
+        status(&observed, &now()).status
     }
 
-    fn git_cred() -> SecretKeys {
-        SecretKeys::from([(
+    fn git_cred() -> SecretAccess {
+        SecretAccess::Read(BTreeMap::from([(
             "git-cred".to_owned(),
             BTreeSet::from(["username".to_owned(), "password".to_owned()]),
-        )])
+        )]))
     }
 
     fn now() -> Time {
@@ -338,7 +397,7 @@ spec:
         let envs = three_stages();
         let listed = ["dev", "prod"].map(String::from);
         let blocker = order(&listed, &envs).unwrap_err();
-        assert_eq!(blocker.reason, "UpstreamNotListed");
+        assert_eq!(blocker.reason, UPSTREAM_NOT_LISTED);
         assert!(blocker.message.contains("add \"staging\""));
     }
 
@@ -382,10 +441,22 @@ spec:
     fn a_missing_secret_stalls_the_application() {
         let app = app(SHOP);
         let envs = three_stages();
-        let status = decide(&app, &envs, &SecretKeys::new());
+        let observed = Observed {
+            app: &app,
+            namespace: "team-a",
+            environments: &envs,
+            secrets: &SecretAccess::Read(BTreeMap::new()),
+            releases: &BTreeMap::new(),
+        };
+        let decision = status(&observed, &now());
         assert_eq!(
-            find(&status.conditions, READY).unwrap().reason,
+            find(&decision.status.conditions, READY).unwrap().reason,
             "SecretNotFound"
+        );
+        assert_eq!(
+            decision.requeue_after,
+            Some(secrets::RECHECK),
+            "Secrets are not watched, so the blocker is looked at again"
         );
     }
 
@@ -394,12 +465,12 @@ spec:
         let app = app(SHOP);
         let mut envs = three_stages();
         envs.get_mut("prod").unwrap().readiness =
-            EnvironmentReadiness::NotReady("TargetNamespaceNotFound".to_owned());
+            EnvironmentReadiness::NotReady("UpstreamCycle".to_owned());
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "EnvironmentNotReady");
-        assert!(ready.message.contains("TargetNamespaceNotFound"));
+        assert!(ready.message.contains("UpstreamCycle"));
     }
 
     #[test]
@@ -450,7 +521,7 @@ spec:
                 secrets: &git_cred(),
                 releases: &releases,
             };
-            let status = status(&observed, &now());
+            let status = status(&observed, &now()).status;
             assert_eq!(
                 find(&status.conditions, READY).unwrap().reason,
                 reason,
@@ -473,7 +544,8 @@ spec:
                 releases: &BTreeMap::new(),
             },
             &now(),
-        );
+        )
+        .status;
         app.status = Some(first.clone());
         let later = Time(jiff::Timestamp::from_second(1_800_000_600).unwrap());
         let second = status(
@@ -485,7 +557,80 @@ spec:
                 releases: &BTreeMap::new(),
             },
             &later,
-        );
+        )
+        .status;
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_target_that_stops_consenting_blocks_even_if_the_environment_says_ready() {
+        let app = app(SHOP);
+        let mut envs = three_stages();
+        envs.get_mut("prod").unwrap().target = Some(LiveTarget {
+            namespace: "team-a-prod".into(),
+            consents: false,
+        });
+        let status = decide(&app, &envs, &git_cred());
+        let stalled = find(&status.conditions, STALLED).unwrap();
+        assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
+        assert!(
+            stalled
+                .message
+                .starts_with("Environment \"prod\" cannot deploy"),
+            "{}",
+            stalled.message
+        );
+        envs.get_mut("prod").unwrap().target = Some(LiveTarget {
+            namespace: "team-a-prod".into(),
+            consents: true,
+        });
+        let status = decide(&app, &envs, &git_cred());
+        assert!(is_true(&status.conditions, READY));
+    }
+
+    #[test]
+    fn an_environments_readiness_comes_from_its_ready_condition_for_its_generation() {
+        let ready = |status: &str, generation: i64| Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: "TargetNamespaceNotConsenting".into(),
+            message: String::new(),
+            observed_generation: Some(generation),
+            last_transition_time: now(),
+        };
+        let cases = [
+            (
+                "ready for this generation",
+                Some(ready("True", 2)),
+                true,
+                EnvironmentReadiness::Ready,
+            ),
+            (
+                "ready for an older generation",
+                Some(ready("True", 1)),
+                true,
+                EnvironmentReadiness::Pending,
+            ),
+            (
+                "not ready, with its reason",
+                Some(ready("False", 2)),
+                true,
+                EnvironmentReadiness::NotReady("TargetNamespaceNotConsenting".into()),
+            ),
+            ("not checked yet", None, true, EnvironmentReadiness::Pending),
+            (
+                "unreadable",
+                Some(ready("True", 2)),
+                false,
+                EnvironmentReadiness::NotReady("InvalidObject".into()),
+            ),
+        ];
+        for (name, condition, readable, want) in cases {
+            assert_eq!(
+                environment_readiness(condition.as_ref(), Some(2), readable),
+                want,
+                "{name}"
+            );
+        }
     }
 }

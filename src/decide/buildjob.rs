@@ -1,55 +1,113 @@
-//! Where a BuildJob stands before and around its build pod.
+//! Where a BuildJob stands: before its build pod, while it runs, and after.
 //!
 //! A build can start only when its Application exists and the Secrets it names hold the
-//! keys they need. A finished build (Succeeded or Failed) keeps its outcome.
+//! keys they need. Then the decision asks for the build pod, follows its steps
+//! (`build::progress`), asks for the pushed image to be verified in the registry, and on
+//! success asks for the Release. A finished build (Succeeded or Failed) keeps its outcome;
+//! only its Release is still made if it is missing (the controller may have stopped between
+//! the two).
 
-use super::secrets::{self, SecretKeys};
-use super::{Blocker, Readiness, readiness, whole_seconds};
+use std::time::Duration;
+
+use super::build::progress::{self, PodFacts, Progress, Verification};
+use super::secrets::{self, SecretAccess};
+use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::buildjob::BuildPhase;
 use crate::api::conditions::{self, Desired, READY, SUCCEEDED};
+use crate::api::reasons::{
+    APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_RUNNING, BUILD_SUCCEEDED, Reason,
+    VERIFYING_IMAGE,
+};
 use crate::api::{BuildJob, BuildJobStatus, Time};
+
+/// How soon a registry that could not be asked is asked again.
+pub const VERIFY_RETRY: Duration = Duration::from_secs(10);
 
 /// What the reconciler observed for one BuildJob.
 pub struct Observed<'a> {
     pub job: &'a BuildJob,
     pub namespace: &'a str,
     pub application_exists: bool,
-    pub secrets: &'a SecretKeys,
+    pub secrets: &'a SecretAccess,
+    /// The build pod, if it exists.
+    pub pod: Option<&'a PodFacts>,
+    /// The registry's answer about the image the publish step reported, once asked.
+    pub verification: Option<&'a Verification>,
+    /// The Release already made of this build's commit, if any.
+    pub release: Option<&'a str>,
 }
 
-/// The BuildJob's new status.
-pub fn status(observed: &Observed, now: &Time) -> BuildJobStatus {
+/// What the shell does for a BuildJob besides writing its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the build pod (`desired::build_pod`).
+    CreatePod,
+    /// Ask the registry whether `image` exists, then decide again with the answer.
+    Verify { image: String },
+    /// Make the Release of this build's verified `image`.
+    CreateRelease { image: String },
+}
+
+/// The BuildJob's new status and what to do.
+pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Action> {
     let job = observed.job;
     let generation = job.metadata.generation;
     let current = job.status.clone().unwrap_or_default();
+    let mut next = BuildJobStatus {
+        release: current
+            .release
+            .clone()
+            .or(observed.release.map(str::to_owned)),
+        ..current.clone()
+    };
+    let mut actions = Vec::new();
+    let mut requeue = None;
     let wanted = match current.phase {
         Some(BuildPhase::Succeeded) => {
             let image = current.image.clone().unwrap_or_default();
-            finished(true, "BuildSucceeded", &format!("built {image}"))
+            if next.release.is_none() && !image.is_empty() {
+                actions.push(Action::CreateRelease {
+                    image: image.clone(),
+                });
+            }
+            finished(true, BUILD_SUCCEEDED.name, &format!("built {image}"))
         }
         Some(BuildPhase::Failed) => match &current.failure {
             Some(failure) => finished(false, &failure.reason, &failure.message),
-            None => finished(false, "BuildFailed", "the build failed"),
+            None => finished(false, BUILD_FAILED.name, "the build failed"),
         },
-        Some(BuildPhase::Pending | BuildPhase::Running) | None => {
-            let state = match blocker(observed) {
-                Some(blocker) => Readiness::Blocked(blocker),
-                None => Readiness::InProgress {
-                    reason: "BuildPending",
-                    message: "waiting for a build pod".to_owned(),
-                },
-            };
-            let mut wanted = readiness(&state);
-            wanted.push(Desired::new(
-                SUCCEEDED,
-                false,
-                "BuildPending",
-                "the build has not finished",
-            ));
-            wanted
-        }
+        Some(BuildPhase::Pending | BuildPhase::Running) | None => match blocker(observed) {
+            Some(blocker) => {
+                if secrets::is_about_secrets(&blocker) {
+                    requeue = Some(secrets::RECHECK);
+                }
+                next.phase = Some(current.phase.unwrap_or(BuildPhase::Pending));
+                in_progress(Readiness::Blocked(blocker))
+            }
+            None => {
+                let progress = progress::progress(
+                    observed.pod,
+                    &job.spec.image.repository,
+                    observed.verification,
+                );
+                let (phase, state) = follow(progress, &mut next, &mut actions, &mut requeue);
+                next.phase = Some(phase);
+                match state {
+                    Some(state) => in_progress(state),
+                    None => match (&next.phase, &next.failure) {
+                        (Some(BuildPhase::Failed), Some(failure)) => {
+                            finished(false, &failure.reason, &failure.message)
+                        }
+                        _ => {
+                            let image = next.image.clone().unwrap_or_default();
+                            finished(true, BUILD_SUCCEEDED.name, &format!("built {image}"))
+                        }
+                    },
+                }
+            }
+        },
     };
-    BuildJobStatus {
+    let status = BuildJobStatus {
         observed_generation: generation,
         conditions: conditions::merge(
             &current.conditions,
@@ -57,9 +115,108 @@ pub fn status(observed: &Observed, now: &Time) -> BuildJobStatus {
             generation,
             &whole_seconds(now),
         ),
-        phase: current.phase.or(Some(BuildPhase::Pending)),
-        ..current
+        ..next
+    };
+    Decision {
+        status,
+        actions,
+        requeue_after: None,
     }
+    .requeue_after(requeue)
+}
+
+/// Applies the build's progress to `next`; returns its phase, and the readiness while it is
+/// not finished (`None` once it is).
+fn follow(
+    progress: Progress,
+    next: &mut BuildJobStatus,
+    actions: &mut Vec<Action>,
+    requeue: &mut Option<Duration>,
+) -> (BuildPhase, Option<Readiness>) {
+    let working = |reason: Reason, message: String| Readiness::InProgress { reason, message };
+    match progress {
+        Progress::CreatePod => {
+            actions.push(Action::CreatePod);
+            (
+                BuildPhase::Pending,
+                Some(working(BUILD_PENDING, "waiting for a build pod".into())),
+            )
+        }
+        Progress::Running { step, started } => {
+            next.start_time = next.start_time.take().or(started);
+            match step {
+                Some(step) => (
+                    BuildPhase::Running,
+                    Some(working(BUILD_RUNNING, format!("step {step} is running"))),
+                ),
+                None => (
+                    BuildPhase::Pending,
+                    Some(working(
+                        BUILD_PENDING,
+                        "waiting for the build pod to start".into(),
+                    )),
+                ),
+            }
+        }
+        Progress::Verify { image, started, .. } => {
+            next.start_time = next.start_time.take().or(started);
+            actions.push(Action::Verify {
+                image: image.clone(),
+            });
+            (
+                BuildPhase::Running,
+                Some(working(
+                    VERIFYING_IMAGE,
+                    format!("checking that the registry has {image}"),
+                )),
+            )
+        }
+        Progress::VerifyLater { image, why } => {
+            *requeue = Some(VERIFY_RETRY);
+            (
+                BuildPhase::Running,
+                Some(working(
+                    VERIFYING_IMAGE,
+                    format!("cannot ask the registry about {image} yet ({why}); retrying"),
+                )),
+            )
+        }
+        Progress::Succeeded {
+            image,
+            started,
+            finished,
+        } => {
+            next.start_time = next.start_time.take().or(started);
+            next.completion_time = finished;
+            next.image = Some(image.clone());
+            if next.release.is_none() {
+                actions.push(Action::CreateRelease { image });
+            }
+            (BuildPhase::Succeeded, None)
+        }
+        Progress::Failed {
+            failure,
+            started,
+            finished,
+        } => {
+            next.start_time = next.start_time.take().or(started);
+            next.completion_time = finished;
+            next.failure = Some(failure);
+            (BuildPhase::Failed, None)
+        }
+    }
+}
+
+/// The conditions of a build still under way (or blocked): `Succeeded` is not yet true.
+fn in_progress(state: Readiness) -> Vec<Desired> {
+    let mut wanted = readiness(&state);
+    wanted.push(Desired::new(
+        SUCCEEDED,
+        false,
+        BUILD_PENDING.name,
+        "the build has not finished",
+    ));
+    wanted
 }
 
 /// The conditions of a finished build: `Succeeded` says how it ended, `Ready` follows it.
@@ -73,7 +230,7 @@ fn finished(succeeded: bool, reason: &str, message: &str) -> Vec<Desired> {
 fn blocker(observed: &Observed) -> Option<Blocker> {
     if !observed.application_exists {
         return Some(Blocker::new(
-            "ApplicationNotFound",
+            APPLICATION_NOT_FOUND,
             format!(
                 "Application \"{}\" does not exist in namespace \"{}\"; a build belongs to an Application",
                 observed.job.spec.application, observed.namespace
@@ -122,10 +279,14 @@ spec:
                 job: &job,
                 namespace: "team-a",
                 application_exists: true,
-                secrets: &SecretKeys::new(),
+                secrets: &SecretAccess::Read(Default::default()),
+                pod: None,
+                verification: None,
+                release: None,
             },
             &now(),
-        );
+        )
+        .status;
         assert_eq!(
             find(&status.conditions, STALLED).unwrap().reason,
             "SecretNotFound"
@@ -151,15 +312,140 @@ spec:
                 job: &job,
                 namespace: "team-a",
                 application_exists: true,
-                secrets: &SecretKeys::new(),
+                secrets: &SecretAccess::Read(Default::default()),
+                pod: None,
+                verification: None,
+                release: None,
             },
             &now(),
-        );
+        )
+        .status;
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             find(&status.conditions, SUCCEEDED).unwrap().reason,
             "ScriptFailed"
         );
         assert!(find(&status.conditions, STALLED).is_none());
+    }
+
+    fn decide(
+        job: &BuildJob,
+        pod: Option<&PodFacts>,
+        verification: Option<&Verification>,
+    ) -> Decision<BuildJobStatus, Action> {
+        let secrets = SecretAccess::Read(
+            [("reg".to_owned(), [".dockerconfigjson".to_owned()].into())].into(),
+        );
+        status(
+            &Observed {
+                job,
+                namespace: "team-a",
+                application_exists: true,
+                secrets: &secrets,
+                pod,
+                verification,
+                release: None,
+            },
+            &now(),
+        )
+    }
+
+    #[test]
+    fn a_build_goes_from_its_pod_to_a_verified_image_and_a_release() {
+        use crate::decide::build::progress::{PodPhase, StepState};
+        let job = job();
+        let first = decide(&job, None, None);
+        assert_eq!(first.actions, [Action::CreatePod]);
+        assert_eq!(first.status.phase, Some(BuildPhase::Pending));
+
+        let digest = "ab".repeat(32);
+        let image = format!("registry.local/team-a/shop@sha256:{digest}");
+        let at = |s| Time(jiff::Timestamp::from_second(s).unwrap());
+        let ok = |message: &str| StepState::Terminated {
+            exit_code: 0,
+            message: (!message.is_empty()).then(|| message.to_owned()),
+            finished: Some(at(30)),
+        };
+        let pod = PodFacts {
+            phase: PodPhase::Succeeded,
+            reason: None,
+            started: Some(at(10)),
+            steps: vec![
+                ("fetch".into(), ok("")),
+                ("build".into(), ok("")),
+                ("publish".into(), ok(&format!(r#"{{"image":"{image}"}}"#))),
+            ],
+        };
+        let reported = decide(&job, Some(&pod), None);
+        assert_eq!(
+            reported.actions,
+            [Action::Verify {
+                image: image.clone()
+            }]
+        );
+        assert_eq!(reported.status.phase, Some(BuildPhase::Running));
+        assert_eq!(
+            reported.status.image, None,
+            "nothing is believed before verification"
+        );
+
+        let verified = decide(&job, Some(&pod), Some(&Verification::Found));
+        assert_eq!(
+            verified.actions,
+            [Action::CreateRelease {
+                image: image.clone()
+            }]
+        );
+        assert_eq!(verified.status.phase, Some(BuildPhase::Succeeded));
+        assert_eq!(verified.status.image.as_deref(), Some(image.as_str()));
+        assert_eq!(verified.status.start_time, Some(at(10)));
+        assert_eq!(verified.status.completion_time, Some(at(30)));
+        assert!(is_true(&verified.status.conditions, SUCCEEDED));
+
+        // The controller stopped before the Release was made: the next pass makes it.
+        let mut stored = job.clone();
+        stored.status = Some(verified.status.clone());
+        let again = decide(&stored, Some(&pod), None);
+        assert_eq!(again.actions, [Action::CreateRelease { image }]);
+        // Once the Release exists, nothing more.
+        stored.status = Some(BuildJobStatus {
+            release: Some("shop-0.0.0-9fceb02".into()),
+            ..verified.status
+        });
+        assert!(decide(&stored, Some(&pod), None).actions.is_empty());
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_asked_is_asked_again_later() {
+        use crate::decide::build::progress::{PodPhase, StepState};
+        let job = job();
+        let digest = "cd".repeat(32);
+        let message = format!(r#"{{"image":"registry.local/team-a/shop@sha256:{digest}"}}"#);
+        let done = |m: Option<String>| StepState::Terminated {
+            exit_code: 0,
+            message: m,
+            finished: None,
+        };
+        let pod = PodFacts {
+            phase: PodPhase::Succeeded,
+            reason: None,
+            started: None,
+            steps: vec![
+                ("fetch".into(), done(None)),
+                ("build".into(), done(None)),
+                ("publish".into(), done(Some(message))),
+            ],
+        };
+        let later = decide(
+            &job,
+            Some(&pod),
+            Some(&Verification::Unavailable("connection refused".into())),
+        );
+        assert!(later.actions.is_empty());
+        assert_eq!(later.requeue_after, Some(VERIFY_RETRY));
+        assert_eq!(
+            find(&later.status.conditions, READY).unwrap().reason,
+            "VerifyingImage"
+        );
     }
 }

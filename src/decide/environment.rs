@@ -1,19 +1,26 @@
 //! Whether an Environment can take releases: its upstream chain resolves without a cycle and
-//! its target namespace exists and consents to deployments from the Environment's namespace.
+//! its target namespace consents to deployments from the Environment's namespace.
+//!
+//! Consent is the annotation `ferry.dev/allow-deploy-from` on the target namespace, listing
+//! the namespaces (comma-separated) whose Environments may deploy into it. A target namespace
+//! that does not exist gets the same answer as one that does not consent, so that a tenant
+//! cannot learn from Ferry which namespaces exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Blocker, Readiness, readiness, whole_seconds};
+use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::conditions;
 use crate::api::environment::CONSENT_ANNOTATION;
-use crate::api::{EnvironmentStatus, Time};
+use crate::api::reasons::{
+    READY, TARGET_NAMESPACE_NOT_CONSENTING, UPSTREAM_CYCLE, UPSTREAM_NOT_FOUND,
+};
+use crate::api::{EnvironmentSpec, EnvironmentStatus, Time};
 
-/// The target namespace as the controller found it.
+/// The target namespace as the controller found it, read live from the API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetNamespace {
     Missing,
     Present {
-        labels: BTreeMap<String, String>,
         annotations: BTreeMap<String, String>,
     },
 }
@@ -30,6 +37,13 @@ pub struct Observed<'a> {
     pub current: Option<&'a EnvironmentStatus>,
 }
 
+/// The upstream of an Environment of the namespace, `None` for a first stage. An Environment
+/// Ferry cannot read (`spec` is `None`) still exists: it counts as a first stage, so that it
+/// neither hides a cycle behind it nor makes its downstreams' upstream "missing".
+pub fn upstream_of(spec: Option<&EnvironmentSpec>) -> Option<String> {
+    spec.and_then(|s| s.upstream.clone())
+}
+
 /// The chain of Environments from the first stage down to `name`, or why there is none.
 pub fn pipeline(
     name: &str,
@@ -41,7 +55,7 @@ pub fn pipeline(
     while let Some(Some(up)) = upstreams.get(&here) {
         if !upstreams.contains_key(up) {
             return Err(Blocker::new(
-                "UpstreamNotFound",
+                UPSTREAM_NOT_FOUND,
                 format!(
                     "upstream Environment \"{up}\" of \"{here}\" does not exist in this namespace; create it or correct spec.upstream"
                 ),
@@ -51,7 +65,7 @@ pub fn pipeline(
             chain.push(up.clone());
             chain.reverse();
             return Err(Blocker::new(
-                "UpstreamCycle",
+                UPSTREAM_CYCLE,
                 format!(
                     "upstreams form a cycle ({}); a release could never enter it: make one of them the first stage by removing its spec.upstream",
                     chain.join(" -> ")
@@ -66,52 +80,51 @@ pub fn pipeline(
 }
 
 /// Whether `target` lets Environments of `source_namespace` deploy into it: the annotation
-/// `ferry.dev/allow-deploy-from` lists it (comma-separated), or a label of the same key
-/// names it. An Environment deploying into its own namespace needs no consent.
+/// `ferry.dev/allow-deploy-from` lists it (comma-separated). An Environment deploying into its
+/// own namespace needs no consent. Labels do not count: a label value cannot hold a list, and
+/// one way to consent is easier to audit.
 pub fn consents(target: &TargetNamespace, target_name: &str, source_namespace: &str) -> bool {
     if target_name == source_namespace {
         return true;
     }
     match target {
         TargetNamespace::Missing => false,
-        TargetNamespace::Present {
-            labels,
-            annotations,
-        } => {
-            let listed = annotations
-                .get(CONSENT_ANNOTATION)
-                .is_some_and(|v| v.split(',').any(|n| n.trim() == source_namespace));
-            listed || labels.get(CONSENT_ANNOTATION).map(String::as_str) == Some(source_namespace)
-        }
+        TargetNamespace::Present { annotations } => annotations
+            .get(CONSENT_ANNOTATION)
+            .is_some_and(|v| v.split(',').any(|n| n.trim() == source_namespace)),
     }
 }
 
+/// Why Environments of `source_namespace` may not deploy into `target_name`, with the command
+/// that grants consent. Worded the same whether or not the namespace exists.
+pub fn not_consenting(target_name: &str, source_namespace: &str) -> Blocker {
+    Blocker::new(
+        TARGET_NAMESPACE_NOT_CONSENTING,
+        format!(
+            "namespace \"{target_name}\" does not exist or does not allow deployments from namespace \"{source_namespace}\"; its administrator grants them with: kubectl annotate namespace {target_name} {CONSENT_ANNOTATION}={source_namespace}"
+        ),
+    )
+}
+
 /// The Environment's new status.
-pub fn status(observed: &Observed, now: &Time) -> EnvironmentStatus {
+pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
     let chain = pipeline(observed.name, observed.upstreams);
-    let state = match (&chain, &observed.target) {
-        (Err(blocker), _) => Readiness::Blocked(blocker.clone()),
-        (Ok(_), TargetNamespace::Missing) => Readiness::Blocked(Blocker::new(
-            "TargetNamespaceNotFound",
-            format!(
-                "target namespace \"{}\" does not exist; create it or correct spec.targetNamespace",
-                observed.target_namespace
-            ),
-        )),
-        (Ok(_), target) if !consents(target, observed.target_namespace, observed.namespace) => {
-            Readiness::Blocked(Blocker::new(
-                "TargetNamespaceNotConsenting",
-                format!(
-                    "namespace \"{}\" does not allow deployments from namespace \"{}\"; annotate it: kubectl annotate namespace {} {CONSENT_ANNOTATION}={}",
-                    observed.target_namespace,
-                    observed.namespace,
-                    observed.target_namespace,
-                    observed.namespace
-                ),
+    let state = match &chain {
+        Err(blocker) => Readiness::Blocked(blocker.clone()),
+        Ok(_)
+            if !consents(
+                &observed.target,
+                observed.target_namespace,
+                observed.namespace,
+            ) =>
+        {
+            Readiness::Blocked(not_consenting(
+                observed.target_namespace,
+                observed.namespace,
             ))
         }
-        (Ok(chain), _) => Readiness::Ready {
-            reason: "Ready",
+        Ok(chain) => Readiness::Ready {
+            reason: READY,
             message: format!(
                 "deploys into namespace \"{}\"; pipeline {}",
                 observed.target_namespace,
@@ -123,7 +136,7 @@ pub fn status(observed: &Observed, now: &Time) -> EnvironmentStatus {
         .current
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    EnvironmentStatus {
+    Decision::status(EnvironmentStatus {
         observed_generation: observed.generation,
         conditions: conditions::merge(
             existing,
@@ -133,13 +146,13 @@ pub fn status(observed: &Observed, now: &Time) -> EnvironmentStatus {
         ),
         target_namespace: Some(observed.target_namespace.to_owned()),
         pipeline: chain.unwrap_or_default(),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::{READY, STALLED, find, is_true};
+    use crate::api::conditions::{STALLED, find, is_true};
 
     fn upstreams(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
         pairs
@@ -150,7 +163,6 @@ mod tests {
 
     fn present(annotations: &[(&str, &str)]) -> TargetNamespace {
         TargetNamespace::Present {
-            labels: BTreeMap::new(),
             annotations: annotations
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -177,7 +189,7 @@ mod tests {
     fn a_missing_upstream_blocks() {
         let ups = upstreams(&[("prod", Some("staging"))]);
         let blocker = pipeline("prod", &ups).unwrap_err();
-        assert_eq!(blocker.reason, "UpstreamNotFound");
+        assert_eq!(blocker.reason, UPSTREAM_NOT_FOUND);
         assert!(blocker.message.contains("\"staging\""));
     }
 
@@ -185,7 +197,7 @@ mod tests {
     fn a_cycle_blocks_and_names_its_members() {
         let ups = upstreams(&[("a", Some("c")), ("b", Some("a")), ("c", Some("b"))]);
         let blocker = pipeline("a", &ups).unwrap_err();
-        assert_eq!(blocker.reason, "UpstreamCycle");
+        assert_eq!(blocker.reason, UPSTREAM_CYCLE);
         assert!(
             blocker.message.contains("a -> b -> c -> a"),
             "{}",
@@ -212,6 +224,42 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_target_reads_like_one_that_does_not_consent() {
+        let ups = upstreams(&[("prod", None)]);
+        let message = |target| {
+            let observed = Observed {
+                name: "prod",
+                namespace: "team-a",
+                generation: Some(1),
+                target_namespace: "elsewhere",
+                target,
+                upstreams: &ups,
+                current: None,
+            };
+            let status = status(&observed, &now()).status;
+            let stalled = find(&status.conditions, STALLED).unwrap().clone();
+            (stalled.reason, stalled.message)
+        };
+        assert_eq!(message(TargetNamespace::Missing), message(present(&[])));
+    }
+
+    #[test]
+    fn an_unreadable_environment_counts_as_a_first_stage() {
+        let spec = |upstream: Option<&str>| EnvironmentSpec {
+            upstream: upstream.map(str::to_owned),
+            ..serde_yaml::from_str("{}").unwrap()
+        };
+        let cases = [
+            ("unreadable", None, None),
+            ("a first stage", Some(spec(None)), None),
+            ("with an upstream", Some(spec(Some("dev"))), Some("dev")),
+        ];
+        for (name, spec, want) in cases {
+            assert_eq!(upstream_of(spec.as_ref()).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
     fn a_non_consenting_target_stalls_the_environment_with_the_fix() {
         let ups = upstreams(&[("prod", None)]);
         let observed = Observed {
@@ -223,7 +271,7 @@ mod tests {
             upstreams: &ups,
             current: None,
         };
-        let status = status(&observed, &now());
+        let status = status(&observed, &now()).status;
         let stalled = find(&status.conditions, STALLED).unwrap();
         assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
         assert!(
@@ -231,7 +279,7 @@ mod tests {
                 .message
                 .contains("kubectl annotate namespace team-a-prod")
         );
-        assert!(!is_true(&status.conditions, READY));
+        assert!(!is_true(&status.conditions, conditions::READY));
         assert_eq!(status.observed_generation, Some(3));
     }
 
@@ -247,8 +295,8 @@ mod tests {
             upstreams: &ups,
             current: None,
         };
-        let status = status(&observed, &now());
-        assert!(is_true(&status.conditions, READY));
+        let status = status(&observed, &now()).status;
+        assert!(is_true(&status.conditions, conditions::READY));
         assert!(find(&status.conditions, STALLED).is_none());
         assert_eq!(status.pipeline, ["dev", "prod"]);
     }

@@ -1,7 +1,9 @@
 //! A Release is a record; it is ready once it belongs to an Application that exists.
 
-use super::{Blocker, Readiness, readiness, whole_seconds};
+use super::build::naming::short_commit;
+use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::conditions;
+use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED};
 use crate::api::release::ReleaseState;
 use crate::api::{Release, ReleaseStatus, Time};
 
@@ -13,24 +15,24 @@ pub struct Observed<'a> {
 }
 
 /// The Release's new status.
-pub fn status(observed: &Observed, now: &Time) -> ReleaseStatus {
+pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
     let release = observed.release;
     let spec = &release.spec;
     let generation = release.metadata.generation;
     let current = release.status.clone().unwrap_or_default();
     let state = if observed.application_exists {
         Readiness::Ready {
-            reason: "Recorded",
+            reason: RECORDED,
             message: format!(
                 "version {} of {} at commit {}",
                 spec.version,
                 spec.application,
-                short(&spec.commit)
+                short_commit(&spec.commit)
             ),
         }
     } else {
         Readiness::Blocked(Blocker::new(
-            "ApplicationNotFound",
+            APPLICATION_NOT_FOUND,
             format!(
                 "Application \"{}\" does not exist in namespace \"{}\"; this release cannot be deployed until it does",
                 spec.application, observed.namespace
@@ -48,7 +50,7 @@ pub fn status(observed: &Observed, now: &Time) -> ReleaseStatus {
         })
         .map(|e| e.name.as_str())
         .collect();
-    ReleaseStatus {
+    Decision::status(ReleaseStatus {
         observed_generation: generation,
         conditions: conditions::merge(
             &current.conditions,
@@ -58,12 +60,7 @@ pub fn status(observed: &Observed, now: &Time) -> ReleaseStatus {
         ),
         summary: (!deployed.is_empty()).then(|| deployed.join(",")),
         ..current
-    }
-}
-
-/// The short form of a commit id, as git prints it.
-pub fn short(commit: &str) -> &str {
-    commit.get(..7).unwrap_or(commit)
+    })
 }
 
 #[cfg(test)]
@@ -101,7 +98,8 @@ spec:
                 application_exists: true,
             },
             &now(),
-        );
+        )
+        .status;
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "Recorded");
         assert!(ready.message.contains("9fceb02"));
@@ -117,7 +115,8 @@ spec:
                 application_exists: false,
             },
             &now(),
-        );
+        )
+        .status;
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             find(&status.conditions, STALLED).unwrap().reason,

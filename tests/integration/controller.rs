@@ -10,7 +10,11 @@ use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::{RunningController, TestNamespace, WAIT, create_namespace};
+use super::fixtures::{
+    dev, environment_after, environment_targeting, pinned, prod_manual, secret, shop, shop_1_4_2,
+    shop_build, shop_through,
+};
+use super::{RunningController, TestNamespace, WAIT, with_temp_ns};
 use ferry::api::conditions::{self, READY, RECONCILING, STALLED};
 use ferry::api::{Application, BuildJob, Condition, Environment, Namespace, Release, Secret};
 
@@ -27,32 +31,6 @@ fn is_ready(conditions: Option<&[Condition]>) -> bool {
     conditions.is_some_and(|c| conditions::is_true(c, READY))
 }
 
-const SHOP: &str = r#"
-apiVersion: ferry.dev/v1alpha1
-kind: Application
-metadata: {name: shop}
-spec:
-  source: {url: "http://git.local/shop.git"}
-  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
-  image: {repository: registry.local/team-a/shop}
-  environments: [{name: dev}, {name: prod}]
-"#;
-
-const SHOP_1_4_2: &str = r#"
-apiVersion: ferry.dev/v1alpha1
-kind: Release
-metadata: {name: shop-1.4.2}
-spec:
-  application: shop
-  version: 1.4.2
-  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
-  image: registry.local/team-a/shop@sha256:abababababababababababababababababababababababababababababababab
-"#;
-
-const DEV: &str =
-    "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n";
-const PROD: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: prod}\nspec: {upstream: dev, approval: Manual}\n";
-
 /// Waits for an Event with this reason (Events are written just after the status).
 async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
     let events = watcher(ns.api::<Event>(), watcher::Config::default())
@@ -61,24 +39,21 @@ async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
     futures::pin_mut!(events);
     match tokio::time::timeout(WAIT, events.try_next()).await {
         Ok(Ok(Some(event))) => event,
-        other => {
-            ns.dump().await;
-            panic!("no Event with reason {reason} within {WAIT:?} ({other:?})");
-        }
+        other => panic!("no Event with reason {reason} within {WAIT:?} ({other:?})"),
     }
 }
 
 /// The dev and prod Environments, and a controller for the namespace.
 async fn pipeline_and_controller(ns: &TestNamespace) -> RunningController {
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
+    ns.create_object(dev()).await;
+    ns.create_object(prod_manual()).await;
     RunningController::start(&ns.client, &ns.name)
 }
 
 /// The dev and prod Environments, a controller, and the shop Application once it is Ready.
 async fn ready_shop(ns: &TestNamespace) -> RunningController {
     let controller = pipeline_and_controller(ns).await;
-    ns.create::<Application>(SHOP).await;
+    ns.create_object(shop()).await;
     ns.wait_for::<Application>("shop", "Ready", |a| {
         is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
     })
@@ -88,321 +63,320 @@ async fn ready_shop(ns: &TestNamespace) -> RunningController {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_environment_stalls_the_application_until_it_appears() {
-    let ns = TestNamespace::new("missing-env").await;
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create::<Application>(SHOP).await;
+    with_temp_ns("missing-env", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object(shop()).await;
 
-    let app = ns
-        .wait_for::<Application>("shop", "Stalled on missing Environments", |a| {
-            app_reason(a).as_deref() == Some("EnvironmentNotFound")
-        })
-        .await;
-    let status = app.status.expect("a status");
-    let stalled = condition(&status.conditions, STALLED).expect("a Stalled condition");
-    assert_eq!(stalled.status, "True");
-    assert!(
-        stalled.message.contains("\"dev\" and \"prod\""),
-        "{}",
-        stalled.message
-    );
-    assert_eq!(status.observed_generation, app.metadata.generation);
-    let event = event_with_reason(&ns, "EnvironmentNotFound").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
+        let app = ns
+            .wait_for::<Application>("shop", "Stalled on missing Environments", |a| {
+                app_reason(a).as_deref() == Some("EnvironmentNotFound")
+            })
+            .await;
+        let status = app.status.expect("a status");
+        let stalled = condition(&status.conditions, STALLED).expect("a Stalled condition");
+        assert_eq!(stalled.status, "True");
+        assert!(
+            stalled.message.contains("\"dev\" and \"prod\""),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(status.observed_generation, app.metadata.generation);
+        let event = event_with_reason(&ns, "EnvironmentNotFound").await;
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
 
-    ns.create::<Environment>(DEV).await;
-    ns.create::<Environment>(PROD).await;
-    let app = ns
-        .wait_for::<Application>("shop", "Ready", |a| {
-            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
-        })
-        .await;
-    let status = app.status.expect("a status");
-    assert!(
-        condition(&status.conditions, STALLED).is_none(),
-        "Stalled is gone once Ready"
-    );
-    assert_eq!(status.summary.as_deref(), Some("dev=Pending prod=Pending"));
-    assert_eq!(
-        event_with_reason(&ns, "Ready").await.type_.as_deref(),
-        Some("Normal")
-    );
-    let envs = ns
-        .wait_for::<Environment>("prod", "Ready", |e| {
-            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
-        })
-        .await;
-    assert_eq!(envs.status.expect("a status").pipeline, ["dev", "prod"]);
+        ns.create_object(dev()).await;
+        ns.create_object(prod_manual()).await;
+        let app = ns
+            .wait_for::<Application>("shop", "Ready", |a| {
+                is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+            })
+            .await;
+        let status = app.status.expect("a status");
+        assert!(
+            condition(&status.conditions, STALLED).is_none(),
+            "Stalled is gone once Ready"
+        );
+        assert_eq!(status.summary.as_deref(), Some("dev=Pending prod=Pending"));
+        assert_eq!(
+            event_with_reason(&ns, "Ready").await.type_.as_deref(),
+            Some("Normal")
+        );
+        let envs = ns
+            .wait_for::<Environment>("prod", "Ready", |e| {
+                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+            })
+            .await;
+        assert_eq!(envs.status.expect("a status").pipeline, ["dev", "prod"]);
 
-    controller.stop().await;
-    ns.cleanup().await;
+        controller.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed() {
-    let ns = TestNamespace::new("missing-secret").await;
-    let controller = pipeline_and_controller(&ns).await;
-    ns.create::<Application>(&SHOP.replace("source: {", "source: {credentialsSecret: git-cred, "))
-        .await;
+    with_temp_ns("missing-secret", |ns| async move {
+        let controller = pipeline_and_controller(&ns).await;
+        let mut app = shop();
+        app.spec.source.credentials_secret = Some("git-cred".to_owned());
+        ns.create_object(app).await;
 
-    ns.wait_for::<Application>("shop", "SecretNotFound", |a| {
-        app_reason(a).as_deref() == Some("SecretNotFound")
-    })
-    .await;
-
-    let password = "hunter2-never-shown";
-    ns.create::<Secret>(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: git-cred}}\nstringData: {{username: ferry, pasword: {password}}}\n"
-    ))
-    .await;
-    let app = ns
-        .wait_for::<Application>("shop", "SecretInvalid", |a| {
-            app_reason(a).as_deref() == Some("SecretInvalid")
+        ns.wait_for::<Application>("shop", "SecretNotFound", |a| {
+            app_reason(a).as_deref() == Some("SecretNotFound")
         })
         .await;
-    let text = serde_json::to_string(&app.status).expect("status serializes");
-    assert!(
-        !text.contains(password),
-        "a secret value leaked into the status"
-    );
-    assert!(
-        text.contains("\\\"password\\\""),
-        "the message names the missing key: {text}"
-    );
 
-    let fix = serde_json::json!({"stringData": {"password": password}});
-    ns.api::<Secret>()
-        .patch("git-cred", &PatchParams::default(), &Patch::Merge(&fix))
-        .await
-        .expect("fixing the Secret");
-    ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+        let password = "hunter2-never-shown";
+        // "pasword": the Secret lacks the key `password`.
+        ns.create_object(secret(
+            "git-cred",
+            &[("username", "ferry"), ("pasword", password)],
+        ))
+        .await;
+        let app = ns
+            .wait_for::<Application>("shop", "SecretInvalid", |a| {
+                app_reason(a).as_deref() == Some("SecretInvalid")
+            })
+            .await;
+        let text = serde_json::to_string(&app.status).expect("status serializes");
+        assert!(
+            !text.contains(password),
+            "a secret value leaked into the status"
+        );
+        assert!(
+            text.contains("\\\"password\\\""),
+            "the message names the missing key: {text}"
+        );
+
+        let fix = serde_json::json!({"stringData": {"password": password}});
+        ns.api::<Secret>()
+            .patch("git-cred", &PatchParams::default(), &Patch::Merge(&fix))
+            .await
+            .expect("fixing the Secret");
+        ns.wait_for::<Application>("shop", "Ready", |a| {
+            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
+        for event in ns
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .expect("Events")
+            .items
+        {
+            assert!(
+                !event.note.unwrap_or_default().contains(password),
+                "a secret value leaked into an Event"
+            );
+        }
+
+        controller.stop().await;
     })
     .await;
-    for event in ns
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .expect("Events")
-        .items
-    {
-        assert!(
-            !event.note.unwrap_or_default().contains(password),
-            "a secret value leaked into an Event"
-        );
-    }
-
-    controller.stop().await;
-    ns.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
-    let ns = TestNamespace::new("consent").await;
-    let target = format!("{}-prod", ns.name);
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create::<Environment>(&format!(
-        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: prod}}\nspec: {{targetNamespace: {target}}}\n"
-    ))
-    .await;
-    let reason = |e: &Environment| {
-        e.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, READY))
-            .map(|c| c.reason.clone())
-    };
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotFound", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotFound")
+    with_temp_ns("consent", |ns| async move {
+        let target = format!("{}-prod", ns.name);
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object(environment_targeting("prod", &target))
+            .await;
+        let reason = |e: &Environment| {
+            e.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, READY))
+                .map(|c| c.reason.clone())
+        };
+        // A namespace that does not exist reads like one that does not consent, so a tenant
+        // cannot learn from Ferry which namespaces exist.
+        let missing = ns
+            .wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
+                reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
+            })
+            .await;
+
+        // Deleted with the test's namespace.
+        assert_eq!(ns.create_sibling("prod").await, target);
+        let message = |e: &Environment| {
+            e.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, READY))
+                .map(|c| c.message.clone())
+        };
+        // Give the controller time to see the new namespace (its watch triggers a reconcile).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let present = ns
+            .api::<Environment>()
+            .get("prod")
+            .await
+            .expect("reading prod");
+        assert_eq!(message(&present), message(&missing));
+
+        let consent = serde_json::json!({
+            "metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}
+        });
+        kube::Api::<Namespace>::all(ns.client.clone())
+            .patch(&target, &PatchParams::default(), &Patch::Merge(&consent))
+            .await
+            .expect("annotating the target namespace");
+        let env = ns
+            .wait_for::<Environment>("prod", "Ready", |e| {
+                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+            })
+            .await;
+        assert_eq!(
+            env.status.and_then(|s| s.target_namespace),
+            Some(target.clone())
+        );
+
+        controller.stop().await;
     })
     .await;
-
-    create_namespace(&ns.client, &target).await;
-    ns.wait_for::<Environment>("prod", "TargetNamespaceNotConsenting", move |e| {
-        reason(e).as_deref() == Some("TargetNamespaceNotConsenting")
-    })
-    .await;
-
-    let consent =
-        serde_json::json!({"metadata": {"annotations": {"ferry.dev/allow-deploy-from": ns.name}}});
-    kube::Api::<Namespace>::all(ns.client.clone())
-        .patch(&target, &PatchParams::default(), &Patch::Merge(&consent))
-        .await
-        .expect("annotating the target namespace");
-    let env = ns
-        .wait_for::<Environment>("prod", "Ready", |e| {
-            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
-        })
-        .await;
-    assert_eq!(
-        env.status.and_then(|s| s.target_namespace),
-        Some(target.clone())
-    );
-
-    controller.stop().await;
-    let _ = kube::Api::<Namespace>::all(ns.client.clone())
-        .delete(&target, &Default::default())
-        .await;
-    ns.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_cycle_stalls_every_environment_in_it() {
-    let ns = TestNamespace::new("cycle").await;
-    let controller = RunningController::start(&ns.client, &ns.name);
-    for (name, upstream) in [("a", "c"), ("b", "a"), ("c", "b")] {
-        ns.create::<Environment>(&format!(
-            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}}}\nspec: {{upstream: {upstream}}}\n"
-        ))
-        .await;
-    }
-    for name in ["a", "b", "c"] {
-        ns.wait_for::<Environment>(name, "UpstreamCycle", |e| {
-            e.status
-                .as_ref()
-                .and_then(|s| condition(&s.conditions, STALLED))
-                .is_some_and(|c| c.reason == "UpstreamCycle")
-        })
-        .await;
-    }
-    controller.stop().await;
-    ns.cleanup().await;
+    with_temp_ns("cycle", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        for (name, upstream) in [("a", "c"), ("b", "a"), ("c", "b")] {
+            ns.create_object(environment_after(name, upstream)).await;
+        }
+        for name in ["a", "b", "c"] {
+            ns.wait_for::<Environment>(name, "UpstreamCycle", |e| {
+                e.status
+                    .as_ref()
+                    .and_then(|s| condition(&s.conditions, STALLED))
+                    .is_some_and(|c| c.reason == "UpstreamCycle")
+            })
+            .await;
+        }
+        controller.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn observed_generation_follows_spec_changes() {
-    let ns = TestNamespace::new("generation").await;
-    let controller = ready_shop(&ns).await;
+    with_temp_ns("generation", |ns| async move {
+        let controller = ready_shop(&ns).await;
 
-    let change = serde_json::json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}});
-    let changed = ns
-        .api::<Application>()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
-        .await
-        .expect("changing the spec");
-    let generation = changed.metadata.generation;
-    assert!(generation > Some(1));
-    let app = ns
-        .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
-            a.status.as_ref().and_then(|s| s.observed_generation) == generation
-        })
-        .await;
-    assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
-    let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
-        .expect("Ready")
-        .clone();
-    assert_eq!(ready.observed_generation, generation);
+        let change = serde_json::json!({
+            "spec": {"environments": [{"name": "dev"}, {"name": "prod"}, {"name": "qa"}]}
+        });
+        let changed = ns
+            .api::<Application>()
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect("changing the spec");
+        let generation = changed.metadata.generation;
+        assert!(generation > Some(1));
+        let app = ns
+            .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
+                a.status.as_ref().and_then(|s| s.observed_generation) == generation
+            })
+            .await;
+        assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
+        let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
+            .expect("Ready")
+            .clone();
+        assert_eq!(ready.observed_generation, generation);
 
-    controller.stop().await;
-    ns.cleanup().await;
+        controller.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn releases_and_buildjobs_report_their_state() {
-    let ns = TestNamespace::new("records").await;
-    let controller = RunningController::start(&ns.client, &ns.name);
-    ns.create::<Release>(SHOP_1_4_2).await;
-    ns.wait_for::<Release>("shop-1.4.2", "ApplicationNotFound", |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, STALLED))
-            .is_some_and(|c| c.reason == "ApplicationNotFound")
-    })
-    .await;
-    ns.create::<Application>(&SHOP.replace(
-        "environments: [{name: dev}, {name: prod}]",
-        "environments: []",
-    ))
-    .await;
-    ns.wait_for::<Release>("shop-1.4.2", "Recorded", |r| {
-        is_ready(r.status.as_ref().map(|s| s.conditions.as_slice()))
-    })
-    .await;
-
-    ns.create::<BuildJob>(
-        r#"
-apiVersion: ferry.dev/v1alpha1
-kind: BuildJob
-metadata: {name: shop-9fceb02}
-spec:
-  application: shop
-  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
-  source: {url: "http://git.local/shop.git"}
-  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
-  image: {repository: registry.local/team-a/shop}
-"#,
-    )
-    .await;
-    let job = ns
-        .wait_for::<BuildJob>("shop-9fceb02", "Reconciling", |j| {
-            j.status
+    with_temp_ns("records", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object(shop_1_4_2()).await;
+        ns.wait_for::<Release>("shop-1.4.2", "ApplicationNotFound", |r| {
+            r.status
                 .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, RECONCILING))
+                .and_then(|s| condition(&s.conditions, STALLED))
+                .is_some_and(|c| c.reason == "ApplicationNotFound")
         })
         .await;
-    assert_eq!(
-        job.status
-            .and_then(|s| s.phase)
-            .map(|p| format!("{p:?}"))
-            .as_deref(),
-        Some("Pending")
-    );
+        ns.create_object(shop_through(&[])).await;
+        ns.wait_for::<Release>("shop-1.4.2", "Recorded", |r| {
+            is_ready(r.status.as_ref().map(|s| s.conditions.as_slice()))
+        })
+        .await;
 
-    controller.stop().await;
-    ns.cleanup().await;
+        ns.create_object(shop_build()).await;
+        let job = ns
+            .wait_for::<BuildJob>("shop-9fceb02", "Reconciling", |j| {
+                j.status
+                    .as_ref()
+                    .is_some_and(|s| conditions::is_true(&s.conditions, RECONCILING))
+            })
+            .await;
+        assert_eq!(
+            job.status
+                .and_then(|s| s.phase)
+                .map(|p| format!("{p:?}"))
+                .as_deref(),
+            Some("Pending")
+        );
+
+        controller.stop().await;
+    })
+    .await;
 }
 
 /// Guards the rule that status is written only when it changed: a settled controller must
 /// leave every object's resourceVersion alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_controller_writes_nothing() {
-    let ns = TestNamespace::new("idle").await;
-    let controller = pipeline_and_controller(&ns).await;
-    ns.create::<Application>(SHOP).await;
-    ns.create::<Application>(
-        &SHOP
-            .replace("name: shop", "name: broken")
-            .replace("{name: dev}, {name: prod}", "{name: nowhere}"),
-    )
-    .await;
-    ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
-    })
-    .await;
-    ns.wait_for::<Application>("broken", "Stalled", |a| {
-        app_reason(a).as_deref() == Some("EnvironmentNotFound")
-    })
-    .await;
-    for env in ["dev", "prod"] {
-        ns.wait_for::<Environment>(env, "Ready", |e| {
-            is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+    with_temp_ns("idle", |ns| async move {
+        let controller = pipeline_and_controller(&ns).await;
+        ns.create_object(shop()).await;
+        let mut broken = shop_through(&["nowhere"]);
+        broken.metadata.name = Some("broken".to_owned());
+        ns.create_object(broken).await;
+        ns.wait_for::<Application>("shop", "Ready", |a| {
+            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
         })
         .await;
-    }
+        ns.wait_for::<Application>("broken", "Stalled", |a| {
+            app_reason(a).as_deref() == Some("EnvironmentNotFound")
+        })
+        .await;
+        for env in ["dev", "prod"] {
+            ns.wait_for::<Environment>(env, "Ready", |e| {
+                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+            })
+            .await;
+        }
 
-    let before = versions(&ns).await;
-    let events_before = ns
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .expect("Events")
-        .items
-        .len();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let after = versions(&ns).await;
-    let events_after = ns
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .expect("Events")
-        .items
-        .len();
-    assert_eq!(before, after, "an idle controller changed objects");
-    assert_eq!(
-        events_before, events_after,
-        "an idle controller published Events"
-    );
+        let before = versions(&ns).await;
+        let events_before = ns
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .expect("Events")
+            .items
+            .len();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let after = versions(&ns).await;
+        let events_after = ns
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .expect("Events")
+            .items
+            .len();
+        assert_eq!(before, after, "an idle controller changed objects");
+        assert_eq!(
+            events_before, events_after,
+            "an idle controller published Events"
+        );
 
-    controller.stop().await;
-    ns.cleanup().await;
+        controller.stop().await;
+    })
+    .await;
 }
 
 async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
@@ -427,60 +401,148 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
 /// periodic resync (kube's shared stores do not pass deletions on; our caches do).
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_an_environment_stalls_the_applications_that_name_it() {
-    let ns = TestNamespace::new("deletion").await;
-    let controller = ready_shop(&ns).await;
+    with_temp_ns("deletion", |ns| async move {
+        let controller = ready_shop(&ns).await;
 
-    ns.api::<Environment>()
-        .delete("prod", &Default::default())
-        .await
-        .expect("deleting the Environment");
-    let app = ns
-        .wait_for::<Application>("shop", "EnvironmentNotFound", |a| {
-            app_reason(a).as_deref() == Some("EnvironmentNotFound")
-        })
-        .await;
-    let stalled = condition(&app.status.expect("a status").conditions, STALLED)
-        .expect("Stalled")
-        .clone();
-    assert!(stalled.message.contains("\"prod\""), "{}", stalled.message);
+        ns.api::<Environment>()
+            .delete("prod", &Default::default())
+            .await
+            .expect("deleting the Environment");
+        let app = ns
+            .wait_for::<Application>("shop", "EnvironmentNotFound", |a| {
+                app_reason(a).as_deref() == Some("EnvironmentNotFound")
+            })
+            .await;
+        let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+            .expect("Stalled")
+            .clone();
+        assert!(stalled.message.contains("\"prod\""), "{}", stalled.message);
 
-    controller.stop().await;
-    ns.cleanup().await;
+        controller.stop().await;
+    })
+    .await;
 }
 
 /// A pin is the GitOps way to approve or roll back; it must name a Release of this very
 /// Application, and Ferry waits for that Release to exist.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
-    let ns = TestNamespace::new("pin").await;
-    let controller = pipeline_and_controller(&ns).await;
-    ns.create::<Application>(&SHOP.replace(
-        "{name: prod}",
-        "{name: prod, pin: {release: shop-1.4.2, reason: \"CHG-1234 approved\"}}",
-    ))
-    .await;
-    let app = ns
-        .wait_for::<Application>("shop", "PinnedReleaseNotFound", |a| {
-            app_reason(a).as_deref() == Some("PinnedReleaseNotFound")
+    with_temp_ns("pin", |ns| async move {
+        let controller = pipeline_and_controller(&ns).await;
+        ns.create_object(pinned(shop(), "prod", "shop-1.4.2", "CHG-1234 approved"))
+            .await;
+        let app = ns
+            .wait_for::<Application>("shop", "PinnedReleaseNotFound", |a| {
+                app_reason(a).as_deref() == Some("PinnedReleaseNotFound")
+            })
+            .await;
+        let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+            .expect("Stalled")
+            .clone();
+        assert!(
+            stalled
+                .message
+                .contains("spec.environments[prod].pin.release"),
+            "{}",
+            stalled.message
+        );
+
+        ns.create_object(shop_1_4_2()).await;
+        ns.wait_for::<Application>("shop", "Ready", |a| {
+            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
         })
         .await;
-    let stalled = condition(&app.status.expect("a status").conditions, STALLED)
-        .expect("Stalled")
-        .clone();
-    assert!(
-        stalled
-            .message
-            .contains("spec.environments[prod].pin.release"),
-        "{}",
-        stalled.message
-    );
 
-    ns.create::<Release>(SHOP_1_4_2).await;
-    ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+        controller.stop().await;
     })
     .await;
+}
 
-    controller.stop().await;
-    ns.cleanup().await;
+/// Guards status ownership: a condition another tool adds to a Ferry object's status stays,
+/// and does not make Ferry write the status on every pass (Ferry compares only what it
+/// manages).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_another_manager_adds_is_kept_and_causes_no_writes() {
+    with_temp_ns("owner", |ns| async move {
+        let controller = ready_shop(&ns).await;
+        let apps = ns.api::<Application>();
+        let foreign = serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "Application",
+            "status": {"conditions": [{
+                "type": "ExternalCheck",
+                "status": "True",
+                "reason": "Checked",
+                "message": "another tool's verdict",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        });
+        apps.patch_status(
+            "shop",
+            &PatchParams::apply("external-check"),
+            &Patch::Apply(&foreign),
+        )
+        .await
+        .expect("another manager adds its condition");
+        let writes = controller.status_writes("Application");
+        let reconciles = controller.reconciles("Application");
+        // A metadata change makes the controller reconcile the Application again.
+        let label = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
+        apps.patch("shop", &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("labelling the Application");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            controller.reconciles("Application") > reconciles,
+            "the label change did not reach the controller"
+        );
+        assert_eq!(
+            controller.status_writes("Application"),
+            writes,
+            "the controller wrote the status although nothing it manages changed"
+        );
+        let after = apps.get("shop").await.expect("reading shop");
+        let conditions = after.status.map(|s| s.conditions).unwrap_or_default();
+        assert!(
+            condition(&conditions, "ExternalCheck").is_some(),
+            "{conditions:?}"
+        );
+        assert!(condition(&conditions, READY).is_some(), "{conditions:?}");
+
+        controller.stop().await;
+    })
+    .await;
+}
+
+/// Guards the assumption status writes rest on: a server-side apply that carries the
+/// resourceVersion it was computed from is refused once the object has moved on, so a
+/// decision made from a stale cache cannot overwrite a newer status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_apply_from_a_stale_read_is_refused() {
+    with_temp_ns("stale", |ns| async move {
+        let apps = ns.api::<Application>();
+        let read = ns.create_object(shop()).await;
+        let label = serde_json::json!({"metadata": {"labels": {"moved": "on"}}});
+        apps.patch("shop", &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("changing the Application");
+        let stale = serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "Application",
+            "metadata": {"resourceVersion": read.resource_version()},
+            "status": {"summary": "from a stale read"},
+        });
+        let refused = apps
+            .patch_status(
+                "shop",
+                &PatchParams::apply(ferry::api::FIELD_MANAGER).force(),
+                &Patch::Apply(&stale),
+            )
+            .await;
+        match refused {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+            other => panic!("a stale apply was not refused: {other:?}"),
+        }
+    })
+    .await;
 }

@@ -3,12 +3,21 @@
 //! Run them through `make integration`, which starts the API server with `e2e/apiserver.sh`
 //! and points `KUBECONFIG` at it. Every test works in a namespace of its own and runs its own
 //! controller scoped to that namespace, so tests run in parallel without seeing each other.
+//!
+//! A test body runs inside `with_temp_ns`: when it panics, the namespace's Ferry objects and
+//! Events are printed, and the namespace is deleted whether the test passed or not. The
+//! objects tests start from are named builders in `fixtures`.
 
 mod controller;
+mod fixtures;
 mod install;
+mod leadership;
 mod validation;
+mod webhook;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,10 +25,12 @@ use std::time::Duration;
 use ferry::api::{CustomResourceDefinition, FIELD_MANAGER, Namespace};
 use ferry::controller::{SystemClock, run_controllers, wait_for};
 use ferry::telemetry::{Endpoints, Metrics};
+use futures::{Future, FutureExt};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
+use kube::discovery::{ApiResource, Discovery, Scope, verbs};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -62,10 +73,55 @@ async fn install_crds(client: Client) {
     }
 }
 
-/// A namespace for one test, deleted by `cleanup`.
+/// A namespace for one test. Tests get one from `with_temp_ns`, which dumps its state when the
+/// test panics and deletes it in any case; `new` and `cleanup` remain for tests that manage
+/// the namespace themselves.
+#[derive(Clone)]
 pub struct TestNamespace {
     pub client: Client,
     pub name: String,
+    /// Set when `with_temp_ns` dumps the state on a panic, so that a failed wait need not.
+    dumped_by_wrapper: bool,
+}
+
+/// Labels the extra namespaces a test creates (`create_sibling`) with the namespace of the
+/// test, so that cleanup finds and deletes them too.
+const SIBLING_OF: &str = "test.ferry.dev/sibling-of";
+
+/// Runs `test` in a new namespace named after `prefix`. When the test panics, prints every
+/// Ferry object (with its status) and every Event of the namespace; in any case deletes the
+/// namespace and the siblings the test created; then lets the panic go on.
+///
+/// ```ignore
+/// with_temp_ns("missing-env", |ns| async move {
+///     ns.create_object(fixtures::dev()).await;
+/// })
+/// .await;
+/// ```
+pub async fn with_temp_ns<F, Fut>(prefix: &str, test: F)
+where
+    F: FnOnce(TestNamespace) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ns = TestNamespace::new(prefix).await;
+    ns.dumped_by_wrapper = true;
+    // The body's panic is caught here so that the dump and the cleanup still run; the
+    // namespace handle is not touched by the body's unwinding (it works on a clone).
+    let outcome = AssertUnwindSafe(test(ns.clone())).catch_unwind().await;
+    if outcome.is_err() {
+        ns.dump().await;
+    }
+    let deleted = ns.delete().await;
+    match (outcome, deleted) {
+        (Err(panic), deleted) => {
+            if let Err(e) = deleted {
+                eprintln!("could not delete namespace {}: {e}", ns.name);
+            }
+            std::panic::resume_unwind(panic);
+        }
+        (Ok(()), Err(e)) => panic!("deleting namespace {}: {e}", ns.name),
+        (Ok(()), Ok(())) => {}
+    }
 }
 
 impl TestNamespace {
@@ -81,8 +137,20 @@ impl TestNamespace {
             nanos & 0xfffff,
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        create_namespace(&client, &name).await;
-        Self { client, name }
+        create_namespace(&client, &name, BTreeMap::new()).await;
+        Self {
+            client,
+            name,
+            dumped_by_wrapper: false,
+        }
+    }
+
+    /// Creates another namespace, `<this namespace>-<suffix>`, deleted with this one.
+    pub async fn create_sibling(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.name);
+        let labels = BTreeMap::from([(SIBLING_OF.to_owned(), self.name.clone())]);
+        create_namespace(&self.client, &name, labels).await;
+        name
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -112,13 +180,26 @@ impl TestNamespace {
             + Debug,
     {
         let object: K = serde_yaml::from_str(yaml).expect("test YAML parses");
+        self.create_object(object).await
+    }
+
+    /// Creates an object, such as one from `fixtures`, in this namespace.
+    pub async fn create_object<K>(&self, object: K) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
         self.api::<K>()
             .create(&PostParams::default(), &object)
             .await
             .unwrap_or_else(|e| panic!("creating {} in {}: {e}", object.name_any(), self.name))
     }
 
-    /// Waits until the named object satisfies `check`; on timeout, dumps the namespace and fails.
+    /// Waits until the named object satisfies `check`; on timeout, fails the test with a dump
+    /// of the namespace.
     pub async fn wait_for<K>(
         &self,
         name: &str,
@@ -144,46 +225,88 @@ impl TestNamespace {
         match waited {
             Ok(Ok(Some(object))) => object,
             other => {
-                self.dump().await;
+                if !self.dumped_by_wrapper {
+                    self.dump().await;
+                }
                 panic!("{name} did not reach \"{what}\" within {WAIT:?} ({other:?})");
             }
         }
     }
 
-    /// Prints every Ferry object and Event of the namespace, to read a failure by.
+    /// Prints every Ferry object of the namespace as YAML (status included, managedFields
+    /// left out) and every Event, oldest first, to read a failure by.
     pub async fn dump(&self) {
         eprintln!("---- state of namespace {} ----", self.name);
         for kind in ["Application", "Environment", "Release", "BuildJob"] {
-            if let Ok(list) = self.dynamic(kind).list(&ListParams::default()).await {
-                for object in list {
-                    eprintln!("{}", serde_yaml::to_string(&object).unwrap_or_default());
+            match self.dynamic(kind).list(&ListParams::default()).await {
+                Ok(list) => {
+                    for mut object in list {
+                        object.metadata.managed_fields = None;
+                        eprintln!(
+                            "--- # {kind}\n{}",
+                            serde_yaml::to_string(&object).unwrap_or_default()
+                        );
+                    }
                 }
+                Err(e) => eprintln!("--- # {kind}: cannot list: {e}"),
             }
         }
-        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
-        if let Ok(list) = events.list(&ListParams::default()).await {
-            for e in list {
-                eprintln!(
-                    "event {} {} {}: {}",
-                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default()
-                );
+        let events: Api<Event> = self.api();
+        match events.list(&ListParams::default()).await {
+            Ok(list) => {
+                let mut events = list.items;
+                events.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+                eprintln!("--- # {} Events", events.len());
+                for e in events {
+                    let regarding = e.regarding.unwrap_or_default();
+                    eprintln!(
+                        "{} {} {}/{}: {}: {}",
+                        e.metadata
+                            .creation_timestamp
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_default(),
+                        e.type_.unwrap_or_default(),
+                        regarding.kind.unwrap_or_default(),
+                        regarding.name.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.note.unwrap_or_default()
+                    );
+                }
             }
+            Err(e) => eprintln!("--- # Events: cannot list: {e}"),
+        }
+        eprintln!("---- end of namespace {} ----", self.name);
+    }
+
+    /// Deletes the namespace and its siblings (for tests that do not use `with_temp_ns`).
+    pub async fn cleanup(self) {
+        if let Err(e) = self.delete().await {
+            eprintln!("could not delete namespace {}: {e}", self.name);
         }
     }
 
-    pub async fn cleanup(self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    /// Deletes the namespace and its siblings, and waits until they are gone.
+    async fn delete(&self) -> Result<(), String> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let siblings = namespaces
+            .list(&ListParams::default().labels(&format!("{SIBLING_OF}={}", self.name)))
+            .await
+            .map_err(|e| format!("listing the siblings of {}: {e}", self.name))?;
+        for name in siblings
+            .into_iter()
+            .map(|n| n.name_any())
+            .chain([self.name.clone()])
+        {
+            delete_namespace(&self.client, &name).await?;
+        }
+        Ok(())
     }
 }
 
-pub async fn create_namespace(client: &Client, name: &str) {
+async fn create_namespace(client: &Client, name: &str, labels: BTreeMap<String, String>) {
     let api: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name}
+        "metadata": {"name": name, "labels": labels}
     }))
     .expect("a namespace");
     api.create(&PostParams::default(), &namespace)
@@ -191,10 +314,94 @@ pub async fn create_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
 }
 
+/// Deletes a namespace the way a cluster would, and waits until it is gone.
+///
+/// The test API server runs without kube-controller-manager, whose namespace controller
+/// empties a deleted namespace and then removes its `kubernetes` finalizer; without it, every
+/// deleted namespace would stay `Terminating` with its objects until the server stops. So
+/// this does that job: once the namespace is Terminating (the API server then refuses new
+/// objects in it), delete every namespaced object in it, then clear the finalizer. On a real
+/// cluster this only races the namespace controller to the same end.
+async fn delete_namespace(client: &Client, name: &str) -> Result<(), String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let uid = match namespaces.get_opt(name).await {
+        Ok(Some(namespace)) => namespace.uid().unwrap_or_default(),
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("reading namespace {name}: {e}")),
+    };
+    gone_is_fine(namespaces.delete(name, &DeleteParams::default()).await)
+        .map_err(|e| format!("deleting namespace {name}: {e}"))?;
+    for resource in deletable_resources(client).await? {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, resource);
+        gone_is_fine(
+            api.delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await,
+        )
+        .map_err(|e| format!("deleting the {} in {name}: {e}", resource.plural))?;
+    }
+    let finalized: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"finalizers": []}
+    }))
+    .expect("a namespace");
+    gone_is_fine(
+        namespaces
+            .replace_subresource("finalize", name, &PostParams::default(), &finalized)
+            .await,
+    )
+    .map_err(|e| format!("finalizing namespace {name}: {e}"))?;
+    match tokio::time::timeout(
+        WAIT,
+        await_condition(namespaces, name, conditions::is_deleted(&uid)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("watching namespace {name} go: {e}")),
+        Err(_) => Err(format!(
+            "namespace {name} still exists {WAIT:?} after its deletion"
+        )),
+    }
+}
+
+/// A 404 while deleting means someone else finished the job.
+fn gone_is_fine<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every namespaced resource the API server can delete as a collection, Ferry's CRDs
+/// included; discovered once per test binary, after the CRDs are installed.
+async fn deletable_resources(client: &Client) -> Result<&'static [ApiResource], String> {
+    static RESOURCES: OnceCell<Vec<ApiResource>> = OnceCell::const_new();
+    let resources = RESOURCES
+        .get_or_try_init(|| async {
+            let discovery = Discovery::new(client.clone()).run().await?;
+            Ok::<_, kube::Error>(
+                discovery
+                    .groups()
+                    .flat_map(|group| group.recommended_resources())
+                    .filter(|(_, caps)| {
+                        caps.scope == Scope::Namespaced
+                            && caps.supports_operation(verbs::DELETE_COLLECTION)
+                    })
+                    .map(|(resource, _)| resource)
+                    .collect(),
+            )
+        })
+        .await
+        .map_err(|e| format!("discovering the API server's resources: {e}"))?;
+    Ok(resources)
+}
+
 /// A controller running in this process, scoped to one namespace.
 pub struct RunningController {
     shutdown: watch::Sender<bool>,
     handle: JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl RunningController {
@@ -208,15 +415,31 @@ impl RunningController {
             registry: Default::default(),
             ready: Default::default(),
         });
+        let metrics = Arc::new(Metrics::default());
         let handle = tokio::spawn(run_controllers(
             client.clone(),
             Some(namespace.to_owned()),
-            Arc::new(Metrics::default()),
+            metrics.clone(),
             Box::new(SystemClock),
             endpoints,
+            "ferry-system:ferry".to_owned(),
             wait_for(flag),
         ));
-        Self { shutdown, handle }
+        Self {
+            shutdown,
+            handle,
+            metrics,
+        }
+    }
+
+    /// Reconciles of `kind` started so far.
+    pub fn reconciles(&self, kind: &'static str) -> u64 {
+        self.metrics.reconciles(kind)
+    }
+
+    /// Status writes of `kind` sent so far.
+    pub fn status_writes(&self, kind: &'static str) -> u64 {
+        self.metrics.status_writes(kind)
     }
 
     /// Stops the controller the way SIGTERM does and waits for it to finish.

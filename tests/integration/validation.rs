@@ -4,7 +4,7 @@
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 
-use super::TestNamespace;
+use super::{TestNamespace, with_temp_ns};
 use ferry::api::Release;
 
 const INVALID: &str = include_str!("../fixtures/invalid.yaml");
@@ -34,132 +34,141 @@ async fn create(
         .await
 }
 
+/// Whether the API server refused a change as invalid (422) with this message.
+fn is_invalid_with(error: &kube::Error, message: &str) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 422 && s.message.contains(message))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_invalid_object_is_rejected_with_a_message_that_says_why() {
-    let ns = TestNamespace::new("invalid").await;
-    let cases = documents(INVALID);
-    assert!(cases.len() >= 20, "at least 20 distinct invalid objects");
-    let mut failures = Vec::new();
-    for object in &cases {
-        let case = annotation(object, "test.ferry.dev/case");
-        let expect = annotation(object, "test.ferry.dev/expect");
-        match create(&ns, object).await {
-            Ok(_) => failures.push(format!("{case}: accepted")),
-            Err(kube::Error::Api(status))
-                if status.code == 422 && status.message.contains(expect) =>
-            {
-                println!("rejected: {case}\n    {}", status.message);
+    with_temp_ns("invalid", |ns| async move {
+        let cases = documents(INVALID);
+        assert!(cases.len() >= 20, "at least 20 distinct invalid objects");
+        let mut failures = Vec::new();
+        for object in &cases {
+            let case = annotation(object, "test.ferry.dev/case");
+            let expect = annotation(object, "test.ferry.dev/expect");
+            match create(&ns, object).await {
+                Ok(_) => failures.push(format!("{case}: accepted")),
+                Err(kube::Error::Api(status))
+                    if status.code == 422 && status.message.contains(expect) =>
+                {
+                    println!("rejected: {case}\n    {}", status.message);
+                }
+                Err(other) => failures.push(format!(
+                    "{case}: expected 422 with \"{expect}\", got {other}"
+                )),
             }
-            Err(other) => failures.push(format!(
-                "{case}: expected 422 with \"{expect}\", got {other}"
-            )),
         }
-    }
-    ns.cleanup().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_valid_fixtures_and_the_examples_are_accepted() {
-    let ns = TestNamespace::new("valid").await;
-    let mut objects = documents(VALID);
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
-        .expect("examples/ exists")
-    {
-        let path = entry.expect("a directory entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&path).expect("an example file");
-            objects.extend(documents(&text).into_iter().filter(|o| {
-                o["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with("ferry.dev/"))
-            }));
+    with_temp_ns("valid", |ns| async move {
+        let mut objects = documents(VALID);
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+            .expect("examples/ exists")
+        {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).expect("an example file");
+                objects.extend(documents(&text).into_iter().filter(|o| {
+                    o["apiVersion"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with("ferry.dev/"))
+                }));
+            }
         }
-    }
-    for object in &mut objects {
-        object["metadata"]["namespace"] = serde_json::Value::Null;
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if let Err(error) = create(&ns, object).await {
-            // Examples may repeat a name across files; only a validation error is a failure.
-            assert!(
-                matches!(&error, kube::Error::Api(s) if s.code == 409),
-                "{} {name} was rejected: {error}",
-                object["kind"]
-            );
+        for object in &mut objects {
+            object["metadata"]["namespace"] = serde_json::Value::Null;
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Err(error) = create(&ns, object).await {
+                // Examples may repeat a name across files; only a validation error is a failure.
+                assert!(
+                    matches!(&error, kube::Error::Api(s) if s.code == 409),
+                    "{} {name} was rejected: {error}",
+                    object["kind"]
+                );
+            }
         }
-    }
-    ns.cleanup().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_spec_cannot_change_but_its_status_can() {
-    let ns = TestNamespace::new("immutable").await;
-    let release = documents(VALID)
-        .into_iter()
-        .find(|o| o["kind"] == "Release")
-        .expect("a valid Release");
-    create(&ns, &release)
-        .await
-        .expect("the valid Release is accepted");
-    let api = ns.api::<Release>();
+    with_temp_ns("immutable", |ns| async move {
+        let release = documents(VALID)
+            .into_iter()
+            .find(|o| o["kind"] == "Release")
+            .expect("a valid Release");
+        create(&ns, &release)
+            .await
+            .expect("the valid Release is accepted");
+        let api = ns.api::<Release>();
 
-    let change = serde_json::json!({"spec": {"version": "1.4.3"}});
-    let error = api
-        .patch(
+        let change = serde_json::json!({"spec": {"version": "1.4.3"}});
+        let error = api
+            .patch(
+                "shop-1.4.2",
+                &PatchParams::default(),
+                &Patch::Merge(&change),
+            )
+            .await
+            .expect_err("changing a Release's version is refused");
+        assert!(
+            is_invalid_with(&error, "a Release is immutable"),
+            "unexpected error: {error}"
+        );
+
+        let status = serde_json::json!({"status": {"summary": "dev"}});
+        api.patch_status(
             "shop-1.4.2",
             &PatchParams::default(),
-            &Patch::Merge(&change),
+            &Patch::Merge(&status),
         )
         .await
-        .expect_err("changing a Release's version is refused");
-    assert!(
-        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("a Release is immutable")),
-        "unexpected error: {error}"
-    );
-
-    let status = serde_json::json!({"status": {"summary": "dev"}});
-    api.patch_status(
-        "shop-1.4.2",
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .expect("the status of a Release may change");
-    ns.cleanup().await;
+        .expect("the status of a Release may change");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_buildjob_spec_cannot_change() {
-    let ns = TestNamespace::new("snapshot").await;
-    let job = documents(VALID)
-        .into_iter()
-        .find(|o| o["kind"] == "BuildJob")
-        .expect("a valid BuildJob");
-    create(&ns, &job)
-        .await
-        .expect("the valid BuildJob is accepted");
-    let change = serde_json::json!({"spec": {"build": {"script": "make other"}}});
-    let error = ns
-        .dynamic("BuildJob")
-        .patch(
-            "shop-9fceb02",
-            &PatchParams::default(),
-            &Patch::Merge(&change),
-        )
-        .await
-        .expect_err("changing a BuildJob's spec is refused");
-    assert!(
-        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("create a new BuildJob")),
-        "unexpected error: {error}"
-    );
-    ns.cleanup().await;
+    with_temp_ns("snapshot", |ns| async move {
+        let job = documents(VALID)
+            .into_iter()
+            .find(|o| o["kind"] == "BuildJob")
+            .expect("a valid BuildJob");
+        create(&ns, &job)
+            .await
+            .expect("the valid BuildJob is accepted");
+        let change = serde_json::json!({"spec": {"build": {"script": "make other"}}});
+        let error = ns
+            .dynamic("BuildJob")
+            .patch(
+                "shop-9fceb02",
+                &PatchParams::default(),
+                &Patch::Merge(&change),
+            )
+            .await
+            .expect_err("changing a BuildJob's spec is refused");
+        assert!(
+            is_invalid_with(&error, "create a new BuildJob"),
+            "unexpected error: {error}"
+        );
+    })
+    .await;
 }

@@ -6,6 +6,9 @@
 // A push to a repository that does not exist yet creates it (bare, default branch main), so a
 // test can start with `git push http://10.211.0.2:8080/NAME.git main`.
 //
+// With -basic-auth USER:PASSWORD every request but /healthz must carry those credentials
+// (HTTP basic authentication), for tests of private repositories.
+//
 // Webhooks: when a repository's git config has ferry.webhook.url, every push that changes a ref
 // is announced there as a GitHub-style push event (X-GitHub-Event: push), signed with
 // X-Hub-Signature-256 = "sha256=" + hex(HMAC-SHA256(ferry.webhook.secret, body)) when a secret
@@ -23,6 +26,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -68,6 +72,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
 	root := flag.String("root", "/var/lib/ferry-e2e/git", "directory holding NAME.git repositories")
 	base := flag.String("url", "", "base URL clients use (for clone_url in webhooks); default http://LISTEN")
+	basicAuth := flag.String("basic-auth", "", "USER:PASSWORD every request must present (default: none)")
 	flag.Parse()
 	if *base == "" {
 		*base = "http://" + *listen
@@ -81,8 +86,9 @@ func main() {
 		log.Fatal(err)
 	}
 	s := &server{
-		root: *root,
-		base: *base,
+		root:      *root,
+		base:      *base,
+		basicAuth: *basicAuth,
 		backend: &cgi.Handler{
 			Path: gitPath,
 			Args: []string{"http-backend"},
@@ -117,8 +123,8 @@ func main() {
 }
 
 type server struct {
-	root, base string
-	backend    *cgi.Handler
+	root, base, basicAuth string
+	backend               *cgi.Handler
 }
 
 // statusWriter remembers the status for the access log.
@@ -161,6 +167,14 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 	refuse := func(repo string, code int, msg string) (string, int) {
 		http.Error(w, msg, code)
 		return repo, code
+	}
+	if s.basicAuth != "" {
+		user, password, ok := r.BasicAuth()
+		wantUser, wantPassword, _ := strings.Cut(s.basicAuth, ":")
+		if !ok || subtle.ConstantTimeCompare([]byte(user+":"+password), []byte(wantUser+":"+wantPassword)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			return refuse("", http.StatusUnauthorized, "authentication required")
+		}
 	}
 	if len(r.URL.Path) > maxPathBytes {
 		return refuse("", http.StatusRequestURITooLong, "path too long")

@@ -1,0 +1,186 @@
+//! Every reason Ferry writes into a condition or an Event, in one list.
+//!
+//! A reason is a CamelCase word a person can search for. Each has a doc comment (rendered into
+//! the reason table of `docs/api.md`), the kinds that carry it, and a severity that decides the
+//! type of the Event announcing it: `Warning` when a person must act or something failed,
+//! `Normal` otherwise. Decisions name reasons through these constants only, so a reason is
+//! defined once and the table cannot miss one.
+
+use std::fmt;
+
+/// Whether an Event about a reason is a `Normal` or a `Warning` Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Progress or success; nobody needs to act.
+    Normal,
+    /// A person must act, or something failed.
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
+    }
+}
+
+/// One reason: its name, its severity, the kinds that carry it and what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reason {
+    pub name: &'static str,
+    pub severity: Severity,
+    pub kinds: &'static [&'static str],
+    /// What it means and what to do, from the constant's doc comment.
+    pub doc: &'static str,
+}
+
+impl Reason {
+    /// The reason with this name, if Ferry defines one.
+    pub fn named(name: &str) -> Option<Reason> {
+        ALL.iter().copied().find(|r| r.name == name)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.name
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.name
+    }
+}
+
+/// Defines each reason as a constant and lists them all in [`ALL`].
+macro_rules! reasons {
+    ($(
+        $(#[doc = $doc:literal])+
+        $constant:ident = $name:literal, $severity:ident, [$($kind:literal),+];
+    )+) => {
+        $(
+            $(#[doc = $doc])+
+            pub const $constant: Reason = Reason {
+                name: $name,
+                severity: Severity::$severity,
+                kinds: &[$($kind),+],
+                doc: concat!($($doc, "\n"),+),
+            };
+        )+
+        /// Every reason, in the order of the reference table.
+        pub const ALL: &[Reason] = &[$($constant),+];
+    };
+}
+
+reasons! {
+    /// Everything the object needs exists and it does its work.
+    READY = "Ready", Normal, ["Application", "Environment"];
+    /// Ferry has not checked some of the Application's Environments yet; this passes by itself.
+    WAITING_FOR_ENVIRONMENTS = "WaitingForEnvironments", Normal, ["Application"];
+    /// An Environment named in `spec.environments` does not exist in the namespace: create it
+    /// or remove the entry.
+    ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound", Warning, ["Application"];
+    /// An Environment the Application goes through is not ready; its own status says why.
+    ENVIRONMENT_NOT_READY = "EnvironmentNotReady", Warning, ["Application"];
+    /// An environment promotes from an upstream that `spec.environments` does not list, so no
+    /// release would reach it.
+    UPSTREAM_NOT_LISTED = "UpstreamNotListed", Warning, ["Application"];
+    /// Environments promote from each other in a cycle, so no release could enter it: make one
+    /// of them a first stage.
+    UPSTREAM_CYCLE = "UpstreamCycle", Warning, ["Application", "Environment"];
+    /// The Environment's `spec.upstream` names an Environment that does not exist.
+    UPSTREAM_NOT_FOUND = "UpstreamNotFound", Warning, ["Environment"];
+    /// The target namespace does not exist or does not allow deployments from the
+    /// Environment's namespace (the annotation `ferry.dev/allow-deploy-from`). One reason for
+    /// both, so that a tenant cannot probe which namespaces exist.
+    TARGET_NAMESPACE_NOT_CONSENTING = "TargetNamespaceNotConsenting", Warning, ["Environment", "Application"];
+    /// A Secret named in the spec does not exist in the namespace.
+    SECRET_NOT_FOUND = "SecretNotFound", Warning, ["Application", "BuildJob"];
+    /// A Secret named in the spec lacks the keys its use needs (key names only are read).
+    SECRET_INVALID = "SecretInvalid", Warning, ["Application", "BuildJob"];
+    /// Ferry may not read Secrets in this namespace: an administrator grants it with a
+    /// RoleBinding to the `ferry-tenant` ClusterRole (see the README, "Install").
+    SECRETS_NOT_GRANTED = "SecretsNotGranted", Warning, ["Application", "BuildJob"];
+    /// An environment is pinned to a Release that does not exist.
+    PINNED_RELEASE_NOT_FOUND = "PinnedReleaseNotFound", Warning, ["Application"];
+    /// An environment is pinned to a Release of another Application.
+    PINNED_RELEASE_OF_ANOTHER_APPLICATION = "PinnedReleaseOfAnotherApplication", Warning, ["Application"];
+    /// The Application this object belongs to does not exist in the namespace.
+    APPLICATION_NOT_FOUND = "ApplicationNotFound", Warning, ["Release", "BuildJob"];
+    /// The Release is recorded and belongs to an existing Application.
+    RECORDED = "Recorded", Normal, ["Release"];
+    /// The build is waiting for its build pod.
+    BUILD_PENDING = "BuildPending", Normal, ["BuildJob"];
+    /// The build finished and its image was verified in the registry.
+    BUILD_SUCCEEDED = "BuildSucceeded", Normal, ["BuildJob"];
+    /// The build failed; `status.failure` says in which step and why.
+    BUILD_FAILED = "BuildFailed", Warning, ["BuildJob"];
+    /// The build pod is at work; the message names the running step.
+    BUILD_RUNNING = "BuildRunning", Normal, ["BuildJob"];
+    /// The build pushed its image; Ferry is checking the digest in the registry itself.
+    VERIFYING_IMAGE = "VerifyingImage", Normal, ["BuildJob"];
+    /// The fetch step could not check out the commit (repository unreachable, credentials
+    /// refused, commit not found); the log tail says which.
+    FETCH_FAILED = "FetchFailed", Warning, ["BuildJob"];
+    /// The build script exited with a non-zero code; the log tail shows its last lines.
+    SCRIPT_FAILED = "ScriptFailed", Warning, ["BuildJob"];
+    /// The publish step could not push the image (registry down, credentials refused, base
+    /// image not found) or did not report it by digest.
+    PUBLISH_FAILED = "PublishFailed", Warning, ["BuildJob"];
+    /// The build ran longer than `build.timeout` and was stopped.
+    TIMED_OUT = "TimedOut", Warning, ["BuildJob"];
+    /// The image of a build step cannot be pulled.
+    IMAGE_PULL_FAILED = "ImagePullFailed", Warning, ["BuildJob"];
+    /// The publish step reported an image the registry does not have; no Release is made.
+    IMAGE_NOT_VERIFIED = "ImageNotVerified", Warning, ["BuildJob"];
+    /// The build pod failed for a reason none of its steps reported.
+    POD_FAILED = "PodFailed", Warning, ["BuildJob"];
+    /// Ferry cannot read the object: it does not match the kind's schema as Ferry knows it
+    /// (written under an older CRD version, say). Event only; correct the object.
+    INVALID_OBJECT = "InvalidObject", Warning, ["Application", "Environment", "Release", "BuildJob"];
+    /// Reading something the reconcile needs from the API server failed; retried with backoff.
+    /// Event only.
+    OBSERVE_FAILED = "ObserveFailed", Warning, ["Application", "Environment", "Release", "BuildJob"];
+    /// Writing the status failed; retried with backoff. Event only.
+    WRITE_STATUS_FAILED = "WriteStatusFailed", Warning, ["Application", "Environment", "Release", "BuildJob"];
+    /// The object has no namespace (it cannot be reconciled). Event only.
+    MISSING_NAMESPACE = "MissingNamespace", Warning, ["Application", "Environment", "Release", "BuildJob"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_defined_once_and_documented() {
+        let mut names: Vec<&str> = ALL.iter().map(|r| r.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a reason name is defined twice");
+        for reason in ALL {
+            assert!(!reason.doc.trim().is_empty(), "{} has no doc", reason.name);
+            assert!(
+                reason.name.chars().next().is_some_and(char::is_uppercase)
+                    && reason.name.chars().all(char::is_alphanumeric),
+                "{} is not CamelCase",
+                reason.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_reason_is_found_by_name() {
+        assert_eq!(Reason::named("UpstreamCycle"), Some(UPSTREAM_CYCLE));
+        assert_eq!(Reason::named("NoSuchReason"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! The steps that run inside build pods.
+
+pub mod fetch;

@@ -1,0 +1,226 @@
+//! Why a reconcile failed, and what happens then (the error policy).
+//!
+//! User mistakes are not errors: they become conditions. An [`Error`] is a transient fault
+//! (the API server did not answer, a write conflicted): the object is retried with a
+//! per-object exponential backoff with jitter (`decide::backoff`), keyed by the object's UID so
+//! that a deleted and recreated object starts afresh, and forgotten when the object is
+//! deleted. The first failure of a streak is a Warning Event whose reason is the error's
+//! category and whose note is the cause chain; later ones are logged and counted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use super::status::publish;
+use crate::api::reasons::{self, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, WRITE_STATUS_FAILED};
+use crate::decide::backoff;
+use crate::decide::events::Announcement;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no namespace")]
+    MissingNamespace,
+    #[error("reading {what}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status")]
+    WriteStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A stable name for the metric label and the Event reason.
+    pub fn category(&self) -> Reason {
+        match self {
+            Self::MissingNamespace => MISSING_NAMESPACE,
+            Self::Observe { .. } => OBSERVE_FAILED,
+            Self::WriteStatus(_) => WRITE_STATUS_FAILED,
+        }
+    }
+
+    pub(crate) fn observe(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Observe { what, source }
+    }
+}
+
+/// An error with its causes, as one line: each level says only what it adds, so nothing is
+/// repeated. An API error ends the chain with the API server's answer: kube's own `Display`
+/// for it repeats the `Status` that is also its source.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        if let Some(kube::Error::Api(status)) = cause.downcast_ref::<kube::Error>() {
+            text.push_str(&format!(
+                "the API server answered {} {}: {}",
+                status.code, status.reason, status.message
+            ));
+            break;
+        }
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Consecutive failures per object (by UID), for backoff and for announcing only the first.
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a failure of `key`; returns how many in a row.
+    pub fn failed(&self, key: &str) -> u32 {
+        let mut failures = self.lock();
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// Ends the streak of `key` (a success) or forgets it (a deletion).
+    pub fn clear(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// The key an object's failures are counted under: its UID, so that a recreated object of the
+/// same name does not inherit the old one's backoff.
+pub fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    match &object.meta().uid {
+        Some(uid) => uid.clone(),
+        None => format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            object.meta().namespace.as_deref().unwrap_or_default(),
+            object.meta().name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// Clears an object's failure streak after a successful reconcile.
+pub fn succeeded<K: Resource<DynamicType = ()>>(context: &Context, object: &K) {
+    context.failures.clear(&failure_key(object));
+}
+
+/// The error policy of every controller: count, log, announce the first failure of a streak,
+/// and retry after the backoff delay.
+pub fn policy<K>(object: Arc<K>, error: &Error, context: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + ResourceExt,
+{
+    let kind = K::kind(&()).into_owned();
+    let attempts = context.failures.failed(&failure_key(object.as_ref()));
+    let category = error.category();
+    context
+        .metrics
+        .reconcile_failed(static_kind(&kind), category.name);
+    let cause = chain(error);
+    tracing::warn!(%kind, name = %object.name_any(), error = %cause, attempts, "reconcile failed");
+    if backoff::announces(attempts) {
+        let announcement = Announcement {
+            severity: reasons::Severity::Warning,
+            reason: category.name.to_owned(),
+            note: cause,
+        };
+        let reference = object.object_ref(&());
+        let context = context.clone();
+        // The error policy cannot wait; the Event is best effort, like every Event.
+        tokio::spawn(async move { publish(&context, &reference, &announcement).await });
+    }
+    Action::requeue(backoff::delay(attempts, fastrand::f64()))
+}
+
+/// The kind as a `'static` metric label.
+pub fn static_kind(kind: &str) -> &'static str {
+    match kind {
+        "Application" => "Application",
+        "Environment" => "Environment",
+        "Release" => "Release",
+        "BuildJob" => "BuildJob",
+        _ => "Other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Failure")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn each_error_has_its_category() {
+        let cases = [
+            (Error::MissingNamespace, "MissingNamespace"),
+            (
+                Error::observe("Secret a/b")(api_error(500, "boom")),
+                "ObserveFailed",
+            ),
+            (
+                Error::WriteStatus(api_error(500, "boom")),
+                "WriteStatusFailed",
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(error.category().name, want, "{error}");
+            assert!(reasons::Reason::named(want).is_some(), "{want} is listed");
+        }
+    }
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let error = Error::observe("Secret team-a/git")(api_error(503, "etcd is unavailable"));
+        let text = chain(&error);
+        assert!(text.starts_with("reading Secret team-a/git: "), "{text}");
+        assert_eq!(text.matches("etcd is unavailable").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn failures_are_counted_per_key_until_cleared() {
+        let failures = Failures::default();
+        assert_eq!(failures.failed("uid-1"), 1);
+        assert_eq!(failures.failed("uid-1"), 2);
+        assert_eq!(failures.failed("uid-2"), 1);
+        failures.clear("uid-1");
+        assert_eq!(failures.failed("uid-1"), 1, "a success starts a new streak");
+        failures.clear("uid-1");
+        failures.clear("uid-2");
+        assert!(failures.is_empty(), "deleted objects are forgotten");
+    }
+
+    #[test]
+    fn a_recreated_object_does_not_inherit_the_old_ones_failures() {
+        let object = |uid: &str| {
+            let mut app: crate::api::Application = serde_yaml::from_str(
+                "metadata: {name: shop, namespace: team-a}\nspec: {source: {url: 'http://git.local/shop.git'}, build: {builderImage: b, script: s, baseImage: i}, image: {repository: r}}",
+            )
+            .unwrap();
+            app.metadata.uid = Some(uid.to_owned());
+            app
+        };
+        assert_ne!(failure_key(&object("a")), failure_key(&object("b")));
+    }
+}

@@ -1,0 +1,183 @@
+//! The two writes every reconciler makes: its object's status, and Events.
+//!
+//! Status ownership: each object's status has exactly one writer, the reconciler of its kind,
+//! which aggregates what other parts of Ferry learn (from the objects they own and the shared
+//! caches) instead of letting them write into it (see docs/development.md, "Status
+//! ownership"). The write is a server-side apply of the whole status that
+//! - carries the `resourceVersion` the decision was computed from, so a decision made from a
+//!   stale cache cannot overwrite a newer status: the API server refuses it (409) and the
+//!   object is reconciled again from a fresh copy;
+//! - takes back, by force, a field of Ferry's that someone else wrote (a hand edit, a forged
+//!   condition): the status is Ferry's account of the object. The precondition above is what
+//!   keeps the force from ever writing over a newer value. Conditions of other types, that
+//!   other tools add, belong to them and are left alone;
+//! - is skipped when nothing Ferry manages changed: those other conditions are left out of
+//!   the comparison, so they cause no write on every pass.
+//!
+//! An Event is published when the `Ready` condition changes status or reason; its type comes
+//! from `decide::events`. Every Event Ferry publishes goes through [`publish`].
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, Error, Guarded};
+use crate::api::conditions::{self, READY, STALLED};
+use crate::api::reasons::{INVALID_OBJECT, Severity};
+use crate::api::{Condition, FIELD_MANAGER};
+use crate::decide::events::{self, Announcement};
+
+/// What became of a status write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing Ferry manages changed; nothing was sent.
+    Unchanged,
+    /// The new status is stored.
+    Stored,
+    /// The object changed since it was read: the decision is stale. Reconcile again.
+    Stale,
+}
+
+/// A status of a Ferry kind, with the condition types its reconciler writes.
+pub trait OwnedStatus: Serialize + PartialEq + Clone {
+    /// The condition types the reconciler of this kind writes; others belong to someone else.
+    const MANAGED_CONDITIONS: &'static [&'static str];
+    fn conditions(&self) -> &[Condition];
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+/// `stored` as far as Ferry manages it: without conditions of types it does not write.
+fn managed<S: OwnedStatus>(stored: &S) -> S {
+    let mut own = stored.clone();
+    own.conditions_mut()
+        .retain(|c| S::MANAGED_CONDITIONS.contains(&c.type_.as_str()));
+    own
+}
+
+/// Writes `new` as `object`'s status unless what Ferry manages of the stored status already
+/// equals it, then announces a change of `Ready` with an Event.
+pub async fn write<K, S>(
+    context: &Context,
+    object: &K,
+    stored: Option<&S>,
+    new: &S,
+) -> Result<Written, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + ResourceExt
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: OwnedStatus,
+{
+    if stored.map(managed).as_ref() == Some(new) {
+        tracing::debug!("status unchanged");
+        return Ok(Written::Unchanged);
+    }
+    let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<K> = context.api(&namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": object.resource_version() },
+        "status": new,
+    });
+    context
+        .metrics
+        .status_written(super::error::static_kind(&K::kind(&())));
+    let result = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            tracing::debug!("the object changed since it was read; deciding again");
+            return Ok(Written::Stale);
+        }
+        Err(error) => return Err(Error::WriteStatus(error)),
+    }
+    tracing::debug!("status written");
+
+    let before = stored.and_then(|s| conditions::find(s.conditions(), READY));
+    let after = conditions::find(new.conditions(), READY);
+    let stalled = conditions::is_true(new.conditions(), STALLED);
+    if let Some(announcement) = events::ready_changed(before, after, stalled) {
+        publish(context, &object.object_ref(&()), &announcement).await;
+    }
+    Ok(Written::Stored)
+}
+
+/// Publishes an Event about the object `regarding`. An Event that cannot be written is logged,
+/// not retried: Events are best effort, and the status already says the same.
+pub async fn publish(context: &Context, regarding: &ObjectReference, announcement: &Announcement) {
+    let event = Event {
+        type_: match announcement.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: announcement.reason.clone(),
+        note: Some(conditions::truncate(&announcement.note, 1024)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, regarding).await {
+        tracing::warn!(%error, "cannot publish an Event");
+    }
+}
+
+/// The object behind a guard, or `None` after reporting why it cannot be read: a Warning
+/// Event (the status cannot be written through a type the object does not fit) and a log line.
+pub async fn readable<'a, K>(object: &'a Guarded<K>, context: &Context) -> Option<&'a K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match &object.0 {
+        Ok(valid) => Some(valid),
+        Err(invalid) => {
+            let kind = K::kind(&());
+            let name = object.meta().name.clone().unwrap_or_default();
+            tracing::warn!(%kind, %name, error = %invalid, "cannot read the object");
+            let announcement = Announcement {
+                severity: INVALID_OBJECT.severity,
+                reason: INVALID_OBJECT.name.to_owned(),
+                note: format!(
+                    "Ferry cannot read this object ({invalid}); correct it to match `kubectl explain {}`",
+                    kind.to_lowercase()
+                ),
+            };
+            publish(context, &object.object_ref(&()), &announcement).await;
+            None
+        }
+    }
+}
+
+/// Implements [`OwnedStatus`] for a status type with a `conditions` field.
+macro_rules! owned_status {
+    ($($status:ty => [$($condition:expr),+];)+) => {$(
+        impl OwnedStatus for $status {
+            const MANAGED_CONDITIONS: &'static [&'static str] = &[$($condition),+];
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+        }
+    )+};
+}
+
+owned_status! {
+    crate::api::ApplicationStatus => [READY, conditions::RECONCILING, STALLED];
+    crate::api::EnvironmentStatus => [READY, conditions::RECONCILING, STALLED];
+    crate::api::ReleaseStatus => [READY, conditions::RECONCILING, STALLED];
+    crate::api::BuildJobStatus => [READY, conditions::RECONCILING, STALLED, conditions::SUCCEEDED];
+}

@@ -1,0 +1,199 @@
+//! The objects a build makes: the BuildJob of a new commit, the Release of a verified image,
+//! and which finished BuildJobs are pruned.
+//!
+//! Both carry an owner reference to their Application, so deleting the Application deletes
+//! them; a BuildJob's pod is owned by the BuildJob. Names are deterministic (`naming`), so a
+//! second create of the same thing is refused by the API server instead of made twice.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::naming::{buildjob_name, release_name};
+use super::{version, work_items};
+use crate::api::buildjob::BuildSource;
+use crate::api::{Application, BuildJob, BuildJobSpec, Release, ReleaseSpec, Time};
+
+/// The label naming the Application a BuildJob or Release belongs to.
+pub const APPLICATION_LABEL: &str = "ferry.dev/application";
+
+fn owned_by(app: &Application) -> Option<ObjectMeta> {
+    Some(ObjectMeta {
+        namespace: Some(app.metadata.namespace.clone()?),
+        labels: Some(
+            [
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "ferry".to_owned(),
+                ),
+                (APPLICATION_LABEL.to_owned(), app.metadata.name.clone()?),
+            ]
+            .into(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: "ferry.dev/v1alpha1".into(),
+            kind: "Application".into(),
+            name: app.metadata.name.clone()?,
+            uid: app.metadata.uid.clone()?,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The BuildJob of `commit` of `app`: a snapshot of the Application's source, build and image
+/// settings now, so the build stays reproducible if the Application changes later. `None`
+/// for an Application not stored yet.
+pub fn buildjob_for(app: &Application, commit: &str) -> Option<BuildJob> {
+    let name = app.metadata.name.as_deref()?;
+    let source = &app.spec.source;
+    let mut job = BuildJob::new(
+        &buildjob_name(name, commit),
+        BuildJobSpec {
+            application: name.to_owned(),
+            commit: commit.to_owned(),
+            source: BuildSource {
+                url: source.url.clone(),
+                path: source.path.clone(),
+                credentials_secret: source.credentials_secret.clone(),
+            },
+            build: app.spec.build.clone(),
+            image: app.spec.image.clone(),
+        },
+    );
+    job.metadata = ObjectMeta {
+        name: job.metadata.name,
+        ..owned_by(app)?
+    };
+    Some(job)
+}
+
+/// The Release of a verified build: its version from the semver tags on the commit, its work
+/// items from the messages of the commits since the previous Release (oldest first).
+pub fn release_for(
+    app: &Application,
+    job: &BuildJob,
+    image: &str,
+    tags: &[String],
+    messages: &[String],
+) -> Option<Release> {
+    let application = &job.spec.application;
+    let version = version::for_commit(&job.spec.commit, tags);
+    let mut release = Release::new(
+        &release_name(application, &version),
+        ReleaseSpec {
+            application: application.clone(),
+            version,
+            commit: job.spec.commit.clone(),
+            image: image.to_owned(),
+            build_job: job.metadata.name.clone(),
+            work_items: work_items::referenced(messages.iter().map(String::as_str)),
+            notes: None,
+        },
+    );
+    release.metadata = ObjectMeta {
+        name: release.metadata.name,
+        ..owned_by(app)?
+    };
+    Some(release)
+}
+
+/// A BuildJob of an Application, as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub name: String,
+    /// When it finished (its completion time, else its creation).
+    pub at: Time,
+}
+
+/// The finished BuildJobs to delete so that the newest `limit` remain. BuildJobs still under
+/// way are never pruned and do not count.
+pub fn to_prune(mut finished: Vec<Finished>, limit: usize) -> Vec<String> {
+    finished.sort_by(|a, b| b.at.0.cmp(&a.at.0).then_with(|| a.name.cmp(&b.name)));
+    finished.into_iter().skip(limit).map(|f| f.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> Application {
+        let mut app: Application = serde_yaml::from_str(
+            r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: team-a}
+spec:
+  source: {url: "http://git.local/shop.git", path: svc, credentialsSecret: git-cred}
+  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
+  image: {repository: registry.local/team-a/shop, pushSecret: reg}
+"#,
+        )
+        .unwrap();
+        app.metadata.uid = Some("app-uid".into());
+        app
+    }
+
+    const COMMIT: &str = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+
+    #[test]
+    fn a_commit_becomes_one_buildjob_snapshotting_the_application() {
+        let job = buildjob_for(&app(), COMMIT).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("shop-9fceb02"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(job.spec.source.path.as_deref(), Some("svc"));
+        assert_eq!(job.spec.image.push_secret.as_deref(), Some("reg"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Application", "app-uid")
+        );
+        let again = buildjob_for(&app(), COMMIT).unwrap();
+        assert_eq!(
+            (again.metadata, again.spec),
+            (job.metadata.clone(), job.spec.clone()),
+            "the same commit, the same BuildJob"
+        );
+        let mut unsaved = app();
+        unsaved.metadata.uid = None;
+        assert!(buildjob_for(&unsaved, COMMIT).is_none());
+    }
+
+    #[test]
+    fn a_verified_build_becomes_its_release() {
+        let job = buildjob_for(&app(), COMMIT).unwrap();
+        let image = format!("registry.local/team-a/shop@sha256:{}", "ab".repeat(32));
+        let messages = ["Cart total (#12)".to_owned(), "PROJ-7 faster".to_owned()];
+        let tagged = release_for(&app(), &job, &image, &["v1.2.0".into()], &messages).unwrap();
+        assert_eq!(tagged.metadata.name.as_deref(), Some("shop-1.2.0"));
+        assert_eq!(tagged.spec.version, "1.2.0");
+        assert_eq!(tagged.spec.work_items, ["#12", "PROJ-7"]);
+        assert_eq!(tagged.spec.build_job.as_deref(), Some("shop-9fceb02"));
+        let untagged = release_for(&app(), &job, &image, &[], &[]).unwrap();
+        assert_eq!(
+            untagged.metadata.name.as_deref(),
+            Some("shop-0.0.0-9fceb02")
+        );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_finished_buildjobs() {
+        let at = |s| Time(jiff::Timestamp::from_second(s).unwrap());
+        let finished = vec![
+            Finished {
+                name: "shop-a".into(),
+                at: at(10),
+            },
+            Finished {
+                name: "shop-c".into(),
+                at: at(30),
+            },
+            Finished {
+                name: "shop-b".into(),
+                at: at(20),
+            },
+        ];
+        assert_eq!(to_prune(finished.clone(), 2), ["shop-a"]);
+        assert_eq!(to_prune(finished.clone(), 3), Vec::<String>::new());
+        assert_eq!(to_prune(finished, 1), ["shop-b", "shop-a"]);
+    }
+}

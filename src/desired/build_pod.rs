@@ -1,0 +1,439 @@
+//! The build pod of a BuildJob: its steps in order, each its own container.
+//!
+//! 1. `fetch` (init, Ferry's image): checks out the commit into the shared workspace. Only
+//!    this step mounts the git credentials Secret.
+//! 2. `build` (init, the builder image): runs the Application's script with `sh -ec` in the
+//!    checkout; its output directory is a volume of its own.
+//! 3. `publish` (Ferry's image): layers the output directory on the base image (or takes the
+//!    OCI layout the script wrote) and pushes it; only this step mounts the push Secret. It
+//!    reports the digest in its termination message, which the controller then verifies in
+//!    the registry itself.
+//!
+//! The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation,
+//! every capability dropped, seccomp `RuntimeDefault`, no service account token. Its deadline
+//! is the build's timeout, so the kubelet stops it and the BuildJob fails with `TimedOut`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::api::BuildJob;
+use crate::decide::build::naming::short_commit;
+
+/// The user and group every step runs as.
+pub const BUILD_USER: i64 = 65532;
+/// Where the steps share the checkout.
+pub const WORKSPACE: &str = "/workspace";
+/// Where the fetch step finds the git credentials Secret.
+pub const GIT_CREDENTIALS: &str = "/var/run/ferry/git";
+/// Where the publish step finds the push Secret.
+pub const PUSH_CREDENTIALS: &str = "/var/run/ferry/push";
+/// Where the publish step finds the build's output directory.
+pub const PUBLISH_INPUT: &str = "/var/run/ferry/output";
+/// The label naming the BuildJob a pod builds.
+pub const BUILDJOB_LABEL: &str = "ferry.dev/buildjob";
+/// The label naming the Application a build belongs to.
+pub const APPLICATION_LABEL: &str = "ferry.dev/application";
+
+/// What the build pod needs besides the BuildJob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Ferry's own image, which runs the fetch and publish steps.
+    pub ferry_image: String,
+}
+
+/// The build pod of `job`; `None` when the job has no name, namespace or UID yet (it has not
+/// been stored).
+pub fn build_pod(job: &BuildJob, settings: &Settings) -> Option<Pod> {
+    let name = job.metadata.name.clone()?;
+    let namespace = job.metadata.namespace.clone()?;
+    let uid = job.metadata.uid.clone()?;
+    let spec = &job.spec;
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "ferry".to_owned(),
+        ),
+        ("app.kubernetes.io/component".to_owned(), "build".to_owned()),
+        (BUILDJOB_LABEL.to_owned(), name.clone()),
+        (APPLICATION_LABEL.to_owned(), spec.application.clone()),
+    ]);
+    let checkout = match &spec.source.path {
+        Some(path) => format!("{WORKSPACE}/src/{}", path.trim_matches('/')),
+        None => format!("{WORKSPACE}/src"),
+    };
+    let layout = spec.build.oci_layout_dir.clone();
+    let output = layout
+        .clone()
+        .unwrap_or_else(|| spec.build.output_dir().to_owned());
+
+    let mut fetch_args = vec![
+        "build".to_owned(),
+        "fetch".to_owned(),
+        format!("--url={}", spec.source.url),
+        format!("--commit={}", spec.commit),
+        format!("--dest={WORKSPACE}/src"),
+    ];
+    let mut fetch_mounts = vec![mount("workspace", WORKSPACE), mount("tmp", "/tmp")];
+    if spec.source.credentials_secret.is_some() {
+        fetch_args.push(format!("--credentials={GIT_CREDENTIALS}"));
+        fetch_mounts.push(read_only(mount("git-credentials", GIT_CREDENTIALS)));
+    }
+    let fetch = Container {
+        name: "fetch".into(),
+        image: Some(settings.ferry_image.clone()),
+        args: Some(fetch_args),
+        volume_mounts: Some(fetch_mounts),
+        ..step()
+    };
+
+    let build = Container {
+        name: "build".into(),
+        image: Some(spec.build.builder_image.clone()),
+        command: Some(vec!["sh".into(), "-ec".into(), spec.build.script.clone()]),
+        working_dir: Some(checkout),
+        env: Some(vec![
+            env("HOME", &format!("{WORKSPACE}/home")),
+            env("FERRY_COMMIT", &spec.commit),
+            env("FERRY_OUTPUT_DIR", &output),
+        ]),
+        resources: spec.build.resources.clone(),
+        volume_mounts: Some(vec![
+            mount("workspace", WORKSPACE),
+            mount("output", &output),
+            mount("tmp", "/tmp"),
+        ]),
+        // Builder images write where they like (caches under $HOME, compilers' temp files).
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(false),
+            ..restricted()
+        }),
+        ..step()
+    };
+
+    let mut publish_args = vec![
+        "build".to_owned(),
+        "publish".to_owned(),
+        format!("--repository={}", spec.image.repository),
+        format!("--tag={}", short_commit(&spec.commit)),
+    ];
+    match (&layout, &spec.build.base_image) {
+        (Some(_), _) => publish_args.push(format!("--oci-layout={PUBLISH_INPUT}")),
+        (None, base) => {
+            publish_args.push(format!("--output={PUBLISH_INPUT}"));
+            if let Some(base) = base {
+                publish_args.push(format!("--base={base}"));
+            }
+            for part in &spec.build.entrypoint {
+                publish_args.push(format!("--entrypoint={part}"));
+            }
+        }
+    }
+    if spec.image.insecure {
+        publish_args.push("--insecure".to_owned());
+    }
+    let mut publish_mounts = vec![
+        read_only(mount("output", PUBLISH_INPUT)),
+        mount("tmp", "/tmp"),
+    ];
+    if spec.image.push_secret.is_some() {
+        publish_args.push(format!(
+            "--docker-config={PUSH_CREDENTIALS}/.dockerconfigjson"
+        ));
+        publish_mounts.push(read_only(mount("push-credentials", PUSH_CREDENTIALS)));
+    }
+    let publish = Container {
+        name: "publish".into(),
+        image: Some(settings.ferry_image.clone()),
+        args: Some(publish_args),
+        volume_mounts: Some(publish_mounts),
+        ..step()
+    };
+
+    let mut volumes = vec![
+        empty_dir("workspace"),
+        empty_dir("output"),
+        empty_dir("tmp"),
+    ];
+    if let Some(secret) = &spec.source.credentials_secret {
+        volumes.push(secret_volume("git-credentials", secret));
+    }
+    if let Some(secret) = &spec.image.push_secret {
+        volumes.push(secret_volume("push-credentials", secret));
+    }
+
+    let timeout: std::time::Duration = spec.build.timeout.into();
+    Some(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "ferry.dev/v1alpha1".into(),
+                kind: "BuildJob".into(),
+                name,
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(BUILD_USER),
+                run_as_group: Some(BUILD_USER),
+                fs_group: Some(BUILD_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            init_containers: Some(vec![fetch, build]),
+            containers: vec![publish],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// What every step shares: restricted security, the log as its message if it fails.
+fn step() -> Container {
+    Container {
+        image_pull_policy: Some("IfNotPresent".into()),
+        security_context: Some(restricted()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    }
+}
+
+fn read_only(mount: VolumeMount) -> VolumeMount {
+    VolumeMount {
+        read_only: Some(true),
+        ..mount
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(extra: &str) -> BuildJob {
+        let mut job: BuildJob = serde_yaml::from_str(&format!(
+            r#"
+apiVersion: ferry.dev/v1alpha1
+kind: BuildJob
+metadata: {{name: shop-9fceb02, namespace: team-a, uid: 1234}}
+spec:
+  application: shop
+  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
+  source: {{url: "http://git.local/shop.git", credentialsSecret: git-cred}}
+  build: {{builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}}
+  image: {{repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}}
+{extra}"#
+        ))
+        .unwrap();
+        job.metadata.uid = Some("1234".into());
+        job
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            ferry_image: "registry.local/ferry@sha256:aa".into(),
+        }
+    }
+
+    fn mounts(container: &Container) -> Vec<&str> {
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_steps_run_in_order_each_in_its_own_container() {
+        let pod = build_pod(&job(""), &settings()).unwrap();
+        let spec = pod.spec.unwrap();
+        let steps: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(steps, ["fetch", "build", "publish"]);
+        let build = &spec.init_containers.as_ref().unwrap()[1];
+        assert_eq!(
+            build.command.as_deref().unwrap(),
+            ["sh", "-ec", "make test && cp shop /out/"]
+        );
+        assert_eq!(build.image.as_deref(), Some("registry.local/builder:1"));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("BuildJob", Some(true))
+        );
+    }
+
+    #[test]
+    fn credentials_are_mounted_only_into_the_step_that_needs_them() {
+        let spec = build_pod(&job(""), &settings()).unwrap().spec.unwrap();
+        let inits = spec.init_containers.unwrap();
+        let (fetch, build, publish) = (&inits[0], &inits[1], &spec.containers[0]);
+        assert!(mounts(fetch).contains(&"git-credentials"));
+        assert!(!mounts(fetch).contains(&"push-credentials"));
+        assert!(!mounts(build).iter().any(|m| m.ends_with("credentials")));
+        assert!(mounts(publish).contains(&"push-credentials"));
+        assert!(!mounts(publish).contains(&"git-credentials"));
+        assert!(
+            publish
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--docker-config=/var/run/ferry/push/.dockerconfigjson")
+        );
+        assert!(publish.args.iter().flatten().any(|a| a == "--insecure"));
+    }
+
+    #[test]
+    fn the_pod_meets_the_restricted_pod_security_standard() {
+        let spec = build_pod(&job(""), &settings()).unwrap().spec.unwrap();
+        let pod_security = spec.security_context.clone().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let security = container.security_context.clone().unwrap();
+            assert_eq!(
+                security.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                container.name
+            );
+            assert_eq!(
+                security.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_owned()]),
+                "{}",
+                container.name
+            );
+            assert_eq!(security.run_as_non_root, Some(true), "{}", container.name);
+        }
+    }
+
+    #[test]
+    fn an_oci_layout_is_published_as_it_is() {
+        let mut job = job("");
+        job.spec.build.base_image = None;
+        job.spec.build.entrypoint = vec![];
+        job.spec.build.oci_layout_dir = Some("/layout".into());
+        let spec = build_pod(&job, &settings()).unwrap().spec.unwrap();
+        let publish = &spec.containers[0];
+        let args = publish.args.clone().unwrap();
+        assert!(args.contains(&"--oci-layout=/var/run/ferry/output".to_owned()));
+        assert!(!args.iter().any(|a| a.starts_with("--base")));
+        let build = &spec.init_containers.unwrap()[1];
+        assert!(
+            build
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "output" && m.mount_path == "/layout")
+        );
+    }
+
+    #[test]
+    fn a_build_without_secrets_mounts_none() {
+        let mut job = job("");
+        job.spec.source.credentials_secret = None;
+        job.spec.image.push_secret = None;
+        let spec = build_pod(&job, &settings()).unwrap().spec.unwrap();
+        assert_eq!(spec.volumes.unwrap().len(), 3);
+        let publish = &spec.containers[0];
+        assert!(
+            !publish
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a.starts_with("--docker-config"))
+        );
+    }
+
+    #[test]
+    fn a_job_not_yet_stored_has_no_pod() {
+        let mut job = job("");
+        job.metadata.uid = None;
+        assert!(build_pod(&job, &settings()).is_none());
+    }
+}

@@ -1,0 +1,421 @@
+//! Ferry's git adapter and fetch step against a real git server: the e2e cluster's
+//! `gitserver` (a front for `git http-backend`) on loopback, fed by the `git` command line.
+//!
+//! Needs `git` and `go` on the PATH; the server is built once per test binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry::adapters::git::{self, Credentials, GitError, GixRemote, RemoteRefs};
+use ferry::build::fetch;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ferry-test-{what}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating a temporary directory");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn gitserver_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ferry-gitserver");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/cluster/gitserver");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&source)
+            .env("GOWORK", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-mod=mod")
+            .status()
+            .expect("running `go build` for the git server (is Go installed?)");
+        assert!(status.success(), "building e2e/cluster/gitserver failed");
+        out
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The git server, on a loopback port of its own, stopped when dropped.
+struct GitServer {
+    child: Child,
+    base: String,
+    _root: TempDir,
+}
+
+impl GitServer {
+    fn start(basic_auth: Option<&str>) -> Self {
+        let root = TempDir::new("gitroot");
+        let port = free_port();
+        let mut command = Command::new(gitserver_binary());
+        command
+            .arg(format!("-listen=127.0.0.1:{port}"))
+            .arg(format!("-root={}", root.0.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(auth) = basic_auth {
+            command.arg(format!("-basic-auth={auth}"));
+        }
+        let child = command.spawn().expect("starting the git server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the git server did not listen on 127.0.0.1:{port} within 10s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _root: root,
+        }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("{}/{repo}.git", self.base)
+    }
+
+    /// The URL with user information, for pushing to a server that requires it.
+    fn url_as(&self, repo: &str, userinfo: &str) -> String {
+        self.url(repo)
+            .replacen("http://", &format!("http://{userinfo}@"), 1)
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A working copy where tests commit, tag and push with the `git` command line.
+struct WorkingCopy {
+    dir: TempDir,
+}
+
+impl WorkingCopy {
+    fn new() -> Self {
+        let copy = Self {
+            dir: TempDir::new("work"),
+        };
+        copy.git(&["init", "--quiet", "--initial-branch=main"]);
+        copy
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&self.dir.0)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("running git");
+        assert!(
+            output.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Writes `file` and commits it; returns the commit id.
+    fn commit(&self, message: &str, file: &str, content: &str) -> String {
+        std::fs::write(self.dir.0.join(file), content).expect("writing a file");
+        self.git(&["add", file]);
+        self.git(&["commit", "--quiet", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn push(&self, url: &str, refspec: &str) {
+        self.git(&["push", "--quiet", url, refspec]);
+    }
+}
+
+async fn head(url: &str, branch: &str) -> Result<git::BranchHead, GitError> {
+    GixRemote { timeout: TIMEOUT }.head(url, branch, None).await
+}
+
+#[tokio::test]
+async fn the_branch_head_is_seen_and_a_new_commit_after_a_push() {
+    let server = GitServer::start(None);
+    let work = WorkingCopy::new();
+    let first = work.commit("first", "a.txt", "1");
+    work.push(&server.url("app"), "main");
+    let seen = head(&server.url("app"), "main").await.unwrap();
+    assert_eq!(seen.commit, first);
+    assert!(seen.tags.is_empty(), "{seen:?}");
+
+    let second = work.commit("second", "a.txt", "2");
+    work.push(&server.url("app"), "main");
+    let seen = head(&server.url("app"), "main").await.unwrap();
+    assert_eq!(seen.commit, second, "the new commit must be seen");
+}
+
+#[tokio::test]
+async fn tags_on_the_head_are_listed_and_tags_elsewhere_are_not() {
+    let server = GitServer::start(None);
+    let work = WorkingCopy::new();
+    work.commit("old", "a.txt", "1");
+    work.git(&["tag", "v0.9.0"]);
+    work.git(&["tag", "-a", "v0.9.1", "-m", "annotated, old"]);
+    let tip = work.commit("new", "a.txt", "2");
+    work.git(&["tag", "v1.2.0"]);
+    work.git(&["tag", "-a", "v1.2.0-annotated", "-m", "annotated"]);
+    work.push(&server.url("app"), "main");
+    work.push(&server.url("app"), "--tags");
+    // Another branch with a tag of its own: neither is the head of main.
+    work.git(&["checkout", "--quiet", "-b", "feature"]);
+    work.commit("feature", "b.txt", "x");
+    work.git(&["tag", "v2.0.0"]);
+    work.push(&server.url("app"), "feature");
+    work.push(&server.url("app"), "--tags");
+
+    let seen = head(&server.url("app"), "main").await.unwrap();
+    assert_eq!(
+        seen,
+        git::BranchHead {
+            commit: tip,
+            tags: vec!["v1.2.0".into(), "v1.2.0-annotated".into()],
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_a_missing_repository_and_a_missing_branch_have_their_categories() {
+    let nobody = format!("http://127.0.0.1:{}/app.git", free_port());
+    let error = head(&nobody, "main").await.unwrap_err();
+    assert_eq!(error.category(), "RepositoryUnreachable", "{error}");
+    assert!(error.is_transient());
+
+    let server = GitServer::start(None);
+    let error = head(&server.url("missing"), "main").await.unwrap_err();
+    assert_eq!(error.category(), "NotAGitRepository", "{error}");
+
+    let work = WorkingCopy::new();
+    work.commit("first", "a.txt", "1");
+    work.push(&server.url("app"), "main");
+    let error = head(&server.url("app"), "release").await.unwrap_err();
+    assert_eq!(error.category(), "BranchNotFound", "{error}");
+    assert!(error.to_string().contains("release"), "{error}");
+
+    let error = head("git@github.com:org/app.git", "main")
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "InvalidRepositoryUrl", "{error}");
+}
+
+#[tokio::test]
+async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_in_the_message() {
+    let server = GitServer::start(Some("ci:right-password"));
+    let work = WorkingCopy::new();
+    let tip = work.commit("first", "a.txt", "1");
+    work.push(&server.url_as("app", "ci:right-password"), "main");
+    let remote = GixRemote { timeout: TIMEOUT };
+
+    let wrong = Credentials::new("ci", "wrong-password-4711");
+    let error = remote
+        .head(&server.url("app"), "main", Some(&wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "AuthenticationRefused", "{error}");
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("wrong-password-4711"), "{shown}");
+
+    let error = remote
+        .head(&server.url("app"), "main", None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "AuthenticationRefused", "{error}");
+    assert!(
+        error.to_string().contains("requires credentials"),
+        "{error}"
+    );
+
+    // A password in the URL itself is not shown either.
+    let error = remote
+        .head(&server.url_as("app", "ci:url-password-0815"), "main", None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "AuthenticationRefused", "{error}");
+    assert!(!format!("{error} {error:?}").contains("url-password-0815"));
+
+    let right = Credentials::new("ci", "right-password");
+    let seen = remote
+        .head(&server.url("app"), "main", Some(&right))
+        .await
+        .unwrap();
+    assert_eq!(seen.commit, tip);
+}
+
+fn fetch_request<'a>(
+    url: &'a str,
+    commit: &'a str,
+    dest: &'a Path,
+    credentials: Option<&'a Credentials>,
+    since: Option<&'a str>,
+) -> fetch::Request<'a> {
+    fetch::Request {
+        url,
+        commit,
+        dest,
+        credentials,
+        since,
+        timeout: TIMEOUT,
+    }
+}
+
+#[test]
+fn fetch_checks_out_exactly_the_commit_asked_for() {
+    let server = GitServer::start(None);
+    let work = WorkingCopy::new();
+    let first = work.commit("first", "app.txt", "version one\n");
+    work.commit("second", "app.txt", "version two\n");
+    work.push(&server.url("app"), "main");
+
+    // Not the branch head: fetched by its id.
+    let dest = TempDir::new("checkout");
+    let checkout = dest.0.join("src");
+    let url = server.url("app");
+    let fetched = fetch::fetch(&fetch_request(&url, &first, &checkout, None, None)).unwrap();
+    assert_eq!(fetched.commit, first);
+    assert_eq!(
+        std::fs::read_to_string(checkout.join("app.txt")).unwrap(),
+        "version one\n"
+    );
+    assert_eq!(fetched.messages, vec!["first".to_owned()]);
+    // The checkout is a git repository at that commit, with nothing changed.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&checkout)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(git(&["rev-parse", "HEAD"]), first);
+    assert_eq!(git(&["status", "--porcelain"]), "");
+}
+
+#[test]
+fn fetch_refuses_a_commit_that_does_not_exist_and_a_busy_destination() {
+    let server = GitServer::start(None);
+    let work = WorkingCopy::new();
+    work.commit("first", "app.txt", "1");
+    work.push(&server.url("app"), "main");
+    let url = server.url("app");
+
+    let dest = TempDir::new("checkout");
+    let missing = "1234567890123456789012345678901234567890";
+    let error =
+        fetch::fetch(&fetch_request(&url, missing, &dest.0.join("a"), None, None)).unwrap_err();
+    assert_eq!(error.category(), "CommitNotFound", "{error}");
+
+    std::fs::write(dest.0.join("occupied"), "x").unwrap();
+    let head = work.git(&["rev-parse", "HEAD"]);
+    let error = fetch::fetch(&fetch_request(&url, &head, &dest.0, None, None)).unwrap_err();
+    assert!(error.to_string().contains("not empty"), "{error}");
+
+    let error =
+        fetch::fetch(&fetch_request(&url, "main", &dest.0.join("b"), None, None)).unwrap_err();
+    assert!(error.to_string().contains("40 hex digits"), "{error}");
+}
+
+#[test]
+fn fetch_reports_the_work_items_since_the_previous_release() {
+    let server = GitServer::start(Some("ci:pw-for-fetch"));
+    let work = WorkingCopy::new();
+    work.commit("PROJ-1 before the previous release", "a.txt", "0");
+    let previous = work.commit("released #1", "a.txt", "1");
+    work.commit("Fix #12", "a.txt", "2");
+    let tip = work.commit("PROJ-7: add a page", "a.txt", "3");
+    work.push(&server.url_as("app", "ci:pw-for-fetch"), "main");
+
+    let dest = TempDir::new("checkout");
+    let credentials_dir = TempDir::new("credentials");
+    std::fs::write(credentials_dir.0.join("username"), "ci\n").unwrap();
+    std::fs::write(credentials_dir.0.join("password"), "pw-for-fetch\n").unwrap();
+    let report = dest.0.join("report.json");
+    let checkout = dest.0.join("src");
+    // Through the command line, as the build pod runs it.
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["build", "fetch"])
+        .arg(format!("--url={}", server.url("app")))
+        .arg(format!("--commit={tip}"))
+        .arg(format!("--dest={}", checkout.display()))
+        .arg(format!("--credentials={}", credentials_dir.0.display()))
+        .arg(format!("--since={previous}"))
+        .arg(format!("--report={}", report.display()))
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: fetch::Report =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        report,
+        fetch::Report {
+            commit: tip.clone(),
+            work_items: vec!["#12".into(), "PROJ-7".into()],
+            history_complete: true,
+        }
+    );
+
+    // Wrong credentials: one line on stderr naming the category, no password, exit 1.
+    std::fs::write(credentials_dir.0.join("password"), "not-the-pw-31337\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["build", "fetch"])
+        .arg(format!("--url={}", server.url("app")))
+        .arg(format!("--commit={tip}"))
+        .arg(format!("--dest={}", dest.0.join("again").display()))
+        .arg(format!("--credentials={}", credentials_dir.0.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("AuthenticationRefused"), "{stderr}");
+    assert!(!stderr.contains("not-the-pw-31337"), "{stderr}");
+}
