@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that nothing of the e2e cluster is left on the machine: processes, mounts, network
-# namespaces, interfaces, routes, iptables rules, cgroups. Prints what it finds; exits 1 if any.
+# namespaces, interfaces, routes, iptables and ip6tables rules (the host's seal too), cgroups.
+# Prints what it finds; exits 1 if any.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -38,8 +39,9 @@ check "network namespaces" "$(ip netns list | grep -w "$NETNS" || true)"
 check interfaces "$(ip -br link | grep -e "$HOST_IF" -e cni0 || true)"
 net_re="${NODE_NET%.*/*}\.|${POD_CIDR%.*.*/*}\.|${SERVICE_CIDR%.*.*/*}\."
 check routes "$(ip route show table all | grep -E "$net_re" || true)"
+# The host's seal (lib.sh) is the one set of rules the cluster puts in the host's own tables.
 rules=$( { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } |
-  grep -E "KUBE-|CNI-|$net_re|$CNI_NET_NAME" || true)
+  grep -E "KUBE-|CNI-|$SEAL_CHAIN|$HOST_IF|$net_re|$CNI_NET_NAME" || true)
 check "iptables rules" "$rules"
 check "CNI result files" "$(ls /var/lib/cni/results 2>/dev/null | grep -e "^$CNI_NET_NAME-" || true)"
 check cgroups "$(find /sys/fs/cgroup/*/ -maxdepth 1 -name 'kubepods*' 2>/dev/null || true)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tears the e2e cluster down completely and idempotently: every process, container, mount,
-# cgroup, network namespace (with its interfaces, routes and iptables rules) and kernel setting
-# the cluster made. State goes too; the last run's component logs stay in $E2E_DIR/logs.
+# cgroup, network namespace (with its interfaces, routes and iptables rules), the host's seal
+# rules and kernel setting the cluster made. State goes too; the last run's component logs stay in $E2E_DIR/logs.
 # Ends by running check-clean.sh, so a leftover makes it fail.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +41,8 @@ pids_mentioning() {
   done
   return 0
 }
+
+host_if_gone() { ! ip link show "$HOST_IF" >/dev/null 2>&1; }
 
 kubepods_cgroups() { find /sys/fs/cgroup/*/kubepods -depth -type d 2>/dev/null || true; }
 
@@ -95,10 +97,15 @@ main() {
   # 8. The network namespace takes the veth pair, the host routes through it, the pod bridge and
   #    every iptables rule kube-proxy and CNI made with it.
   if ip netns list | grep -qw "$NETNS"; then ip netns delete "$NETNS"; fi
-  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
+  # The namespace's end takes the host's end with it, but the kernel does that in the background:
+  # the host's end may vanish between the two commands below.
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF" 2>/dev/null || true; fi
+  wait_until 10 "interface $HOST_IF to go away" host_if_gone
   # `ip netns add` turns /run/netns into a mount point of its own; undo that once no namespace
   # lives there any more (another user's namespaces keep it).
   if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns; fi
+  # The seal's rules on the host side (lib.sh): last, once nothing of the cluster runs any more.
+  unseal_host
 
   # 9. Kernel settings kubelet changed.
   if [ -f "$E2E_DIR/sysctl.orig" ]; then

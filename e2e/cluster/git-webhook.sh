@@ -13,6 +13,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
 [ $# -ge 2 ] && [ $# -le 3 ] || { sed -n '2,11p' "$0" >&2; exit 2; }
+# The names the git server accepts (gitserver/main.go, repoName).
+seg='[A-Za-z0-9][A-Za-z0-9._-]{0,63}'
+[[ "$1" =~ ^$seg(/$seg){0,2}$ ]] || die "bad repository name '$1' (letters, digits, '.', '_', '-')"
 repo="$E2E_DIR/git/$1.git"
 [ -d "$repo" ] || git init --quiet --bare --initial-branch=main "$repo"
 if [ -z "$2" ]; then
@@ -26,4 +29,5 @@ if [ -n "${3:-}" ]; then
 else
   git --git-dir "$repo" config --unset-all ferry.webhook.secret || true
 fi
-echo "$GIT_URL/$1.git -> $2"
+# Not the URL: it may carry a token.
+echo "webhook set for $GIT_URL/$1.git${3:+ (signed)}"

@@ -6,7 +6,11 @@
 #   E2E_KEEP=1 e2e/cluster/test.sh # test and leave the cluster running
 #
 # On the cluster from `make cluster-up` (brought up first if it is not):
-#   1. the node is Ready, and its network namespace has no route out of the machine;
+#   1. the node is Ready, and its network namespace has no route out of the machine, neither
+#      IPv4 nor IPv6; the seal (iptables and ip6tables, lib.sh) stops a pod and the node from
+#      opening a connection to a host address outside the cluster's even when a route to it is
+#      added, and the host's half of the seal still stops it with the node's half breached;
+#      the API server refuses pods that would enter the host's namespaces or run privileged;
 #   2. a Deployment of busybox httpd from the local registry becomes Available through an HTTP
 #      readiness probe (non-root, read-only root filesystem, maxUnavailable 0);
 #   3. a pod reaches it through its Service's ClusterIP; another finds it by name through the
@@ -44,16 +48,200 @@ node_ready() {
 
 no_route_out() {
   # Asked of the routing table, so nothing is sent even if this fails: an address outside every
-  # network the harness made (TEST-NET-2) and the machine's own default gateway.
-  local gw; gw=$(ip route show default | awk '{print $3; exit}')
-  local dst
-  for dst in 198.51.100.1 ${gw:+"$gw"}; do
+  # network the harness made (TEST-NET-2, and 2001:db8::/32 for IPv6) and the machine's own
+  # default gateways.
+  local gw4 gw6 dst
+  gw4=$(ip -4 route show default | awk '{print $3; exit}')
+  gw6=$(ip -6 route show default | awk '{print $3; exit}')
+  for dst in 198.51.100.1 ${gw4:+"$gw4"} 2001:db8::1 ${gw6:+"$gw6"}; do
     if in_ns ip route get "$dst" 2>/dev/null; then
       echo "the node namespace has a route to $dst"
       exit 1
     fi
     echo "no route from the node namespace to $dst"
   done
+  if [ -n "$(in_ns ip -4 route show default)$(in_ns ip -6 route show default)" ]; then
+    echo "the node namespace has a default route:"; in_ns ip route show default; in_ns ip -6 route show default
+    exit 1
+  fi
+  echo "no default route in the node namespace, IPv4 or IPv6"
+  # And a real connect, which fails before sending (no route): nothing leaves.
+  for dst in 198.51.100.1 '[2001:db8::1]'; do
+    if in_ns curl -gsS --max-time 5 -o /dev/null "http://$dst/" 2>"$tmp/curl.err"; then
+      echo "the node namespace reached $dst"; exit 1
+    fi
+    echo "connect from the node namespace to $dst: $(cat "$tmp/curl.err")"
+  done
+}
+
+# --- the seal ---------------------------------------------------------------------------------
+#
+# A listener on a host address that is none of the cluster's (a /32 and a /128 on the host's end
+# of the veth: the host owns them like any of its addresses, and they go away with the veth),
+# and what a breakout in the node namespace would do first: a route to it through the host. The
+# seal must still stop every connection, and its DROP counters must show that it did.
+
+PROBE_PORT=18999
+PROBE4=198.18.0.1           # RFC 2544 benchmarking range: on this machine only
+PROBE6=fd5e:a1ed::1         # unique local; the node's side gets fd5e:a1ed::2
+PROBE_TEXT=reached-the-host
+probe_cleanup=()   # commands undoing probe_up and breach_node_seal, run in reverse order
+
+# Runs when seal_holds' subshell exits, passed or failed: a failing check must not leave the
+# breach or the route behind.
+cleanup_probe() {
+  local i
+  for ((i = ${#probe_cleanup[@]} - 1; i >= 0; i--)); do
+    eval "${probe_cleanup[i]}" || echo "cleanup failed: ${probe_cleanup[i]}"
+  done
+  probe_cleanup=()
+}
+
+probe_up() {
+  mkdir -p "$tmp/www"
+  echo "$PROBE_TEXT" >"$tmp/www/probe"
+  ip addr add "$PROBE4/32" dev "$HOST_IF"
+  probe_cleanup+=("ip addr del $PROBE4/32 dev $HOST_IF")
+  ip -6 addr add "$PROBE6/64" dev "$HOST_IF" nodad
+  probe_cleanup+=("ip -6 addr del $PROBE6/64 dev $HOST_IF")
+  busybox httpd -f -p "$PROBE4:$PROBE_PORT" -h "$tmp/www" &
+  probe_cleanup+=("kill $!")
+  busybox httpd -f -p "[$PROBE6]:$PROBE_PORT" -h "$tmp/www" &
+  probe_cleanup+=("kill $!")
+  # Both listeners answer the host itself.
+  wait_until 10 "the IPv4 probe listener" curl -fsS "http://$PROBE4:$PROBE_PORT/probe"
+  wait_until 10 "the IPv6 probe listener" curl -gfsS "http://[$PROBE6]:$PROBE_PORT/probe"
+  echo "listening on the host: http://$PROBE4:$PROBE_PORT/probe and http://[$PROBE6]:$PROBE_PORT/probe"
+
+  in_ns ip route add "$PROBE4/32" via "$HOST_IP" dev "$NODE_IF"
+  probe_cleanup+=("in_ns ip route del $PROBE4/32 via $HOST_IP dev $NODE_IF")
+  # The IPv6 seal drops neighbour discovery too, so the two ends learn each other statically.
+  in_ns ip -6 addr add fd5e:a1ed::2/64 dev "$NODE_IF" nodad
+  probe_cleanup+=("in_ns ip -6 addr del fd5e:a1ed::2/64 dev $NODE_IF")
+  in_ns ip -6 neigh replace "$PROBE6" lladdr "$(cat "/sys/class/net/$HOST_IF/address")" \
+    dev "$NODE_IF" nud permanent
+  # (/sys shows the host's interfaces even under nsenter --net: ask ip instead.)
+  ip -6 neigh replace fd5e:a1ed::2 lladdr "$(in_ns ip -br link show "$NODE_IF" | awk '{print $3}')" \
+    dev "$HOST_IF" nud permanent
+  echo "the node namespace now routes $PROBE4 and $PROBE6 to the host"
+}
+
+# breach_node_seal FAMILY ADDRESS — what a process with CAP_NET_ADMIN in the node namespace could
+# do: let ADDRESS through the namespace's own half of the seal.
+breach_node_seal() {
+  local ipt=iptables; [ "$1" = 4 ] || ipt=ip6tables
+  in_ns "$ipt" -w 5 -t mangle -I "$SEAL_CHAIN" 1 -d "$2" -j RETURN
+  probe_cleanup+=("in_ns $ipt -w 5 -t mangle -D $SEAL_CHAIN -d $2 -j RETURN")
+}
+
+# blocked FAMILY WHERE(host|node) WHAT CMD... — CMD (a connect to the probe) must not reach it,
+# and the seal's DROP counter on WHERE must have counted it: the seal is what stopped it.
+blocked() {
+  local family=$1 where=$2 what=$3 before after
+  shift 3
+  before=$(seal_drops "$family" "$where")
+  "$@" >"$tmp/probe.out" 2>&1 || true
+  if grep -q "$PROBE_TEXT" "$tmp/probe.out"; then
+    echo "$what: reached the host's listener"; exit 1
+  fi
+  after=$(seal_drops "$family" "$where")
+  if ! [[ "$before" =~ ^[0-9]+$ && "$after" =~ ^[0-9]+$ ]]; then
+    echo "$what: the $where side's seal has no DROP rule"; exit 1
+  fi
+  if [ "$after" -le "$before" ]; then
+    echo "$what: did not connect, but the $where side's seal dropped nothing ($before -> $after):"
+    cat "$tmp/probe.out"
+    exit 1
+  fi
+  echo "$what: blocked ($(tail -n1 "$tmp/probe.out")); the $where side's seal dropped $((after - before)) packets"
+}
+
+node_connects() { in_ns curl -gsS --max-time 4 "http://$1:$PROBE_PORT/probe"; }
+
+# pod_connects NAME ADDRESS — a pod's attempt, its output printed (the pod itself succeeds).
+pod_connects() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $NS}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65532}
+  containers:
+  - name: probe
+    image: $REGISTRY/busybox:1.35
+    command: [sh, -c, 'printf "GET /probe HTTP/1.0\r\n\r\n" | nc -w 4 $2 $PROBE_PORT; echo "nc exit \$?"']
+EOF
+  kc -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$1" --timeout=60s >/dev/null
+  kc -n "$NS" logs "$1"
+}
+
+seal_holds() {
+  trap cleanup_probe EXIT
+  host_sealed || { echo "the host's seal is not in place"; exit 1; }
+  node_sealed || { echo "the node namespace's seal is not in place"; exit 1; }
+  probe_up
+  blocked 4 node "node namespace -> $PROBE4" node_connects "$PROBE4"
+  blocked 4 node "pod -> $PROBE4" pod_connects probe-inner "$PROBE4"
+  blocked 6 node "node namespace -> $PROBE6" node_connects "[$PROBE6]"
+  breach_node_seal 4 "$PROBE4"
+  breach_node_seal 6 "$PROBE6"
+  echo "the node namespace's seal now lets $PROBE4 and $PROBE6 through"
+  blocked 4 host "node namespace -> $PROBE4" node_connects "$PROBE4"
+  blocked 4 host "pod -> $PROBE4" pod_connects probe-outer "$PROBE4"
+  blocked 6 host "node namespace -> $PROBE6" node_connects "[$PROBE6]"
+}
+
+# --- Pod Security -----------------------------------------------------------------------------
+
+# refused NAMESPACE WHAT EXPECTED-MESSAGE POD-FIELD CONTAINER-FIELD — a server-side dry run of a
+# pod with these fields (YAML flow mappings' contents) must be refused with that message.
+refused() {
+  local ns=$1 what=$2 expected=$3 pod_field=$4 container_field=$5
+  if kc create --dry-run=server -o name -f - >"$tmp/admit.out" 2>&1 <<EOF; then
+apiVersion: v1
+kind: Pod
+metadata: {name: intruder, namespace: $ns}
+spec:
+  $pod_field
+  containers:
+  - {name: c, image: $REGISTRY/busybox:1.35, command: [sleep, "1"], securityContext: {$container_field}}
+EOF
+    echo "a pod with $what was admitted in $ns:"; cat "$tmp/admit.out"; exit 1
+  fi
+  if ! grep -qF -- "$expected" "$tmp/admit.out"; then
+    echo "a pod with $what was refused in $ns, but not with '$expected':"; cat "$tmp/admit.out"; exit 1
+  fi
+  echo "$what in $ns: refused: $(grep -F -- "$expected" "$tmp/admit.out")"
+}
+
+host_namespaces_refused() {
+  # The same pod without the fields is admitted: the refusals below are about those fields.
+  kc create --dry-run=server -o name -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: $NS}
+spec:
+  containers: [{name: c, image: $REGISTRY/busybox:1.35, command: [sleep, "1"]}]
+EOF
+  refused "$NS" hostNetwork \
+    'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' 'hostNetwork: true' ''
+  refused "$NS" hostPID \
+    'violates PodSecurity "baseline:latest": host namespaces (hostPID=true)' 'hostPID: true' ''
+  refused "$NS" privileged \
+    'securityContext.privileged: Forbidden: disallowed by cluster policy' '' 'privileged: true'
+  refused "$NS" NET_ADMIN \
+    'violates PodSecurity "baseline:latest": non-default capabilities' '' 'capabilities: {add: [NET_ADMIN]}'
+  # A namespace whose labels relax Pod Security still gets no privileged container: that is the
+  # API server's --allow-privileged=false, which no label lifts.
+  local relaxed="$NS-privileged"
+  kc delete namespace "$relaxed" --ignore-not-found --wait --timeout=60s >/dev/null
+  kc create namespace "$relaxed" >/dev/null
+  kc label namespace "$relaxed" pod-security.kubernetes.io/enforce=privileged >/dev/null
+  kc -n "$relaxed" wait --for=create serviceaccount/default --timeout=60s >/dev/null
+  refused "$relaxed" privileged \
+    'securityContext.privileged: Forbidden: disallowed by cluster policy' '' 'privileged: true'
+  kc delete namespace "$relaxed" --wait=false >/dev/null
 }
 
 fresh_namespace() {
@@ -286,8 +474,10 @@ teardown_clean() {
 main() {
   "$here/up.sh" >/dev/null
   step "node $NODE_NAME is Ready" node_ready
-  step "nothing can be routed out of the cluster" no_route_out
+  step "nothing can be routed out of the cluster (IPv4 and IPv6)" no_route_out
   step "namespace $NS is fresh" fresh_namespace
+  step "the API server refuses pods in the host's namespaces and privileged pods" host_namespaces_refused
+  step "the seal stops the node and pods from connecting to the host, also with a route to it" seal_holds
   step "Deployment of busybox httpd becomes Ready through an HTTP readiness probe" deployment_ready
   step "a pod reaches the Deployment through its Service (ClusterIP)" service_reachable
   step "a pod finds the Service by name through cluster DNS; outside names do not resolve" service_by_name

@@ -2,6 +2,10 @@
 # Brings up the single-node e2e cluster (see docs/cluster.md). Idempotent: a healthy cluster is
 # left alone, a broken or half-started one is torn down and started again. The last line printed
 # is `export KUBECONFIG=...`.
+#
+# Each slow step prints one line ("building CoreDNS v1.12.4 ... done in 2m17s"); what the steps
+# print goes to $FERRY_LOG (default $FERRY_CACHE/logs/cluster-up.log), whose last lines are shown
+# if a step fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -17,10 +21,12 @@ ensure_packages() {
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
-  [ ${#missing[@]} -eq 0 ] && return
-  log "installing ${missing[*]}"
+  [ ${#missing[@]} -gt 0 ] || return 0
+  slow_step "installing packages: ${missing[*]}" install_packages "${missing[@]}"
+}
+install_packages() {
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
 # --- already up? -----------------------------------------------------------------------------
@@ -30,6 +36,8 @@ components=(registry gitserver etcd kube-apiserver kube-controller-manager kube-
 cluster_healthy() {
   local c
   for c in "${components[@]}"; do pid_alive "$c" || return 1; done
+  host_sealed || { log "the host's seal ($SEAL_CHAIN) is not in place"; return 1; }
+  node_sealed || { log "the node namespace's seal ($SEAL_CHAIN) is not in place"; return 1; }
   kc get --raw /readyz >/dev/null 2>&1 || return 1
   [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
     2>/dev/null)" = True ]
@@ -54,6 +62,9 @@ EOF
 setup_network() {
   ip netns add "$NETNS"
   ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
+  # Sealed before either end is up and before anything runs inside (lib.sh, "the seal").
+  seal_host
+  seal_node
   ip addr add "$HOST_IP/24" dev "$HOST_IF"
   ip link set "$HOST_IF" up
   in_ns ip link set lo up
@@ -78,6 +89,8 @@ setup_network() {
   # iptables, which Service DNAT between two pods on the same bridge needs.
   in_ns sysctl -qw net.ipv4.ip_forward=1
   in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  # The cluster speaks no IPv6: a router advertisement must not give the node a default route.
+  in_ns sysctl -qw net.ipv6.conf.default.accept_ra=0 "net.ipv6.conf.$NODE_IF.accept_ra=0"
 }
 
 # --- registry, git server, images ------------------------------------------------------------
@@ -97,37 +110,36 @@ EOF
   start_daemon registry docker-registry serve "$E2E_DIR/registry/config.yml"
 }
 
+# The git server's binary, keyed by a hash of its source.
+gitserver_bin() {
+  echo "$FERRY_CACHE/tools/gitserver-$(cat "$here/gitserver/go.mod" "$here/gitserver/main.go" |
+    sha256sum | cut -c1-16)"
+}
 build_gitserver() {
-  local hash bin
-  hash=$(cat "$here/gitserver/go.mod" "$here/gitserver/main.go" | sha256sum | cut -c1-16)
-  bin="$FERRY_CACHE/tools/gitserver-$hash"
-  if [ ! -x "$bin" ]; then
-    mkdir -p "$FERRY_CACHE/tools"
-    (cd "$here/gitserver" && GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
-      go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
-  fi
-  echo "$bin"
+  local bin; bin=$(gitserver_bin)
+  mkdir -p "$FERRY_CACHE/tools"
+  cd "$here/gitserver"
+  export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+  go vet .
+  go build -trimpath -o "$bin.tmp" .
+  mv "$bin.tmp" "$bin"
 }
 
 # CoreDNS answers cluster.local from the API (Services, pods) on the node address, where
 # kubelet points every pod's resolver. It has no upstream: any other name is NXDOMAIN, so no
 # lookup ever leaves. Its module has no replace directives, so `go install` works.
+coredns_bin() { echo "$FERRY_CACHE/tools/coredns-$COREDNS_VERSION"; }
 build_coredns() {
-  local bin="$FERRY_CACHE/tools/coredns-$COREDNS_VERSION"
-  if [ ! -x "$bin" ]; then
-    log "building CoreDNS $COREDNS_VERSION (cached in $FERRY_CACHE/tools)"
-    mkdir -p "$FERRY_CACHE/tools/gobin-coredns"
-    GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
-      GOBIN="$FERRY_CACHE/tools/gobin-coredns" \
-      go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION" >&2
-    mv "$FERRY_CACHE/tools/gobin-coredns/coredns" "$bin"
-    rmdir "$FERRY_CACHE/tools/gobin-coredns"
-  fi
-  echo "$bin"
+  mkdir -p "$FERRY_CACHE/tools/gobin-coredns"
+  GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
+    GOBIN="$FERRY_CACHE/tools/gobin-coredns" \
+    go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  mv "$FERRY_CACHE/tools/gobin-coredns/coredns" "$(coredns_bin)"
+  rmdir "$FERRY_CACHE/tools/gobin-coredns"
 }
 
 start_coredns() {
-  local bin=$1
+  local bin; bin=$(coredns_bin)
   kc apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -241,7 +253,34 @@ make_pki() {
 
 # --- control plane ---------------------------------------------------------------------------
 
+# Pod Security admission's cluster-wide default: every namespace enforces the baseline Pod
+# Security Standard unless its labels say otherwise, so no pod can share the node's network, PID
+# or IPC namespace, use hostPath volumes or host ports, or add capabilities such as NET_ADMIN.
+# Nothing is exempt: no pod of this cluster needs any of that (kube-proxy, CoreDNS and the
+# registry run as processes on the node, not as pods). Privileged containers are refused even in
+# a namespace labelled privileged: the apiserver runs with --allow-privileged=false.
+write_admission_config() {
+  cat >"$E2E_DIR/admission.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults:
+      enforce: baseline
+      enforce-version: latest
+      warn: baseline
+      warn-version: latest
+      audit: baseline
+      audit-version: latest
+    exemptions: {usernames: [], runtimeClasses: [], namespaces: []}
+EOF
+}
+
 start_control_plane() {
+  write_admission_config
   start_daemon etcd etcd --name ferry-e2e --data-dir "$E2E_DIR/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -252,8 +291,9 @@ start_control_plane() {
   start_daemon kube-apiserver kube-apiserver \
     --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port="$API_PORT" \
     --etcd-servers=http://127.0.0.1:2379 \
-    --allow-privileged=true \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --allow-privileged=false \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,PodSecurity \
+    --admission-control-config-file="$E2E_DIR/admission.yaml" \
     --client-ca-file="$PKI/ca.crt" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
@@ -420,30 +460,44 @@ EOF
 # All in a function, so bash has read the whole file before it runs anything: editing this
 # script while a cluster-up runs must not change what that run does.
 main() {
-
-  start=$SECONDS
+  if [ -z "${FERRY_LOG:-}" ]; then
+    # Appended to (test-e2e runs cluster-up more than once), the previous one kept when large.
+    export FERRY_LOG="$FERRY_CACHE/logs/cluster-up.log"
+    mkdir -p "$(dirname "$FERRY_LOG")"
+    if [ "$(stat -c %s "$FERRY_LOG" 2>/dev/null || echo 0)" -gt 10000000 ]; then
+      mv "$FERRY_LOG" "$FERRY_LOG.old"
+    fi
+  fi
   ensure_packages
   if [ -d "$E2E_DIR" ] && cluster_healthy; then
-    log "cluster already up"
+    say "the cluster is already up (node $NODE_NAME, $NODE_IP)"
     print_result
     exit 0
   fi
-  "$here/down.sh" >&2   # clear whatever a previous, partial run left
+  # Clear whatever a previous, partial run left.
+  "$here/down.sh" >>"$FERRY_LOG" 2>&1 || die "clearing the last cluster failed; see $FERRY_LOG"
 
-  log "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION (cached in $FERRY_CACHE)"
-  bin=$("$here/../build-k8s.sh" all | tail -n1)
-  [ "$bin" = "$K8S_BIN" ] || die "build-k8s.sh put binaries in $bin, expected $K8S_BIN"
-  gitserver=$(build_gitserver)
-  coredns=$(build_coredns)
+  "$here/../build-k8s.sh" all >/dev/null   # prints its own line when it has to build
+  [ -x "$K8S_BIN/kube-apiserver" ] || die "build-k8s.sh did not put binaries in $K8S_BIN"
+  if [ ! -x "$(coredns_bin)" ]; then slow_step "building CoreDNS $COREDNS_VERSION" build_coredns; fi
+  if [ ! -x "$(gitserver_bin)" ]; then slow_step "building the git server" build_gitserver; fi
   mkdir -p "$TOOLS_BIN"
   ln -sfn "$K8S_BIN/kubectl" "$TOOLS_BIN/kubectl"
 
   rm -rf "$LOGS.prev"
   [ ! -d "$LOGS" ] || mv "$LOGS" "$LOGS.prev"
   mkdir -p "$E2E_DIR" "$LOGS" "$RUN"
+  slow_step "starting the cluster: sealed network, registry, git server, control plane, node" \
+    start_cluster
+  print_result
+}
+
+# Everything after the builds, as one step (its chatter goes to the log).
+start_cluster() {
   setup_network
   start_registry
-  start_daemon gitserver "$gitserver" -listen "$NODE_IP:8080" -url "$GIT_URL" -root "$E2E_DIR/git"
+  start_daemon gitserver "$(gitserver_bin)" -listen "$NODE_IP:8080" -url "$GIT_URL" \
+    -root "$E2E_DIR/git"
   wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
   wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
   log "building and pushing images"
@@ -451,22 +505,20 @@ main() {
 
   make_pki
   start_control_plane
-  start_coredns "$coredns"
+  start_coredns
   start_containerd
   start_node
 
   wait_until 60 "node $NODE_NAME to register" kc get node "$NODE_NAME"
-  kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >&2
+  kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s
   # Pods cannot be created in a namespace before its default ServiceAccount exists.
   wait_until 60 "default ServiceAccount" kc -n default get serviceaccount default
-  log "cluster-up took $((SECONDS - start))s"
-  print_result
 }
 
 on_exit() {
   local rc=$?
   [ $rc -eq 0 ] && return
-  log "cluster-up failed (exit $rc). Component logs: $LOGS/*.log; images: $LOGS/images.log"
+  log "cluster-up failed (exit $rc). Its log: $FERRY_LOG; components: $LOGS/*.log"
   log "the next cluster-up starts over; make cluster-down removes what was started"
 }
 trap on_exit EXIT

@@ -13,27 +13,58 @@
 // is announced there as a GitHub-style push event (X-GitHub-Event: push), signed with
 // X-Hub-Signature-256 = "sha256=" + hex(HMAC-SHA256(ferry.webhook.secret, body)) when a secret
 // is set. See e2e/cluster/git-webhook.sh.
+//
+// What it accepts, and why: anything in the cluster can talk to it, so it refuses what git's
+// smart HTTP protocol never sends (4xx), bounds how long a client may hold a connection and how
+// much it may send, and logs requests by repository and status only: a webhook URL can carry a
+// token and the secret signs deliveries, so neither is ever logged.
 package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/cgi"
+	"net/url"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
+
+const (
+	// A push carries a pack of every new object; the e2e repositories are a few KiB, real
+	// applications' sources a few MiB.
+	maxPushBytes = 256 << 20
+	// A fetch sends only the object ids it wants and has.
+	maxFetchBytes = 16 << 20
+	maxPathBytes  = 512
+	// git's own commands on a local bare repository; seconds in practice.
+	gitTimeout = 30 * time.Second
+)
+
+// A repository name: one to three path segments of letters, digits, '.', '_' and '-', each
+// starting with a letter or digit (so no "..", no hidden directories, no absolute paths).
+var repoName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,2}$`)
+
+// What git's HTTP transports ask for below NAME.git/: the smart protocol's two services and its
+// ref advertisement, and the dumb protocol's files.
+var dumbFile = regexp.MustCompile(`^(HEAD|objects/info/(alternates|http-alternates|packs)|objects/[0-9a-f]{2}/[0-9a-f]{38,62}|objects/pack/pack-[0-9a-f]{40,64}\.(pack|idx))$`)
 
 var gitPath string
 
@@ -54,74 +85,201 @@ func main() {
 	if err := os.MkdirAll(*root, 0o755); err != nil {
 		log.Fatal(err)
 	}
-	backend := &cgi.Handler{
-		Path: gitPath,
-		Args: []string{"http-backend"},
-		Env: []string{
-			"GIT_PROJECT_ROOT=" + *root,
-			"GIT_HTTP_EXPORT_ALL=1",
-			// http-backend refuses receive-pack to anonymous users unless this is set.
-			"GIT_CONFIG_COUNT=1",
-			"GIT_CONFIG_KEY_0=http.receivepack",
-			"GIT_CONFIG_VALUE_0=true",
+	s := &server{
+		root:      *root,
+		base:      *base,
+		basicAuth: *basicAuth,
+		backend: &cgi.Handler{
+			Path: gitPath,
+			Args: []string{"http-backend"},
+			Env: []string{
+				"GIT_PROJECT_ROOT=" + *root,
+				"GIT_HTTP_EXPORT_ALL=1",
+				// http-backend refuses receive-pack to anonymous users unless this is set.
+				"GIT_CONFIG_COUNT=1",
+				"GIT_CONFIG_KEY_0=http.receivepack",
+				"GIT_CONFIG_VALUE_0=true",
+			},
 		},
 	}
-
-	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if *basicAuth != "" {
-			user, password, ok := r.BasicAuth()
-			wantUser, wantPassword, _ := strings.Cut(*basicAuth, ":")
-			if !ok || subtle.ConstantTimeCompare([]byte(user+":"+password), []byte(wantUser+":"+wantPassword)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-				http.Error(w, "authentication required", http.StatusUnauthorized)
-				return
-			}
-		}
-		clean := path.Clean("/" + r.URL.Path)
-		repo, rest, ok := strings.Cut(strings.TrimPrefix(clean, "/"), ".git/")
-		if !ok || repo == "" || strings.Contains(repo, "..") {
-			http.NotFound(w, r)
-			return
-		}
-		dir := filepath.Join(*root, repo+".git")
-		if r.URL.Query().Get("service") == "git-receive-pack" {
-			if _, err := os.Stat(dir); os.IsNotExist(err) {
-				out, err := git("", "init", "--quiet", "--bare", "--initial-branch=main", dir)
-				if err != nil {
-					log.Printf("init %s: %v: %s", dir, err, out)
-					http.Error(w, "cannot create repository", http.StatusInternalServerError)
-					return
-				}
-				log.Printf("created %s", dir)
-			}
-		}
-		log.Printf("%s %s", r.Method, r.URL)
-		if r.Method != http.MethodPost || rest != "git-receive-pack" {
-			backend.ServeHTTP(w, r)
-			return
-		}
-		before := refs(dir)
-		backend.ServeHTTP(w, r)
-		after := refs(dir)
-		go announce(dir, repo, *base+"/"+repo+".git", before, after)
-	})
+	mux.Handle("/", s)
+	srv := &http.Server{
+		Addr:    *listen,
+		Handler: mux,
+		// A client that connects and sends nothing, or trickles, gives its connection up.
+		ReadHeaderTimeout: 10 * time.Second,
+		// Whole requests and responses, generous for the largest push or clone a test makes.
+		ReadTimeout:    5 * time.Minute,
+		WriteTimeout:   10 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+	}
 	log.Printf("serving %s on %s", *root, *listen)
-	log.Fatal(http.ListenAndServe(*listen, nil))
+	log.Fatal(srv.ListenAndServe())
 }
 
-func git(dir string, args ...string) ([]byte, error) {
+type server struct {
+	root, base, basicAuth string
+	backend               *cgi.Handler
+}
+
+// statusWriter remembers the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &statusWriter{ResponseWriter: rw}
+	start := time.Now()
+	repo, status := s.serve(w, r)
+	if w.status == 0 {
+		w.status = status
+	}
+	if repo == "" {
+		repo = "-"
+	}
+	log.Printf("%s %s %d %s", r.Method, repo, w.status, time.Since(start).Round(time.Millisecond))
+}
+
+// serve answers one request and returns the repository it was for ("" if none was valid).
+func (s *server) serve(w http.ResponseWriter, r *http.Request) (string, int) {
+	refuse := func(repo string, code int, msg string) (string, int) {
+		http.Error(w, msg, code)
+		return repo, code
+	}
+	if s.basicAuth != "" {
+		user, password, ok := r.BasicAuth()
+		wantUser, wantPassword, _ := strings.Cut(s.basicAuth, ":")
+		if !ok || subtle.ConstantTimeCompare([]byte(user+":"+password), []byte(wantUser+":"+wantPassword)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			return refuse("", http.StatusUnauthorized, "authentication required")
+		}
+	}
+	if len(r.URL.Path) > maxPathBytes {
+		return refuse("", http.StatusRequestURITooLong, "path too long")
+	}
+	repo, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), ".git/")
+	if !ok || !repoName.MatchString(repo) {
+		return refuse("", http.StatusBadRequest,
+			"expected /NAME.git/..., NAME made of letters, digits, '.', '_', '-' (up to three segments)")
+	}
+	service := r.URL.Query().Get("service")
+	var limit int64
+	switch {
+	case rest == "info/refs" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		if service != "" && service != "git-upload-pack" && service != "git-receive-pack" {
+			return refuse(repo, http.StatusBadRequest, "unknown service")
+		}
+	case rest == "git-upload-pack" || rest == "git-receive-pack":
+		if r.Method != http.MethodPost {
+			return refuse(repo, http.StatusMethodNotAllowed, "POST only")
+		}
+		limit = maxFetchBytes
+		if rest == "git-receive-pack" {
+			limit = maxPushBytes
+		}
+	case dumbFile.MatchString(rest):
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return refuse(repo, http.StatusMethodNotAllowed, "GET only")
+		}
+	default:
+		return refuse(repo, http.StatusNotFound, "not a git HTTP endpoint")
+	}
+	if r.ContentLength > limit {
+		return refuse(repo, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("request body over %d bytes", limit))
+	}
+	if r.ContentLength < 0 {
+		// A chunked body (git sends one for packs over its 1 MiB http.postBuffer): CGI needs
+		// the length up front, so spool it, refusing it once it passes the limit.
+		spooled, n, err := spool(http.MaxBytesReader(w, r.Body, limit))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return refuse(repo, http.StatusRequestEntityTooLarge,
+					fmt.Sprintf("request body over %d bytes", limit))
+			}
+			return refuse(repo, http.StatusBadRequest, "cannot read the request body")
+		}
+		defer spooled.Close()
+		r.Body, r.ContentLength, r.TransferEncoding = spooled, n, nil
+	} else {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+
+	dir := filepath.Join(s.root, repo+".git")
+	if rest == "info/refs" && service == "git-receive-pack" {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if out, err := git(r.Context(), "", "init", "--quiet", "--bare", "--initial-branch=main", dir); err != nil {
+				log.Printf("init %s: %v: %s", repo, err, out)
+				return refuse(repo, http.StatusInternalServerError, "cannot create repository")
+			}
+			log.Printf("created %s", repo)
+		}
+	}
+	if rest != "git-receive-pack" {
+		s.backend.ServeHTTP(w, r)
+		return repo, http.StatusOK
+	}
+	before := refs(r.Context(), dir)
+	s.backend.ServeHTTP(w, r)
+	// The push is over; the announcement must not die with the request's context.
+	after := refs(context.Background(), dir)
+	go announce(dir, repo, s.base+"/"+repo+".git", before, after)
+	return repo, http.StatusOK
+}
+
+// spool copies body to an unlinked temporary file and returns it rewound, with its length.
+func spool(body io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp("", "gitserver-body-")
+	if err != nil {
+		return nil, 0, err
+	}
+	os.Remove(f.Name())
+	n, err := io.Copy(f, body)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
 	if dir != "" {
 		args = append([]string{"--git-dir", dir}, args...)
 	}
-	return exec.Command(gitPath, args...).Output()
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
+	return exec.CommandContext(ctx, gitPath, args...).Output()
 }
 
 // refs maps each ref of the repository at dir to the object it names.
-func refs(dir string) map[string]string {
-	out, _ := git(dir, "for-each-ref", "--format=%(objectname) %(refname)")
+func refs(ctx context.Context, dir string) map[string]string {
+	out, _ := git(ctx, dir, "for-each-ref", "--format=%(objectname) %(refname)")
 	m := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if id, ref, ok := strings.Cut(line, " "); ok {
@@ -155,11 +313,17 @@ type pushEvent struct {
 
 // announce sends one push event per changed ref to the repository's webhook, if it has one.
 func announce(dir, name, cloneURL string, before, after map[string]string) {
-	url, _ := git(dir, "config", "--get", "ferry.webhook.url")
-	if len(bytes.TrimSpace(url)) == 0 {
+	ctx := context.Background()
+	raw, _ := git(ctx, dir, "config", "--get", "ferry.webhook.url")
+	target := strings.TrimSpace(string(raw))
+	if target == "" {
 		return
 	}
-	secret, _ := git(dir, "config", "--get", "ferry.webhook.secret")
+	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		log.Printf("webhook %s: ferry.webhook.url is not an http(s) URL; nothing sent", name)
+		return
+	}
+	secret, _ := git(ctx, dir, "config", "--get", "ferry.webhook.secret")
 	changed := map[string]bool{}
 	for ref := range before {
 		changed[ref] = true
@@ -187,7 +351,7 @@ func announce(dir, name, cloneURL string, before, after map[string]string) {
 				span = old + ".." + cur
 			}
 			// Newest first from git log; GitHub lists oldest first. At most 20, as a summary.
-			out, _ := git(dir, "log", "--max-count=20", "--format=%H%x00%B%x1e", span)
+			out, _ := git(ctx, dir, "log", "--max-count=20", "--format=%H%x00%B%x1e", span)
 			for _, rec := range strings.Split(string(out), "\x1e") {
 				id, msg, ok := strings.Cut(strings.TrimLeft(rec, "\n"), "\x00")
 				if ok {
@@ -198,16 +362,37 @@ func announce(dir, name, cloneURL string, before, after map[string]string) {
 				ev.HeadCommit = &ev.Commits[n-1]
 			}
 		}
-		send(strings.TrimSpace(string(url)), strings.TrimSpace(string(secret)), ev)
+		send(name, target, strings.TrimSpace(string(secret)), ev)
 	}
 }
 
-func send(url, secret string, ev pushEvent) {
+// The webhook client: bounded in every phase, never through a proxy (the receivers are in the
+// cluster), and not following redirects (a receiver cannot send the signed body elsewhere).
+var hookClient = &http.Client{
+	Timeout: 10 * time.Second,
+	Transport: &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		MaxIdleConns:          4,
+		IdleConnTimeout:       30 * time.Second,
+	},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// send delivers one event, retrying network errors and 5xx answers. It logs the repository, the
+// ref and the outcome, never the URL or the secret.
+func send(repo, target, secret string, ev pushEvent) {
 	body, _ := json.Marshal(ev)
 	id := make([]byte, 16)
 	rand.Read(id)
 	for attempt := 1; attempt <= 5; attempt++ {
-		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			log.Printf("webhook %s %s: cannot build the request; nothing sent", repo, ev.Ref)
+			return
+		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-GitHub-Event", "push")
 		req.Header.Set("X-GitHub-Delivery", hex.EncodeToString(id))
@@ -216,16 +401,34 @@ func send(url, secret string, ev pushEvent) {
 			mac.Write(body)
 			req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 		}
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		resp, err := hookClient.Do(req)
 		if err == nil {
+			io.CopyN(io.Discard, resp.Body, 64<<10)
 			resp.Body.Close()
-			log.Printf("webhook %s %s -> %s", ev.Ref, url, resp.Status)
+			log.Printf("webhook %s %s attempt %d: %s", repo, ev.Ref, attempt, resp.Status)
 			if resp.StatusCode < 500 {
 				return
 			}
 		} else {
-			log.Printf("webhook %s %s: %v", ev.Ref, url, err)
+			log.Printf("webhook %s %s attempt %d: %s", repo, ev.Ref, attempt, failure(err))
 		}
 		time.Sleep(time.Duration(attempt) * time.Second)
+	}
+}
+
+// failure names what went wrong with a delivery without the error's text, which quotes the URL.
+func failure(err error) string {
+	var nerr net.Error
+	switch {
+	case errors.As(err, &nerr) && nerr.Timeout():
+		return "timed out"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to the receiver"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	default:
+		return "request failed"
 	}
 }
