@@ -12,16 +12,19 @@ static_ferry() {
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2
   fi
-  (cd "$root" && cargo build --release --locked --quiet --target x86_64-unknown-linux-musl >&2)
+  (cd "$root" && cargo build --release --locked --quiet --target x86_64-unknown-linux-musl >&2) \
+    || { echo "building the static ferry binary failed" >&2; return 1; }
   local target_dir
   target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
   echo "$target_dir/x86_64-unknown-linux-musl/release/ferry"
 }
 
 # Builds the binary, wraps it in an image in the cluster's registry, prints the reference.
+# A failed build stops here: `$(...)` does not pass `set -e` on, so it is checked by hand.
 ferry_image() {
   local binary
-  binary=$(static_ferry)
+  binary=$(static_ferry) || return 1
+  [ -x "$binary" ] || { echo "no ferry binary at $binary" >&2; return 1; }
   "$root/e2e/images/ferry-image.sh" "$binary" | tail -n1
 }
 

@@ -67,8 +67,14 @@ reset_story() {
 tell_story() {
   local ns=$STORY_NS
   reset_story
-  chapter "A mistake: the Application arrives before its Environments"
+  chapter "A tenant namespace lets Ferry read the Secrets its Applications name"
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+  echo "Ferry may read Secrets only where a namespace grants it (no cluster-wide Secret access):"
+  kubectl -n "$ns" create rolebinding ferry-tenant --clusterrole=ferry-tenant \
+    --serviceaccount=ferry-system:ferry --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry"
+
+  chapter "A mistake: the Application arrives before its Environments"
   show kubectl -n "$ns" apply -f "$root/examples/shop.yaml"
   await "the Application shop to be Stalled because its Environments do not exist" \
     kubectl -n "$ns" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].status}'=True \
