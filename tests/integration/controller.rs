@@ -31,6 +31,16 @@ fn is_ready(conditions: Option<&[Condition]>) -> bool {
     conditions.is_some_and(|c| conditions::is_true(c, READY))
 }
 
+/// How many Events the namespace holds.
+async fn event_count(ns: &TestNamespace) -> usize {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events")
+        .items
+        .len()
+}
+
 /// Waits for an Event with this reason (Events are written just after the status).
 async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
     let events = watcher(ns.api::<Event>(), watcher::Config::default())
@@ -352,22 +362,10 @@ async fn an_idle_controller_writes_nothing() {
         }
 
         let before = versions(&ns).await;
-        let events_before = ns
-            .api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .expect("Events")
-            .items
-            .len();
+        let events_before = event_count(&ns).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         let after = versions(&ns).await;
-        let events_after = ns
-            .api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .expect("Events")
-            .items
-            .len();
+        let events_after = event_count(&ns).await;
         assert_eq!(before, after, "an idle controller changed objects");
         assert_eq!(
             events_before, events_after,
