@@ -164,14 +164,14 @@ pub enum RegistryError {
         detail: String,
     },
     #[error(
-        "registry {registry} refused {action} ({status}): check the push Secret's credentials and their rights on the repository"
+        "registry {registry} refused {action} (HTTP {status}): check the push Secret's credentials and their rights on the repository"
     )]
     Refused {
         registry: String,
         action: String,
         status: u16,
     },
-    #[error("registry {registry} failed while {action} ({status}): {detail}")]
+    #[error("registry {registry} failed while {action} (HTTP {status}){}", suffix(.detail))]
     Server {
         registry: String,
         action: String,
@@ -201,6 +201,15 @@ impl RegistryError {
             RegistryError::Protocol { .. } => "RegistryProtocol",
             RegistryError::InvalidReference { .. } => "InvalidReference",
         }
+    }
+}
+
+/// `": detail"`, or nothing for an empty detail.
+fn suffix(detail: &str) -> String {
+    if detail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
     }
 }
 
