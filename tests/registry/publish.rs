@@ -220,7 +220,9 @@ fn an_oci_layout_is_published_as_it_is_with_its_digest() {
         return;
     }
     let registry = Registry::start();
-    // A layout written by our own code: a layer, a config, a manifest.
+    // A layout written by our own code: a layer, a config, a manifest whose JSON is not in
+    // any canonical form (indented, keys unsorted), so that only a byte-for-byte copy keeps
+    // its digest.
     let output = tempfile::tempdir().unwrap();
     write_tree(output.path(), &[("hello.txt", b"hello from a layout")]);
     let temp = tempfile::tempdir().unwrap();
@@ -230,14 +232,20 @@ fn an_oci_layout_is_published_as_it_is_with_its_digest() {
     let config =
         ferry::build::publish::image_config(None, &layer.diff_id, &["/hello".into()], 0).unwrap();
     let config_digest = sha256(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest, "size": layer.size}],
-        "annotations": {"made.by": "the test"},
-    }))
-    .unwrap();
+    let manifest = format!(
+        r#"{{
+  "schemaVersion": 2,
+  "mediaType": "application/vnd.oci.image.manifest.v1+json",
+  "layers": [ {{ "size": {}, "digest": "{}", "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip" }} ],
+  "config": {{ "size": {}, "digest": "{config_digest}", "mediaType": "application/vnd.oci.image.config.v1+json" }},
+  "annotations": {{ "made.by": "the test" }}
+}}
+"#,
+        layer.size,
+        layer.digest,
+        config.len()
+    )
+    .into_bytes();
     let dir = temp.path().join("layout");
     let want = layout::write(
         &dir,
