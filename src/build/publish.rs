@@ -30,7 +30,7 @@ use oci_client::manifest::OciDescriptor;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::layer::{self, Layer, LayerError, Prepared};
+use super::layer::{self, Compressed, Layer, LayerError, Prepared};
 use super::layout::{self, LayoutError};
 use crate::adapters::registry::{
     BaseImage, Credentials, RegistryClient, RegistryError, media, parse_reference,
@@ -369,29 +369,39 @@ async fn push_layer(
     if client.blob_exists(target, &layer.digest).await? {
         return Ok(BlobOutcome::Present);
     }
-    let file = match prepared {
-        Prepared::Built(_, file) => file,
+    let bytes = match prepared {
+        Prepared::Built(_, bytes) => bytes,
         Prepared::Cached(_) => {
             let (output, temp_dir) = (output.to_owned(), temp_dir.to_owned());
-            let (rebuilt, file) =
+            let (rebuilt, bytes) =
                 tokio::task::spawn_blocking(move || layer::rebuild(&output, settings, &temp_dir))
                     .await
                     .map_err(|e| {
                         PublishError::Internal(format!("the layer builder stopped: {e}"))
                     })??;
             if rebuilt != layer {
-                // The cache was wrong (a file changed without a trace); publish what is there.
+                // The cache was wrong (a file changed without a trace): stop rather than
+                // publish a layer whose digest nobody checked.
                 return Err(PublishError::Internal(format!(
                     "the output changed while publishing (layer {} became {})",
                     layer.digest, rebuilt.digest
                 )));
             }
-            file
+            bytes
         }
     };
-    client
-        .push_blob_file(target, file.path(), &layer.digest, layer.size)
-        .await?;
+    match bytes {
+        Compressed::Memory(parts) => {
+            client
+                .push_blob_parts(target, parts, &layer.digest, layer.size)
+                .await?
+        }
+        Compressed::File(file) => {
+            client
+                .push_blob_file(target, file.path(), &layer.digest, layer.size)
+                .await?
+        }
+    }
     Ok(BlobOutcome::Uploaded)
 }
 

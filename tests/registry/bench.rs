@@ -98,7 +98,7 @@ fn bench_publish_against_skopeo() {
         started.elapsed().as_secs_f64()
     );
     println!("measured: layer_bytes = {} B", built.size);
-    let layer_bytes = std::fs::read(file.path()).unwrap();
+    let layer_bytes = file.read_all().unwrap();
     drop(file);
     let config = image_config(None, &built.diff_id, &[], 0).unwrap();
     let config_digest = {

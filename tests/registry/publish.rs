@@ -228,7 +228,7 @@ fn an_oci_layout_is_published_as_it_is_with_its_digest() {
     let temp = tempfile::tempdir().unwrap();
     let tree = ferry::build::layer::Tree::scan(output.path()).unwrap();
     let (layer, file) = ferry::build::layer::build(&tree, Default::default(), temp.path()).unwrap();
-    let layer_bytes = std::fs::read(file.path()).unwrap();
+    let layer_bytes = file.read_all().unwrap();
     let config =
         ferry::build::publish::image_config(None, &layer.diff_id, &["/hello".into()], 0).unwrap();
     let config_digest = sha256(&config);
