@@ -791,13 +791,19 @@ mod tests {
     #[test]
     fn a_large_layer_goes_to_a_file_with_the_same_bytes() {
         let root = tempfile::tempdir().unwrap();
-        sample(root.path());
+        // Five members that differ, so that their order shows.
+        let mut rng = fastrand::Rng::with_seed(3);
+        for i in 0..5 {
+            let text: String = (0..MEMBER_SIZE).map(|_| rng.lowercase()).collect();
+            write(root.path(), &format!("part{i}"), text.as_bytes());
+        }
         let temp = tempfile::tempdir().unwrap();
         let tree = Tree::scan(root.path()).unwrap();
         let (layer, in_memory) =
             build_within(&tree, Settings::default(), temp.path(), u64::MAX).unwrap();
+        // Spilled midway: the members already in memory go to the file first, in order.
         let (spilled_layer, spilled) =
-            build_within(&tree, Settings::default(), temp.path(), 1_000).unwrap();
+            build_within(&tree, Settings::default(), temp.path(), layer.size * 3 / 5).unwrap();
         assert!(matches!(in_memory, Compressed::Memory(_)));
         let Compressed::File(file) = &spilled else {
             panic!("not spilled: {spilled:?}")

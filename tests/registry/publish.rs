@@ -294,6 +294,75 @@ fn an_oci_layout_is_published_as_it_is_with_its_digest() {
 }
 
 #[test]
+fn a_docker_schema2_base_gives_an_image_with_docker_media_types_throughout() {
+    if !registry_available() {
+        return;
+    }
+    let registry = Registry::start();
+    // The base, in Docker's schema 2, published from a layout (as `docker save`-era tools
+    // and many public images are).
+    let base_dir = tempfile::tempdir().unwrap();
+    write_tree(base_dir.path(), &[("etc/base", b"docker base")]);
+    let temp = tempfile::tempdir().unwrap();
+    let tree = ferry::build::layer::Tree::scan(base_dir.path()).unwrap();
+    let (layer, bytes) =
+        ferry::build::layer::build(&tree, Default::default(), temp.path()).unwrap();
+    let config = ferry::build::publish::image_config(None, &layer.diff_id, &[], 0).unwrap();
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer.digest, "size": layer.size}],
+    }))
+    .unwrap();
+    let dir = temp.path().join("layout");
+    layout::write(
+        &dir,
+        &[
+            (&config_digest, &config),
+            (&layer.digest, &bytes.read_all().unwrap()),
+        ],
+        &manifest,
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+    .unwrap();
+    publish(&[
+        flag("repository", format!("{}/docker-base", registry.host)),
+        flag("tag", "v1"),
+        flag("oci-layout", dir.display()),
+        "--insecure".to_owned(),
+    ])
+    .digest();
+
+    let app_dir = tempfile::tempdir().unwrap();
+    write_tree(app_dir.path(), &[("app/server", b"the app")]);
+    publish(&[
+        flag("repository", format!("{}/app", registry.host)),
+        flag("tag", "one"),
+        flag("output", app_dir.path().display()),
+        flag("base", format!("{}/docker-base:v1", registry.host)),
+        "--insecure".to_owned(),
+    ])
+    .digest();
+    let (_, manifest) = read_image(&format!("{}/app:one", registry.host));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+}
+
+#[test]
 fn a_wrong_password_is_refused_with_401_naming_the_registry_and_not_the_password() {
     if !registry_available() {
         return;
