@@ -8,7 +8,7 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint chart unit integration crds demo demo-down demo-apiserver demo-apiserver-down
+.PHONY: all build test lint chart unit integration test-registry registry-tools bench-publish crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
@@ -36,13 +36,29 @@ chart:
 unit:
 	$(CARGO) test --locked --lib --bins --test crds --test purity
 
-## integration: the git adapter, fetch step and webhooks against the real git server, then a real
-## etcd + kube-apiserver (built from the Kubernetes Go modules) on loopback.
-integration:
+## integration: `ferry build publish` against a real registry; the git adapter, fetch step and
+## webhooks against the real git server; then a real etcd + kube-apiserver (built from the
+## Kubernetes Go modules) on loopback.
+integration: test-registry
 	e2e/build-helm.sh > /dev/null
 	$(CARGO) build --locked --tests
 	$(CARGO) test --locked --test git --test webhook
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
+
+## test-registry: the publish step against a real registry (Debian's docker-registry) on loopback,
+## one per test.
+test-registry: registry-tools
+	$(CARGO) test --locked --test registry
+
+## registry-tools: the registry and skopeo the publish tests and benchmark run (root installs them).
+registry-tools:
+	@command -v docker-registry > /dev/null && command -v skopeo > /dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry skopeo > /dev/null; }
+
+## bench-publish: figures, not a test. A 100 MB directory published by ferry (release build) and
+## the same content pushed by skopeo, side by side, then an unchanged re-publish.
+bench-publish: registry-tools
+	$(CARGO) test --locked --release --test registry -- --ignored --nocapture --test-threads=1 bench_
 
 ## crds: regenerate crds/, manifests/crds.yaml, the chart's CRDs and docs/api.md from the Rust types.
 crds:

@@ -7,6 +7,8 @@
 //! - [`build`]: the steps that run inside build pods.
 //! - [`http`]: the push webhook endpoint.
 //! - [`telemetry`]: logs, metrics and the health endpoints.
+//! - [`build`]: the steps that run inside build pods (`ferry build ...`).
+//! - [`adapters`]: I/O outside Kubernetes (the registry).
 
 pub mod adapters;
 pub mod api;

@@ -90,12 +90,17 @@ enum BuildStep {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
+    /// Publish the build's output directory (or OCI layout) as an image and report its digest.
+    Publish(ferry::build::publish::Args),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Build {
+            step: BuildStep::Publish(args),
+        } => ferry::build::publish::main(args).await,
         Command::Crds { out_dir, reference } => match print_crds(out_dir.as_deref(), reference) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -1,5 +1,12 @@
-//! I/O outside Kubernetes, each behind a small trait so that `decide` never sees it and tests
-//! can substitute it.
+//! I/O outside Kubernetes. Each adapter speaks one foreign protocol behind a small trait or
+//! plain function, so that `decide` never sees it, and turns its failures into errors with a
+//! stable category, so that callers never see a protocol library's types.
+//!
+//! - [`git`]: a remote's refs over smart HTTP (a branch's commit and its tags).
+//! - [`webhook`]: push webhooks (GitHub, GitLab, Gitea), verified in constant time.
+//! - [`registry`]: an OCI registry through `oci-client`: blobs, manifests, credentials from a
+//!   dockerconfigjson, and [`registry::manifest_exists`] for verifying a pushed image.
 
 pub mod git;
+pub mod registry;
 pub mod webhook;
