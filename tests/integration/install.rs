@@ -410,8 +410,8 @@ async fn environment_ready(ns: &TestNamespace, name: &str) {
 async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     let ns = TestNamespace::new("leader").await;
     install_rbac(&ns.client).await;
-    let kubeconfig = impersonating_kubeconfig(&ns.name);
-    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let kubeconfig_file = impersonating_kubeconfig(&ns.name);
+    let kubeconfig = kubeconfig_file.to_str().expect("a UTF-8 path");
     let elect = ["--leader-elect", "--leader-elect-lease-duration", "4s"];
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), "ferry-system");
 
@@ -452,6 +452,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     );
 
     assert!(terminate(&mut b).await.success());
+    // It holds a token for the test API server; leave nothing of it behind.
+    let _ = std::fs::remove_file(&kubeconfig_file);
     ns.cleanup().await;
 }
 
