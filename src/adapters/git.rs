@@ -491,11 +491,7 @@ impl ErrorContext {
     }
 
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut text = text.replace('\n', " ");
-        for secret in &self.secrets {
-            text = text.replace(secret.as_str(), "<redacted>");
-        }
-        text
+        super::scrub(text, &self.secrets)
     }
 
     pub(crate) fn protocol(&self, error: &(dyn std::error::Error + 'static)) -> GitError {

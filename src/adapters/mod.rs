@@ -10,3 +10,13 @@
 pub mod git;
 pub mod registry;
 pub mod webhook;
+
+/// `text` on one line, with every non-empty secret in `secrets` replaced by `<redacted>`: how
+/// every adapter's error text leaves it, so no credential reaches a log, status or Event.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.replace(['\n', '\r'], " ");
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), "<redacted>");
+    }
+    text
+}

@@ -215,10 +215,7 @@ fn suffix(detail: &str) -> String {
 
 /// `text` with every secret replaced, and cut to a line of reasonable length.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut text = text.replace(['\n', '\r'], " ");
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret.as_str(), "<redacted>");
-    }
+    let mut text = super::scrub(text, secrets);
     if text.len() > 300 {
         let mut end = 300;
         while !text.is_char_boundary(end) {
