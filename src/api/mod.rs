@@ -30,7 +30,8 @@ pub use k8s_openapi::api::core::v1::{
     EnvVar, Namespace, Probe, ResourceRequirements, Secret, ServicePort,
 };
 pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+pub use kube::Resource;
 pub use kube::core::Duration;
 
 use kube::CustomResourceExt;
@@ -40,6 +41,22 @@ pub const GROUP: &str = "ferry.dev";
 
 /// The field manager Ferry uses for every server-side apply.
 pub const FIELD_MANAGER: &str = "ferry";
+
+/// The label naming the Application an object Ferry makes belongs to.
+pub const APPLICATION_LABEL: &str = "ferry.dev/application";
+
+/// The recommended label that marks the objects Ferry manages, and its value.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "ferry";
+
+/// The owner reference that makes `owner` the controller of an object Ferry creates, so that
+/// deleting the owner deletes it; `None` for an owner not stored yet (no UID).
+pub fn controlled_by<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        block_owner_deletion: Some(true),
+        ..owner.controller_owner_ref(&())?
+    })
+}
 
 /// The four CRDs, in the order `ferry crds` prints them, with their descriptions reflowed
 /// into paragraphs for `kubectl explain` (`descriptions`).

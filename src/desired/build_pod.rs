@@ -20,9 +20,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::BuildJob;
+use crate::api::{APPLICATION_LABEL, BuildJob, MANAGED_BY, MANAGED_BY_LABEL, controlled_by};
 use crate::decide::build::naming::short_commit;
 
 /// The user and group every step runs as.
@@ -37,8 +37,6 @@ pub const PUSH_CREDENTIALS: &str = "/var/run/ferry/push";
 pub const PUBLISH_INPUT: &str = "/var/run/ferry/output";
 /// The label naming the BuildJob a pod builds.
 pub const BUILDJOB_LABEL: &str = "ferry.dev/buildjob";
-/// The label naming the Application a build belongs to.
-pub const APPLICATION_LABEL: &str = "ferry.dev/application";
 
 /// What the build pod needs besides the BuildJob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,13 +51,10 @@ pub struct Settings {
 pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Option<Pod> {
     let name = job.metadata.name.clone()?;
     let namespace = job.metadata.namespace.clone()?;
-    let uid = job.metadata.uid.clone()?;
+    let owner = controlled_by(job)?;
     let spec = &job.spec;
     let labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "ferry".to_owned(),
-        ),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         ("app.kubernetes.io/component".to_owned(), "build".to_owned()),
         (BUILDJOB_LABEL.to_owned(), name.clone()),
         (APPLICATION_LABEL.to_owned(), spec.application.clone()),
@@ -178,14 +173,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
             name: Some(name.clone()),
             namespace: Some(namespace),
             labels: Some(labels),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "ferry.dev/v1alpha1".into(),
-                kind: "BuildJob".into(),
-                name,
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {

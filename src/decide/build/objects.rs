@@ -5,37 +5,27 @@
 //! them; a BuildJob's pod is owned by the BuildJob. Names are deterministic (`naming`), so a
 //! second create of the same thing is refused by the API server instead of made twice.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::naming::{buildjob_name, release_name};
 use super::{version, work_items};
 use crate::api::buildjob::BuildSource;
-use crate::api::{Application, BuildJob, BuildJobSpec, Release, ReleaseSpec, Time};
-
-/// The label naming the Application a BuildJob or Release belongs to.
-pub const APPLICATION_LABEL: &str = "ferry.dev/application";
+use crate::api::{
+    APPLICATION_LABEL, Application, BuildJob, BuildJobSpec, MANAGED_BY, MANAGED_BY_LABEL, Release,
+    ReleaseSpec, Time, controlled_by,
+};
 
 fn owned_by(app: &Application) -> Option<ObjectMeta> {
     Some(ObjectMeta {
         namespace: Some(app.metadata.namespace.clone()?),
         labels: Some(
             [
-                (
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    "ferry".to_owned(),
-                ),
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
                 (APPLICATION_LABEL.to_owned(), app.metadata.name.clone()?),
             ]
             .into(),
         ),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "ferry.dev/v1alpha1".into(),
-            kind: "Application".into(),
-            name: app.metadata.name.clone()?,
-            uid: app.metadata.uid.clone()?,
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
+        owner_references: Some(vec![controlled_by(app)?]),
         ..ObjectMeta::default()
     })
 }
