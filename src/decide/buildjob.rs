@@ -90,20 +90,7 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Actio
                     &job.spec.image.repository,
                     observed.verification,
                 );
-                let (phase, state) = follow(progress, &mut next, &mut actions, &mut requeue);
-                next.phase = Some(phase);
-                match state {
-                    Some(state) => in_progress(state),
-                    None => match (&next.phase, &next.failure) {
-                        (Some(BuildPhase::Failed), Some(failure)) => {
-                            finished(false, &failure.reason, &failure.message)
-                        }
-                        _ => {
-                            let image = next.image.clone().unwrap_or_default();
-                            finished(true, BUILD_SUCCEEDED.name, &format!("built {image}"))
-                        }
-                    },
-                }
+                follow(progress, &mut next, &mut actions, &mut requeue)
             }
         },
     };
@@ -125,21 +112,22 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Actio
     .requeue_after(requeue)
 }
 
-/// Applies the build's progress to `next`; returns its phase, and the readiness while it is
-/// not finished (`None` once it is).
+/// Applies the build's progress to `next` (its phase, times, image or failure) and returns the
+/// conditions it gives.
 fn follow(
     progress: Progress,
     next: &mut BuildJobStatus,
     actions: &mut Vec<Action>,
     requeue: &mut Option<Duration>,
-) -> (BuildPhase, Option<Readiness>) {
-    let working = |reason: Reason, message: String| Readiness::InProgress { reason, message };
-    match progress {
+) -> Vec<Desired> {
+    let working =
+        |reason: Reason, message: String| in_progress(Readiness::InProgress { reason, message });
+    let (phase, conditions) = match progress {
         Progress::CreatePod => {
             actions.push(Action::CreatePod);
             (
                 BuildPhase::Pending,
-                Some(working(BUILD_PENDING, "waiting for a build pod".into())),
+                working(BUILD_PENDING, "waiting for a build pod".into()),
             )
         }
         Progress::Running { step, started } => {
@@ -147,64 +135,70 @@ fn follow(
             match step {
                 Some(step) => (
                     BuildPhase::Running,
-                    Some(working(BUILD_RUNNING, format!("step {step} is running"))),
+                    working(BUILD_RUNNING, format!("step {step} is running")),
                 ),
                 None => (
                     BuildPhase::Pending,
-                    Some(working(
-                        BUILD_PENDING,
-                        "waiting for the build pod to start".into(),
-                    )),
+                    working(BUILD_PENDING, "waiting for the build pod to start".into()),
                 ),
             }
         }
-        Progress::Verify { image, started, .. } => {
+        Progress::Verify { image, started } => {
             next.start_time = next.start_time.take().or(started);
             actions.push(Action::Verify {
                 image: image.clone(),
             });
             (
                 BuildPhase::Running,
-                Some(working(
+                working(
                     VERIFYING_IMAGE,
                     format!("checking that the registry has {image}"),
-                )),
+                ),
             )
         }
         Progress::VerifyLater { image, why } => {
             *requeue = Some(VERIFY_RETRY);
             (
                 BuildPhase::Running,
-                Some(working(
+                working(
                     VERIFYING_IMAGE,
                     format!("cannot ask the registry about {image} yet ({why}); retrying"),
-                )),
+                ),
             )
         }
         Progress::Succeeded {
             image,
             started,
-            finished,
+            finished: at,
         } => {
             next.start_time = next.start_time.take().or(started);
-            next.completion_time = finished;
+            next.completion_time = at;
             next.image = Some(image.clone());
             if next.release.is_none() {
-                actions.push(Action::CreateRelease { image });
+                actions.push(Action::CreateRelease {
+                    image: image.clone(),
+                });
             }
-            (BuildPhase::Succeeded, None)
+            let built = format!("built {image}");
+            (
+                BuildPhase::Succeeded,
+                finished(true, BUILD_SUCCEEDED.name, &built),
+            )
         }
         Progress::Failed {
             failure,
             started,
-            finished,
+            finished: at,
         } => {
             next.start_time = next.start_time.take().or(started);
-            next.completion_time = finished;
+            next.completion_time = at;
+            let conditions = finished(false, &failure.reason, &failure.message);
             next.failure = Some(failure);
-            (BuildPhase::Failed, None)
+            (BuildPhase::Failed, conditions)
         }
-    }
+    };
+    next.phase = Some(phase);
+    conditions
 }
 
 /// The conditions of a build still under way (or blocked): `Succeeded` is not yet true.

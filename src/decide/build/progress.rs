@@ -145,7 +145,6 @@ pub enum Progress {
     Verify {
         image: String,
         started: Option<Time>,
-        finished: Option<Time>,
     },
     /// The image could not be verified yet; ask the registry again later.
     VerifyLater { image: String, why: String },
@@ -312,11 +311,7 @@ pub fn progress(
                 ));
             };
             match verification {
-                None => Progress::Verify {
-                    image,
-                    started,
-                    finished: last_finish,
-                },
+                None => Progress::Verify { image, started },
                 Some(Verification::Found) => Progress::Succeeded {
                     image,
                     started,
