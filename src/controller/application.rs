@@ -97,6 +97,8 @@ async fn environment_facts(
     app: &Application,
 ) -> Result<BTreeMap<String, EnvironmentFacts>, Error> {
     let mut facts = BTreeMap::new();
+    // Several environments may deploy into one namespace: read each namespace once.
+    let mut consent: BTreeMap<String, bool> = BTreeMap::new();
     for guard in context.caches.environments.in_namespace(namespace).await {
         let name = guard.name_any();
         let env = guard.0.as_ref().ok();
@@ -106,10 +108,21 @@ async fn environment_facts(
         });
         let listed = app.spec.environments.iter().any(|e| e.name == name);
         let target = match env.and_then(Environment::target_namespace) {
-            Some(target) if listed && target != namespace => Some(LiveTarget {
-                namespace: target.to_owned(),
-                consents: consents(&target_namespace(context, target).await?, target, namespace),
-            }),
+            Some(target) if listed && target != namespace => {
+                let consents = match consent.get(target) {
+                    Some(known) => *known,
+                    None => {
+                        let live = target_namespace(context, target).await?;
+                        let given = consents(&live, target, namespace);
+                        consent.insert(target.to_owned(), given);
+                        given
+                    }
+                };
+                Some(LiveTarget {
+                    namespace: target.to_owned(),
+                    consents,
+                })
+            }
             _ => None,
         };
         let readiness =
