@@ -187,6 +187,13 @@ macro_rules! caches {
                 Views { $($field: self.$field.view(),)+ }
             }
 
+            /// The backoff key (`error::failure_key`) of every object deleted, of any kind.
+            pub fn deleted_keys(&self) -> impl Stream<Item = String> + Send + 'static {
+                futures::stream::select_all([
+                    $(self.$field.deletions().map(|o| super::error::failure_key(&*o)).boxed(),)+
+                ])
+            }
+
             /// Resolves once every cache has its first complete list.
             pub fn synced(&self) -> impl Future<Output = ()> + Send + 'static {
                 let synced = [$(self.$field.synced.clone()),+];

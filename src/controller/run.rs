@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::cache::Caches;
-use super::error::{self, failure_key};
+use super::error;
 use super::leader::{Elector, LeaseSettings, run_while_leading};
 use super::{Clock, Context, Settings, SystemClock};
 use super::{application, buildjob, environment, release};
@@ -171,33 +171,13 @@ pub async fn run_controllers(
     // without bound (a recreated object has a new UID anyway).
     let forget = {
         let context = context.clone();
-        futures::stream::select_all([
-            caches
-                .applications
-                .deletions()
-                .map(|o| failure_key(&*o))
-                .boxed(),
-            caches
-                .environments
-                .deletions()
-                .map(|o| failure_key(&*o))
-                .boxed(),
-            caches
-                .releases
-                .deletions()
-                .map(|o| failure_key(&*o))
-                .boxed(),
-            caches
-                .buildjobs
-                .deletions()
-                .map(|o| failure_key(&*o))
-                .boxed(),
-        ])
-        .take_until(shutdown.clone())
-        .for_each(move |key| {
-            context.failures.clear(&key);
-            async {}
-        })
+        caches
+            .deleted_keys()
+            .take_until(shutdown.clone())
+            .for_each(move |key| {
+                context.failures.clear(&key);
+                async {}
+            })
     };
 
     let readiness = {
