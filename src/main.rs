@@ -50,6 +50,13 @@ enum Command {
         /// leader stops reconciling a third of it before then if it cannot renew.
         #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
         leader_elect_lease_duration: std::time::Duration,
+        /// Address of the push webhook endpoint, POST /webhooks/<namespace>/<application>.
+        #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+        webhook_addr: SocketAddr,
+        /// Image of the fetch and publish steps of build pods (default: Ferry's own image,
+        /// read from its pod).
+        #[arg(long, env = "FERRY_BUILD_IMAGE")]
+        build_image: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
@@ -154,6 +161,8 @@ async fn main() -> ExitCode {
             leader_elect_namespace,
             leader_elect_lease_duration,
             service_account,
+            webhook_addr,
+            build_image,
         } => {
             telemetry::init_logging(log_format);
             let settings = Settings {
@@ -166,6 +175,8 @@ async fn main() -> ExitCode {
                     duration: leader_elect_lease_duration,
                 }),
                 service_account,
+                webhook_addr,
+                build_image,
             };
             match controller::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,22 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     status_writes: Family<KindLabels, Counter>,
     webhook_requests: Family<ResultLabels, Counter>,
+    builds: Family<OutcomeLabels, Counter>,
+    build_durations: Family<OutcomeLabels, Histogram>,
+    commit_to_release: Histogram,
+    source_lookups: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Buckets from 1 s to about 68 minutes: builds and the way from commit to Release.
+fn minutes_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 13,
+    ))
 }
 
 impl Default for Metrics {
@@ -75,6 +91,10 @@ impl Default for Metrics {
             failures: Family::default(),
             status_writes: Family::default(),
             webhook_requests: Family::default(),
+            builds: Family::default(),
+            build_durations: Family::new_with_constructor(minutes_buckets),
+            commit_to_release: minutes_buckets(),
+            source_lookups: Family::default(),
             durations: Family::new_with_constructor(|| {
                 // 1 ms to about 16 s: a reconcile is a few API calls.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -114,6 +134,61 @@ impl Metrics {
              unsigned, forged, oversized, malformed, unknown_application, unavailable",
             self.webhook_requests.clone(),
         );
+        registry.register(
+            "builds",
+            "Finished builds by outcome: succeeded, or the failure reason (ScriptFailed, \
+             PublishFailed, TimedOut, ...)",
+            self.builds.clone(),
+        );
+        registry.register(
+            "build_duration_seconds",
+            "From the build pod's start to the build's end, by outcome",
+            self.build_durations.clone(),
+        );
+        registry.register(
+            "commit_to_release_seconds",
+            "From Ferry seeing a commit (its BuildJob created) to its Release created",
+            self.commit_to_release.clone(),
+        );
+        registry.register(
+            "source_lookups",
+            "Look-ups of a branch head on a git server, by result: the head, or the error \
+             category (RepositoryUnreachable, AuthenticationRefused, ...)",
+            self.source_lookups.clone(),
+        );
+    }
+
+    /// Counts a finished build and observes how long it ran, when known.
+    pub fn build_finished(&self, outcome: &'static str, seconds: Option<f64>) {
+        let labels = OutcomeLabels { outcome };
+        self.builds.get_or_create(&labels).inc();
+        if let Some(seconds) = seconds {
+            self.build_durations.get_or_create(&labels).observe(seconds);
+        }
+    }
+
+    /// How many builds finished with `outcome` so far.
+    pub fn builds(&self, outcome: &'static str) -> u64 {
+        self.builds.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
+    /// Observes the time from a commit seen to its Release created.
+    pub fn release_created(&self, seconds_since_commit_seen: f64) {
+        self.commit_to_release.observe(seconds_since_commit_seen);
+    }
+
+    /// Counts a look-up of a branch head by its result.
+    pub fn source_lookup(&self, result: &'static str) {
+        self.source_lookups
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// How many branch look-ups ended with `result` so far.
+    pub fn source_lookups(&self, result: &'static str) -> u64 {
+        self.source_lookups
+            .get_or_create(&ResultLabels { result })
+            .get()
     }
 
     /// Counts a webhook request by how it ended (`adapters::webhook::Outcome::result`).

@@ -155,6 +155,15 @@ pub trait RemoteRefs: Send + Sync {
         branch: &'a str,
         credentials: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>>;
+
+    /// The tags at `url` that point at `commit` (directly or through an annotated tag),
+    /// sorted: the version of a Release comes from them.
+    fn tags_at<'a>(
+        &'a self,
+        url: &'a str,
+        commit: &'a str,
+        credentials: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<Vec<String>, GitError>>;
 }
 
 /// The real [`RemoteRefs`]: gitoxide over HTTP(S), on tokio's blocking thread pool.
@@ -179,18 +188,40 @@ impl RemoteRefs for GixRemote {
         branch: &'a str,
         credentials: Option<&'a Credentials>,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>> {
-        let (url, branch, credentials, timeout) = (
-            url.to_owned(),
-            branch.to_owned(),
-            credentials.cloned(),
-            self.timeout,
-        );
+        let branch = branch.to_owned();
+        self.blocking(url, credentials, move |url, credentials, timeout| {
+            branch_head(url, &branch, credentials, timeout)
+        })
+    }
+
+    fn tags_at<'a>(
+        &'a self,
+        url: &'a str,
+        commit: &'a str,
+        credentials: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<Vec<String>, GitError>> {
+        let commit = commit.to_owned();
+        self.blocking(url, credentials, move |url, credentials, timeout| {
+            let refs = list_refs(url, &["refs/tags/".to_owned()], credentials, timeout)?;
+            Ok(tags_pointing_at(&refs, &commit))
+        })
+    }
+}
+
+impl GixRemote {
+    /// Runs a blocking listing on tokio's blocking pool: gitoxide's HTTP client is blocking,
+    /// and a listing must not stall the runtime.
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        url: &str,
+        credentials: Option<&Credentials>,
+        list: impl FnOnce(&str, Option<&Credentials>, Duration) -> Result<T, GitError> + Send + 'static,
+    ) -> BoxFuture<'a, Result<T, GitError>> {
+        let (url, credentials, timeout) = (url.to_owned(), credentials.cloned(), self.timeout);
         Box::pin(async move {
             let shown = redact_url(&url);
-            // gitoxide's HTTP client is blocking; a listing must not stall the runtime.
-            let task = tokio::task::spawn_blocking(move || {
-                branch_head(&url, &branch, credentials.as_ref(), timeout)
-            });
+            let task =
+                tokio::task::spawn_blocking(move || list(&url, credentials.as_ref(), timeout));
             // Two requests at most, each bounded by `timeout`; this is only a backstop.
             match tokio::time::timeout(timeout * 3, task).await {
                 Ok(Ok(result)) => result,
@@ -246,6 +277,12 @@ impl RemoteRef {
 pub fn head_of(refs: &[RemoteRef], branch: &str) -> Option<BranchHead> {
     let full = format!("refs/heads/{branch}");
     let commit = refs.iter().find(|r| r.name == full)?.target().to_owned();
+    let tags = tags_pointing_at(refs, &commit);
+    Some(BranchHead { commit, tags })
+}
+
+/// The names of the tags among `refs` that point at `commit`, sorted and deduplicated.
+pub fn tags_pointing_at(refs: &[RemoteRef], commit: &str) -> Vec<String> {
     let mut tags: Vec<String> = refs
         .iter()
         .filter(|r| r.target() == commit)
@@ -254,7 +291,7 @@ pub fn head_of(refs: &[RemoteRef], branch: &str) -> Option<BranchHead> {
         .collect();
     tags.sort();
     tags.dedup();
-    Some(BranchHead { commit, tags })
+    tags
 }
 
 /// Blocking: the refs at `url` whose names start with one of `prefixes` (the server may

@@ -114,6 +114,26 @@ reasons! {
     PINNED_RELEASE_NOT_FOUND = "PinnedReleaseNotFound", Warning, ["Application"];
     /// An environment is pinned to a Release of another Application.
     PINNED_RELEASE_OF_ANOTHER_APPLICATION = "PinnedReleaseOfAnotherApplication", Warning, ["Application"];
+    /// The git server of `spec.source.url` could not be reached (DNS, connection, timeout);
+    /// Ferry keeps trying with backoff.
+    REPOSITORY_UNREACHABLE = "RepositoryUnreachable", Warning, ["Application"];
+    /// The git server refused the credentials (or asked for some and none are set): check
+    /// `spec.source.credentialsSecret`.
+    AUTHENTICATION_REFUSED = "AuthenticationRefused", Warning, ["Application"];
+    /// `spec.source.url` answers but is not a git repository Ferry can read (a typo in the
+    /// path, or a repository that does not exist).
+    NOT_A_GIT_REPOSITORY = "NotAGitRepository", Warning, ["Application"];
+    /// The repository has no branch `spec.source.branch`.
+    BRANCH_NOT_FOUND = "BranchNotFound", Warning, ["Application"];
+    /// `spec.source.url` is not a URL Ferry can read.
+    INVALID_REPOSITORY_URL = "InvalidRepositoryUrl", Warning, ["Application"];
+    /// The git server answered in a way Ferry did not expect; Ferry keeps trying with backoff.
+    GIT_PROTOCOL_ERROR = "GitProtocolError", Warning, ["Application"];
+    /// Creating or deleting an object Ferry makes (a BuildJob, build pod or Release) failed;
+    /// retried with backoff.
+    ACTION_FAILED = "ActionFailed", Warning, ["Application", "BuildJob"];
+    /// Listing the tags of the built commit failed, so its Release waits; retried with backoff.
+    TAG_LOOKUP_FAILED = "TagLookupFailed", Warning, ["BuildJob"];
     /// The Application this object belongs to does not exist in the namespace.
     APPLICATION_NOT_FOUND = "ApplicationNotFound", Warning, ["Release", "BuildJob"];
     /// The Release is recorded and belongs to an existing Application.

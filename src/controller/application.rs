@@ -1,10 +1,11 @@
 //! Reconciles Applications: resolves the Environments, Releases and Secrets an Application
 //! names and reports whether it can be delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::Stream;
+use kube::api::PostParams;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -13,14 +14,18 @@ use tracing::instrument;
 use super::environment::target_namespace;
 use super::error::succeeded;
 use super::relations::related;
+use super::sources::{Looked, SourceKey};
 use super::status::{self, readable};
 use super::{Context, Error, Guarded, next_action};
+use crate::adapters::git::Credentials;
+use crate::api::BuildJob;
 use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
 use crate::api::{Application, Environment, Release, Secret};
 use crate::decide::application::{
-    self as decide, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
+    self as decide, Action as Act, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
 };
+use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
 use crate::decide::secrets::{SecretAccess, SecretKeys};
 
@@ -40,17 +45,20 @@ pub(super) fn relate(
             app.spec.environments.iter().any(|e| e.name == name)
         })
     };
-    // A Release appearing or going away decides whether a pin on it can be honoured.
+    // A Release appearing or going away decides whether a pin on it can be honoured, and
+    // which is its Application's latest.
     let apps = context.caches.applications.store().clone();
     let by_release = move |release: Arc<Guarded<Release>>| {
         let name = release.name_any();
+        let owner = release.0.as_ref().ok().map(|r| r.spec.application.clone());
         related(
             &apps,
             release.namespace().as_deref(),
             |app: &Application| {
                 let pinned =
                     |e: &EnvironmentEntry| e.pin.as_ref().is_some_and(|p| p.release == name);
-                app.spec.environments.iter().any(pinned)
+                owner.as_deref() == app.metadata.name.as_deref()
+                    || app.spec.environments.iter().any(pinned)
             },
         )
     };
@@ -73,6 +81,9 @@ pub(super) async fn reconcile(
     let environments = environment_facts(&context, &namespace, app).await?;
     let releases = release_owners(&context, &namespace).await;
     let secrets = secret_access(&context, &namespace, &app.secret_refs()).await?;
+    let looked = look_up_source(&context, &namespace, app, &secrets).await?;
+    let builds = build_names(&context, &namespace, app).await;
+    let (released, latest_release) = released(&context, &namespace, app).await;
     let decision = decide::status(
         &Observed {
             app,
@@ -80,13 +91,131 @@ pub(super) async fn reconcile(
             environments: &environments,
             secrets: &secrets,
             releases: &releases,
+            source: looked.as_ref().map(|l| &l.head),
+            builds: &builds,
+            released: &released,
+            latest_release: latest_release.as_deref(),
         },
         &context.clock.now(),
     );
+    for action in &decision.actions {
+        match action {
+            Act::CreateBuildJob { commit } => create_buildjob(&context, app, commit).await?,
+        }
+    }
     let written = status::write(&context, app, app.status.as_ref(), &decision.status).await?;
 
     succeeded(&context, app);
-    Ok(next_action(written, decision.requeue_after))
+    let poll = looked.map(|l| l.next_look);
+    Ok(next_action(
+        written,
+        [decision.requeue_after, poll].into_iter().flatten().min(),
+    ))
+}
+
+/// The head of the Application's branch, shared with every Application on the same
+/// repository, branch and credentials (`sources.rs`); not looked up while the credentials
+/// Secret cannot be read (the Secret blocker says why).
+async fn look_up_source(
+    context: &Context,
+    namespace: &str,
+    app: &Application,
+    secrets: &SecretAccess,
+) -> Result<Option<Looked>, Error> {
+    let source = &app.spec.source;
+    let SecretAccess::Read(keys) = secrets else {
+        return Ok(None);
+    };
+    if let Some(secret) = &source.credentials_secret
+        && !keys.contains_key(secret)
+    {
+        return Ok(None);
+    }
+    let credentials = git_credentials(context, namespace, &source.credentials_secret).await?;
+    let key = SourceKey {
+        url: source.url.clone(),
+        branch: source.branch.clone(),
+        credentials: source
+            .credentials_secret
+            .as_ref()
+            .map(|s| format!("{namespace}/{s}")),
+    };
+    let looked = context
+        .sources
+        .head(
+            &key,
+            (namespace, &app.name_any()),
+            source.poll_interval.into(),
+            context.remote.as_ref(),
+            credentials.as_ref(),
+            &context.metrics,
+        )
+        .await;
+    Ok(Some(looked))
+}
+
+/// Creates the BuildJob of `commit`; one that exists already (a webhook and a poll raced, or
+/// another replica) is fine.
+async fn create_buildjob(context: &Context, app: &Application, commit: &str) -> Result<(), Error> {
+    let Some(job) = buildjob_for(app, commit) else {
+        return Ok(());
+    };
+    let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
+    let name = job.name_any();
+    match context
+        .api::<BuildJob>(&namespace)
+        .create(&PostParams::default(), &job)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(buildjob = %name, %commit, "new commit; build created");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(Error::act(format!("creating BuildJob {namespace}/{name}"))(
+            error,
+        )),
+    }
+}
+
+/// The names of the Application's BuildJobs, from the shared cache.
+async fn build_names(context: &Context, namespace: &str, app: &Application) -> BTreeSet<String> {
+    let name = app.name_any();
+    context
+        .caches
+        .buildjobs
+        .in_namespace(namespace)
+        .await
+        .into_iter()
+        .filter(|j| j.0.as_ref().is_ok_and(|j| j.spec.application == name))
+        .map(|j| j.name_any())
+        .collect()
+}
+
+/// The commits of the Application's Releases, and its newest Release.
+async fn released(
+    context: &Context,
+    namespace: &str,
+    app: &Application,
+) -> (BTreeSet<String>, Option<String>) {
+    let name = app.name_any();
+    let mine: Vec<Arc<Guarded<Release>>> = context
+        .caches
+        .releases
+        .in_namespace(namespace)
+        .await
+        .into_iter()
+        .filter(|r| r.0.as_ref().is_ok_and(|r| r.spec.application == name))
+        .collect();
+    let commits = mine
+        .iter()
+        .filter_map(|r| r.0.as_ref().ok().map(|r| r.spec.commit.clone()))
+        .collect();
+    let newest = mine
+        .iter()
+        .max_by_key(|r| r.meta().creation_timestamp.as_ref().map(|t| t.0))
+        .map(|r| r.name_any());
+    (commits, newest)
 }
 
 /// The Environments of a namespace from the shared cache; for those `app` lists that deploy
@@ -192,4 +321,51 @@ pub(super) async fn secret_access(
         }
     }
     Ok(SecretAccess::Read(keys))
+}
+
+/// The data of a Secret, read with one `get`; `None` when it does not exist. The values
+/// never leave the caller's use of them (no logs, no status).
+pub(super) async fn secret_data(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, Error> {
+    let secret = context
+        .api::<Secret>(namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::observe(format!("Secret {namespace}/{name}")))?;
+    Ok(secret.map(|s| {
+        let data = s.data.into_iter().flatten().map(|(k, v)| (k, v.0));
+        let strings = s
+            .string_data
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k, v.into_bytes()));
+        data.chain(strings).collect()
+    }))
+}
+
+/// The git credentials of a credentials Secret (`username` and `password`), if one is named
+/// and exists.
+pub(super) async fn git_credentials(
+    context: &Context,
+    namespace: &str,
+    secret: &Option<String>,
+) -> Result<Option<Credentials>, Error> {
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let Some(mut data) = secret_data(context, namespace, secret).await? else {
+        return Ok(None);
+    };
+    let mut text = |key: &str| {
+        let bytes = data.remove(key).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // `echo secret > password` is a common way to write them.
+        text.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let username = text("username");
+    let password = text("password");
+    Ok(Some(Credentials::new(username, password)))
 }

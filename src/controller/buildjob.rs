@@ -1,27 +1,43 @@
-//! Reconciles BuildJobs: checks that a build can start (its Application and Secrets exist)
-//! and keeps the outcome of a finished build.
+//! Reconciles BuildJobs: runs the build pod, follows its steps, verifies the pushed image in
+//! the registry itself, makes the Release, and prunes old builds.
+//!
+//! What happens is decided by `decide::buildjob`; this file observes (the build pod from its
+//! cache, the registry, the tags on the commit) and acts (creates the pod or the Release,
+//! deletes pruned BuildJobs). Every object it creates has a deterministic name, so a second
+//! create after a restart, or by a second replica, is refused by the API server instead of
+//! made twice: one pod per BuildJob, one Release per commit.
 
 use std::sync::Arc;
 
 use futures::Stream;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::application::secret_access;
+use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
 use super::relations::related;
 use super::release::application_exists;
 use super::status::{self, readable};
 use super::{Context, Error, Guarded, next_action};
-use crate::api::{Application, BuildJob};
-use crate::decide::buildjob::{self as decide, Observed};
+use crate::adapters::registry::{self, Credentials as RegistryCredentials};
+use crate::api::buildjob::BuildPhase;
+use crate::api::reasons::{BUILD_FAILED, Reason};
+use crate::api::{Application, BuildJob, Release, Time};
+use crate::build::fetch::Report;
+use crate::decide::build::objects::{Finished, release_for, to_prune};
+use crate::decide::build::progress::{PodFacts, StepState, Verification};
+use crate::decide::buildjob::{self as decide, Action as Act, Observed};
+use crate::desired::build_pod::build_pod;
 
 /// Declares what a BuildJob's state depends on besides itself.
 pub(super) fn relate(
     controller: Controller<Guarded<BuildJob>>,
     applications: impl Stream<Item = Arc<Guarded<Application>>> + Send + 'static,
+    pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
 ) -> Controller<Guarded<BuildJob>> {
     // A build waits for its Application.
     let jobs = controller.store();
@@ -31,7 +47,10 @@ pub(super) fn relate(
             j.spec.application == name
         })
     };
-    controller.watches_shared_stream(applications, by_application)
+    controller
+        .watches_shared_stream(applications, by_application)
+        // Every change of a build pod (a step starting or ending) is a change of its build.
+        .owns_shared_stream(pods)
 }
 
 #[instrument(skip(object, context), fields(namespace = object.namespace(), name = %object.name_any()))]
@@ -45,23 +64,303 @@ pub(super) async fn reconcile(
     let _timer = context.metrics.reconcile_started("BuildJob");
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
 
+    let application = context
+        .caches
+        .applications
+        .get(&namespace, &job.spec.application)
+        .await;
     let application_exists = application_exists(&context, &namespace, &job.spec.application).await;
     let secrets = secret_access(&context, &namespace, &job.secret_refs()).await?;
-    let decision = decide::status(
-        &Observed {
-            job,
-            namespace: &namespace,
-            application_exists,
-            secrets: &secrets,
-            // Build pods are not run yet: the fetch and publish steps land first.
-            pod: None,
-            verification: None,
-            release: None,
-        },
-        &context.clock.now(),
-    );
+    let pod = context.build_pods.get(&namespace, &job.name_any()).await;
+    let facts = pod.as_deref().map(PodFacts::of);
+    let release = release_of_commit(&context, &namespace, job).await;
+    let mut observed = Observed {
+        job,
+        namespace: &namespace,
+        application_exists,
+        secrets: &secrets,
+        pod: facts.as_ref(),
+        verification: None,
+        release: release.as_deref(),
+    };
+    let now = context.clock.now();
+    let mut decision = decide::status(&observed, &now);
+    // The pod said it pushed an image: ask the registry, then decide with its answer.
+    let asked = decision.actions.iter().find_map(|a| match a {
+        Act::Verify { image } => Some(image.clone()),
+        _ => None,
+    });
+    let verification;
+    if let Some(image) = asked {
+        verification = verify(&context, &namespace, job, &image).await?;
+        observed.verification = Some(&verification);
+        decision = decide::status(&observed, &now);
+    }
+
+    for action in &decision.actions {
+        match action {
+            Act::CreatePod => create_pod(&context, &namespace, job).await?,
+            Act::CreateRelease { image } => {
+                // Without its Application a build makes no Release (it would be orphaned);
+                // deleting the Application deletes its BuildJobs anyway.
+                if let Some(app) = application.as_deref().and_then(|a| a.0.as_ref().ok()) {
+                    let name = create_release(&context, app, job, image, facts.as_ref()).await?;
+                    decision.status.release = Some(name);
+                }
+            }
+            Act::Verify { .. } => {}
+        }
+    }
+
+    let before = job.status.as_ref().and_then(|s| s.phase);
     let written = status::write(&context, job, job.status.as_ref(), &decision.status).await?;
+    if finished(decision.status.phase.as_ref()) && !finished(before.as_ref()) {
+        count_finished(&context, &decision.status);
+        if let Some(app) = application.as_deref().and_then(|a| a.0.as_ref().ok()) {
+            prune(&context, &namespace, app).await?;
+        }
+    }
 
     succeeded(&context, job);
     Ok(next_action(written, decision.requeue_after))
+}
+
+fn finished(phase: Option<&BuildPhase>) -> bool {
+    matches!(phase, Some(BuildPhase::Succeeded | BuildPhase::Failed))
+}
+
+/// `ferry_builds_total{outcome}` and the build's duration.
+fn count_finished(context: &Context, status: &crate::api::BuildJobStatus) {
+    let outcome = match (&status.phase, &status.failure) {
+        (Some(BuildPhase::Succeeded), _) => "Succeeded",
+        (_, Some(failure)) => Reason::named(&failure.reason).map_or(BUILD_FAILED.name, |r| r.name),
+        _ => BUILD_FAILED.name,
+    };
+    let seconds = match (&status.start_time, &status.completion_time) {
+        (Some(start), Some(end)) => Some(end.0.duration_since(start.0).as_secs_f64()),
+        _ => None,
+    };
+    context.metrics.build_finished(outcome, seconds);
+}
+
+/// The Release already made of this job's commit, if any: whatever its name, one commit gets
+/// one Release.
+async fn release_of_commit(context: &Context, namespace: &str, job: &BuildJob) -> Option<String> {
+    context
+        .caches
+        .releases
+        .in_namespace(namespace)
+        .await
+        .into_iter()
+        .find(|r| {
+            r.0.as_ref().is_ok_and(|r| {
+                r.spec.application == job.spec.application && r.spec.commit == job.spec.commit
+            })
+        })
+        .map(|r| r.name_any())
+}
+
+/// The newest Release of `application`, whose commit bounds the history the fetch step reads
+/// for work items.
+async fn previous_release(context: &Context, namespace: &str, application: &str) -> Option<String> {
+    context
+        .caches
+        .releases
+        .in_namespace(namespace)
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let release = r.0.as_ref().ok()?;
+            (release.spec.application == application).then(|| {
+                (
+                    release.metadata.creation_timestamp.clone(),
+                    release.spec.commit.clone(),
+                )
+            })
+        })
+        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
+        .map(|(_, commit)| commit)
+}
+
+async fn create_pod(context: &Context, namespace: &str, job: &BuildJob) -> Result<(), Error> {
+    let since = previous_release(context, namespace, &job.spec.application).await;
+    let since = since.filter(|commit| *commit != job.spec.commit);
+    let Some(pod) = build_pod(job, &context.build, since.as_deref()) else {
+        return Ok(());
+    };
+    let api = context.api::<Pod>(namespace);
+    match api.create(&PostParams::default(), &pod).await {
+        Ok(_) => {
+            tracing::info!("build pod created");
+            Ok(())
+        }
+        // Created already (by this replica before a restart, or another): the watch brings it.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(Error::act(format!(
+            "creating build pod {namespace}/{}",
+            job.name_any()
+        ))(error)),
+    }
+}
+
+/// Asks the registry, with the push Secret's credentials, whether the image the publish step
+/// reported exists. A registry that cannot be asked is asked again later.
+async fn verify(
+    context: &Context,
+    namespace: &str,
+    job: &BuildJob,
+    image: &str,
+) -> Result<Verification, Error> {
+    let repository = &job.spec.image.repository;
+    let Some(digest) = image.rsplit_once('@').map(|(_, d)| d.to_owned()) else {
+        return Ok(Verification::Missing);
+    };
+    let credentials = match &job.spec.image.push_secret {
+        None => RegistryCredentials::anonymous(),
+        Some(secret) => {
+            let host = registry::parse_reference(repository)
+                .map(|r| r.resolve_registry().to_owned())
+                .unwrap_or_default();
+            let json = secret_data(context, namespace, secret)
+                .await?
+                .and_then(|mut data| data.remove(".dockerconfigjson"));
+            match json.map(|j| RegistryCredentials::from_docker_config(&j, &host)) {
+                Some(Ok(credentials)) => credentials,
+                // Its keys were checked before the build started; it changed since.
+                Some(Err(error)) => {
+                    return Ok(Verification::Unavailable(format!(
+                        "the push Secret {secret} cannot be used: {error}"
+                    )));
+                }
+                None => {
+                    return Ok(Verification::Unavailable(format!(
+                        "the push Secret {secret} is gone"
+                    )));
+                }
+            }
+        }
+    };
+    let answer =
+        registry::manifest_exists(repository, &digest, &credentials, job.spec.image.insecure).await;
+    Ok(match answer {
+        Ok(true) => Verification::Found,
+        Ok(false) => Verification::Missing,
+        Err(error) => Verification::Unavailable(error.to_string()),
+    })
+}
+
+/// Makes the Release of a verified build and returns its name: the version from the tags on
+/// the commit (asked of the git server now, so a tag pushed with the commit counts), the work
+/// items from the fetch step's report.
+async fn create_release(
+    context: &Context,
+    app: &Application,
+    job: &BuildJob,
+    image: &str,
+    pod: Option<&PodFacts>,
+) -> Result<String, Error> {
+    let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
+    let credentials =
+        git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
+    let tags = context
+        .remote
+        .tags_at(&job.spec.source.url, &job.spec.commit, credentials.as_ref())
+        .await
+        .map_err(Error::Tags)?;
+    let work_items = pod
+        .and_then(fetch_report)
+        .map(|r| r.work_items)
+        .unwrap_or_default();
+    let Some(release) = release_for(app, job, image, &tags, work_items) else {
+        return Err(Error::MissingNamespace);
+    };
+    let name = release.name_any();
+    let api = context.api::<Release>(&namespace);
+    match api.create(&PostParams::default(), &release).await {
+        Ok(_) => {
+            tracing::info!(release = %name, "release created");
+            let seen = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            if let Some(seen) = seen {
+                let now: Time = context.clock.now();
+                context
+                    .metrics
+                    .release_created(now.0.duration_since(seen).as_secs_f64());
+            }
+            Ok(name)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Made already: by this build before a restart, or of the same commit otherwise.
+            let existing = context.caches.releases.get(&namespace, &name).await;
+            let same_commit = existing
+                .as_deref()
+                .and_then(|r| r.0.as_ref().ok())
+                .is_some_and(|r| r.spec.commit == job.spec.commit);
+            if same_commit {
+                Ok(name)
+            } else {
+                Err(Error::act(format!(
+                    "creating Release {namespace}/{name}: a Release of that name exists (of \
+                     another commit, or not cached yet)"
+                ))(kube::Error::Api(status)))
+            }
+        }
+        Err(error) => Err(Error::act(format!("creating Release {namespace}/{name}"))(
+            error,
+        )),
+    }
+}
+
+/// What the fetch step reported in its termination message.
+fn fetch_report(pod: &PodFacts) -> Option<Report> {
+    pod.steps.iter().find_map(|(name, state)| match state {
+        StepState::Terminated {
+            exit_code: 0,
+            message: Some(message),
+            ..
+        } if name == "fetch" => serde_json::from_str(message.trim()).ok(),
+        _ => None,
+    })
+}
+
+/// Deletes the oldest finished BuildJobs of `app` beyond its `buildHistoryLimit`, with their
+/// pods (owned by them). Releases are never deleted here.
+async fn prune(context: &Context, namespace: &str, app: &Application) -> Result<(), Error> {
+    let name = app.name_any();
+    let finished_jobs = context
+        .caches
+        .buildjobs
+        .in_namespace(namespace)
+        .await
+        .into_iter()
+        .filter_map(|j| {
+            let job = j.0.as_ref().ok()?;
+            let status = job.status.as_ref()?;
+            (job.spec.application == name && finished(status.phase.as_ref())).then(|| Finished {
+                name: job.name_any(),
+                at: status
+                    .completion_time
+                    .clone()
+                    .or_else(|| job.meta().creation_timestamp.clone())
+                    .unwrap_or(Time(jiff::Timestamp::UNIX_EPOCH)),
+            })
+        })
+        .collect();
+    let limit = usize::try_from(app.spec.build_history_limit).unwrap_or(1);
+    let api = context.api::<BuildJob>(namespace);
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for pruned in to_prune(finished_jobs, limit) {
+        match api.delete(&pruned, &background).await {
+            Ok(_) => tracing::info!(buildjob = %pruned, "pruned a finished build"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                return Err(Error::act(format!(
+                    "deleting BuildJob {namespace}/{pruned}"
+                ))(error));
+            }
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,10 @@ use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::status::publish;
-use crate::api::reasons::{self, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, WRITE_STATUS_FAILED};
+use crate::api::reasons::{
+    self, ACTION_FAILED, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, TAG_LOOKUP_FAILED,
+    WRITE_STATUS_FAILED,
+};
 use crate::decide::backoff;
 use crate::decide::events::Announcement;
 
@@ -32,6 +35,14 @@ pub enum Error {
     },
     #[error("writing the status")]
     WriteStatus(#[source] kube::Error),
+    #[error("{what}")]
+    Act {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing the tags of the commit")]
+    Tags(#[source] crate::adapters::git::GitError),
 }
 
 impl Error {
@@ -41,12 +52,19 @@ impl Error {
             Self::MissingNamespace => MISSING_NAMESPACE,
             Self::Observe { .. } => OBSERVE_FAILED,
             Self::WriteStatus(_) => WRITE_STATUS_FAILED,
+            Self::Act { .. } => ACTION_FAILED,
+            Self::Tags(_) => TAG_LOOKUP_FAILED,
         }
     }
 
     pub(crate) fn observe(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
         move |source| Self::Observe { what, source }
+    }
+
+    pub(crate) fn act(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Act { what, source }
     }
 }
 

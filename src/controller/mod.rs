@@ -23,6 +23,7 @@ mod leader;
 mod relations;
 mod release;
 mod run;
+mod sources;
 mod status;
 
 use std::net::SocketAddr;
@@ -34,12 +35,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::{Api, Client, Resource};
 
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::adapters::git::RemoteRefs;
 use crate::api::Time;
+pub use crate::desired::build_pod::Settings as BuildSettings;
 use crate::telemetry::Metrics;
 pub use cache::Views;
 pub use error::Error;
 pub use leader::{Elector, LeaseSettings, Lost, StopSignal, run_while_leading};
-pub use run::{run, run_controllers, wait_for};
+pub use run::{Pushes, Wiring, pushes, run, run_controllers, wait_for};
 use status::Written;
 
 /// An object as the caches hold it: parsed, or the reason it could not be. One object that
@@ -59,6 +64,11 @@ pub struct Settings {
     /// Ferry's own ServiceAccount as `namespace:name`, for the command a tenant namespace's
     /// administrator runs to let Ferry read its Secrets.
     pub service_account: String,
+    /// Where the push webhook is served (`POST /webhooks/<namespace>/<application>`).
+    pub webhook_addr: SocketAddr,
+    /// The image of the fetch and publish steps of build pods; `None` uses Ferry's own image,
+    /// read from its pod (`POD_NAME`, `POD_NAMESPACE`).
+    pub build_image: Option<String>,
 }
 
 /// A clock the tests can set.
@@ -87,6 +97,14 @@ pub struct Context {
     pub service_account: String,
     /// Consecutive failures per object, for backoff; cleared by a success or a deletion.
     failures: error::Failures,
+    /// Build pods (labelled by Ferry), from their own cache.
+    pub build_pods: cache::View<Pod>,
+    /// What build pods need besides their BuildJob.
+    pub build: BuildSettings,
+    /// Reads branch heads and tags from git servers.
+    pub remote: Arc<dyn RemoteRefs>,
+    /// The branch heads looked up, shared by Applications on one branch.
+    sources: sources::Sources,
 }
 
 impl Context {

@@ -1,5 +1,5 @@
-//! Running: the HTTP endpoints, leadership, the shared caches and the four controllers, until
-//! SIGTERM or SIGINT (or a lost Lease).
+//! Running: the HTTP endpoints (probes and metrics; push webhooks), leadership, the shared
+//! caches and the four controllers, until SIGTERM or SIGINT (or a lost Lease).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,15 +13,49 @@ use kube::{Client, Resource};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::cache::Caches;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use tokio::sync::mpsc;
+
+use super::cache::{Cache, Caches};
 use super::error;
 use super::leader::{Elector, LeaseSettings, run_while_leading};
-use super::{Clock, Context, Settings, SystemClock};
+use super::{BuildSettings, Clock, Context, Settings, SystemClock};
 use super::{application, buildjob, environment, release};
+use crate::adapters::git::{GixRemote, RemoteRefs};
+use crate::adapters::webhook::{KubeWebhookKeys, PushedCommit};
+use crate::api::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::desired::build_pod::BUILDJOB_LABEL;
+use crate::http::{Webhooks, serve_webhooks};
 use crate::telemetry::{self, Endpoints, Metrics};
 
-/// Runs the four controllers and the HTTP endpoints until SIGTERM or SIGINT; with leader
-/// election, only while this replica holds the Lease.
+/// Pushes the webhook endpoint accepted, on their way to the Application controller.
+pub type Pushes = mpsc::Receiver<PushedCommit>;
+
+/// How many accepted pushes wait for the controller before the endpoint answers 503.
+const PUSH_BUFFER: usize = 256;
+
+/// A channel for accepted pushes: the webhook endpoint sends, the controllers receive.
+pub fn pushes() -> (mpsc::Sender<PushedCommit>, Pushes) {
+    mpsc::channel(PUSH_BUFFER)
+}
+
+/// What the controllers run with besides the API client.
+pub struct Wiring {
+    /// Watch only this namespace (tests, namespace-scoped installs); `None` watches all.
+    pub namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Box<dyn Clock>,
+    pub endpoints: Arc<Endpoints>,
+    /// Ferry's ServiceAccount as `namespace:name` (see [`Settings::service_account`]).
+    pub service_account: String,
+    pub build: BuildSettings,
+    pub remote: Arc<dyn RemoteRefs>,
+    pub pushes: Pushes,
+}
+
+/// Runs the four controllers and the HTTP endpoints (probes and metrics; push webhooks) until
+/// SIGTERM or SIGINT; with leader election, only while this replica holds the Lease.
 pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let client = Client::try_default().await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -32,6 +66,13 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         tracing::info!("shutting down");
         on_signal.send_replace(true);
     });
+    let build = BuildSettings {
+        ferry_image: match settings.build_image {
+            Some(image) => image,
+            None => own_image(&client).await?,
+        },
+    };
+    tracing::info!(image = %build.ferry_image, "build pods fetch and publish with this image");
     let mut registry = Registry::with_prefix("ferry");
     let metrics = Arc::new(Metrics::default());
     metrics.register(&mut registry);
@@ -44,41 +85,69 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         endpoints.clone(),
         wait_for(shutdown_rx.clone()),
     );
+    let (push_tx, pushes) = pushes();
+    // Served by every replica; a standby's channel is not drained, so a push it accepts
+    // waits until it leads, or is answered 503 when the buffer is full. Polling notices the
+    // commit either way.
+    let webhooks = serve_webhooks(
+        settings.webhook_addr,
+        Arc::new(Webhooks {
+            keys: Arc::new(KubeWebhookKeys {
+                client: client.clone(),
+            }),
+            pushes: push_tx,
+            metrics: metrics.clone(),
+        }),
+        wait_for(shutdown_rx.clone()),
+    );
+    let wiring = Wiring {
+        namespace: settings.namespace,
+        metrics,
+        clock: Box::new(SystemClock),
+        endpoints,
+        service_account: settings.service_account,
+        build,
+        remote: Arc::new(GixRemote::default()),
+        pushes,
+    };
     let work = async {
         let outcome = match settings.leader_election {
             None => {
-                run_controllers(
-                    client,
-                    settings.namespace,
-                    metrics,
-                    Box::new(SystemClock),
-                    endpoints,
-                    settings.service_account,
-                    wait_for(shutdown_rx),
-                )
-                .await;
+                run_controllers(client, wiring, wait_for(shutdown_rx)).await;
                 Ok(())
             }
-            Some(lease) => {
-                lead(
-                    client,
-                    lease,
-                    settings.namespace,
-                    metrics,
-                    endpoints,
-                    settings.service_account,
-                    shutdown_rx,
-                )
-                .await
-            }
+            Some(lease) => lead(client, lease, wiring, shutdown_rx).await,
         };
-        // Whatever ended the work (a signal, lost leadership) also ends the HTTP server.
+        // Whatever ended the work (a signal, lost leadership) also ends the HTTP servers.
         shutdown_tx.send_replace(true);
         outcome
     };
-    let (http, work) = tokio::join!(http, work);
+    let (http, webhooks, work) = tokio::join!(http, webhooks, work);
     http?;
+    webhooks?;
     work
+}
+
+/// Ferry's own image, from its pod: build pods run their fetch and publish steps with it, so
+/// `kubectl set image` on Ferry's Deployment changes both.
+async fn own_image(client: &Client) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let missing = "cannot tell Ferry's own image: set --build-image (FERRY_BUILD_IMAGE), or \
+                   POD_NAME and POD_NAMESPACE from the downward API";
+    let (Ok(name), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
+    else {
+        return Err(missing.into());
+    };
+    let pod = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .get(&name)
+        .await
+        .map_err(|e| format!("reading Ferry's own pod {namespace}/{name}: {e}"))?;
+    let image = pod
+        .spec
+        .and_then(|spec| spec.containers.into_iter().find(|c| c.name == "ferry"))
+        .and_then(|c| c.image);
+    image.ok_or_else(|| {
+        format!("{missing} (pod {namespace}/{name} has no container \"ferry\")").into()
+    })
 }
 
 /// Stands by until this replica holds the Lease, then runs the controllers while it does.
@@ -86,25 +155,14 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
 async fn lead(
     client: Client,
     lease: LeaseSettings,
-    namespace: Option<String>,
-    metrics: Arc<Metrics>,
-    endpoints: Arc<Endpoints>,
-    service_account: String,
+    wiring: Wiring,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let elector = Elector::new(client.clone(), lease);
     // A standby is healthy and ready: it must not hold up a rollout of the controller itself.
-    endpoints.ready.store(true, Ordering::Relaxed);
+    wiring.endpoints.ready.store(true, Ordering::Relaxed);
     run_while_leading(elector, wait_for(shutdown), |stop| {
-        run_controllers(
-            client,
-            namespace,
-            metrics,
-            Box::new(SystemClock),
-            endpoints,
-            service_account,
-            stop,
-        )
+        run_controllers(client, wiring, stop)
     })
     .await?;
     Ok(())
@@ -114,16 +172,27 @@ async fn lead(
 /// directly.
 pub async fn run_controllers(
     client: Client,
-    namespace: Option<String>,
-    metrics: Arc<Metrics>,
-    clock: Box<dyn Clock>,
-    endpoints: Arc<Endpoints>,
-    service_account: String,
+    wiring: Wiring,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let Wiring {
+        namespace,
+        metrics,
+        clock,
+        endpoints,
+        service_account,
+        build,
+        remote,
+        pushes,
+    } = wiring;
     let ns = namespace.as_deref();
     let config = watcher::Config::default().any_semantic();
     let caches = Caches::new();
+    // Only the pods Ferry made for builds, not every pod of the cluster.
+    let build_pods = Cache::<Pod>::new();
+    let build_pods_config = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{BUILDJOB_LABEL}"))
+        .any_semantic();
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
@@ -132,8 +201,24 @@ pub async fn run_controllers(
         caches: caches.views(),
         service_account,
         failures: Default::default(),
+        build_pods: build_pods.view(),
+        build,
+        remote,
+        sources: Default::default(),
     });
 
+    // A push webhook: the Application looks at its branch now.
+    let pushed = {
+        let context = context.clone();
+        futures::stream::unfold(pushes, |mut pushes| async move {
+            pushes.recv().await.map(|push| (push, pushes))
+        })
+        .map(move |push: PushedCommit| {
+            tracing::info!(namespace = %push.namespace, application = %push.application, commit = %push.commit, "push received");
+            context.sources.pushed(&push.namespace, &push.application);
+            ObjectRef::new(&push.application).within(&push.namespace)
+        })
+    };
     let application_controller = application::relate(
         Controller::for_shared_stream(
             caches.applications.subscribe(),
@@ -142,7 +227,8 @@ pub async fn run_controllers(
         &context,
         caches.environments.subscribe_with_deletions(),
         caches.releases.subscribe_with_deletions(),
-    );
+    )
+    .reconcile_on(pushed);
     let environment_controller = environment::relate(
         Controller::for_shared_stream(
             caches.environments.subscribe(),
@@ -165,6 +251,7 @@ pub async fn run_controllers(
             context.caches.buildjobs.store().clone(),
         ),
         caches.applications.subscribe_with_deletions(),
+        build_pods.subscribe(),
     );
 
     // A deleted object's failure streak is forgotten, so the map of streaks cannot grow
@@ -182,8 +269,10 @@ pub async fn run_controllers(
 
     let readiness = {
         let synced = caches.synced();
+        let pods_synced = build_pods.synced.clone();
         async move {
             synced.await;
+            pods_synced.wait().await;
             endpoints.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced; ready");
         }
@@ -191,6 +280,11 @@ pub async fn run_controllers(
 
     futures::join!(
         caches.run(&client, ns, &config, shutdown.clone()),
+        build_pods.run(
+            super::scoped_api(&client, ns),
+            build_pods_config,
+            shutdown.clone()
+        ),
         readiness,
         forget,
         application_controller

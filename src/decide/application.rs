@@ -1,21 +1,42 @@
 //! Whether an Application can be delivered: every Environment it lists exists, is ready and
 //! is reachable from a first stage through environments it also lists, its target namespace
 //! consents (read live, not trusted from the Environment's status), and every Secret it names
-//! exists with the keys its use needs.
+//! exists with the keys its use needs; and which commit to build: the head of its branch, as
+//! the git server reported it, becomes one BuildJob unless it was built or released already.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::build::naming::buildjob_name;
 use super::environment::not_consenting;
 use super::secrets::{self, SecretAccess};
 use super::{Blocker, Decision, Readiness, join_names, readiness, whole_seconds};
 use crate::api::application::{EnvironmentState, Phase};
 use crate::api::conditions::{self, TRUE};
 use crate::api::reasons::{
-    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, PINNED_RELEASE_NOT_FOUND,
-    PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED,
-    WAITING_FOR_ENVIRONMENTS,
+    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, GIT_PROTOCOL_ERROR, INVALID_OBJECT,
+    PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, Reason, UPSTREAM_CYCLE,
+    UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
 };
 use crate::api::{Application, ApplicationStatus, Condition, Time};
+
+/// What the git server said of the Application's branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceHead {
+    /// The branch's head commit and the tags pointing at it.
+    Commit { commit: String, tags: Vec<String> },
+    /// The branch could not be read: the error's category (`GitError::category`) and message.
+    Failed {
+        category: &'static str,
+        message: String,
+    },
+}
+
+/// What the shell does for an Application besides writing its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the BuildJob of this commit (`build::objects::buildjob_for`).
+    CreateBuildJob { commit: String },
+}
 
 /// An Environment as the Application controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +96,40 @@ pub struct Observed<'a> {
     pub secrets: &'a SecretAccess,
     /// The Releases of the namespace: name to the Application each belongs to.
     pub releases: &'a BTreeMap<String, String>,
+    /// The head of the branch, once looked up.
+    pub source: Option<&'a SourceHead>,
+    /// The names of this Application's BuildJobs.
+    pub builds: &'a BTreeSet<String>,
+    /// This Application's Releases: the commits released, and the newest Release's name.
+    pub released: &'a BTreeSet<String>,
+    pub latest_release: Option<&'a str>,
+}
+
+/// The branch could not be read: the reason its error category names.
+fn source_blocker(source: Option<&SourceHead>) -> Option<Blocker> {
+    let SourceHead::Failed { category, message } = source? else {
+        return None;
+    };
+    let reason = Reason::named(category)
+        .filter(|r| r.kinds.contains(&"Application"))
+        .unwrap_or(GIT_PROTOCOL_ERROR);
+    Some(Blocker::new(
+        reason,
+        format!("{message}; Ferry looks again with backoff"),
+    ))
+}
+
+/// The commit to build: the branch head, unless a BuildJob or a Release of it exists or was
+/// made already (a pruned BuildJob is remembered in `status.latestBuild`).
+fn to_build(observed: &Observed, latest_build: Option<&str>) -> Option<(String, String)> {
+    let SourceHead::Commit { commit, .. } = observed.source? else {
+        return None;
+    };
+    let name = buildjob_name(observed.app.metadata.name.as_deref()?, commit);
+    let known = observed.builds.contains(&name)
+        || latest_build == Some(name.as_str())
+        || observed.released.contains(commit);
+    (!known).then(|| (commit.clone(), name))
 }
 
 /// A pin must name a Release of this very Application: approving or rolling back to a
@@ -184,6 +239,9 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
     ) {
         return Some(blocker);
     }
+    if let Some(blocker) = source_blocker(observed.source) {
+        return Some(blocker);
+    }
     if let Err(blocker) = order(listed, observed.environments) {
         return Some(blocker);
     }
@@ -216,7 +274,7 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
 
 /// The Application's new status; a Secret blocker is looked at again after
 /// [`secrets::RECHECK`], since Secrets are not watched.
-pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus> {
+pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Action> {
     let app = observed.app;
     let generation = app.metadata.generation;
     let current = app.status.clone().unwrap_or_default();
@@ -277,8 +335,25 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus> {
         })
         .collect();
 
+    let mut actions = Vec::new();
+    let mut latest_build = current.latest_build.clone();
+    if let Some((commit, name)) = to_build(observed, latest_build.as_deref()) {
+        actions.push(Action::CreateBuildJob { commit });
+        latest_build = Some(name);
+    }
+    let latest_commit = match observed.source {
+        Some(SourceHead::Commit { commit, .. }) => Some(commit.clone()),
+        _ => current.latest_commit.clone(),
+    };
+
     let status = ApplicationStatus {
         observed_generation: generation,
+        latest_commit,
+        latest_build,
+        latest_release: observed
+            .latest_release
+            .map(str::to_owned)
+            .or(current.latest_release.clone()),
         conditions: conditions::merge(
             &current.conditions,
             &readiness(&state),
@@ -287,9 +362,13 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus> {
         ),
         summary: summary(&environments),
         environments,
-        ..current
     };
-    Decision::status(status).requeue_after(recheck)
+    Decision {
+        status,
+        actions,
+        requeue_after: None,
+    }
+    .requeue_after(recheck)
 }
 
 /// One line per Application for `kubectl get`: each environment with its release, or its
@@ -370,6 +449,10 @@ spec:
             environments: envs,
             secrets,
             releases: &BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]),
+            source: None,
+            builds: &BTreeSet::new(),
+            released: &BTreeSet::new(),
+            latest_release: None,
         };
         status(&observed, &now()).status
     }
@@ -447,6 +530,10 @@ spec:
             environments: &envs,
             secrets: &SecretAccess::Read(BTreeMap::new()),
             releases: &BTreeMap::new(),
+            source: None,
+            builds: &BTreeSet::new(),
+            released: &BTreeSet::new(),
+            latest_release: None,
         };
         let decision = status(&observed, &now());
         assert_eq!(
@@ -520,6 +607,10 @@ spec:
                 environments: &three_stages(),
                 secrets: &git_cred(),
                 releases: &releases,
+                source: None,
+                builds: &BTreeSet::new(),
+                released: &BTreeSet::new(),
+                latest_release: None,
             };
             let status = status(&observed, &now()).status;
             assert_eq!(
@@ -542,6 +633,10 @@ spec:
                 environments: &envs,
                 secrets: &secrets,
                 releases: &BTreeMap::new(),
+                source: None,
+                builds: &BTreeSet::new(),
+                released: &BTreeSet::new(),
+                latest_release: None,
             },
             &now(),
         )
@@ -555,6 +650,10 @@ spec:
                 environments: &envs,
                 secrets: &secrets,
                 releases: &BTreeMap::new(),
+                source: None,
+                builds: &BTreeSet::new(),
+                released: &BTreeSet::new(),
+                latest_release: None,
             },
             &later,
         )
@@ -632,5 +731,82 @@ spec:
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_branch_head_is_built_once_and_an_unreadable_branch_says_why() {
+        let mut shop = app(SHOP);
+        shop.spec.environments.clear();
+        const HEAD: &str = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+        let head = SourceHead::Commit {
+            commit: HEAD.into(),
+            tags: vec![],
+        };
+        let decide = |shop: &Application,
+                      source: &SourceHead,
+                      builds: &BTreeSet<String>,
+                      released: &BTreeSet<String>| {
+            status(
+                &Observed {
+                    app: shop,
+                    namespace: "team-a",
+                    environments: &BTreeMap::new(),
+                    secrets: &git_cred(),
+                    releases: &BTreeMap::new(),
+                    source: Some(source),
+                    builds,
+                    released,
+                    latest_release: None,
+                },
+                &now(),
+            )
+        };
+        let none = BTreeSet::new();
+        let first = decide(&shop, &head, &none, &none);
+        assert_eq!(
+            first.actions,
+            [Action::CreateBuildJob {
+                commit: HEAD.into()
+            }]
+        );
+        assert_eq!(first.status.latest_commit.as_deref(), Some(HEAD));
+        assert_eq!(first.status.latest_build.as_deref(), Some("shop-9fceb02"));
+
+        // The BuildJob exists, or was pruned but is remembered, or its commit was released.
+        let built = BTreeSet::from(["shop-9fceb02".to_owned()]);
+        assert!(decide(&shop, &head, &built, &none).actions.is_empty());
+        let mut remembered = shop.clone();
+        remembered.status = Some(first.status.clone());
+        assert!(decide(&remembered, &head, &none, &none).actions.is_empty());
+        let released = BTreeSet::from([HEAD.to_owned()]);
+        assert!(decide(&shop, &head, &none, &released).actions.is_empty());
+
+        let unreachable = SourceHead::Failed {
+            category: "RepositoryUnreachable",
+            message: "repository http://git.local/shop.git is unreachable: connection refused"
+                .into(),
+        };
+        let failed = decide(&shop, &unreachable, &none, &none);
+        assert!(failed.actions.is_empty());
+        let ready = find(&failed.status.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RepositoryUnreachable")
+        );
+        assert!(
+            ready.message.contains("connection refused"),
+            "{}",
+            ready.message
+        );
+        // A category Ferry has no Application reason for still gives a reason.
+        let odd = SourceHead::Failed {
+            category: "CheckoutFailed",
+            message: "odd".into(),
+        };
+        let odd = decide(&shop, &odd, &none, &none);
+        assert_eq!(
+            find(&odd.status.conditions, READY).unwrap().reason,
+            "GitProtocolError"
+        );
     }
 }

@@ -58,6 +58,10 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Actio
             .release
             .clone()
             .or(observed.release.map(str::to_owned)),
+        pod_name: current
+            .pod_name
+            .clone()
+            .or_else(|| observed.pod.and(job.metadata.name.clone())),
         ..current.clone()
     };
     let mut actions = Vec::new();

@@ -360,6 +360,23 @@ async fn an_idle_controller_writes_nothing() {
             })
             .await;
         }
+        // Each Application built its branch head; the build pods never start (this API server
+        // has no node), so the builds settle once their pods are seen.
+        for app in ["shop", "broken"] {
+            let built = ns
+                .wait_for::<Application>(app, "latestBuild", |a| {
+                    a.status.as_ref().is_some_and(|s| s.latest_build.is_some())
+                })
+                .await;
+            let job = built
+                .status
+                .and_then(|s| s.latest_build)
+                .unwrap_or_default();
+            ns.wait_for::<BuildJob>(&job, "its pod seen", |j| {
+                j.status.as_ref().is_some_and(|s| s.pod_name.is_some())
+            })
+            .await;
+        }
 
         let before = versions(&ns).await;
         let events_before = event_count(&ns).await;

@@ -49,20 +49,22 @@ pub fn shop() -> Application {
     shop_through(&["dev", "prod"])
 }
 
-/// The shop Application, going through the named Environments.
+/// The shop Application, going through the named Environments, built from the test git
+/// server's `shop` repository.
 pub fn shop_through(environments: &[&str]) -> Application {
     let environments = environments
         .iter()
         .map(|e| format!("{{name: {e}}}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let repository = crate::shop_repository();
     parse(&format!(
         r#"
 apiVersion: ferry.dev/v1alpha1
 kind: Application
 metadata: {{name: shop}}
 spec:
-  source: {{url: "http://git.local/shop.git"}}
+  source: {{url: "{repository}"}}
   build: {{builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}}
   image: {{repository: registry.local/team-a/shop}}
   environments: [{environments}]

@@ -149,18 +149,19 @@ async fn shop_with_a_secret(ns: &TestNamespace) {
         "apiVersion: v1\nkind: Secret\nmetadata: {name: hook}\nstringData: {secret: s3cret}\n",
     )
     .await;
-    ns.create::<Application>(
+    let repository = crate::shop_repository();
+    ns.create::<Application>(&format!(
         r#"
 apiVersion: ferry.dev/v1alpha1
 kind: Application
-metadata: {name: shop}
+metadata: {{name: shop}}
 spec:
-  source: {url: "http://git.local/shop.git", webhookSecret: hook}
-  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
-  image: {repository: registry.local/team-a/shop}
-  environments: [{name: dev}]
+  source: {{url: "{repository}", webhookSecret: hook}}
+  build: {{builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}}
+  image: {{repository: registry.local/team-a/shop}}
+  environments: [{{name: dev}}]
 "#,
-    )
+    ))
     .await;
 }
 
@@ -272,20 +273,7 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
 async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {
     let ns = TestNamespace::new("binary").await;
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "controller",
-            "--namespace",
-            &ns.name,
-            "--log-format",
-            "json",
-        ])
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ferry starts");
+    let mut child = spawn_ferry(&ns.name, port, &[], &[]);
 
     assert_eq!(get(port, "/healthz").await.0, 200);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -356,6 +344,10 @@ fn spawn_ferry(
             "json",
         ])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        // Any free port: two replicas run side by side here. There is no pod to read the
+        // build steps' image from (in a cluster it is Ferry's own).
+        .args(["--webhook-addr", "127.0.0.1:0"])
+        .args(["--build-image", "registry.local/ferry:test"])
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -10,6 +10,8 @@
 
 mod controller;
 mod fixtures;
+#[path = "../support/gitserver.rs"]
+mod gitserver;
 mod install;
 mod leadership;
 mod validation;
@@ -22,8 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use ferry::adapters::git::GixRemote;
 use ferry::api::{CustomResourceDefinition, FIELD_MANAGER, Namespace};
-use ferry::controller::{SystemClock, run_controllers, wait_for};
+use ferry::controller::{BuildSettings, SystemClock, Wiring, pushes, run_controllers, wait_for};
 use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -37,6 +40,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
+
+/// The repository test Applications build from, on a real git server started once per test
+/// binary (and stopped when it exits): `shop`, with one commit on `main`.
+pub fn shop_repository() -> &'static str {
+    static REPOSITORY: std::sync::OnceLock<(gitserver::GitServer, String)> =
+        std::sync::OnceLock::new();
+    let (_, url) = REPOSITORY.get_or_init(|| {
+        let server = gitserver::GitServer::start(None);
+        let url = server.url("shop");
+        let work = gitserver::WorkingCopy::new();
+        work.commit("First version of the shop", "index.html", "<h1>shop</h1>\n");
+        work.push(&url, "main");
+        (server, url)
+    });
+    url
+}
 
 /// How long any wait in these tests may take before the test fails with a state dump.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -312,6 +331,18 @@ async fn create_namespace(client: &Client, name: &str, labels: BTreeMap<String, 
     api.create(&PostParams::default(), &namespace)
         .await
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    // What kube-controller-manager does for every namespace of a real cluster (this API
+    // server runs without it): the `default` ServiceAccount, without which the API server
+    // refuses pods, build pods included.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), name);
+    let default: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
+            .expect("a service account");
+    accounts
+        .create(&PostParams::default(), &default)
+        .await
+        .unwrap_or_else(|e| panic!("creating the default ServiceAccount of {name}: {e}"));
 }
 
 /// Deletes a namespace the way a cluster would, and waits until it is gone.
@@ -416,15 +447,21 @@ impl RunningController {
             ready: Default::default(),
         });
         let metrics = Arc::new(Metrics::default());
-        let handle = tokio::spawn(run_controllers(
-            client.clone(),
-            Some(namespace.to_owned()),
-            metrics.clone(),
-            Box::new(SystemClock),
+        // No webhook endpoint here: tests/integration/webhook.rs serves one of its own.
+        let (_, pushes) = pushes();
+        let wiring = Wiring {
+            namespace: Some(namespace.to_owned()),
+            metrics: metrics.clone(),
+            clock: Box::new(SystemClock),
             endpoints,
-            "ferry-system:ferry".to_owned(),
-            wait_for(flag),
-        ));
+            service_account: "ferry-system:ferry".to_owned(),
+            build: BuildSettings {
+                ferry_image: "registry.local/ferry:test".to_owned(),
+            },
+            remote: Arc::new(GixRemote::default()),
+            pushes,
+        };
+        let handle = tokio::spawn(run_controllers(client.clone(), wiring, wait_for(flag)));
         Self {
             shutdown,
             handle,

@@ -8,7 +8,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::naming::{buildjob_name, release_name};
-use super::{version, work_items};
+use super::version;
 use crate::api::buildjob::BuildSource;
 use crate::api::{
     APPLICATION_LABEL, Application, BuildJob, BuildJobSpec, MANAGED_BY, MANAGED_BY_LABEL, Release,
@@ -58,13 +58,14 @@ pub fn buildjob_for(app: &Application, commit: &str) -> Option<BuildJob> {
 }
 
 /// The Release of a verified build: its version from the semver tags on the commit, its work
-/// items from the messages of the commits since the previous Release (oldest first).
+/// items as the fetch step found them in the messages of the commits since the previous
+/// Release (`work_items::referenced`).
 pub fn release_for(
     app: &Application,
     job: &BuildJob,
     image: &str,
     tags: &[String],
-    messages: &[String],
+    work_items: Vec<String>,
 ) -> Option<Release> {
     let application = &job.spec.application;
     let version = version::for_commit(&job.spec.commit, tags);
@@ -76,7 +77,7 @@ pub fn release_for(
             commit: job.spec.commit.clone(),
             image: image.to_owned(),
             build_job: job.metadata.name.clone(),
-            work_items: work_items::referenced(messages.iter().map(String::as_str)),
+            work_items,
             notes: None,
         },
     );
@@ -152,13 +153,13 @@ spec:
     fn a_verified_build_becomes_its_release() {
         let job = buildjob_for(&app(), COMMIT).unwrap();
         let image = format!("registry.local/team-a/shop@sha256:{}", "ab".repeat(32));
-        let messages = ["Cart total (#12)".to_owned(), "PROJ-7 faster".to_owned()];
-        let tagged = release_for(&app(), &job, &image, &["v1.2.0".into()], &messages).unwrap();
+        let items = vec!["#12".to_owned(), "PROJ-7".to_owned()];
+        let tagged = release_for(&app(), &job, &image, &["v1.2.0".into()], items).unwrap();
         assert_eq!(tagged.metadata.name.as_deref(), Some("shop-1.2.0"));
         assert_eq!(tagged.spec.version, "1.2.0");
         assert_eq!(tagged.spec.work_items, ["#12", "PROJ-7"]);
         assert_eq!(tagged.spec.build_job.as_deref(), Some("shop-9fceb02"));
-        let untagged = release_for(&app(), &job, &image, &[], &[]).unwrap();
+        let untagged = release_for(&app(), &job, &image, &[], Vec::new()).unwrap();
         assert_eq!(
             untagged.metadata.name.as_deref(),
             Some("shop-0.0.0-9fceb02")

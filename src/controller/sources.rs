@@ -1,0 +1,120 @@
+//! Noticing commits: the head of each (repository, branch) looked up on the git server at most
+//! once per poll interval, however many Applications build it, and at once after a push
+//! webhook for one of them.
+//!
+//! Entries are keyed by URL, branch and the credentials Secret (namespace and name), so an
+//! Application never sees a head looked up with another namespace's credentials. Concurrent
+//! reconciles of Applications on one key wait for the one look-up under way instead of
+//! starting their own. A failed look-up is retried with the per-key backoff of
+//! `decide::backoff` (never sooner, however many Applications ask), capped by the poll
+//! interval.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::adapters::git::{BranchHead, Credentials, RemoteRefs};
+use crate::decide::application::SourceHead;
+use crate::decide::backoff;
+use crate::telemetry::Metrics;
+
+/// Which look-up an Application shares.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct SourceKey {
+    pub url: String,
+    pub branch: String,
+    /// `namespace/name` of the credentials Secret, if any.
+    pub credentials: Option<String>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The last answer, and until when it stands.
+    last: Option<(SourceHead, Instant)>,
+    failures: u32,
+}
+
+/// The shared look-ups, and the Applications a webhook asked to look at now.
+#[derive(Default)]
+pub struct Sources {
+    entries: Mutex<HashMap<SourceKey, Arc<tokio::sync::Mutex<Entry>>>>,
+    pushed: Mutex<HashSet<(String, String)>>,
+}
+
+/// One Application's view of its branch: the head (or why it is unknown) and when to look
+/// again.
+pub struct Looked {
+    pub head: SourceHead,
+    pub next_look: Duration,
+}
+
+impl Sources {
+    /// A push webhook for `namespace/application` arrived: its next look-up goes to the git
+    /// server whatever the age of the last one.
+    pub fn pushed(&self, namespace: &str, application: &str) {
+        lock(&self.pushed).insert((namespace.to_owned(), application.to_owned()));
+    }
+
+    /// The head of `key`, looked up if the last answer is older than `interval` (or a push
+    /// for `(namespace, application)` arrived), otherwise the last answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn head(
+        &self,
+        key: &SourceKey,
+        (namespace, application): (&str, &str),
+        interval: Duration,
+        remote: &dyn RemoteRefs,
+        credentials: Option<&Credentials>,
+        metrics: &Metrics,
+    ) -> Looked {
+        let pushed = lock(&self.pushed).remove(&(namespace.to_owned(), application.to_owned()));
+        let entry = lock(&self.entries).entry(key.clone()).or_default().clone();
+        let mut entry = entry.lock().await;
+        let now = Instant::now();
+        if let Some((head, until)) = &entry.last
+            && (*until > now && !pushed)
+        {
+            return Looked {
+                head: head.clone(),
+                next_look: *until - now,
+            };
+        }
+        let answer = remote.head(&key.url, &key.branch, credentials).await;
+        let (head, wait) = match answer {
+            Ok(BranchHead { commit, tags }) => {
+                metrics.source_lookup("head");
+                entry.failures = 0;
+                (SourceHead::Commit { commit, tags }, jittered(interval))
+            }
+            Err(error) => {
+                metrics.source_lookup(error.category());
+                entry.failures = entry.failures.saturating_add(1);
+                let retry = backoff::delay(entry.failures, fastrand::f64()).min(interval);
+                tracing::info!(error = %error, ?retry, "cannot read the branch head");
+                (
+                    SourceHead::Failed {
+                        category: error.category(),
+                        message: error.to_string(),
+                    },
+                    retry,
+                )
+            }
+        };
+        entry.last = Some((head.clone(), Instant::now() + wait));
+        Looked {
+            head,
+            next_look: wait,
+        }
+    }
+}
+
+/// The poll interval with ±10% jitter, so Applications created together do not poll together.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
