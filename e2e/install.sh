@@ -8,7 +8,8 @@
 #   1. the controller becomes Ready (its /readyz probe passes once its caches synced, which
 #      needs every list/watch the ClusterRole grants) and runs non-root, read-only;
 #   2. an Application applied before its Environments is Stalled, then Ready once they exist
-#      (its namespace granted to Ferry with the documented `kubectl create rolebinding`);
+#      (its namespace granted to Ferry with the documented `kubectl create rolebinding`), and
+#      its commit (examples/shop-app on the cluster's git server) becomes a Release;
 #   3. an Environment aimed at another namespace waits for that namespace's consent;
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over.
@@ -78,13 +79,30 @@ fresh_namespaces() {
 }
 
 application_waits_for_environments() {
-  kc -n "$TEAM" apply -f "$root/examples/shop.yaml"
+  SHOP_COMMIT=$(push_example_app shop)
+  example shop.yaml | kc -n "$TEAM" apply -f -
   kc -n "$TEAM" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=EnvironmentNotFound \
     application/shop --timeout=60s
-  kc -n "$TEAM" apply -f "$root/examples/environments.yaml"
+  example environments.yaml | kc -n "$TEAM" apply -f -
   kc -n "$TEAM" wait --for=condition=Ready environment --all --timeout=60s
   kc -n "$TEAM" wait --for=condition=Ready application/shop --timeout=60s
   kc -n "$TEAM" get applications,environments
+}
+
+# The example's commit is built in a pod on the node and becomes a Release whose image the
+# registry has; the builds scenarios (e2e/builds.sh) go through the rest.
+the_commit_becomes_a_release() {
+  kc -n "$TEAM" wait --for=jsonpath='{.status.latestRelease}'=shop-0.0.0-"${SHOP_COMMIT:0:7}" \
+    application/shop --timeout=240s
+  local release=shop-0.0.0-${SHOP_COMMIT:0:7} image digest repository
+  kc -n "$TEAM" get buildjobs,releases
+  image=$(kc -n "$TEAM" get release "$release" -o jsonpath='{.spec.image}')
+  repository=${image%@*}; digest=${image#*@}
+  echo "release $release: image $image"
+  [ "$(kc -n "$TEAM" get release "$release" -o jsonpath='{.spec.commit}')" = "$SHOP_COMMIT" ]
+  curl -fsS -o /dev/null -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://${repository%%/*}/v2/${repository#*/}/manifests/$digest"
+  echo "the registry has $digest"
 }
 
 environment_waits_for_consent() {
@@ -145,7 +163,7 @@ install_with_helm() {
 }
 
 helm_release_reconciles() {
-  kc -n "$HELM_TEAM" apply -f "$root/examples/shop.yaml" -f "$root/examples/environments.yaml"
+  { example shop.yaml; echo ---; example environments.yaml; } | kc -n "$HELM_TEAM" apply -f -
   kc -n "$HELM_TEAM" wait --for=condition=Ready environment --all --timeout=60s
   kc -n "$HELM_TEAM" wait --for=condition=Ready application/shop --timeout=60s
   kc -n "$HELM_TEAM" get applications
@@ -154,7 +172,7 @@ helm_release_reconciles() {
 helm_release_needs_a_grant() {
   kc delete namespace "$HELM_UNGRANTED" --ignore-not-found --wait --timeout=120s
   kc create namespace "$HELM_UNGRANTED"
-  kc -n "$HELM_UNGRANTED" apply -f "$root/examples/shop.yaml" -f "$root/examples/environments.yaml"
+  { example shop.yaml; echo ---; example environments.yaml; } | kc -n "$HELM_UNGRANTED" apply -f -
   kc -n "$HELM_UNGRANTED" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=SecretsNotGranted \
     application/shop --timeout=60s
   local message
@@ -184,6 +202,7 @@ main() {
   step "the controller runs non-root with a read-only root filesystem" runs_unprivileged
   step "namespaces $TEAM and $TARGET are fresh" fresh_namespaces
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
+  step "the example's commit is built and becomes a Release" the_commit_becomes_a_release
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart

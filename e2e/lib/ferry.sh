@@ -81,3 +81,23 @@ uninstall_ferry_helm() {
   "$(helm_bin)" --kubeconfig "$KUBECONFIG_ADMIN" uninstall "$1" --namespace "$2" \
     --ignore-not-found --wait --timeout 120s
 }
+
+# example FILE: examples/FILE with its placeholder hosts (git.ferry.test, registry.ferry.test)
+# replaced by the cluster's git server and registry ($GIT_URL, $REGISTRY from cluster/lib.sh).
+example() {
+  sed -e "s|http://git.ferry.test|$GIT_URL|g" -e "s|registry.ferry.test|$REGISTRY|g" "$root/examples/$1"
+}
+
+# push_example_app REPO: examples/shop-app as the one commit of branch main of REPO on the
+# cluster's git server (replacing what was there), so the example Application has a branch to
+# build. Prints the commit.
+push_example_app() {
+  local work; work=$(mktemp -d)
+  cp -r "$root/examples/shop-app/." "$work/"
+  git -C "$work" init --quiet --initial-branch=main
+  git -C "$work" add -A
+  git -C "$work" -c user.name=Ferry -c user.email=demo@ferry.invalid commit --quiet -m "The shop, first version"
+  git -C "$work" push --quiet --force "$GIT_URL/$1.git" main
+  git -C "$work" rev-parse HEAD
+  rm -rf "$work"
+}
