@@ -8,6 +8,7 @@
 //! Events are printed, and the namespace is deleted whether the test passed or not. The
 //! objects tests start from are named builders in `fixtures`.
 
+mod builds;
 mod controller;
 mod fixtures;
 #[path = "../support/gitserver.rs"]
@@ -41,20 +42,24 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
-/// The repository test Applications build from, on a real git server started once per test
-/// binary (and stopped when it exits): `shop`, with one commit on `main`.
+/// A real git server for the tests' Applications, started once per test binary and stopped
+/// when it exits.
+pub fn git_server() -> &'static gitserver::GitServer {
+    static SERVER: std::sync::OnceLock<gitserver::GitServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| gitserver::GitServer::start(None))
+}
+
+/// The repository the fixtures' Applications build from: `shop` on [`git_server`], with one
+/// commit on `main`.
 pub fn shop_repository() -> &'static str {
-    static REPOSITORY: std::sync::OnceLock<(gitserver::GitServer, String)> =
-        std::sync::OnceLock::new();
-    let (_, url) = REPOSITORY.get_or_init(|| {
-        let server = gitserver::GitServer::start(None);
-        let url = server.url("shop");
+    static REPOSITORY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REPOSITORY.get_or_init(|| {
+        let url = git_server().url("shop");
         let work = gitserver::WorkingCopy::new();
         work.commit("First version of the shop", "index.html", "<h1>shop</h1>\n");
         work.push(&url, "main");
-        (server, url)
-    });
-    url
+        url
+    })
 }
 
 /// How long any wait in these tests may take before the test fails with a state dump.
@@ -437,6 +442,17 @@ pub struct RunningController {
 
 impl RunningController {
     pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with_pushes(client, namespace).0
+    }
+
+    /// A controller, and the channel on which the webhook endpoint would hand it pushes.
+    pub fn start_with_pushes(
+        client: &Client,
+        namespace: &str,
+    ) -> (
+        Self,
+        tokio::sync::mpsc::Sender<ferry::adapters::webhook::PushedCommit>,
+    ) {
         // The controllers' logs, for debugging: RUST_LOG=ferry=debug make integration
         if std::env::var_os("RUST_LOG").is_some() {
             ferry::telemetry::init_logging(ferry::telemetry::LogFormat::Text);
@@ -447,8 +463,7 @@ impl RunningController {
             ready: Default::default(),
         });
         let metrics = Arc::new(Metrics::default());
-        // No webhook endpoint here: tests/integration/webhook.rs serves one of its own.
-        let (_, pushes) = pushes();
+        let (push_tx, pushes) = pushes();
         let wiring = Wiring {
             namespace: Some(namespace.to_owned()),
             metrics: metrics.clone(),
@@ -462,11 +477,12 @@ impl RunningController {
             pushes,
         };
         let handle = tokio::spawn(run_controllers(client.clone(), wiring, wait_for(flag)));
-        Self {
+        let running = Self {
             shutdown,
             handle,
             metrics,
-        }
+        };
+        (running, push_tx)
     }
 
     /// Reconciles of `kind` started so far.

@@ -109,6 +109,15 @@ impl GitServer {
         format!("{}/{repo}.git", self.base)
     }
 
+    /// Where the server keeps repository `repo` (bare), for tests that make one by hand.
+    pub fn dir(&self, repo: &str) -> String {
+        self._root
+            .0
+            .join(format!("{repo}.git"))
+            .display()
+            .to_string()
+    }
+
     /// The URL with user information, for pushing to a server that requires it.
     pub fn url_as(&self, repo: &str, userinfo: &str) -> String {
         self.url(repo)

@@ -1,0 +1,190 @@
+//! Noticing commits on a real git server: the branch head becomes exactly one BuildJob and
+//! its build pod; a push webhook makes the next commit's BuildJob at once; a repository that
+//! cannot be read makes the Application `Ready=False` with the reason and builds nothing.
+//! (The build pods never start here: this API server has no node. `e2e/builds.sh` runs them.)
+
+use std::time::{Duration, Instant};
+
+use ferry::adapters::webhook::PushedCommit;
+use ferry::api::conditions::{self, READY};
+use ferry::api::{Application, BuildJob};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+
+use crate::gitserver::WorkingCopy;
+use crate::{RunningController, TestNamespace, git_server, with_temp_ns};
+
+/// An Application named `name` building branch main of `url`, polled every `poll`.
+fn application(name: &str, url: &str, poll: &str) -> String {
+    format!(
+        r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {{name: {name}}}
+spec:
+  source: {{url: "{url}", pollInterval: {poll}}}
+  build: {{builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1", timeout: 7m}}
+  image: {{repository: registry.local/team-a/{name}}}
+"#
+    )
+}
+
+async fn buildjobs_of(ns: &TestNamespace, app: &str) -> Vec<String> {
+    let list = ns
+        .api::<BuildJob>()
+        .list(&ListParams::default())
+        .await
+        .expect("listing BuildJobs");
+    list.items
+        .into_iter()
+        .filter(|j| j.spec.application == app)
+        .filter_map(|j| j.metadata.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_at_once() {
+    with_temp_ns("builds", |ns| async move {
+        let repo = format!("app-{}", ns.name);
+        let url = git_server().url(&repo);
+        let work = WorkingCopy::new();
+        let first = work.commit("First (#1)", "index.html", "one\n");
+        work.push(&url, "main");
+
+        // Polled only every 10 minutes: after the first look, only the push can be noticed.
+        let (controller, pushes) = RunningController::start_with_pushes(&ns.client, &ns.name);
+        ns.create::<Application>(&application("app", &url, "10m"))
+            .await;
+        let first_job = format!("app-{}", &first[..7]);
+        let job = ns
+            .wait_for::<BuildJob>(&first_job, "created from the branch head", |_| true)
+            .await;
+        assert_eq!(job.spec.commit, first);
+
+        // Its build pod: the three steps in order, restricted, with the build's deadline.
+        let pod = ns
+            .wait_for::<Pod>(&first_job, "the build pod", |_| true)
+            .await;
+        let spec = pod.spec.expect("a pod spec");
+        let steps: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(steps, ["fetch", "build", "publish"]);
+        assert_eq!(spec.active_deadline_seconds, Some(420));
+        assert_eq!(
+            spec.security_context.and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        let owner = &pod.metadata.owner_references.expect("an owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("BuildJob", first_job.as_str())
+        );
+
+        let (commit, build) = (first.clone(), first_job.clone());
+        let app = ns
+            .wait_for::<Application>("app", "latestCommit and latestBuild", move |a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.latest_commit.as_deref() == Some(commit.as_str())
+                        && s.latest_build.as_deref() == Some(build.as_str())
+                })
+            })
+            .await;
+        assert!(conditions::is_true(
+            &app.status.expect("a status").conditions,
+            READY
+        ));
+
+        // A push: the webhook endpoint hands the controller a PushedCommit.
+        let second = work.commit("Second (PROJ-7)", "index.html", "two\n");
+        work.push(&url, "main");
+        let pushed = Instant::now();
+        let push = PushedCommit {
+            namespace: ns.name.clone(),
+            application: "app".into(),
+            commit: second.clone(),
+        };
+        pushes
+            .send(push.clone())
+            .await
+            .expect("the controller listens");
+        let second_job = format!("app-{}", &second[..7]);
+        ns.wait_for::<BuildJob>(&second_job, "created after the push", |_| true)
+            .await;
+        println!(
+            "measured: push handed over → BuildJob created = {:.3} s",
+            pushed.elapsed().as_secs_f64()
+        );
+
+        // The same push again (a redelivery, or a poll racing it) builds nothing more.
+        pushes.send(push).await.expect("the controller listens");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut jobs = buildjobs_of(&ns, "app").await;
+        jobs.sort();
+        let mut want = vec![first_job, second_job];
+        want.sort();
+        assert_eq!(jobs, want, "one BuildJob per commit");
+
+        controller.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_that_cannot_be_read_says_why_and_builds_nothing() {
+    with_temp_ns("unreadable", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        // Nothing listens on port 1; the git server has no repository of that name; the
+        // repository exists but has no branch main.
+        let empty = format!("empty-{}", ns.name);
+        WorkingCopy::new().git(&["init", "--bare", "--quiet", &git_server().dir(&empty)]);
+        for (name, url, reason) in [
+            (
+                "closed",
+                "http://127.0.0.1:1/app.git".to_owned(),
+                "RepositoryUnreachable",
+            ),
+            (
+                "missing",
+                git_server().url("no-such-repository"),
+                "NotAGitRepository",
+            ),
+            ("branchless", git_server().url(&empty), "BranchNotFound"),
+        ] {
+            ns.create::<Application>(&application(name, &url, "5s"))
+                .await;
+            let app = ns
+                .wait_for::<Application>(name, reason, move |a| {
+                    a.status
+                        .as_ref()
+                        .and_then(|s| conditions::find(&s.conditions, READY))
+                        .is_some_and(|c| c.reason == reason && c.status == "False")
+                })
+                .await;
+            let ready = conditions::find(&app.status.expect("a status").conditions, READY)
+                .cloned()
+                .expect("Ready");
+            println!("{name}: {}", ready.message);
+        }
+        // Retried with backoff, never in a hot loop: a few reconciles in some seconds.
+        let before = controller.reconciles("Application");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let retries = controller.reconciles("Application") - before;
+        println!(
+            "measured: Application reconciles in 6 s with 3 unreadable repositories = {retries}"
+        );
+        assert!(retries <= 30, "{retries} reconciles in 6 s is a hot loop");
+        for name in ["closed", "missing", "branchless"] {
+            assert!(
+                buildjobs_of(&ns, name).await.is_empty(),
+                "{name} built something"
+            );
+        }
+        controller.stop().await;
+    })
+    .await;
+}
