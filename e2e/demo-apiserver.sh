@@ -16,10 +16,13 @@ DIR=${FERRY_APISERVER_DIR:-/tmp/ferry-apiserver}
 FERRY_CACHE=${FERRY_CACHE:-$HOME/.cache/ferry}
 
 down() {
-  if [ -f "$DIR/ferry.pid" ]; then
-    kill "$(cat "$DIR/ferry.pid")" 2>/dev/null || true
-    rm -f "$DIR/ferry.pid"
-  fi
+  local pid
+  for pid in ferry gitserver; do
+    if [ -f "$DIR/$pid.pid" ]; then
+      kill "$(cat "$DIR/$pid.pid")" 2>/dev/null || true
+      rm -f "$DIR/$pid.pid"
+    fi
+  done
   e2e/apiserver.sh down
 }
 
@@ -30,7 +33,13 @@ fi
 
 root=$(pwd)
 source e2e/lib/progress.sh
+source e2e/lib/ferry.sh
 source e2e/lib/story.sh
+# The git server on loopback (the cluster's own, built from e2e/cluster/gitserver); no registry:
+# without a node, build pods never run here.
+GIT_URL=http://127.0.0.1:18081
+REGISTRY=127.0.0.1:5999
+STORY_BUILDS=0
 
 mkdir -p "$FERRY_CACHE/logs"
 FERRY_LOG="$FERRY_CACHE/logs/demo-apiserver-$(date +%Y%m%d-%H%M%S).log"
@@ -40,11 +49,31 @@ ls -1t "$FERRY_CACHE"/logs/demo-apiserver-*.log | tail -n +6 | xargs -r rm -f
 trap '[ $? -eq 0 ] || echo "The demo failed. Full log: $FERRY_LOG" >&2' EXIT
 
 # start_controller — (re)starts `ferry controller` and waits, with a deadline, for its /readyz.
+start_gitserver() {
+  local bin deadline=$((SECONDS + 30))
+  bin="$FERRY_CACHE/tools/gitserver-$(cat e2e/cluster/gitserver/go.mod e2e/cluster/gitserver/main.go |
+    sha256sum | cut -c1-16)"
+  if [ ! -x "$bin" ]; then
+    mkdir -p "$FERRY_CACHE/tools"
+    (cd e2e/cluster/gitserver && GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
+      go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+  fi
+  if [ -f "$DIR/gitserver.pid" ]; then kill "$(cat "$DIR/gitserver.pid")" 2>/dev/null || true; fi
+  mkdir -p "$DIR/git"
+  "$bin" -listen 127.0.0.1:18081 -root "$DIR/git" > "$DIR/gitserver.log" 2>&1 &
+  echo $! > "$DIR/gitserver.pid"
+  until curl -s -o /dev/null http://127.0.0.1:18081/; do
+    [ $SECONDS -lt $deadline ] || { echo "the git server did not listen on 127.0.0.1:18081"; return 1; }
+    sleep 0.2
+  done
+}
+
 start_controller() {
   local deadline=$((SECONDS + 60))
   if [ -f "$DIR/ferry.pid" ]; then kill "$(cat "$DIR/ferry.pid")" 2>/dev/null || true; fi
   "$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/ferry" controller \
-    --http-addr 127.0.0.1:18080 > "$DIR/ferry.log" 2>&1 &
+    --http-addr 127.0.0.1:18080 --webhook-addr 127.0.0.1:19443 \
+    --build-image ferry:demo-apiserver > "$DIR/ferry.log" 2>&1 &
   echo $! > "$DIR/ferry.pid"
   until curl -sf http://127.0.0.1:18080/readyz > /dev/null; do
     if [ $SECONDS -ge $deadline ]; then
@@ -69,7 +98,8 @@ show kubectl apply -f crds/
 await "every CRD to be Established" \
   kubectl wait --for=condition=Established crd --all --timeout="$STORY_WAIT"
 
-chapter "Starting the controller (logs: $DIR/ferry.log)"
+chapter "Starting the git server and the controller (logs: $DIR/ferry.log)"
+slow_step "starting the git server on 127.0.0.1:18081" start_gitserver
 start_controller
 echo "ferry is ready: http://127.0.0.1:18080/metrics"
 

@@ -1,7 +1,9 @@
 # The demo's story, told against whatever cluster `kubectl` points at with Ferry running in it.
 # Used by e2e/demo.sh (the real single-node cluster) and e2e/demo-apiserver.sh (API server only).
-# Expects $root (the repository root) and `kubectl` on PATH; $STORY_HINT, if set, is printed
-# when a wait gives up (where to look next, e.g. the controller's log).
+# Expects $root (the repository root), `kubectl` on PATH, e2e/lib/ferry.sh sourced (`example`,
+# `push_example_app`) with $GIT_URL and $REGISTRY set; $STORY_HINT, if set, is printed when a
+# wait gives up (where to look next, e.g. the controller's log). $STORY_BUILDS=0 tells the
+# story that build pods cannot run (an API server without a node).
 #
 # It can be told again on the same cluster: it first removes what an earlier telling left in its
 # namespaces, so every wait sees this telling's own transitions.
@@ -64,18 +66,70 @@ reset_story() {
   kubectl annotate namespace "$STORY_TARGET_NS" ferry.dev/allow-deploy-from- >/dev/null 2>&1 || true
 }
 
+# The commit becomes a BuildJob, its pod builds and publishes the image, the controller checks
+# the registry and records the Release; then a commit whose tests fail.
+tell_builds() {
+  local ns=$STORY_NS job=shop-${STORY_COMMIT:0:7}
+  chapter "Ferry noticed the commit: a BuildJob per commit, built in an unprivileged pod"
+  await "the BuildJob $job" \
+    kubectl -n "$ns" wait --for=create "buildjob/$job" --timeout="$STORY_WAIT"
+  if [ "${STORY_BUILDS:-1}" = 0 ]; then
+    show kubectl -n "$ns" get buildjobs
+    echo "(this API server has no node, so the build pod never starts: 'make demo' runs it)"
+    return
+  fi
+  show_await "the BuildJob $job to succeed: fetch, test and build, publish, verified in the registry" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded "buildjob/$job" --timeout=240s
+  show kubectl -n "$ns" get buildjobs
+  show kubectl -n "$ns" logs "pod/$job" -c build
+  chapter "The verified image became an immutable Release"
+  show_await "the Release of $STORY_COMMIT" \
+    kubectl -n "$ns" wait --for=create "release/shop-0.0.0-${STORY_COMMIT:0:7}" --timeout="$STORY_WAIT"
+  show kubectl -n "$ns" get releases
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='commit {.status.latestCommit}{"\n"}build  {.status.latestBuild}{"\n"}release {.status.latestRelease}{"\n"}'
+
+  chapter "A commit whose tests fail: the BuildJob fails with its log, and no Release"
+  local work bad
+  work=$(mktemp -d)
+  git clone --quiet "$GIT_URL/shop.git" "$work"
+  printf '<!doctype html>\n<title>Shop</title>\n<p>Oops, the heading is gone\n' > "$work/www/index.html"
+  git -C "$work" -c user.name=Ferry -c user.email=demo@ferry.invalid commit --quiet -am "Restyle the front page (#12)"
+  printf '\033[2m$ %s\033[0m\n' "git commit -am 'Restyle the front page (#12)' && git push"
+  git -C "$work" push --quiet origin main
+  bad=$(git -C "$work" rev-parse HEAD)
+  rm -rf "$work"
+  await "the BuildJob of $bad to fail" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Failed "buildjob/shop-${bad:0:7}" --timeout=240s
+  show kubectl -n "$ns" get buildjobs
+  show kubectl -n "$ns" get buildjob "shop-${bad:0:7}" \
+    -o jsonpath='{.status.failure.step}: {.status.failure.reason}: {.status.failure.message}{"\n"}log tail:{"\n"}{.status.failure.logTail}{"\n"}'
+  show kubectl -n "$ns" get releases
+}
+
 tell_story() {
   local ns=$STORY_NS
   reset_story
   chapter "A tenant namespace lets Ferry read the Secrets its Applications name"
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+  if [ "${STORY_BUILDS:-1}" = 0 ]; then
+    # What a cluster's controller-manager makes in every namespace (an API server alone does
+    # not); without it the API server refuses any pod.
+    kubectl -n "$ns" create serviceaccount default --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+  fi
   echo "Ferry may read Secrets only where a namespace grants it (no cluster-wide Secret access):"
   kubectl -n "$ns" create rolebinding ferry-tenant --clusterrole=ferry-tenant \
     --serviceaccount=ferry-system:ferry --dry-run=client -o yaml | kubectl apply -f - > /dev/null
   printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry"
 
+  chapter "The shop's source is pushed to the git server"
+  printf '\033[2m$ %s\033[0m\n' "git push $GIT_URL/shop.git main    # examples/shop-app"
+  STORY_COMMIT=$(push_example_app shop)
+  echo "main is at $STORY_COMMIT"
+
   chapter "A mistake: the Application arrives before its Environments"
-  show kubectl -n "$ns" apply -f "$root/examples/shop.yaml"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f examples/shop.yaml"
+  example shop.yaml | kubectl -n "$ns" apply -f -
   await "the Application shop to be Stalled because its Environments do not exist" \
     kubectl -n "$ns" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].status}'=True \
     application/shop --timeout="$STORY_WAIT"
@@ -84,13 +138,16 @@ tell_story() {
     -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 
   chapter "The fix: apply the Environments; Ferry notices by itself"
-  show kubectl -n "$ns" apply -f "$root/examples/environments.yaml"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f examples/environments.yaml"
+  example environments.yaml | kubectl -n "$ns" apply -f -
   show_await "every Environment in $ns to be Ready" \
     kubectl -n "$ns" wait --for=condition=Ready environment --all --timeout="$STORY_WAIT"
   show_await "the Application shop to be Ready once its Environments exist" \
     kubectl -n "$ns" wait --for=condition=Ready application/shop --timeout="$STORY_WAIT"
   show kubectl -n "$ns" get environments
   show kubectl -n "$ns" get applications
+
+  tell_builds
 
   chapter "Deploying into another namespace needs that namespace's consent"
   kubectl create namespace "$STORY_TARGET_NS" --dry-run=client -o yaml | kubectl apply -f - > /dev/null

@@ -21,13 +21,14 @@ use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
 use super::relations::related;
 use super::release::application_exists;
-use super::status::{self, readable};
+use super::status::{self, Written, readable};
 use super::{Context, Error, Guarded, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;
 use crate::api::reasons::{BUILD_FAILED, Reason};
-use crate::api::{Application, BuildJob, Release, Time};
+use crate::api::{Application, BuildJob, BuildJobStatus, Release, Time};
 use crate::build::fetch::Report;
+use crate::decide::Decision;
 use crate::decide::build::objects::{Finished, release_for, to_prune};
 use crate::decide::build::progress::{PodFacts, StepState, Verification};
 use crate::decide::buildjob::{self as decide, Action as Act, Observed};
@@ -97,24 +98,22 @@ pub(super) async fn reconcile(
         decision = decide::status(&observed, &now);
     }
 
-    for action in &decision.actions {
-        match action {
-            Act::CreatePod => create_pod(&context, &namespace, job).await?,
-            Act::CreateRelease { image } => {
-                // Without its Application a build makes no Release (it would be orphaned);
-                // deleting the Application deletes its BuildJobs anyway.
-                if let Some(app) = application.as_deref().and_then(|a| a.0.as_ref().ok()) {
-                    let name = create_release(&context, app, job, image, facts.as_ref()).await?;
-                    decision.status.release = Some(name);
-                }
-            }
-            Act::Verify { .. } => {}
-        }
-    }
-
+    // The status is written even when an action failed, so that what Ferry knows (a pod it
+    // cannot create, say) shows; the failure is then retried with backoff.
+    let acted = act(
+        &context,
+        &namespace,
+        job,
+        &mut decision,
+        application.as_deref(),
+        facts.as_ref(),
+    )
+    .await;
     let before = job.status.as_ref().and_then(|s| s.phase);
     let written = status::write(&context, job, job.status.as_ref(), &decision.status).await?;
-    if finished(decision.status.phase.as_ref()) && !finished(before.as_ref()) {
+    acted?;
+    let newly_finished = finished(decision.status.phase.as_ref()) && !finished(before.as_ref());
+    if newly_finished && written == Written::Stored {
         count_finished(&context, &decision.status);
         if let Some(app) = application.as_deref().and_then(|a| a.0.as_ref().ok()) {
             prune(&context, &namespace, app).await?;
@@ -125,12 +124,38 @@ pub(super) async fn reconcile(
     Ok(next_action(written, decision.requeue_after))
 }
 
+/// Carries out the decision's actions; a Release made is recorded in its status.
+async fn act(
+    context: &Context,
+    namespace: &str,
+    job: &BuildJob,
+    decision: &mut Decision<BuildJobStatus, Act>,
+    application: Option<&Guarded<Application>>,
+    pod: Option<&PodFacts>,
+) -> Result<(), Error> {
+    for action in decision.actions.clone() {
+        match action {
+            Act::CreatePod => create_pod(context, namespace, job).await?,
+            Act::CreateRelease { image } => {
+                // Without its Application a build makes no Release (it would be orphaned);
+                // deleting the Application deletes its BuildJobs anyway.
+                if let Some(app) = application.and_then(|a| a.0.as_ref().ok()) {
+                    let name = create_release(context, app, job, &image, pod).await?;
+                    decision.status.release = Some(name);
+                }
+            }
+            Act::Verify { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 fn finished(phase: Option<&BuildPhase>) -> bool {
     matches!(phase, Some(BuildPhase::Succeeded | BuildPhase::Failed))
 }
 
 /// `ferry_builds_total{outcome}` and the build's duration.
-fn count_finished(context: &Context, status: &crate::api::BuildJobStatus) {
+fn count_finished(context: &Context, status: &BuildJobStatus) {
     let outcome = match (&status.phase, &status.failure) {
         (Some(BuildPhase::Succeeded), _) => "Succeeded",
         (_, Some(failure)) => Reason::named(&failure.reason).map_or(BUILD_FAILED.name, |r| r.name),
