@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Wraps a static binary (the ferry operator, from `cargo build --target x86_64-unknown-linux-musl`)
 # into an image on a minimal root filesystem — the binary, /etc/passwd and /etc/group with the
-# non-root user 65532, a writable /tmp — and pushes it to the cluster's registry.
+# non-root user 65532, a writable /tmp, the CA certificates (Debian's bundle: Ferry's HTTP
+# clients, for git servers and registries, load the system's roots and refuse to start without
+# any, even for plain HTTP) — and pushes it to the cluster's registry.
 #
 #   e2e/images/ferry-image.sh PATH-TO-STATIC-BINARY [TAG]
 #
@@ -32,5 +34,10 @@ rootfs_base "$work/rootfs"
 rm -rf "$work/rootfs/bin" "$work/rootfs/root" # no shell, nothing for root
 mkdir -p "$work/rootfs/usr/local/bin"
 install -m 0755 "$binary" "$work/rootfs/usr/local/bin/ferry"
+if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >&2
+fi
+install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
 oci_push "$work/rootfs" "$registry/$name:$tag" \
   --entrypoint '["/usr/local/bin/ferry"]' --user 65532:65532 --workdir /home/nonroot
