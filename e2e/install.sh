@@ -79,7 +79,7 @@ fresh_namespaces() {
 }
 
 application_waits_for_environments() {
-  SHOP_COMMIT=$(push_example_app shop)
+  push_example_app shop > /dev/null
   example shop.yaml | kc -n "$TEAM" apply -f -
   kc -n "$TEAM" wait --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=EnvironmentNotFound \
     application/shop --timeout=60s
@@ -92,6 +92,8 @@ application_waits_for_environments() {
 # The example's commit is built in a pod on the node and becomes a Release whose image the
 # registry has; the builds scenarios (e2e/builds.sh) go through the rest.
 the_commit_becomes_a_release() {
+  local SHOP_COMMIT
+  SHOP_COMMIT=$(git ls-remote "$GIT_URL/shop.git" refs/heads/main | cut -f1)
   kc -n "$TEAM" wait --for=jsonpath='{.status.latestRelease}'=shop-0.0.0-"${SHOP_COMMIT:0:7}" \
     application/shop --timeout=240s
   local release=shop-0.0.0-${SHOP_COMMIT:0:7} image digest repository
