@@ -2,9 +2,15 @@
 //!
 //! Every controller that reacts to a kind subscribes to its cache's stream. A subscriber hears
 //! of a change only after the store holds it, so a reconcile triggered by a change reads that
-//! change, never an older copy. kube's shared stores do not pass deletions on to subscribers;
-//! the cache does, after the store has dropped the object, for relations where a disappearing
-//! object matters (an Application whose Environment is deleted).
+//! change, never an older copy; and of deletions too (after the store dropped the object), for
+//! relations where a disappearing object matters (an Application whose Environment is
+//! deleted).
+//!
+//! The cache hands changed objects to its subscribers itself, on channels of its own, instead
+//! of kube-runtime 5's shared store handles (`Writer::subscribe`): a handle that is told of an
+//! object deleted before it reads it answers `Pending` without asking to be woken again, so its
+//! subscriber never hears of anything after that (build pods, deleted with their namespace or
+//! their BuildJob, stalled the BuildJob controller's pod triggers on the e2e cluster).
 //!
 //! [`Caches`] groups one cache per kind and [`Views`] what reconcilers read of them, both
 //! generated from one list, so a new kind adds one line.
@@ -19,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -28,15 +34,13 @@ use tokio::sync::watch;
 use super::Guarded;
 use crate::api::{Application, BuildJob, Environment, Release};
 
-/// How many changes a cache buffers for a slow subscriber before its watch waits.
-const SUBSCRIBER_BUFFER: usize = 1024;
-
 /// One kind's shared store, its writer until the watch starts, and its "synced" flag.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub store: Store<K>,
     writer: Writer<K>,
     synced_tx: watch::Sender<bool>,
     pub synced: Synced,
+    changes: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
 }
 
@@ -45,22 +49,27 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     pub fn new() -> Self {
-        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let (store, writer) = reflector::store();
         let (synced_tx, synced_rx) = watch::channel(false);
         Self {
             store,
             writer,
             synced_tx,
             synced: Synced(synced_rx),
+            changes: Mutex::default(),
             deletions: Mutex::default(),
         }
     }
 
-    /// A stream of changed objects, each delivered after the store holds it.
-    pub fn subscribe(&self) -> ReflectHandle<K> {
-        self.writer
-            .subscribe()
-            .expect("a store made by store_shared always has subscribers")
+    /// A stream of changed objects, each delivered after the store holds it (every object
+    /// once the first list is complete, then each change).
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        self.changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(tx);
+        rx
     }
 
     /// Changed objects as `subscribe` gives them, and deleted objects too.
@@ -94,27 +103,38 @@ where
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let synced = self.synced_tx;
-        let deletions = self
-            .deletions
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
+            subscribers
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let (changes, deletions) = (inner(self.changes), inner(self.deletions));
+        // A closed subscriber is a controller that has stopped.
+        let tell = |subscribers: &[mpsc::UnboundedSender<Arc<K>>], object: Arc<K>| {
+            for subscriber in subscribers {
+                let _ = subscriber.unbounded_send(object.clone());
+            }
+        };
+        // A (re)list is stored whole at its end: its objects are told then, not before.
+        let mut listed: Vec<Arc<K>> = Vec::new();
         watcher(api, config)
             .default_backoff()
-            .reflect_shared(self.writer)
+            // Managed fields are bulky and nothing here reads them.
+            .modify(|object| object.managed_fields_mut().clear())
+            .reflect(self.writer)
             .take_until(shutdown)
             .for_each(|event| {
                 match event {
+                    Ok(watcher::Event::Init) => listed.clear(),
+                    Ok(watcher::Event::InitApply(object)) => listed.push(Arc::new(object)),
                     Ok(watcher::Event::InitDone) => {
+                        for object in listed.drain(..) {
+                            tell(&changes, object);
+                        }
                         synced.send_replace(true);
                     }
-                    Ok(watcher::Event::Delete(object)) => {
-                        let object = Arc::new(object);
-                        for subscriber in &deletions {
-                            // A closed subscriber is a controller that has stopped.
-                            let _ = subscriber.unbounded_send(object.clone());
-                        }
-                    }
-                    Ok(_) => {}
+                    Ok(watcher::Event::Apply(object)) => tell(&changes, Arc::new(object)),
+                    Ok(watcher::Event::Delete(object)) => tell(&deletions, Arc::new(object)),
                     Err(error) => {
                         tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff")
                     }

@@ -39,6 +39,8 @@ struct Entry {
 pub struct Sources {
     entries: Mutex<HashMap<SourceKey, Arc<tokio::sync::Mutex<Entry>>>>,
     pushed: Mutex<HashSet<(String, String)>>,
+    /// Which Application asked about which key (a few bytes per Application).
+    asked: Mutex<HashSet<(String, String, SourceKey)>>,
 }
 
 /// One Application's view of its branch: the head (or why it is unknown) and when to look
@@ -55,9 +57,10 @@ impl Sources {
         lock(&self.pushed).insert((namespace.to_owned(), application.to_owned()));
     }
 
-    /// The head of `key`, looked up if the last answer is older than `interval` (or a push
-    /// for `(namespace, application)` arrived), otherwise the last answer.
-    #[allow(clippy::too_many_arguments)]
+    /// The head of `key`, looked up if the last answer is older than `interval`, a push for
+    /// `(namespace, application)` arrived, or this Application asks about `key` for the first
+    /// time (a new Application must not build a head another one saw a poll interval ago);
+    /// otherwise the last answer.
     pub async fn head(
         &self,
         key: &SourceKey,
@@ -68,11 +71,14 @@ impl Sources {
         metrics: &Metrics,
     ) -> Looked {
         let pushed = lock(&self.pushed).remove(&(namespace.to_owned(), application.to_owned()));
+        let first =
+            lock(&self.asked).insert((namespace.to_owned(), application.to_owned(), key.clone()));
+        let look_now = pushed || first;
         let entry = lock(&self.entries).entry(key.clone()).or_default().clone();
         let mut entry = entry.lock().await;
         let now = Instant::now();
         if let Some((head, until)) = &entry.last
-            && (*until > now && !pushed)
+            && (*until > now && !look_now)
         {
             return Looked {
                 head: head.clone(),

@@ -42,6 +42,28 @@ async fn buildjobs_of(ns: &TestNamespace, app: &str) -> Vec<String> {
         .collect()
 }
 
+/// Creates `count` pods with the labels of build pods, each deleted as soon as it is created.
+async fn churn_labelled_pods(ns: &TestNamespace, count: usize) {
+    let pods = ns.api::<Pod>();
+    for i in 0..count {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("churn-{i}"), "labels": {
+                "app.kubernetes.io/managed-by": "ferry", "ferry.dev/buildjob": "gone"}},
+            "spec": {"containers": [{"name": "c", "image": "registry.local/none:1"}]}
+        }))
+        .expect("a pod");
+        pods.create(&Default::default(), &pod)
+            .await
+            .expect("creating a pod");
+        pods.delete(
+            &format!("churn-{i}"),
+            &kube::api::DeleteParams::default().grace_period(0),
+        )
+        .await
+        .expect("deleting a pod");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_at_once() {
     with_temp_ns("builds", |ns| async move {
@@ -84,6 +106,36 @@ async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_
             (owner.kind.as_str(), owner.name.as_str()),
             ("BuildJob", first_job.as_str())
         );
+
+        // Build pods that come and go at once (deleted with their BuildJob or namespace) must
+        // not stop the controller from hearing of the others.
+        churn_labelled_pods(&ns, 40).await;
+
+        // The build is followed from its pod: what the kubelet would report (this API server
+        // has none), written to the pod's status, moves the BuildJob on at once.
+        let status = serde_json::json!({"status": {
+            "phase": "Running",
+            "startTime": "2026-01-01T00:00:00Z",
+            "initContainerStatuses": [{
+                "name": "fetch", "image": "f", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}
+            }]
+        }});
+        ns.api::<Pod>()
+            .patch_status(
+                &first_job,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&status),
+            )
+            .await
+            .expect("writing the pod's status");
+        ns.wait_for::<BuildJob>(&first_job, "Running at step fetch", |j| {
+            j.status.as_ref().is_some_and(|s| {
+                conditions::find(&s.conditions, READY)
+                    .is_some_and(|c| c.message == "step fetch is running")
+            })
+        })
+        .await;
 
         let (commit, build) = (first.clone(), first_job.clone());
         let app = ns
