@@ -144,7 +144,11 @@ async fn look_up_source(
         .sources
         .head(
             &key,
-            (namespace, &app.name_any()),
+            (
+                namespace,
+                &app.name_any(),
+                app.metadata.uid.as_deref().unwrap_or_default(),
+            ),
             source.poll_interval.into(),
             context.remote.as_ref(),
             credentials.as_ref(),

@@ -39,8 +39,8 @@ struct Entry {
 pub struct Sources {
     entries: Mutex<HashMap<SourceKey, Arc<tokio::sync::Mutex<Entry>>>>,
     pushed: Mutex<HashSet<(String, String)>>,
-    /// Which Application asked about which key (a few bytes per Application).
-    asked: Mutex<HashSet<(String, String, SourceKey)>>,
+    /// Which Application (by UID) asked about which key: a few bytes per Application.
+    asked: Mutex<HashSet<(String, SourceKey)>>,
 }
 
 /// One Application's view of its branch: the head (or why it is unknown) and when to look
@@ -58,21 +58,21 @@ impl Sources {
     }
 
     /// The head of `key`, looked up if the last answer is older than `interval`, a push for
-    /// `(namespace, application)` arrived, or this Application asks about `key` for the first
-    /// time (a new Application must not build a head another one saw a poll interval ago);
-    /// otherwise the last answer.
+    /// `(namespace, application)` arrived, or the Application with UID `uid` asks about `key`
+    /// for the first time (a new Application, or one deleted and created again, must not build
+    /// a head another one saw up to a poll interval ago); otherwise the last answer.
+    #[allow(clippy::too_many_arguments)]
     pub async fn head(
         &self,
         key: &SourceKey,
-        (namespace, application): (&str, &str),
+        (namespace, application, uid): (&str, &str, &str),
         interval: Duration,
         remote: &dyn RemoteRefs,
         credentials: Option<&Credentials>,
         metrics: &Metrics,
     ) -> Looked {
         let pushed = lock(&self.pushed).remove(&(namespace.to_owned(), application.to_owned()));
-        let first =
-            lock(&self.asked).insert((namespace.to_owned(), application.to_owned(), key.clone()));
+        let first = lock(&self.asked).insert((uid.to_owned(), key.clone()));
         let look_now = pushed || first;
         let entry = lock(&self.entries).entry(key.clone()).or_default().clone();
         let mut entry = entry.lock().await;
