@@ -540,6 +540,10 @@ start_cluster() {
   wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
   log "building and pushing images"
   "$here/../images/build.sh" "$REGISTRY" >"$LOGS/images.log"
+  # A base image in the registry with auth too, for builds whose images are all private.
+  skopeo copy --src-tls-verify=false --dest-tls-verify=false \
+    --dest-creds "$AUTH_REGISTRY_USER:$AUTH_REGISTRY_PASSWORD" \
+    "docker://$REGISTRY/busybox:1.35" "docker://$AUTH_REGISTRY/busybox:1.35" >>"$LOGS/images.log"
 
   make_pki
   start_control_plane
