@@ -444,7 +444,7 @@ scenario_unreachable() {
   application missing "$GIT_URL/$missing.git"
   application closed "http://$NODE_IP:1/x.git"
   application nobranch "$GIT_URL/$repo.git" branch=release
-  local app expected
+  local app
   declare -A expected=([missing]=NotAGitRepository [closed]=RepositoryUnreachable
     [nobranch]=BranchNotFound)
   not_ready() {
@@ -569,7 +569,7 @@ scenario_webhook() {
   while [ -z "$pod_at" ]; do
     if [ -z "$job_at" ] && has buildjob "$job"; then job_at=$(since "$t0"); fi
     if [ -n "$job_at" ]; then
-      pod=$(pods_of "$job" | head -n1)
+      pod=$(pods_of "$job" | sed -n 1p)
       [ -z "$pod" ] || pod_at=$(since "$t0")
     fi
     awk -v s="$(since "$t0")" 'BEGIN {exit !(s > 30)}' && fail "no build pod for $job 30 s after the push"
@@ -636,7 +636,7 @@ cp -r www "$FERRY_OUTPUT_DIR"/'
   job="web-${sha:0:7}"
   await 60 "BuildJob $job to be created" has buildjob "$job"
   build_step_runs() {
-    local pod; pod=$(pods_of "$job" | head -n1)
+    local pod; pod=$(pods_of "$job" | sed -n 1p)
     [ -n "$pod" ] && [ -n "$(jp "pod/$pod" '{.status.initContainerStatuses[?(@.name=="build")].state.running}')" ]
   }
   await 60 "the build step of $job to run" build_step_runs
@@ -653,7 +653,7 @@ cp -r www "$FERRY_OUTPUT_DIR"/'
   await 60 "BuildJob $job to be created" has buildjob "$job"
   local deadline=$((SECONDS + 120)) pod="" phase=""
   while [ "$phase" != Succeeded ]; do
-    [ -n "$pod" ] || pod=$(pods_of "$job" | head -n1)
+    [ -n "$pod" ] || pod=$(pods_of "$job" | sed -n 1p)
     [ -z "$pod" ] || phase=$(jp "pod/$pod" '{.status.phase}')
     [ "$phase" != Failed ] || fail "build pod $pod failed"
     [ "$SECONDS" -lt "$deadline" ] || fail "timed out after 120 s waiting for build pod of $job to succeed"
