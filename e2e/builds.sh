@@ -29,8 +29,9 @@
 #   unchanged-rebuild  a commit that changes nothing in the output uploads no layer blob
 #   webhook            a signed push webhook builds at once (poll interval 10m); forged and
 #                      unsigned ones build nothing and are counted in ferry_webhook_requests_total
-#   controller-restart the controller pod killed while a build runs, and right after the build
-#                      pod succeeded: exactly one BuildJob, one build pod and one Release
+#   controller-restart the controller pod killed while a build runs; stopped until the build
+#                      pod has succeeded; killed right after the build pod succeeded: each time
+#                      exactly one BuildJob, one build pod and one Release
 #
 # Prints PASS/FAIL per scenario and its `measured:` lines; a failed scenario's log (with the
 # Application, BuildJobs, Releases, pods, Events and the controller's log tail) is printed
@@ -620,53 +621,81 @@ scenario_webhook() {
   done
 }
 
+# wait_pod_succeeded JOB SECONDS — until the BuildJob's pod has succeeded, polled closely.
+wait_pod_succeeded() {
+  local deadline=$((SECONDS + $2)) pod="" phase=""
+  while [ "$phase" != Succeeded ]; do
+    [ -n "$pod" ] || pod=$(pods_of "$1" | sed -n 1p)
+    [ -z "$pod" ] || phase=$(jp "pod/$pod" '{.status.phase}')
+    [ "$phase" != Failed ] || fail "build pod $pod failed"
+    [ "$SECONDS" -lt "$deadline" ] || fail "timed out after $2 s waiting for the build pod of $1 to succeed"
+    sleep 0.2
+  done
+  echo "build pod $pod succeeded"
+}
+
+# The controller is killed (1) while the build step runs; (2) stopped while the build step
+# runs and started again only once the build pod has succeeded, so the new one finds a finished
+# pod and no Release, the state between pod success and Release creation, for certain;
+# (3) killed as soon as the build pod is seen succeeded, which may or may not fall before the
+# Release (it says which). Each time: one BuildJob, one build pod, one Release.
 scenario_controller_restart() {
-  local dir="$WORK/app" repo sha job
+  local dir="$WORK/app" repo sha job replicas
   repo=$(repo_name app)
-  # The build step lasts a few seconds, so the controller can be killed while it runs.
+  replicas=$(kc -n "$SYSTEM" get deployment ferry -o jsonpath='{.spec.replicas}')
+  # The build step lasts a few seconds, so the controller can be stopped while it runs.
   local script='./test.sh
 sleep 5
 cp -r www "$FERRY_OUTPUT_DIR"/'
   new_repo "$dir" "first version"
-  sha=$(git -C "$dir" rev-parse HEAD)
   push "$dir" "$repo"
   application web "$GIT_URL/$repo.git" script="$script"
 
-  # 1. Killed while the build step runs.
-  job="web-${sha:0:7}"
-  await 60 "BuildJob $job to be created" has buildjob "$job"
-  build_step_runs() {
-    local pod; pod=$(pods_of "$job" | sed -n 1p)
-    [ -n "$pod" ] && [ -n "$(jp "pod/$pod" '{.status.initContainerStatuses[?(@.name=="build")].state.running}')" ]
-  }
-  await 60 "the build step of $job to run" build_step_runs
-  kc -n "$SYSTEM" delete pod -l app.kubernetes.io/name=ferry --wait=false
-  echo "killed the controller while the build step of $job ran"
-  exactly_one "$sha" "$job" "web-0.0.0-${sha:0:7}"
-  kc -n "$SYSTEM" rollout status deployment/ferry --timeout=120s
-
-  # 2. Killed as soon as the build pod has succeeded, before or while the Release is made.
-  echo "the README changed" >>"$dir/README.md"
-  sha=$(commit "$dir" "docs: README")
-  push "$dir" "$repo"
-  job="web-${sha:0:7}"
-  await 60 "BuildJob $job to be created" has buildjob "$job"
-  local deadline=$((SECONDS + 120)) pod="" phase=""
-  while [ "$phase" != Succeeded ]; do
-    [ -n "$pod" ] || pod=$(pods_of "$job" | sed -n 1p)
-    [ -z "$pod" ] || phase=$(jp "pod/$pod" '{.status.phase}')
-    [ "$phase" != Failed ] || fail "build pod $pod failed"
-    [ "$SECONDS" -lt "$deadline" ] || fail "timed out after 120 s waiting for build pod of $job to succeed"
-    sleep 0.2
+  local case
+  for case in killed-mid-build stopped-until-the-pod-succeeded killed-after-the-pod-succeeded; do
+    echo "-- $case"
+    if [ "$case" != killed-mid-build ]; then
+      echo "$case" >>"$dir/README.md"
+      commit "$dir" "docs: $case" >/dev/null
+      push "$dir" "$repo"
+    fi
+    sha=$(git -C "$dir" rev-parse HEAD)
+    job="web-${sha:0:7}"
+    await 60 "BuildJob $job to be created" has buildjob "$job"
+    build_step_runs() {
+      local pod; pod=$(pods_of "$job" | sed -n 1p)
+      [ -n "$pod" ] && [ -n "$(jp "pod/$pod" '{.status.initContainerStatuses[?(@.name=="build")].state.running}')" ]
+    }
+    case $case in
+      killed-mid-build)
+        await 60 "the build step of $job to run" build_step_runs
+        kc -n "$SYSTEM" delete pod -l app.kubernetes.io/name=ferry --wait=false
+        echo "killed the controller while the build step of $job ran"
+        ;;
+      stopped-until-the-pod-succeeded)
+        await 60 "the build step of $job to run" build_step_runs
+        kc -n "$SYSTEM" scale deployment/ferry --replicas=0
+        kc -n "$SYSTEM" wait --for=delete pod -l app.kubernetes.io/name=ferry --timeout=60s
+        echo "stopped the controller while the build step of $job ran"
+        wait_pod_succeeded "$job" 120
+        local n; n=$(releases_of "$sha")
+        [ "$n" = 0 ] || fail "$n Release(s) for $sha while no controller ran"
+        kc -n "$SYSTEM" scale deployment/ferry --replicas="$replicas"
+        echo "started the controller again: it finds a succeeded build pod and no Release"
+        ;;
+      killed-after-the-pod-succeeded)
+        wait_pod_succeeded "$job" 120
+        kc -n "$SYSTEM" delete pod -l app.kubernetes.io/name=ferry --wait=false
+        if has release "web-0.0.0-${sha:0:7}"; then
+          echo "killed the controller after the build pod succeeded; its Release was already made"
+        else
+          echo "killed the controller after the build pod succeeded, before its Release was made"
+        fi
+        ;;
+    esac
+    exactly_one "$sha" "$job" "web-0.0.0-${sha:0:7}"
+    kc -n "$SYSTEM" rollout status deployment/ferry --timeout=120s
   done
-  kc -n "$SYSTEM" delete pod -l app.kubernetes.io/name=ferry --wait=false
-  if has release "web-0.0.0-${sha:0:7}"; then
-    echo "killed the controller after build pod $pod succeeded; its Release was already made (the window was missed)"
-  else
-    echo "killed the controller after build pod $pod succeeded, before its Release was made"
-  fi
-  exactly_one "$sha" "$job" "web-0.0.0-${sha:0:7}"
-  kc -n "$SYSTEM" rollout status deployment/ferry --timeout=120s
 }
 
 # exactly_one COMMIT JOB RELEASE — the Release comes, and then, a while later, there is still
@@ -698,6 +727,11 @@ one() {
   (set -e; "scenario_${SCENARIO//-/_}")
   rc=$?
   set -e
+  if [ "$SCENARIO" = controller-restart ] &&
+    [ "$(kc -n "$SYSTEM" get deployment ferry -o jsonpath='{.spec.replicas}')" = 0 ]; then
+    # It stops the controller for a while: never leave it stopped.
+    kc -n "$SYSTEM" scale deployment/ferry --replicas=1
+  fi
   if [ $rc -eq 0 ]; then echo "PASS $SCENARIO"; return 0; fi
   diagnostics
   echo "FAIL $SCENARIO"
