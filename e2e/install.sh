@@ -12,11 +12,13 @@
 #      its commit (examples/shop-app on the cluster's git server) becomes a Release;
 #   3. an Environment aimed at another namespace waits for that namespace's consent;
 #   4. /metrics answers through the API server's pod proxy;
-#   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over.
+#   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over;
+#   6. builds (e2e/builds.sh): pushed commits become BuildJobs, images and Releases, failures
+#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
-#   6. the release becomes Ready and reconciles an Application in its tenant namespace, and
+#   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
-#   7. `helm uninstall` removes everything of the release, cluster-scoped objects included.
+#   8. `helm uninstall` removes everything of the release, cluster-scoped objects included.
 # The two installs run one after the other, never side by side: both controllers watch every
 # namespace (each would hold the Lease of its own namespace and both would reconcile), and the
 # CRDs are cluster-scoped and shared. The release has its own name and namespace (ferry-helm)
@@ -208,6 +210,11 @@ main() {
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
+  if [ "${FERRY_E2E_SKIP_BUILDS:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_BUILDS=1: the build scenarios (e2e/builds.sh) are skipped"
+  else
+    step "pushed commits become verified images and Releases (e2e/builds.sh)" "$here/builds.sh"
+  fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
   step "the helm release reconciles an Application in its tenant namespace" helm_release_reconciles

@@ -18,7 +18,7 @@ check() { # check WHAT OUTPUT
 # The cluster's processes all name one of its own paths on their command line (config, data,
 # certificates, containerd socket), or run in a pod cgroup. Matching on paths, not on binary
 # names, leaves alone other users of the same binaries (e.g. the integration tier's apiserver).
-ours=("$CTRD_DIR" "$E2E_DIR/etcd" "$PKI/" "$E2E_DIR/registry" "$E2E_DIR/git" "$E2E_DIR/kubelet"
+ours=("$CTRD_DIR" "$E2E_DIR/etcd" "$PKI/" "$E2E_DIR/registry" "$E2E_DIR/registry-auth" "$E2E_DIR/git" "$E2E_DIR/kubelet"
   "$E2E_DIR/kube-proxy" "$E2E_DIR/coredns")
 procs=$(
   for p in /proc/[0-9]*; do

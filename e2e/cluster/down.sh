@@ -71,7 +71,7 @@ main() {
   [ -z "$shims" ] || { log "killing shims $shims"; kill_pids $shims; }
 
   # 4. Control plane and the harness's servers.
-  for c in coredns kube-scheduler kube-controller-manager kube-apiserver etcd gitserver registry; do
+  for c in coredns kube-scheduler kube-controller-manager kube-apiserver etcd gitserver registry-auth registry; do
     stop "$c"
   done
 

@@ -31,6 +31,12 @@ SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
 API_PORT=6443
 REGISTRY="$NODE_IP:5000"
+# A second registry that wants a user and password (htpasswd), for tests of refused pushes. The
+# password is a fixed test value: the registry holds nothing but what the tests push, and is
+# reachable only from the host and the cluster.
+AUTH_REGISTRY="$NODE_IP:5001"
+AUTH_REGISTRY_USER=ferry
+AUTH_REGISTRY_PASSWORD=ferry-e2e-pass
 GIT_URL="http://$NODE_IP:8080"
 
 PKI="$E2E_DIR/pki"

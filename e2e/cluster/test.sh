@@ -18,7 +18,9 @@
 #   4. a build pod clones a repository from the git server, builds a one-layer image and pushes
 #      it through the registry's HTTP API; the node then pulls that image by digest and runs it;
 #   5. the git server announces a push with an HMAC-signed webhook to a Service;
-#   6. after cluster-down nothing is left (processes, mounts, netns, interfaces, routes, iptables
+#   6. the second registry (AUTH_REGISTRY) refuses requests and pushes without the test user's
+#      password or with a wrong one, and accepts them with it;
+#   7. after cluster-down nothing is left (processes, mounts, netns, interfaces, routes, iptables
 #      rules, cgroups).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -467,6 +469,35 @@ EOF
   [ "$(jq -r '.commits[0].message' <<<"$body")" = "Fix the thing (#123)" ]
 }
 
+# http_code URL [CURL-ARGS...] — the status code of a GET.
+http_code() {
+  local url=$1; shift
+  curl -sS -o /dev/null -w '%{http_code}' "$@" "$url"
+}
+
+auth_registry() {
+  local url="http://$AUTH_REGISTRY/v2/" code
+  code=$(http_code "$url")
+  echo "GET $url without credentials: $code"; [ "$code" = 401 ]
+  code=$(http_code "$url" -u "$AUTH_REGISTRY_USER:wrong-$AUTH_REGISTRY_PASSWORD")
+  echo "GET $url with a wrong password: $code"; [ "$code" = 401 ]
+  code=$(http_code "$url" -u "$AUTH_REGISTRY_USER:$AUTH_REGISTRY_PASSWORD")
+  echo "GET $url as $AUTH_REGISTRY_USER: $code"; [ "$code" = 200 ]
+  # A push, the way a build's publish step would: refused with a wrong password, then accepted.
+  local src="docker://$REGISTRY/busybox:1.35" dst="docker://$AUTH_REGISTRY/e2e/busybox:1.35"
+  if skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
+    --dest-creds "$AUTH_REGISTRY_USER:wrong" "$src" "$dst" 2>"$tmp/skopeo.err"; then
+    echo "a push with a wrong password was accepted"; exit 1
+  fi
+  echo "push with a wrong password: $(tail -n1 "$tmp/skopeo.err")"
+  grep -qi unauthorized "$tmp/skopeo.err"
+  skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
+    --dest-creds "$AUTH_REGISTRY_USER:$AUTH_REGISTRY_PASSWORD" "$src" "$dst"
+  code=$(http_code "http://$AUTH_REGISTRY/v2/e2e/busybox/manifests/1.35" \
+    -u "$AUTH_REGISTRY_USER:$AUTH_REGISTRY_PASSWORD" -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json')
+  echo "pushed with the password; its manifest: $code"; [ "$code" = 200 ]
+}
+
 teardown_clean() {
   "$here/down.sh"
 }
@@ -483,6 +514,7 @@ main() {
   step "a pod finds the Service by name through cluster DNS; outside names do not resolve" service_by_name
   step "a pod clones from the git server and pushes an image; the node pulls and runs it" build_push_run
   step "the git server announces a push to a Service with a signed webhook" webhook_delivered
+  step "the registry at $AUTH_REGISTRY wants the test user's password" auth_registry
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     echo "E2E_KEEP=1: cluster left running"
   else

@@ -15,7 +15,7 @@ source "$here/lib.sh"
 # --- packages --------------------------------------------------------------------------------
 
 packages=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo
-  busybox-static openssl git jq curl gcc libc6-dev binutils iproute2 util-linux)
+  busybox-static openssl git jq curl gcc libc6-dev binutils iproute2 util-linux apache2-utils)
 ensure_packages() {
   local missing=() p
   for p in "${packages[@]}"; do
@@ -31,7 +31,7 @@ install_packages() {
 
 # --- already up? -----------------------------------------------------------------------------
 
-components=(registry gitserver etcd kube-apiserver kube-controller-manager kube-scheduler
+components=(registry registry-auth gitserver etcd kube-apiserver kube-controller-manager kube-scheduler
   coredns containerd kubelet kube-proxy)
 cluster_healthy() {
   local c
@@ -49,10 +49,13 @@ print_result() {
 export KUBECONFIG=$KUBECONFIG_ADMIN
 export PATH=$TOOLS_BIN:\$PATH
 export FERRY_E2E_REGISTRY=$REGISTRY
+export FERRY_E2E_AUTH_REGISTRY=$AUTH_REGISTRY
+export FERRY_E2E_AUTH_REGISTRY_USER=$AUTH_REGISTRY_USER
+export FERRY_E2E_AUTH_REGISTRY_PASSWORD=$AUTH_REGISTRY_PASSWORD
 export FERRY_E2E_GIT_URL=$GIT_URL
 export FERRY_E2E_NODE_IP=$NODE_IP
 EOF
-  log "cluster is up: node $NODE_NAME ($NODE_IP), registry $REGISTRY, git $GIT_URL"
+  log "cluster is up: node $NODE_NAME ($NODE_IP), registry $REGISTRY (with auth: $AUTH_REGISTRY), git $GIT_URL"
   log "kubectl: $TOOLS_BIN/kubectl; all settings: source $E2E_DIR/env; logs: $LOGS"
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
 }
@@ -108,6 +111,34 @@ http:
   headers: {X-Content-Type-Options: [nosniff]}
 EOF
   start_daemon registry docker-registry serve "$E2E_DIR/registry/config.yml"
+}
+
+# The same registry program with its own storage, refusing every request without the test
+# user's password (htpasswd, bcrypt: the only hash docker-registry accepts). Plain HTTP like the
+# other: the password crosses only the veth and the pod bridge.
+start_auth_registry() {
+  local dir="$E2E_DIR/registry-auth"
+  mkdir -p "$dir/data"
+  # -C 5: a low bcrypt cost, so that checking each request's password stays cheap.
+  htpasswd -nbB -C 5 "$AUTH_REGISTRY_USER" "$AUTH_REGISTRY_PASSWORD" >"$dir/htpasswd"
+  cat >"$dir/config.yml" <<EOF
+version: 0.1
+log: {level: info, fields: {service: registry-auth}}
+storage:
+  filesystem: {rootdirectory: $dir/data}
+  delete: {enabled: true}
+auth:
+  htpasswd: {realm: ferry-e2e, path: $dir/htpasswd}
+http:
+  addr: $AUTH_REGISTRY
+  headers: {X-Content-Type-Options: [nosniff]}
+EOF
+  start_daemon registry-auth docker-registry serve "$dir/config.yml"
+}
+
+# auth_registry_refuses_anonymous — the registry with auth is up and wants a password.
+auth_registry_refuses_anonymous() {
+  [ "$(curl -sS -o /dev/null -w '%{http_code}' "http://$AUTH_REGISTRY/v2/")" = 401 ]
 }
 
 # The git server's binary, keyed by a hash of its source.
@@ -360,12 +391,17 @@ state = "$CTRD_DIR/state"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$CTRD_DIR/certs.d"
 EOF
-  # The registry speaks plain HTTP; pods push to it and the node pulls by the same reference.
-  cat >"$CTRD_DIR/certs.d/$REGISTRY/hosts.toml" <<EOF
-server = "http://$REGISTRY"
-[host."http://$REGISTRY"]
+  # The registries speak plain HTTP; pods push to them and the node pulls by the same reference
+  # (from the one with auth only with an imagePullSecret).
+  local r
+  for r in "$REGISTRY" "$AUTH_REGISTRY"; do
+    mkdir -p "$CTRD_DIR/certs.d/$r"
+    cat >"$CTRD_DIR/certs.d/$r/hosts.toml" <<EOF
+server = "http://$r"
+[host."http://$r"]
   capabilities = ["pull", "resolve", "push"]
 EOF
+  done
   cat >"$E2E_DIR/cni/net.d/10-$CNI_NET_NAME.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -496,12 +532,18 @@ main() {
 start_cluster() {
   setup_network
   start_registry
+  start_auth_registry
   start_daemon gitserver "$(gitserver_bin)" -listen "$NODE_IP:8080" -url "$GIT_URL" \
     -root "$E2E_DIR/git"
   wait_until 30 "registry" curl -fsS "http://$REGISTRY/v2/"
+  wait_until 30 "registry with auth (401 without a password)" auth_registry_refuses_anonymous
   wait_until 30 "git server" curl -fsS "$GIT_URL/healthz"
   log "building and pushing images"
   "$here/../images/build.sh" "$REGISTRY" >"$LOGS/images.log"
+  # A base image in the registry with auth too, for builds whose images are all private.
+  skopeo copy --src-tls-verify=false --dest-tls-verify=false \
+    --dest-creds "$AUTH_REGISTRY_USER:$AUTH_REGISTRY_PASSWORD" \
+    "docker://$REGISTRY/busybox:1.35" "docker://$AUTH_REGISTRY/busybox:1.35" >>"$LOGS/images.log"
 
   make_pki
   start_control_plane
