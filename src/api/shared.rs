@@ -178,8 +178,8 @@ pub struct ImageSpec {
     #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
     pub push_secret: Option<String>,
 
-    /// Talk to the registry over plain HTTP instead of HTTPS. Only for registries on a
-    /// private network, such as a test cluster's own.
+    /// Talk to the registry (and the base image's registry) over plain HTTP instead of
+    /// HTTPS. Only for registries on a private network, such as a test cluster's own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
 }

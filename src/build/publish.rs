@@ -58,7 +58,7 @@ pub struct Args {
     /// An OCI image layout directory to publish as it is.
     #[arg(long)]
     pub oci_layout: Option<PathBuf>,
-    /// Speak plain HTTP to the repository's registry.
+    /// Speak plain HTTP to the repository's registry and the base image's.
     #[arg(long)]
     pub insecure: bool,
     /// A dockerconfigjson file with the push credentials.
@@ -191,18 +191,20 @@ pub async fn publish(args: &Args) -> Result<Published, PublishError> {
     let registry = target.resolve_registry().to_owned();
     let base = args.base.as_deref().map(parse_reference).transpose()?;
 
-    let insecure = if args.insecure {
-        vec![registry.clone()]
-    } else {
-        Vec::new()
-    };
-    let mut client = RegistryClient::new(&insecure);
     let mut registries = vec![registry.clone()];
     if let Some(base) = &base
         && base.resolve_registry() != registry
     {
         registries.push(base.resolve_registry().to_owned());
     }
+    // The base image's registry too: a base from another in-cluster registry speaks the same
+    // plain HTTP (found on the e2e cluster, base on one registry and target on another).
+    let insecure = if args.insecure {
+        registries.clone()
+    } else {
+        Vec::new()
+    };
+    let mut client = RegistryClient::new(&insecure);
     for host in &registries {
         let credentials = match &args.docker_config {
             Some(path) => Credentials::from_docker_config_file(path, host)

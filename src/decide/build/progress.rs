@@ -205,6 +205,12 @@ pub fn tail(log: &str) -> String {
     }
 }
 
+/// The error Ferry's fetch or publish step reported in its termination message, if it did.
+fn reported_error(message: &str) -> Option<String> {
+    let reported: serde_json::Value = serde_json::from_str(message.trim()).ok()?;
+    Some(reported.get("error")?.as_str()?.to_owned())
+}
+
 /// The image the publish step reported in its termination message, if it is an image of
 /// `repository` by digest. Anything else the pod says is not believed.
 pub fn reported_image(message: &str, repository: &str) -> Option<String> {
@@ -249,12 +255,15 @@ pub fn progress(
                 } else {
                     format!("step {name} exited with {exit_code}")
                 };
-                let summary = message
-                    .as_deref()
+                // Ferry's own steps report a failure as `{"error": .., "reason": ..}`; a
+                // script's message is the tail of its log.
+                let reported = message.as_deref().and_then(reported_error);
+                let log = reported.as_deref().or(message.as_deref());
+                let summary = log
                     .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
                     .map(|last| format!("{what}: {}", truncate(last.trim(), 300)))
                     .unwrap_or(what);
-                return failed(failure(name, reason, summary, message.as_deref()));
+                return failed(failure(name, reason, summary, log));
             }
             StepState::Waiting {
                 reason: Some(reason),
@@ -384,6 +393,22 @@ mod tests {
             Progress::Failed { failure, .. } => failure,
             other => panic!("not a failure: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refused_push_reads_as_the_publish_steps_error_not_its_json() {
+        let report = r#"{"error":"registry r:5001 refused pushing (HTTP 401): check the push Secret's credentials","reason":"RegistryRefused"}"#;
+        let refused = pod(
+            PodPhase::Failed,
+            [done(0, ""), done(0, ""), done(1, report)],
+        );
+        let failure = failure_of(progress(Some(&refused), REPO, None));
+        assert_eq!(failure.reason, "PublishFailed");
+        assert_eq!(
+            failure.message,
+            "step publish exited with 1: registry r:5001 refused pushing (HTTP 401): check the push Secret's credentials"
+        );
+        assert!(!failure.log_tail.unwrap_or_default().contains('{'));
     }
 
     #[test]
