@@ -240,3 +240,95 @@ async fn a_repository_that_cannot_be_read_says_why_and_builds_nothing() {
     })
     .await;
 }
+
+/// What a kubelet reports of a build pod whose fetch step failed at `finished`.
+fn fetch_failed(finished: &str) -> serde_json::Value {
+    serde_json::json!({"status": {
+        "phase": "Failed",
+        "startTime": "2026-01-01T00:00:00Z",
+        "initContainerStatuses": [{
+            "name": "fetch", "image": "f", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "finishedAt": finished,
+                "message": "{\"error\":\"commit not found\",\"reason\":\"CommitNotFound\"}"}}
+        }]
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_builds_beyond_the_history_limit_are_pruned() {
+    with_temp_ns("retention", |ns| async move {
+        let repo = format!("retention-{}", ns.name);
+        let url = git_server().url(&repo);
+        let work = WorkingCopy::new();
+        let first = work.commit("First", "index.html", "one\n");
+        work.push(&url, "main");
+        let (controller, pushes) = RunningController::start_with_pushes(&ns.client, &ns.name);
+        let mut app: Application =
+            serde_yaml::from_str(&application("app", &url, "10m")).expect("an Application");
+        app.spec.build_history_limit = 1;
+        ns.create_object(app).await;
+        let first_job = format!("app-{}", &first[..7]);
+        ns.wait_for::<Pod>(&first_job, "the first build pod", |_| true)
+            .await;
+
+        let second = work.commit("Second", "index.html", "two\n");
+        work.push(&url, "main");
+        pushes
+            .send(PushedCommit {
+                namespace: ns.name.clone(),
+                application: "app".into(),
+                commit: second.clone(),
+            })
+            .await
+            .expect("the controller listens");
+        let second_job = format!("app-{}", &second[..7]);
+        ns.wait_for::<Pod>(&second_job, "the second build pod", |_| true)
+            .await;
+
+        let pods = ns.api::<Pod>();
+        for (job, finished) in [
+            (&first_job, "2026-01-01T00:01:00Z"),
+            (&second_job, "2026-01-01T00:02:00Z"),
+        ] {
+            pods.patch_status(
+                job,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&fetch_failed(finished)),
+            )
+            .await
+            .expect("writing the pod's status");
+            if *job == first_job {
+                let failed = ns
+                    .wait_for::<BuildJob>(job, "FetchFailed", |j| {
+                        j.status
+                            .as_ref()
+                            .and_then(|s| s.failure.as_ref())
+                            .is_some_and(|f| f.reason == "FetchFailed")
+                    })
+                    .await;
+                let failure = failed.status.and_then(|s| s.failure).expect("a failure");
+                assert_eq!(failure.step, "fetch");
+                assert_eq!(
+                    failure.message,
+                    "step fetch exited with 1: commit not found"
+                );
+            }
+        }
+        // One finished build is kept (the newer); the older one goes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let jobs = buildjobs_of(&ns, "app").await;
+            if jobs == [second_job.clone()] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still there after 30 s: {jobs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(controller.builds("FetchFailed"), 2);
+        controller.stop().await;
+    })
+    .await;
+}

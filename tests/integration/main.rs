@@ -490,6 +490,11 @@ impl RunningController {
         self.metrics.reconciles(kind)
     }
 
+    /// Builds that finished with `outcome` so far (`ferry_builds_total`).
+    pub fn builds(&self, outcome: &'static str) -> u64 {
+        self.metrics.builds(outcome)
+    }
+
     /// Status writes of `kind` sent so far.
     pub fn status_writes(&self, kind: &'static str) -> u64 {
         self.metrics.status_writes(kind)
