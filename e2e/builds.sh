@@ -29,6 +29,8 @@
 #   unchanged-rebuild  a commit that changes nothing in the output uploads no layer blob
 #   webhook            a signed push webhook builds at once (poll interval 10m); forged and
 #                      unsigned ones build nothing and are counted in ferry_webhook_requests_total
+#   timeout-and-delete a build longer than build.timeout (1m) is stopped and fails TimedOut with
+#                      no Release; deleting a running BuildJob deletes its build pod
 #   controller-restart the controller pod killed while a build runs; stopped until the build
 #                      pod has succeeded; killed right after the build pod succeeded: each time
 #                      exactly one BuildJob, one build pod and one Release
@@ -56,9 +58,9 @@ cp -r www "$FERRY_OUTPUT_DIR"/'
 MANIFEST_TYPES='application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
 
 # The scenarios side by side, then each of the others alone, in this order.
-PARALLEL=(release tag work-items failing-test wrong-password unreachable unchanged-rebuild)
+PARALLEL=(release tag work-items failing-test wrong-password unreachable unchanged-rebuild timeout-and-delete)
 ALONE=(webhook controller-restart)
-declare -A DEADLINE=([release]=300 [tag]=300 [work-items]=360 [failing-test]=240
+declare -A DEADLINE=([timeout-and-delete]=300 [release]=300 [tag]=300 [work-items]=360 [failing-test]=240
   [wrong-password]=240 [unreachable]=180 [unchanged-rebuild]=360 [webhook]=300
   [controller-restart]=420)
 
@@ -135,27 +137,27 @@ push() {
 repo_name() { echo "e2e-builds-$SCENARIO-$1-$RUN_ID"; }
 
 # application NAME URL [KEY=VALUE...] — applies an Application of the test app. Keys: poll,
-# branch, webhook (a Secret's name), script, base_image, repository, push_secret.
+# branch, webhook (a Secret's name), script, base_image, repository, push_secret, timeout.
 application() {
   local name=$1 url=$2
   shift 2
   local poll=5s branch=main webhook="" script=$SCRIPT repository="$REGISTRY/$NS/$RUN_ID/$name"
-  local push_secret="" base_image=$BASE_IMAGE kv
+  local push_secret="" base_image=$BASE_IMAGE timeout=5m kv
   for kv in "$@"; do
     case ${kv%%=*} in
-      poll | branch | webhook | script | base_image | repository | push_secret) local "$kv" ;;
+      poll | branch | webhook | script | base_image | repository | push_secret | timeout) local "$kv" ;;
       *) fail "application: unknown key in '$kv'" ;;
     esac
   done
   jq -n --arg name "$name" --arg url "$url" --arg branch "$branch" --arg poll "$poll" \
     --arg webhook "$webhook" --arg script "$script" --arg builder "$BASE_IMAGE" --arg base "$base_image" \
-    --arg repository "$repository" --arg push_secret "$push_secret" '{
+    --arg repository "$repository" --arg push_secret "$push_secret" --arg timeout "$timeout" '{
       apiVersion: "ferry.dev/v1alpha1", kind: "Application", metadata: {name: $name},
       spec: {
         source: ({url: $url, branch: $branch, pollInterval: $poll}
           + if $webhook == "" then {} else {webhookSecret: $webhook} end),
         build: {builderImage: $builder, script: $script, baseImage: $base,
-          entrypoint: ["httpd", "-f", "-p", "8080", "-h", "/www"], timeout: "5m"},
+          entrypoint: ["httpd", "-f", "-p", "8080", "-h", "/www"], timeout: $timeout},
         image: ({repository: $repository, insecure: true}
           + if $push_secret == "" then {} else {pushSecret: $push_secret} end)
       }}' | kn apply -f - >/dev/null
@@ -373,6 +375,35 @@ scenario_failing_test() {
   [ "$n" = 0 ] || fail "$n Releases for the failed commit $sha"
   [ -z "$(jp application/web '{.status.latestRelease}')" ] \
     || fail "the Application names a latestRelease: $(jp application/web '{.status.latestRelease}')"
+}
+
+script_running() {
+  [ "$(jp "buildjob/$1" '{.status.conditions[?(@.type=="Ready")].message}')" = "step build is running" ]
+}
+pod_gone() { ! kn get pod "$1" -o name >/dev/null 2>&1; }
+
+scenario_timeout_and_delete() {
+  local dir="$WORK/app" repo sha
+  repo=$(repo_name app)
+  cp -a "$here/testdata/app" "$dir"
+  printf '#!/bin/sh\necho "e2e-marker: a very long test"\nsleep 600\n' >"$dir/test.sh"
+  git -C "$dir" init --quiet --initial-branch=main
+  sha=$(commit "$dir" "a test that never ends")
+  push "$dir" "$repo"
+  application slow "$GIT_URL/$repo.git" timeout=1m
+  application doomed "$GIT_URL/$repo.git"
+  local slow="slow-${sha:0:7}" doomed="doomed-${sha:0:7}"
+  await 60 "BuildJob $doomed to run its script" script_running "$doomed"
+  kn delete buildjob "$doomed" --wait=false >/dev/null
+  echo "deleted BuildJob $doomed while its script ran"
+  await 90 "its pod $doomed to be deleted with it" pod_gone "$doomed"
+  await 200 "BuildJob $slow to reach phase Failed" build_phase "$slow" Failed
+  local reason; reason=$(jp "buildjob/$slow" '{.status.failure.reason}')
+  echo "BuildJob $slow failed: $reason: $(jp "buildjob/$slow" '{.status.failure.message}')"
+  [ "$reason" = TimedOut ] || fail "failure.reason is '$reason', expected TimedOut"
+  [ "$(jp "pod/$slow" '{.status.phase}')" = Failed ] || fail "the pod of $slow still runs"
+  local n; n=$(releases_of "$sha")
+  [ "$n" = 0 ] || fail "$n Releases for the timed-out commit $sha"
 }
 
 # push_secret NAME PASSWORD — a dockerconfigjson Secret for the registry with auth; prints the
