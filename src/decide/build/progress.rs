@@ -18,6 +18,9 @@ use crate::api::reasons::{
     SCRIPT_FAILED, TIMED_OUT,
 };
 
+/// The exit code of a container the kubelet killed (128 + SIGKILL).
+const KILLED: i32 = 137;
+
 /// The longest log tail a failure keeps in the BuildJob status.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
@@ -244,8 +247,24 @@ pub fn progress(
         started: started.clone(),
         finished: last_finish.clone(),
     };
+    // At the deadline the kubelet fails the pod (`DeadlineExceeded`) and kills the step that
+    // runs (exit 137): that is a timeout, not the step's own failure. A killed step of a pod
+    // not yet failed is waited on, so the first sight of the kill is not taken for a failure.
+    let killed = |state: &StepState| matches!(state, StepState::Terminated { exit_code, .. } if *exit_code == KILLED);
+    let timed_out =
+        pod.phase == PodPhase::Failed && pod.reason.as_deref() == Some("DeadlineExceeded");
+    let running = pod
+        .steps
+        .iter()
+        .find_map(|(name, s)| (matches!(s, StepState::Running) || killed(s)).then(|| name.clone()));
+    if timed_out {
+        let step = running.unwrap_or_else(|| "pod".to_owned());
+        let message = "the build ran longer than build.timeout and was stopped".to_owned();
+        return failed(failure(&step, TIMED_OUT, message, None));
+    }
     for (name, state) in &pod.steps {
         match state {
+            StepState::Terminated { .. } if killed(state) && pod.phase != PodPhase::Failed => {}
             StepState::Terminated {
                 exit_code, message, ..
             } if *exit_code != 0 => {
@@ -280,28 +299,14 @@ pub fn progress(
             _ => {}
         }
     }
-    let running = pod
-        .steps
-        .iter()
-        .find_map(|(name, s)| matches!(s, StepState::Running).then(|| name.clone()));
     match pod.phase {
         PodPhase::Failed => {
-            let (reason, message) = if pod.reason.as_deref() == Some("DeadlineExceeded") {
-                (
-                    TIMED_OUT,
-                    "the build ran longer than build.timeout and was stopped".to_owned(),
-                )
-            } else {
-                (
-                    POD_FAILED,
-                    format!(
-                        "the build pod failed ({})",
-                        pod.reason.as_deref().unwrap_or("no reason given")
-                    ),
-                )
-            };
+            let message = format!(
+                "the build pod failed ({})",
+                pod.reason.as_deref().unwrap_or("no reason given")
+            );
             let step = running.unwrap_or_else(|| "pod".to_owned());
-            failed(failure(&step, reason, message, None))
+            failed(failure(&step, POD_FAILED, message, None))
         }
         PodPhase::Succeeded => {
             let message = pod.steps.iter().find_map(|(name, s)| match s {
@@ -480,6 +485,29 @@ mod tests {
             (failure.step.as_str(), failure.reason.as_str()),
             ("build", "TimedOut")
         );
+        // As the e2e cluster reports it: the running step killed (137) at the deadline.
+        let mut killed = pod(
+            PodPhase::Failed,
+            [
+                done(0, ""),
+                done(137, "a very long test"),
+                waiting("PodInitializing"),
+            ],
+        );
+        killed.reason = Some("DeadlineExceeded".into());
+        let failure = failure_of(progress(Some(&killed), REPO, None));
+        assert_eq!(
+            (failure.step.as_str(), failure.reason.as_str()),
+            ("build", "TimedOut")
+        );
+        // Seen before the pod is marked failed, the kill is waited on, not taken for the
+        // script's failure.
+        killed.phase = PodPhase::Running;
+        killed.reason = None;
+        assert!(matches!(
+            progress(Some(&killed), REPO, None),
+            Progress::Running { step: Some(step), .. } if step == "build"
+        ));
     }
 
     #[test]
