@@ -99,6 +99,9 @@ tell_builds() {
   git -C "$work" push --quiet origin main
   bad=$(git -C "$work" rev-parse HEAD)
   rm -rf "$work"
+  # Noticed at the next poll (pollInterval 30s in the example; a push webhook is at once).
+  await "Ferry to notice $bad (it polls every 30s)" \
+    kubectl -n "$ns" wait --for=create "buildjob/shop-${bad:0:7}" --timeout=90s
   await "the BuildJob of $bad to fail" \
     kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Failed "buildjob/shop-${bad:0:7}" --timeout=240s
   show kubectl -n "$ns" get buildjobs
