@@ -112,11 +112,15 @@ pub(super) async fn reconcile(
     let before = job.status.as_ref().and_then(|s| s.phase);
     let written = status::write(&context, job, job.status.as_ref(), &decision.status).await?;
     acted?;
-    let newly_finished = finished(decision.status.phase.as_ref()) && !finished(before.as_ref());
-    if newly_finished && written == Written::Stored {
-        count_finished(&context, &decision.status);
+    if finished(decision.status.phase.as_ref()) {
+        if !finished(before.as_ref()) && written == Written::Stored {
+            count_finished(&context, &decision.status);
+        }
+        // On every reconcile of a finished build, not only when it finishes: two builds
+        // finishing together may each find the other still running in the cache, and the
+        // status write each makes brings it back here once the cache has caught up.
         if let Some(app) = application.as_deref().and_then(|a| a.0.as_ref().ok()) {
-            prune(&context, &namespace, app).await?;
+            prune(&context, &namespace, app, job, &decision.status).await?;
         }
     }
 
@@ -349,9 +353,27 @@ fn fetch_report(pod: &PodFacts) -> Option<Report> {
 
 /// Deletes the oldest finished BuildJobs of `app` beyond its `buildHistoryLimit`, with their
 /// pods (owned by them). Releases are never deleted here.
-async fn prune(context: &Context, namespace: &str, app: &Application) -> Result<(), Error> {
+///
+/// `current` is the BuildJob being reconciled, with the status just decided (the cache may
+/// not hold it yet).
+async fn prune(
+    context: &Context,
+    namespace: &str,
+    app: &Application,
+    current: &BuildJob,
+    status: &BuildJobStatus,
+) -> Result<(), Error> {
     let name = app.name_any();
-    let finished_jobs = context
+    let current_name = current.name_any();
+    let finished_at = |job: &BuildJob, status: &BuildJobStatus| Finished {
+        name: job.name_any(),
+        at: status
+            .completion_time
+            .clone()
+            .or_else(|| job.meta().creation_timestamp.clone())
+            .unwrap_or(Time(jiff::Timestamp::UNIX_EPOCH)),
+    };
+    let mut finished_jobs: Vec<Finished> = context
         .caches
         .buildjobs
         .in_namespace(namespace)
@@ -360,16 +382,11 @@ async fn prune(context: &Context, namespace: &str, app: &Application) -> Result<
         .filter_map(|j| {
             let job = j.0.as_ref().ok()?;
             let status = job.status.as_ref()?;
-            (job.spec.application == name && finished(status.phase.as_ref())).then(|| Finished {
-                name: job.name_any(),
-                at: status
-                    .completion_time
-                    .clone()
-                    .or_else(|| job.meta().creation_timestamp.clone())
-                    .unwrap_or(Time(jiff::Timestamp::UNIX_EPOCH)),
-            })
+            let mine = job.spec.application == name && job.name_any() != current_name;
+            (mine && finished(status.phase.as_ref())).then(|| finished_at(job, status))
         })
         .collect();
+    finished_jobs.push(finished_at(current, status));
     let limit = usize::try_from(app.spec.build_history_limit).unwrap_or(1);
     let api = context.api::<BuildJob>(namespace);
     let background = DeleteParams {
