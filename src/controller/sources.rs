@@ -6,8 +6,8 @@
 //! Application never sees a head looked up with another namespace's credentials. Concurrent
 //! reconciles of Applications on one key wait for the one look-up under way instead of
 //! starting their own. A failed look-up is retried with the per-key backoff of
-//! `decide::backoff` (never sooner, however many Applications ask), capped by the poll
-//! interval.
+//! `decide::backoff`, capped by the poll interval: however many Applications ask, only a push
+//! or an Application asking for the first time looks sooner.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
