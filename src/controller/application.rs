@@ -14,6 +14,7 @@ use tracing::instrument;
 use super::environment::target_namespace;
 use super::error::succeeded;
 use super::relations::related;
+use super::release::{newest, releases_of};
 use super::sources::{Looked, SourceKey};
 use super::status::{self, readable};
 use super::{Context, Error, Guarded, next_action};
@@ -83,7 +84,9 @@ pub(super) async fn reconcile(
     let secrets = secret_access(&context, &namespace, &app.secret_refs()).await?;
     let looked = look_up_source(&context, &namespace, app, &secrets).await?;
     let builds = build_names(&context, &namespace, app).await;
-    let (released, latest_release) = released(&context, &namespace, app).await;
+    let mine = releases_of(&context, &namespace, &app.name_any()).await;
+    let released: BTreeSet<String> = mine.iter().map(|r| r.spec.commit.clone()).collect();
+    let latest_release = newest(&mine).map(|r| r.name_any());
     let decision = decide::status(
         &Observed {
             app,
@@ -194,32 +197,6 @@ async fn build_names(context: &Context, namespace: &str, app: &Application) -> B
         .filter(|j| j.0.as_ref().is_ok_and(|j| j.spec.application == name))
         .map(|j| j.name_any())
         .collect()
-}
-
-/// The commits of the Application's Releases, and its newest Release.
-async fn released(
-    context: &Context,
-    namespace: &str,
-    app: &Application,
-) -> (BTreeSet<String>, Option<String>) {
-    let name = app.name_any();
-    let mine: Vec<Arc<Guarded<Release>>> = context
-        .caches
-        .releases
-        .in_namespace(namespace)
-        .await
-        .into_iter()
-        .filter(|r| r.0.as_ref().is_ok_and(|r| r.spec.application == name))
-        .collect();
-    let commits = mine
-        .iter()
-        .filter_map(|r| r.0.as_ref().ok().map(|r| r.spec.commit.clone()))
-        .collect();
-    let newest = mine
-        .iter()
-        .max_by_key(|r| r.meta().creation_timestamp.as_ref().map(|t| t.0))
-        .map(|r| r.name_any());
-    (commits, newest)
 }
 
 /// The Environments of a namespace from the shared cache; for those `app` lists that deploy

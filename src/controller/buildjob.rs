@@ -20,7 +20,7 @@ use tracing::instrument;
 use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
 use super::relations::related;
-use super::release::application_exists;
+use super::release::{application_exists, newest, releases_of};
 use super::status::{self, Written, readable};
 use super::{Context, Error, Guarded, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
@@ -74,7 +74,12 @@ pub(super) async fn reconcile(
     let secrets = secret_access(&context, &namespace, &job.secret_refs()).await?;
     let pod = context.build_pods.get(&namespace, &job.name_any()).await;
     let facts = pod.as_deref().map(PodFacts::of);
-    let release = release_of_commit(&context, &namespace, job).await;
+    let releases = releases_of(&context, &namespace, &job.spec.application).await;
+    // Whatever its name, one commit gets one Release.
+    let release = releases
+        .iter()
+        .find(|r| r.spec.commit == job.spec.commit)
+        .map(|r| r.name_any());
     let mut observed = Observed {
         job,
         namespace: &namespace,
@@ -107,6 +112,7 @@ pub(super) async fn reconcile(
         &mut decision,
         application.as_deref(),
         facts.as_ref(),
+        &releases,
     )
     .await;
     let before = job.status.as_ref().and_then(|s| s.phase);
@@ -136,10 +142,11 @@ async fn act(
     decision: &mut Decision<BuildJobStatus, Act>,
     application: Option<&Guarded<Application>>,
     pod: Option<&PodFacts>,
+    releases: &[Release],
 ) -> Result<(), Error> {
     for action in decision.actions.clone() {
         match action {
-            Act::CreatePod => create_pod(context, namespace, job).await?,
+            Act::CreatePod => create_pod(context, namespace, job, releases).await?,
             Act::CreateRelease { image } => {
                 // Without its Application a build makes no Release (it would be orphaned);
                 // deleting the Application deletes its BuildJobs anyway.
@@ -172,48 +179,17 @@ fn count_finished(context: &Context, status: &BuildJobStatus) {
     context.metrics.build_finished(outcome, seconds);
 }
 
-/// The Release already made of this job's commit, if any: whatever its name, one commit gets
-/// one Release.
-async fn release_of_commit(context: &Context, namespace: &str, job: &BuildJob) -> Option<String> {
-    context
-        .caches
-        .releases
-        .in_namespace(namespace)
-        .await
-        .into_iter()
-        .find(|r| {
-            r.0.as_ref().is_ok_and(|r| {
-                r.spec.application == job.spec.application && r.spec.commit == job.spec.commit
-            })
-        })
-        .map(|r| r.name_any())
-}
-
-/// The newest Release of `application`, whose commit bounds the history the fetch step reads
-/// for work items.
-async fn previous_release(context: &Context, namespace: &str, application: &str) -> Option<String> {
-    context
-        .caches
-        .releases
-        .in_namespace(namespace)
-        .await
-        .into_iter()
-        .filter_map(|r| {
-            let release = r.0.as_ref().ok()?;
-            (release.spec.application == application).then(|| {
-                (
-                    release.metadata.creation_timestamp.clone(),
-                    release.spec.commit.clone(),
-                )
-            })
-        })
-        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
-        .map(|(_, commit)| commit)
-}
-
-async fn create_pod(context: &Context, namespace: &str, job: &BuildJob) -> Result<(), Error> {
-    let since = previous_release(context, namespace, &job.spec.application).await;
-    let since = since.filter(|commit| *commit != job.spec.commit);
+/// Creates the build pod; the newest of the Application's `releases` bounds the history the
+/// fetch step reads for work items.
+async fn create_pod(
+    context: &Context,
+    namespace: &str,
+    job: &BuildJob,
+    releases: &[Release],
+) -> Result<(), Error> {
+    let since = newest(releases)
+        .map(|r| r.spec.commit.clone())
+        .filter(|commit| *commit != job.spec.commit);
     let Some(pod) = build_pod(job, &context.build, since.as_deref()) else {
         return Ok(());
     };

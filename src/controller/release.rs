@@ -60,6 +60,31 @@ pub(super) async fn reconcile(
 }
 
 /// Whether the Application exists, from the shared cache.
+/// The Releases of `application` in `namespace` that Ferry can read, from the shared cache.
+pub(super) async fn releases_of(
+    context: &Context,
+    namespace: &str,
+    application: &str,
+) -> Vec<Release> {
+    context
+        .caches
+        .releases
+        .in_namespace(namespace)
+        .await
+        .iter()
+        .filter_map(|r| r.0.as_ref().ok())
+        .filter(|r| r.spec.application == application)
+        .cloned()
+        .collect()
+}
+
+/// The newest of `releases`, by creation.
+pub(super) fn newest(releases: &[Release]) -> Option<&Release> {
+    releases
+        .iter()
+        .max_by_key(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
 pub(super) async fn application_exists(context: &Context, namespace: &str, name: &str) -> bool {
     context
         .caches
