@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::environment::StrategyType;
 use super::shared::{BuildSpec, DNS_LABEL, ImageSpec, SourceSpec};
 use super::{Condition, EnvVar, Probe, ResourceRequirements, Time};
 
@@ -317,6 +318,96 @@ pub struct EnvironmentState {
     /// Rollouts, promotions, rollbacks and pins, newest first, at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+
+    /// The rollout under way, or the last one with its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+
+    /// With `BlueGreen`, the slot whose Deployment serves `current`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
+
+    /// Releases that failed here (rolled back, or left `Degraded`), newest first, at most 20:
+    /// never rolled out here again unless a person pins one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
+}
+
+/// One rollout of one release into an environment, from its start to its verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The Release rolling out.
+    pub release: String,
+    /// The healthy release it replaces, where a rollback goes; none for a first rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `Rollout` for a new release, `Rollback` for a return to the previous one.
+    pub kind: HistoryKind,
+    /// The strategy it rolls out with, fixed when it starts.
+    pub strategy: StrategyType,
+    /// With `BlueGreen`, the slot whose Deployment runs `release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
+    /// Why it started: the newest release, a pin and its reason, or the failing signal.
+    pub reason: String,
+    /// When it started: the progress deadline counts from here.
+    pub started: Time,
+    /// When all its pods were first ready (and, with `BlueGreen`, the Service switched to
+    /// them): the stabilization window counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Time>,
+    /// The verdict, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// How a rollout ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// Whether the release proved healthy.
+    pub healthy: bool,
+    /// When the verdict was given.
+    pub time: Time,
+    /// When the failing signal was first seen (a crash, a pull error, a failed request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_time: Option<Time>,
+    /// The signal and its figures, for example "3 of 20 requests to /healthz failed (15% >
+    /// 5%)".
+    pub message: String,
+    /// When the release that served before was serving all traffic again, after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Time>,
+}
+
+/// One of the two Deployments of a `BlueGreen` environment.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum Slot {
+    #[serde(rename = "blue")]
+    Blue,
+    #[serde(rename = "green")]
+    Green,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    /// Its name in object names and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
 }
 
 /// Where an environment stands.
@@ -338,6 +429,9 @@ pub enum Phase {
 pub struct HistoryEntry {
     /// The Release concerned.
     pub release: String,
+    /// The release that served before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// When it happened.
     pub time: Time,
     /// Rollout, Promotion, Rollback or Pin.

@@ -158,12 +158,54 @@ reasons! {
     PUBLISH_FAILED = "PublishFailed", Warning, ["BuildJob"];
     /// The build ran longer than `build.timeout` and was stopped.
     TIMED_OUT = "TimedOut", Warning, ["BuildJob"];
-    /// The image of a build step cannot be pulled.
-    IMAGE_PULL_FAILED = "ImagePullFailed", Warning, ["BuildJob"];
+    /// The image of a build step, or of a release rolling out, cannot be pulled (it does not
+    /// exist, or the registry refuses).
+    IMAGE_PULL_FAILED = "ImagePullFailed", Warning, ["BuildJob", "Application"];
     /// The publish step reported an image the registry does not have; no Release is made.
     IMAGE_NOT_VERIFIED = "ImageNotVerified", Warning, ["BuildJob"];
     /// The build pod failed for a reason none of its steps reported.
     POD_FAILED = "PodFailed", Warning, ["BuildJob"];
+    /// A rollout of a release into an environment started (the message names the release,
+    /// the one it replaces and why).
+    ROLLOUT_STARTED = "RolloutStarted", Normal, ["Application"];
+    /// The release's pods are ready; the stabilization window is under way (the pods must stay
+    /// ready, under `maxRestarts`, and pass the HTTP checks).
+    STABILIZING = "Stabilizing", Normal, ["Application"];
+    /// The release proved healthy in the environment: ready within the deadline, then stable
+    /// through the window.
+    ROLLOUT_SUCCEEDED = "RolloutSucceeded", Normal, ["Application"];
+    /// No release has been chosen for the environment yet (none built, or, for a later stage,
+    /// none promoted or pinned).
+    NO_RELEASE = "NoRelease", Normal, ["Application"];
+    /// The new pods were not all ready within `health.progressDeadline`.
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded", Warning, ["Application"];
+    /// A container of the new release keeps crashing (`CrashLoopBackOff`).
+    CRASH_LOOP = "CrashLoop", Warning, ["Application"];
+    /// A pod of the new release cannot be scheduled (no node has room, or none matches).
+    UNSCHEDULABLE = "Unschedulable", Warning, ["Application"];
+    /// A container of the new release cannot be created or started (a missing ConfigMap or
+    /// Secret it refers to, an invalid command).
+    CONTAINER_NOT_STARTING = "ContainerNotStarting", Warning, ["Application"];
+    /// Pods of the new release stopped being ready during the stabilization window.
+    READINESS_LOST = "ReadinessLost", Warning, ["Application"];
+    /// Containers of the new release restarted more than `health.maxRestarts` times.
+    TOO_MANY_RESTARTS = "TooManyRestarts", Warning, ["Application"];
+    /// More of the HTTP checks' requests failed (5xx, timeouts, refused connections) than
+    /// `maxErrorRate` allows.
+    ERROR_RATE_EXCEEDED = "ErrorRateExceeded", Warning, ["Application"];
+    /// The HTTP checks' 95th-percentile latency was above `maxLatencyP95`.
+    LATENCY_EXCEEDED = "LatencyExceeded", Warning, ["Application"];
+    /// A rollout failed and Ferry went back to the last healthy release by itself; the release
+    /// is rejected for the environment.
+    ROLLED_BACK = "RolledBack", Warning, ["Application"];
+    /// A rollout failed and the environment stays degraded: automatic rollback is off, or
+    /// there is no healthy release to go back to. Pin a release to recover.
+    ROLLOUT_FAILED = "RolloutFailed", Warning, ["Application"];
+    /// Going back to the last healthy release failed too; a person must pin a release.
+    ROLLBACK_FAILED = "RollbackFailed", Warning, ["Application"];
+    /// Something in `spec.run` or an environment's overrides cannot be turned into a workload
+    /// (the message names the field); nothing was created for it.
+    INVALID_RUN_SPEC = "InvalidRunSpec", Warning, ["Application"];
     /// Ferry cannot read the object: it does not match the kind's schema as Ferry knows it
     /// (written under an older CRD version, say). Event only; correct the object.
     INVALID_OBJECT = "InvalidObject", Warning, ["Application", "Environment", "Release", "BuildJob"];
