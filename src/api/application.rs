@@ -354,9 +354,13 @@ pub struct Rollout {
     /// When it started: the progress deadline counts from here.
     pub started: Time,
     /// When all its pods were first ready (and, with `BlueGreen`, the Service switched to
-    /// them): the stabilization window counts from here.
+    /// them): the stabilization window counts from here. For a rollback, when the previous
+    /// release was serving all traffic again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Time>,
+    /// For a rollback, the failed verdict it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Verdict>,
     /// The verdict, once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
@@ -368,6 +372,8 @@ pub struct Rollout {
 pub struct Verdict {
     /// Whether the release proved healthy.
     pub healthy: bool,
+    /// `RolloutSucceeded`, or the failing signal's reason (`CrashLoop`, `ErrorRateExceeded`, ...).
+    pub reason: String,
     /// When the verdict was given.
     pub time: Time,
     /// When the failing signal was first seen (a crash, a pull error, a failed request).
@@ -376,9 +382,6 @@ pub struct Verdict {
     /// The signal and its figures, for example "3 of 20 requests to /healthz failed (15% >
     /// 5%)".
     pub message: String,
-    /// When the release that served before was serving all traffic again, after a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored: Option<Time>,
 }
 
 /// One of the two Deployments of a `BlueGreen` environment.

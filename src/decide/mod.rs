@@ -13,6 +13,7 @@ pub mod application;
 pub mod backoff;
 pub mod build;
 pub mod buildjob;
+pub mod delivery;
 pub mod environment;
 pub mod events;
 pub mod leadership;

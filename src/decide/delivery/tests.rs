@@ -1,0 +1,425 @@
+use super::health::{DeploymentFacts, PodFacts};
+use super::*;
+use crate::api::reasons::{CRASH_LOOP, ERROR_RATE_EXCEEDED, PROGRESS_DEADLINE_EXCEEDED};
+
+fn at(second: i64) -> Time {
+    Time(jiff::Timestamp::from_second(1_800_000_000 + second).unwrap_or_default())
+}
+
+fn health() -> HealthPolicy {
+    HealthPolicy {
+        progress_deadline: Duration::from_secs(20).into(),
+        stabilization_window: Duration::from_secs(10).into(),
+        ..HealthPolicy::default()
+    }
+}
+
+fn wanted(release: &str) -> Option<Wanted> {
+    Some(Wanted {
+        release: release.to_owned(),
+        reason: "newest release".to_owned(),
+        pinned: false,
+    })
+}
+
+/// A Deployment at `placement` running `release` with `ready` of 2 pods ready.
+fn deployment(release: &str, ready: i32) -> DeploymentFacts {
+    DeploymentFacts {
+        release: Some(release.to_owned()),
+        generation: Some(1),
+        observed_generation: Some(1),
+        replicas: 2,
+        updated: 2,
+        ready,
+        available: ready,
+    }
+}
+
+struct Env {
+    state: EnvironmentState,
+    strategy: StrategyType,
+    automatic: bool,
+    health: HealthPolicy,
+}
+
+impl Env {
+    fn new(strategy: StrategyType) -> Self {
+        Env {
+            state: EnvironmentState {
+                name: "dev".to_owned(),
+                ..EnvironmentState::default()
+            },
+            strategy,
+            automatic: true,
+            health: health(),
+        }
+    }
+
+    /// Decides at `second` with `workload`, keeps the new state, and returns the plan.
+    fn step(
+        &mut self,
+        second: i64,
+        want: Option<Wanted>,
+        workload: &Workload,
+        checks: &[CheckFigures],
+    ) -> Plan {
+        let plan = plan(
+            &Observed {
+                state: &self.state,
+                policy: Policy {
+                    strategy: self.strategy,
+                    health: &self.health,
+                    automatic_rollback: self.automatic,
+                },
+                wanted: want,
+                replicas: 2,
+                workload,
+                checks,
+            },
+            &at(second),
+        );
+        self.state = plan.state.clone();
+        plan
+    }
+}
+
+fn workload(deployments: Vec<(Placement, DeploymentFacts)>, pods: Vec<PodFacts>) -> Workload {
+    Workload {
+        deployments: deployments.into_iter().collect(),
+        pods,
+    }
+}
+
+fn crashing(release: &str, placement: Placement) -> PodFacts {
+    PodFacts {
+        name: format!("{release}-pod"),
+        placement,
+        release: Some(release.to_owned()),
+        restarts: 1,
+        waiting: Some(("CrashLoopBackOff".to_owned(), "back-off 10s".to_owned())),
+        last_exit: Some((1, Some(at(3)))),
+        ..PodFacts::default()
+    }
+}
+
+/// Brings `release` to Healthy with a RollingUpdate: start, ready, window over.
+fn healthy(env: &mut Env, release: &str, start: i64) {
+    let empty = Workload::default();
+    env.step(start, wanted(release), &empty, &[]);
+    let ready = workload(vec![(None, deployment(release, 2))], vec![]);
+    env.step(start + 2, wanted(release), &ready, &[]);
+    let plan = env.step(start + 13, wanted(release), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Healthy), "{release}");
+}
+
+#[test]
+fn a_good_release_rolls_out_waits_through_the_window_and_becomes_healthy() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    let plan = env.step(0, wanted("web-1.0.0"), &Workload::default(), &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([(None, "web-1.0.0".to_owned())])
+    );
+    assert_eq!(plan.serving, Serving::All);
+    assert_eq!(plan.events[0].reason, "RolloutStarted");
+    // The deadline is the next look, not a poll.
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
+
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    let plan = env.step(4, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(
+        plan.state.rollout.as_ref().and_then(|r| r.ready.clone()),
+        Some(at(4))
+    );
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(10)));
+    let plan = env.step(9, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(
+        plan.state.phase,
+        Some(Phase::Progressing),
+        "window not over"
+    );
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+    let plan = env.step(14, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Healthy));
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    assert_eq!(plan.state.history.len(), 1);
+    assert_eq!(plan.state.history[0].outcome, Outcome::Succeeded);
+    assert_eq!(plan.events[0].reason, "RolloutSucceeded");
+
+    // Nothing changes in steady state: no new history, no events.
+    let plan = env.step(100, wanted("web-1.0.0"), &ready, &[]);
+    assert!(plan.events.is_empty());
+    assert_eq!(plan.state.history.len(), 1);
+}
+
+#[test]
+fn a_crash_loop_rolls_back_at_once_and_the_release_is_not_tried_again() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    healthy(&mut env, "web-1.0.0", 0);
+    let rolling = workload(
+        vec![(None, deployment("web-2.0.0", 0))],
+        vec![crashing("web-2.0.0", None)],
+    );
+    env.step(20, wanted("web-2.0.0"), &Workload::default(), &[]);
+    let plan = env.step(23, wanted("web-2.0.0"), &rolling, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::RolledBack));
+    assert_eq!(plan.state.rejected, vec!["web-2.0.0".to_owned()]);
+    let rollout = plan
+        .state
+        .rollout
+        .clone()
+        .unwrap_or_else(|| panic!("no rollout"));
+    assert_eq!(rollout.kind, HistoryKind::Rollback);
+    assert_eq!(rollout.release, "web-1.0.0");
+    let cause = rollout.cause.unwrap_or_else(|| panic!("no cause"));
+    assert_eq!(cause.reason, CRASH_LOOP.name);
+    assert_eq!(cause.signal_time, Some(at(3)));
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([(None, "web-1.0.0".to_owned())]),
+        "the Deployment goes back to the healthy release"
+    );
+    assert!(plan.events.iter().any(|e| e.reason == "RolledBack"));
+    let failed = &plan.state.history[1];
+    assert_eq!(
+        (failed.release.as_str(), failed.outcome),
+        ("web-2.0.0", Outcome::Failed)
+    );
+    assert!(
+        failed.reason.contains("keeps crashing"),
+        "{}",
+        failed.reason
+    );
+    assert_eq!(plan.state.history[0].kind, HistoryKind::Rollback);
+
+    // The rollback is judged like a rollout; restored once web-1.0.0 is all ready again.
+    let back = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    let plan = env.step(30, wanted("web-2.0.0"), &back, &[]);
+    assert_eq!(
+        plan.finished.iter().find_map(|f| f.restored_after),
+        Some(27.0),
+        "from the crash at 3 to 30"
+    );
+    let plan = env.step(41, wanted("web-2.0.0"), &back, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::RolledBack));
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    assert_eq!(plan.state.history[0].outcome, Outcome::Succeeded);
+    // The newest release is still the rejected one: nothing starts again.
+    let plan = env.step(60, wanted("web-2.0.0"), &back, &[]);
+    assert!(plan.events.is_empty());
+    assert_eq!(plan.state.history.len(), 3);
+    // A newer release goes through.
+    let plan = env.step(70, wanted("web-3.0.0"), &back, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    assert_eq!(
+        plan.state.rollout.map(|r| r.from),
+        Some(Some("web-1.0.0".to_owned()))
+    );
+}
+
+#[test]
+fn pods_not_ready_by_the_deadline_fail_at_the_deadline() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    healthy(&mut env, "web-1.0.0", 0);
+    let stuck = workload(
+        vec![(None, deployment("web-2.0.0", 0))],
+        vec![PodFacts {
+            name: "web-2-a".to_owned(),
+            release: Some("web-2.0.0".to_owned()),
+            ..PodFacts::default()
+        }],
+    );
+    env.step(20, wanted("web-2.0.0"), &stuck, &[]);
+    let plan = env.step(35, wanted("web-2.0.0"), &stuck, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+    let plan = env.step(40, wanted("web-2.0.0"), &stuck, &[]);
+    let cause = plan.state.rollout.and_then(|r| r.cause);
+    assert_eq!(
+        cause.map(|c| (c.reason, c.message)),
+        Some((
+            PROGRESS_DEADLINE_EXCEEDED.name.to_owned(),
+            "0 of 2 pods of web-2.0.0 ready after the progress deadline (20s); pod web-2-a is running but not ready (its readiness probe fails)".to_owned()
+        ))
+    );
+}
+
+#[test]
+fn blue_green_switches_when_ready_and_flips_back_on_failure() {
+    let mut env = Env::new(StrategyType::BlueGreen);
+    // The first release goes to blue and is served at once: nothing else could serve.
+    let plan = env.step(0, wanted("web-1.0.0"), &Workload::default(), &[]);
+    assert_eq!(plan.serving, Serving::Release("web-1.0.0".to_owned()));
+    let blue = (Some(Slot::Blue), deployment("web-1.0.0", 2));
+    env.step(
+        2,
+        wanted("web-1.0.0"),
+        &workload(vec![blue.clone()], vec![]),
+        &[],
+    );
+    let plan = env.step(
+        13,
+        wanted("web-1.0.0"),
+        &workload(vec![blue.clone()], vec![]),
+        &[],
+    );
+    assert_eq!(plan.state.slot, Some(Slot::Blue));
+
+    // The second goes to green beside it; the Service stays on blue until green is ready.
+    let plan = env.step(
+        20,
+        wanted("web-2.0.0"),
+        &workload(vec![blue.clone()], vec![]),
+        &[],
+    );
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([
+            (Some(Slot::Blue), "web-1.0.0".to_owned()),
+            (Some(Slot::Green), "web-2.0.0".to_owned())
+        ])
+    );
+    assert_eq!(plan.serving, Serving::Release("web-1.0.0".to_owned()));
+    let both = workload(
+        vec![
+            blue.clone(),
+            (Some(Slot::Green), deployment("web-2.0.0", 2)),
+        ],
+        vec![],
+    );
+    let plan = env.step(25, wanted("web-2.0.0"), &both, &[]);
+    assert_eq!(plan.serving, Serving::Release("web-2.0.0".to_owned()));
+    assert!(plan.checks.is_some(), "checks run through the window");
+
+    // Errors through the Service: the verdict flips the Service back in the same decision,
+    // and green goes.
+    let failing = CheckFigures {
+        path: "/healthz".to_owned(),
+        interval: Duration::from_secs(1),
+        max_error_rate: 5.0,
+        max_latency_p95: None,
+        requests: 4,
+        failed: 2,
+        p95: None,
+        first_failure: Some(at(26)),
+        last_failure: Some("HTTP 500".to_owned()),
+    };
+    let plan = env.step(28, wanted("web-2.0.0"), &both, &[failing]);
+    assert_eq!(plan.state.phase, Some(Phase::RolledBack));
+    assert_eq!(plan.serving, Serving::Release("web-1.0.0".to_owned()));
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([(Some(Slot::Blue), "web-1.0.0".to_owned())])
+    );
+    let rollout = plan
+        .state
+        .rollout
+        .clone()
+        .unwrap_or_else(|| panic!("no rollout"));
+    assert_eq!(rollout.ready, Some(at(28)), "restored with the verdict");
+    assert_eq!(
+        rollout.cause.map(|c| c.reason),
+        Some(ERROR_RATE_EXCEEDED.name.to_owned())
+    );
+    assert_eq!(
+        plan.finished.iter().find_map(|f| f.restored_after),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.automatic = false;
+    healthy(&mut env, "web-1.0.0", 0);
+    let rolling = workload(
+        vec![(None, deployment("web-2.0.0", 0))],
+        vec![crashing("web-2.0.0", None)],
+    );
+    env.step(20, wanted("web-2.0.0"), &Workload::default(), &[]);
+    let plan = env.step(23, wanted("web-2.0.0"), &rolling, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Degraded));
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([(None, "web-2.0.0".to_owned())]),
+        "left as it is: maxUnavailable 0 keeps the old pods serving"
+    );
+    assert!(plan.events.iter().any(|e| e.reason == "RolloutFailed"));
+    let degraded = plan.state.conditions.iter().find(|c| c.type_ == DEGRADED);
+    assert_eq!(degraded.map(|c| c.reason.as_str()), Some(CRASH_LOOP.name));
+
+    // A person pins the healthy release: it is rolled out (verified) again.
+    let pin = Some(Wanted {
+        release: "web-1.0.0".to_owned(),
+        reason: "INC-7: back to 1.0.0".to_owned(),
+        pinned: true,
+    });
+    let plan = env.step(40, pin, &rolling, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    assert_eq!(plan.state.history[0].kind, HistoryKind::Pin);
+}
+
+#[test]
+fn a_first_rollout_that_fails_is_degraded_and_a_later_good_release_goes_through() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    let rolling = workload(
+        vec![(None, deployment("web-1.0.0", 0))],
+        vec![crashing("web-1.0.0", None)],
+    );
+    env.step(0, wanted("web-1.0.0"), &Workload::default(), &[]);
+    let plan = env.step(3, wanted("web-1.0.0"), &rolling, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Degraded));
+    assert!(
+        plan.events[0]
+            .note
+            .contains("no healthy release to go back to")
+    );
+    let plan = env.step(10, wanted("web-1.0.0"), &rolling, &[]);
+    assert!(plan.events.is_empty(), "the failed release is not retried");
+    healthy(&mut env, "web-1.1.0", 20);
+    assert_eq!(env.state.current.as_deref(), Some("web-1.1.0"));
+}
+
+#[test]
+fn a_pinned_release_that_failed_here_is_tried_once_per_pin() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    healthy(&mut env, "web-1.0.0", 0);
+    let pin = |reason: &str| {
+        Some(Wanted {
+            release: "web-2.0.0".to_owned(),
+            reason: reason.to_owned(),
+            pinned: true,
+        })
+    };
+    let rolling = workload(
+        vec![(None, deployment("web-2.0.0", 0))],
+        vec![crashing("web-2.0.0", None)],
+    );
+    env.step(20, pin("CHG-1"), &Workload::default(), &[]);
+    env.step(22, pin("CHG-1"), &rolling, &[]);
+    let back = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.step(25, pin("CHG-1"), &back, &[]);
+    let plan = env.step(40, pin("CHG-1"), &back, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::RolledBack));
+    let plan = env.step(50, pin("CHG-1"), &back, &[]);
+    assert!(plan.events.is_empty(), "the same pin does not loop");
+    let plan = env.step(60, pin("CHG-2: fixed config"), &back, &[]);
+    assert_eq!(
+        plan.state.phase,
+        Some(Phase::Progressing),
+        "a new pin tries again"
+    );
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    for i in 0..25 {
+        healthy(&mut env, &format!("web-1.{i}.0"), i * 20);
+    }
+    assert_eq!(env.state.history.len(), HISTORY_LIMIT);
+    assert_eq!(env.state.history[0].release, "web-1.24.0");
+    assert_eq!(env.state.previous.as_deref(), Some("web-1.23.0"));
+}
