@@ -2,3 +2,4 @@
 //! resource that asks for them. No client and no clock, like `decide`; the shell applies them.
 
 pub mod build_pod;
+pub mod workload;
