@@ -11,7 +11,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::environment::StrategyType;
-use super::shared::{BuildSpec, DNS_LABEL, ImageSpec, SourceSpec};
+use super::shared::{
+    BuildSpec, DNS_LABEL, ENV_NAMES_MESSAGE, ENV_NAMES_RULE, ENV_UNIQUE_MESSAGE, ENV_UNIQUE_RULE,
+    ENV_VALUE_MESSAGE, ENV_VALUE_RULE, ImageSpec, QUANTITIES_MESSAGE, QUANTITIES_RULE,
+    REQUESTS_WITHIN_LIMITS_MESSAGE, REQUESTS_WITHIN_LIMITS_RULE, SourceSpec, bound_env,
+    bound_resources,
+};
 use super::{Condition, EnvVar, Probe, ResourceRequirements, Time};
 
 /// Application names are at most this long, so that `<application>-<environment>` (the name of
@@ -76,6 +81,16 @@ pub struct ApplicationSpec {
     .message("run.ingress needs at least one entry in run.ports to route to"))]
 #[x_kube(validation = Rule::new("!has(self.ingress) || !has(self.ingress.port) || (has(self.ports) && self.ports.exists(p, p.name == self.ingress.port))")
     .message("run.ingress.port must name one of run.ports"))]
+// A probe's port is a number or a name (int-or-string); `string()` reads both, since the
+// local CEL evaluator `tests/crds.rs` uses has no `type()`.
+#[x_kube(validation = Rule::new("!has(self.readinessProbe) || !has(self.readinessProbe.httpGet) || string(self.readinessProbe.httpGet.port).matches('^[0-9]+$') || (has(self.ports) && self.ports.exists(p, p.name == string(self.readinessProbe.httpGet.port)))")
+    .message("run.readinessProbe.httpGet.port must be a port number or the name of one of run.ports"))]
+#[x_kube(validation = Rule::new("!has(self.readinessProbe) || !has(self.readinessProbe.tcpSocket) || string(self.readinessProbe.tcpSocket.port).matches('^[0-9]+$') || (has(self.ports) && self.ports.exists(p, p.name == string(self.readinessProbe.tcpSocket.port)))")
+    .message("run.readinessProbe.tcpSocket.port must be a port number or the name of one of run.ports"))]
+#[x_kube(validation = Rule::new("!has(self.livenessProbe) || !has(self.livenessProbe.httpGet) || string(self.livenessProbe.httpGet.port).matches('^[0-9]+$') || (has(self.ports) && self.ports.exists(p, p.name == string(self.livenessProbe.httpGet.port)))")
+    .message("run.livenessProbe.httpGet.port must be a port number or the name of one of run.ports"))]
+#[x_kube(validation = Rule::new("!has(self.livenessProbe) || !has(self.livenessProbe.tcpSocket) || string(self.livenessProbe.tcpSocket.port).matches('^[0-9]+$') || (has(self.ports) && self.ports.exists(p, p.name == string(self.livenessProbe.tcpSocket.port)))")
+    .message("run.livenessProbe.tcpSocket.port must be a port number or the name of one of run.ports"))]
 pub struct RunSpec {
     /// Number of pods (default 1).
     #[serde(default = "default_replicas")]
@@ -90,11 +105,17 @@ pub struct RunSpec {
 
     /// Environment variables of the application container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), transform = bound_env)]
+    #[x_kube(validation = Rule::new(ENV_NAMES_RULE).message(ENV_NAMES_MESSAGE))]
+    #[x_kube(validation = Rule::new(ENV_UNIQUE_RULE).message(ENV_UNIQUE_MESSAGE))]
+    #[x_kube(validation = Rule::new(ENV_VALUE_RULE).message(ENV_VALUE_MESSAGE))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources of the application container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_resources)]
+    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
+    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 
     /// Readiness probe. Ferry's health checks count a pod healthy only while it is ready, so
@@ -223,11 +244,18 @@ pub struct EnvironmentEntry {
 
     /// Environment variables added to (or replacing, by name) `run.env` in this environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), transform = bound_env)]
+    #[x_kube(validation = Rule::new(ENV_NAMES_RULE).message(ENV_NAMES_MESSAGE))]
+    // No CEL rule against a name set twice here: with 16 environments its cost exceeds the
+    // API server's budget; `desired::workload::check` refuses it before anything is created.
+    #[x_kube(validation = Rule::new(ENV_VALUE_RULE).message(ENV_VALUE_MESSAGE))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources in this environment, instead of `run.resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_resources)]
+    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
+    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 
     /// Pins this environment to one release. Pinning the candidate approves it; pinning an

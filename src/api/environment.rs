@@ -9,7 +9,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::shared::{DNS_LABEL, DURATION_SYNTAX, IMAGE_REF_MESSAGE, IMAGE_REF_RULE};
+use super::shared::{
+    DNS_LABEL, DURATION_SYNTAX, IMAGE_REF_MESSAGE, IMAGE_REF_RULE, REQUEST_PATH_MESSAGE,
+    REQUEST_PATH_RULE,
+};
 use super::{Condition, Duration};
 
 /// Environment names are at most this long; see `application::MAX_NAME_LENGTH`.
@@ -163,7 +166,7 @@ impl Default for HealthPolicy {
 pub struct HttpCheck {
     /// Request path, for example /healthz.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must start with '/', for example /healthz"))]
+    #[x_kube(validation = Rule::new(REQUEST_PATH_RULE).message(REQUEST_PATH_MESSAGE))]
     pub path: String,
 
     /// Name of the application port to send to (default the first one).
@@ -256,7 +259,7 @@ pub struct Verification {
 pub struct HttpGet {
     /// Request path.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must start with '/', for example /api/version"))]
+    #[x_kube(validation = Rule::new(REQUEST_PATH_RULE).message(REQUEST_PATH_MESSAGE))]
     pub path: String,
 
     /// Name of the application port (default the first one).

@@ -44,6 +44,86 @@ pub(crate) const ABSOLUTE_PATH_RULE: &str =
 pub(crate) const ABSOLUTE_PATH_MESSAGE: &str =
     "must be an absolute path inside the build container without '..' segments, for example /out";
 
+/// Kubernetes' environment variable names (as the API server checks them in a Pod), on a list
+/// of `EnvVar`: the type is Kubernetes', so the rule sits on the list that holds it.
+pub(crate) const ENV_NAMES_RULE: &str =
+    "self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))";
+pub(crate) const ENV_NAMES_MESSAGE: &str = "environment variable names are letters, digits, '_', \
+     '-' and '.', not starting with a digit, for example LOG_LEVEL";
+/// The same name twice in one list: which one wins would be a guess (and an environment's
+/// override replaces a variable by name).
+pub(crate) const ENV_UNIQUE_RULE: &str = "self.all(e, self.exists_one(f, f.name == e.name))";
+pub(crate) const ENV_UNIQUE_MESSAGE: &str =
+    "each environment variable may be set only once in a list";
+pub(crate) const ENV_VALUE_RULE: &str =
+    "self.all(e, !has(e.valueFrom) || !has(e.value) || e.value == '')";
+pub(crate) const ENV_VALUE_MESSAGE: &str =
+    "an environment variable takes either value or valueFrom, not both";
+
+/// Resource quantities the Pod will accept: `isQuantity` (Kubernetes' CEL quantity library),
+/// not negative, and a request no larger than its limit. Values are int-or-string, hence
+/// `string(...)`. Without these the Application is stored and only the Pod is refused, late.
+pub(crate) const QUANTITIES_RULE: &str = "(!has(self.limits) || self.limits.all(k, \
+     isQuantity(string(self.limits[k])) && \
+     !quantity(string(self.limits[k])).isLessThan(quantity('0')))) && \
+     (!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])) && \
+     !quantity(string(self.requests[k])).isLessThan(quantity('0'))))";
+pub(crate) const QUANTITIES_MESSAGE: &str = "resource requests and limits must be quantities of \
+     at least 0, for example cpu: 250m, memory: 256Mi";
+pub(crate) const REQUESTS_WITHIN_LIMITS_RULE: &str = "!has(self.limits) || !has(self.requests) || \
+     self.requests.all(k, !(k in self.limits) || !isQuantity(string(self.requests[k])) || \
+     !isQuantity(string(self.limits[k])) || \
+     quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)";
+pub(crate) const REQUESTS_WITHIN_LIMITS_MESSAGE: &str =
+    "a resource request must not be larger than its limit";
+
+/// A path Ferry sends an HTTP request to: URL path (and query) characters only, so that no
+/// space, '#' or '\\' changes where the request goes; no '..' segment; not '//' at the start,
+/// which a client would read as a host name.
+pub(crate) const REQUEST_PATH_RULE: &str = "self.matches(\"^/([-A-Za-z0-9._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f][0-9A-Fa-f])*$\") \
+     && !self.startsWith('//') && !self.matches('(^|/)[.][.]([/?]|$)')";
+pub(crate) const REQUEST_PATH_MESSAGE: &str = "must be a URL path starting with '/', for example \
+     /healthz: letters, digits and -._~!$&'()*+,;=:@/? or %XX escapes, no spaces, '#' or '\\', \
+     no '..' segments, not starting with '//'";
+
+/// The longest environment variable name the rules accept, and the most resources a
+/// container may name: the API server refuses a CRD whose rules could cost too much on the
+/// largest input, and Kubernetes' own types bound neither.
+const MAX_ENV_NAME: usize = 128;
+const MAX_RESOURCES: usize = 16;
+const MAX_QUANTITY: usize = 64;
+
+/// Bounds the names of a list of `EnvVar` (the schema of Kubernetes' type has no `maxLength`),
+/// so that the rules on the list stay within the API server's cost budget.
+pub(crate) fn bound_env(schema: &mut schemars::Schema) {
+    if let Some(name) = schema
+        .pointer_mut("/items/properties/name")
+        .and_then(|n| n.as_object_mut())
+    {
+        name.insert("maxLength".into(), MAX_ENV_NAME.into());
+    }
+}
+
+/// Bounds the limits and requests of a `ResourceRequirements` (how many, and how long each
+/// quantity), for the same reason as `bound_env`.
+pub(crate) fn bound_resources(schema: &mut schemars::Schema) {
+    for map in ["limits", "requests"] {
+        let Some(map) = schema
+            .pointer_mut(&format!("/properties/{map}"))
+            .and_then(|m| m.as_object_mut())
+        else {
+            continue;
+        };
+        map.insert("maxProperties".into(), MAX_RESOURCES.into());
+        if let Some(value) = map
+            .get_mut("additionalProperties")
+            .and_then(|v| v.as_object_mut())
+        {
+            value.insert("maxLength".into(), MAX_QUANTITY.into());
+        }
+    }
+}
+
 /// Go-style duration syntax, as `kubectl` and every Kubernetes API use it ("90s", "1m30s").
 pub(crate) const DURATION_SYNTAX: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')";
 
@@ -151,6 +231,9 @@ pub struct BuildSpec {
 
     /// Compute resources of the build container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_resources)]
+    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
+    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 }
 
