@@ -6,8 +6,11 @@
 //! - [`webhook`]: push webhooks (GitHub, GitLab, Gitea), verified in constant time.
 //! - [`registry`]: an OCI registry through `oci-client`: blobs, manifests, credentials from a
 //!   dockerconfigjson, and [`registry::manifest_exists`] for verifying a pushed image.
+//! - [`http_check`]: a rollout's HTTP checks through the application's Service, and their
+//!   figures (failures by kind, p95 latency) for the health verdict.
 
 pub mod git;
+pub mod http_check;
 pub mod registry;
 pub mod webhook;
 
