@@ -70,6 +70,21 @@ pub struct Metrics {
     build_durations: Family<OutcomeLabels, Histogram>,
     commit_to_release: Histogram,
     source_lookups: Family<ResultLabels, Counter>,
+    rollouts: Family<RolloutLabels, Counter>,
+    rollbacks: Family<RolloutLabels, Counter>,
+    restore: Family<StrategyLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    environment: String,
+    strategy: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StrategyLabels {
+    strategy: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +110,14 @@ impl Default for Metrics {
             build_durations: Family::new_with_constructor(minutes_buckets),
             commit_to_release: minutes_buckets(),
             source_lookups: Family::default(),
+            rollouts: Family::default(),
+            rollbacks: Family::default(),
+            restore: Family::new_with_constructor(|| {
+                // 0.25 s to about 17 minutes.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.25, 2.0, 13,
+                ))
+            }),
             durations: Family::new_with_constructor(|| {
                 // 1 ms to about 16 s: a reconcile is a few API calls.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -156,6 +179,58 @@ impl Metrics {
              category (RepositoryUnreachable, AuthenticationRefused, ...)",
             self.source_lookups.clone(),
         );
+        registry.register(
+            "rollouts",
+            "Rollouts that reached a verdict, by environment, strategy and reason \
+             (RolloutSucceeded, or the failing signal: CrashLoop, ErrorRateExceeded, ...)",
+            self.rollouts.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Rollbacks that reached a verdict, by environment, strategy and reason \
+             (RolledBack when the previous release is healthy again, else the signal)",
+            self.rollbacks.clone(),
+        );
+        registry.register(
+            "rollback_restore_seconds",
+            "From a failing rollout's first signal to the previous release serving all \
+             traffic again, by strategy",
+            self.restore.clone(),
+        );
+    }
+
+    /// Counts a rollout or rollback that reached a verdict, and observes how long a rollback
+    /// took to restore the previous release.
+    pub fn rollout_finished(
+        &self,
+        environment: &str,
+        finished: &crate::decide::delivery::Finished,
+    ) {
+        use crate::api::application::HistoryKind;
+        use crate::api::environment::StrategyType;
+        let strategy = match finished.strategy {
+            StrategyType::RollingUpdate => "RollingUpdate",
+            StrategyType::BlueGreen => "BlueGreen",
+        };
+        let labels = RolloutLabels {
+            environment: environment.to_owned(),
+            strategy,
+            reason: finished.reason,
+        };
+        match finished.kind {
+            HistoryKind::Rollback => {
+                if let Some(seconds) = finished.restored_after {
+                    self.restore
+                        .get_or_create(&StrategyLabels { strategy })
+                        .observe(seconds);
+                } else {
+                    self.rollbacks.get_or_create(&labels).inc();
+                }
+            }
+            _ => {
+                self.rollouts.get_or_create(&labels).inc();
+            }
+        }
     }
 
     /// Counts a finished build and observes how long it ran, when known.

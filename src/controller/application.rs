@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
+use super::delivery;
 use super::environment::target_namespace;
 use super::error::succeeded;
 use super::relations::related;
@@ -29,6 +30,7 @@ use crate::decide::application::{
 use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
 use crate::decide::secrets::{SecretAccess, SecretKeys};
+use crate::desired::workload::{self, Workload};
 
 /// Declares what an Application's state depends on besides itself.
 pub(super) fn relate(
@@ -78,6 +80,11 @@ pub(super) async fn reconcile(
     };
     let _timer = context.metrics.reconcile_started("Application");
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
+    if app.metadata.deletion_timestamp.is_some() {
+        // Its workloads in other namespaces go with it (owner references cannot reach them).
+        delivery::finalize(&context, app, &namespace).await?;
+        return Ok(Action::await_change());
+    }
 
     let environments = environment_facts(&context, &namespace, app).await?;
     let releases = release_owners(&context, &namespace).await;
@@ -87,6 +94,7 @@ pub(super) async fn reconcile(
     let mine = releases_of(&context, &namespace, &app.name_any()).await;
     let released: BTreeSet<String> = mine.iter().map(|r| r.spec.commit.clone()).collect();
     let latest_release = newest(&mine).map(|r| r.name_any());
+    let invalid_run = invalid_run(&context, &namespace, app).await;
     let decision = decide::status(
         &Observed {
             app,
@@ -98,22 +106,70 @@ pub(super) async fn reconcile(
             builds: &builds,
             released: &released,
             latest_release: latest_release.as_deref(),
+            invalid_run,
         },
         &context.clock.now(),
     );
+    let mut status = decision.status.clone();
+    let mut delivered = None;
     for action in &decision.actions {
         match action {
             Act::CreateBuildJob { commit } => create_buildjob(&context, app, commit).await?,
+            Act::Deliver { order } => {
+                if !app.spec.environments.is_empty() {
+                    delivery::ensure_finalizer(&context, app).await?;
+                }
+                delivered =
+                    delivery::deliver(&context, app, &namespace, order, &mine, &mut status).await?;
+            }
         }
     }
-    let written = status::write(&context, app, app.status.as_ref(), &decision.status).await?;
+    let written = status::write(&context, app, app.status.as_ref(), &status).await?;
 
     succeeded(&context, app);
     let poll = looked.map(|l| l.next_look);
     Ok(next_action(
         written,
-        [decision.requeue_after, poll].into_iter().flatten().min(),
+        [decision.requeue_after, poll, delivered]
+            .into_iter()
+            .flatten()
+            .min(),
     ))
+}
+
+/// The first listed environment whose workload cannot be made from the spec
+/// (`desired::workload::check`), with the message naming the field.
+async fn invalid_run(
+    context: &Context,
+    namespace: &str,
+    app: &Application,
+) -> Option<(String, String)> {
+    for entry in &app.spec.environments {
+        let Some(environment) = context
+            .caches
+            .environments
+            .get(namespace, &entry.name)
+            .await
+        else {
+            continue;
+        };
+        let Ok(environment) = &environment.0 else {
+            continue;
+        };
+        let target = environment.target_namespace().unwrap_or(namespace);
+        let w = Workload {
+            app,
+            entry,
+            environment: &entry.name,
+            namespace: target,
+            strategy: environment.spec.strategy.type_,
+            progress_deadline: environment.spec.health.progress_deadline.into(),
+        };
+        if let Err(message) = workload::check(&w, &environment.spec.health) {
+            return Some((entry.name.clone(), message));
+        }
+    }
+    None
 }
 
 /// The head of the Application's branch, shared with every Application on the same

@@ -119,8 +119,14 @@ where
         let mut listed: Vec<Arc<K>> = Vec::new();
         watcher(api, config)
             .default_backoff()
-            // Managed fields are bulky and nothing here reads them.
-            .modify(|object| object.managed_fields_mut().clear())
+            // Managed fields and kubectl's copy of the last applied object are bulky and
+            // nothing here reads them.
+            .modify(|object| {
+                object.managed_fields_mut().clear();
+                object
+                    .annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
+            })
             .reflect(self.writer)
             .take_until(shutdown)
             .for_each(|event| {

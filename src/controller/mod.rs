@@ -17,6 +17,7 @@
 mod application;
 mod buildjob;
 mod cache;
+mod delivery;
 mod environment;
 mod error;
 mod leader;
@@ -105,6 +106,10 @@ pub struct Context {
     pub remote: Arc<dyn RemoteRefs>,
     /// The branch heads looked up, shared by Applications on one branch.
     sources: sources::Sources,
+    /// The Deployments, Services and pods Ferry runs applications as, by label.
+    pub children: delivery::Children,
+    /// The HTTP checks of rollouts in their stabilization window.
+    pub checks: Arc<crate::adapters::http_check::Checks>,
 }
 
 impl Context {

@@ -42,13 +42,24 @@ pub(super) async fn reconcile(
     let _timer = context.metrics.reconcile_started("Release");
     let namespace = release.namespace().ok_or(Error::MissingNamespace)?;
 
-    let application_exists =
-        application_exists(&context, &namespace, &release.spec.application).await;
+    let application = context
+        .caches
+        .applications
+        .get(&namespace, &release.spec.application)
+        .await;
+    let application_exists = application.is_some();
+    let environments = application
+        .as_ref()
+        .and_then(|a| a.0.as_ref().ok())
+        .and_then(|a| a.status.as_ref())
+        .map(|s| s.environments.clone())
+        .unwrap_or_default();
     let decision = decide::status(
         &Observed {
             release,
             namespace: &namespace,
             application_exists,
+            environments: &environments,
         },
         &context.clock.now(),
     );

@@ -13,11 +13,13 @@ use kube::{Client, Resource};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use tokio::sync::mpsc;
 
 use super::cache::{Cache, Caches};
+use super::delivery::{Children, owner_of};
 use super::error;
 use super::leader::{Elector, LeaseSettings, run_while_leading};
 use super::{BuildSettings, Clock, Context, Settings, SystemClock};
@@ -26,6 +28,7 @@ use crate::adapters::git::{GixRemote, RemoteRefs};
 use crate::adapters::webhook::{KubeWebhookKeys, PushedCommit};
 use crate::api::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::desired::build_pod::BUILDJOB_LABEL;
+use crate::desired::workload::ENVIRONMENT_LABEL;
 use crate::http::{Webhooks, serve_webhooks};
 use crate::telemetry::{self, Endpoints, Metrics};
 
@@ -193,6 +196,15 @@ pub async fn run_controllers(
     let build_pods_config = watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{BUILDJOB_LABEL}"))
         .any_semantic();
+    // Only the workloads Ferry runs applications as (labelled with their environment).
+    let children_config = watcher::Config::default()
+        .labels(&format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY},{ENVIRONMENT_LABEL}"
+        ))
+        .any_semantic();
+    let deployments = Cache::<Deployment>::new();
+    let services = Cache::<Service>::new();
+    let app_pods = Cache::<Pod>::new();
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
@@ -205,6 +217,12 @@ pub async fn run_controllers(
         build,
         remote,
         sources: Default::default(),
+        children: Children {
+            deployments: deployments.view(),
+            services: services.view(),
+            pods: app_pods.view(),
+        },
+        checks: Default::default(),
     });
 
     // A push webhook: the Application looks at its branch now.
@@ -228,6 +246,11 @@ pub async fn run_controllers(
         caches.environments.subscribe_with_deletions(),
         caches.releases.subscribe_with_deletions(),
     )
+    // A workload changing (pods getting ready, crashing; a hand edit or deletion) is a change
+    // of its Application's delivery.
+    .watches_shared_stream(deployments.subscribe_with_deletions(), |d| owner_of(&*d))
+    .watches_shared_stream(services.subscribe_with_deletions(), |s| owner_of(&*s))
+    .watches_shared_stream(app_pods.subscribe_with_deletions(), |p| owner_of(&*p))
     .reconcile_on(pushed);
     let environment_controller = environment::relate(
         Controller::for_shared_stream(
@@ -270,9 +293,17 @@ pub async fn run_controllers(
     let readiness = {
         let synced = caches.synced();
         let pods_synced = build_pods.synced.clone();
+        let children_synced = [
+            deployments.synced.clone(),
+            services.synced.clone(),
+            app_pods.synced.clone(),
+        ];
         async move {
             synced.await;
             pods_synced.wait().await;
+            for synced in &children_synced {
+                synced.wait().await;
+            }
             endpoints.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced; ready");
         }
@@ -283,6 +314,21 @@ pub async fn run_controllers(
         build_pods.run(
             super::scoped_api(&client, ns),
             build_pods_config,
+            shutdown.clone()
+        ),
+        deployments.run(
+            super::scoped_api(&client, ns),
+            children_config.clone(),
+            shutdown.clone()
+        ),
+        services.run(
+            super::scoped_api(&client, ns),
+            children_config.clone(),
+            shutdown.clone()
+        ),
+        app_pods.run(
+            super::scoped_api(&client, ns),
+            children_config,
             shutdown.clone()
         ),
         readiness,

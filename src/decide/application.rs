@@ -14,8 +14,8 @@ use crate::api::application::{EnvironmentState, Phase};
 use crate::api::conditions::{self, TRUE};
 use crate::api::reasons::{
     ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, GIT_PROTOCOL_ERROR, INVALID_OBJECT,
-    PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, Reason, UPSTREAM_CYCLE,
-    UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
+    INVALID_RUN_SPEC, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY,
+    Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
 };
 use crate::api::{Application, ApplicationStatus, Condition, Time};
 
@@ -36,6 +36,10 @@ pub enum SourceHead {
 pub enum Action {
     /// Create the BuildJob of this commit (`build::objects::buildjob_for`).
     CreateBuildJob { commit: String },
+    /// Deliver to the listed environments, in pipeline order (`delivery::plan` for each):
+    /// nothing stands in the way of running releases there. A repository that cannot be read
+    /// stops builds, not deliveries.
+    Deliver { order: Vec<String> },
 }
 
 /// An Environment as the Application controller sees it.
@@ -103,6 +107,9 @@ pub struct Observed<'a> {
     /// This Application's Releases: the commits released, and the newest Release's name.
     pub released: &'a BTreeSet<String>,
     pub latest_release: Option<&'a str>,
+    /// Something in `spec.run` or an environment entry that cannot become a workload
+    /// (`desired::workload::check`): the environment and the message naming the field.
+    pub invalid_run: Option<(String, String)>,
 }
 
 /// The branch could not be read: the reason its error category names.
@@ -242,8 +249,26 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
     if let Some(blocker) = source_blocker(observed.source) {
         return Some(blocker);
     }
+    delivery_blocker(observed, listed)
+}
+
+/// The first reason nothing can be delivered to the environments, if any.
+fn delivery_blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
+    if listed
+        .iter()
+        .any(|n| !observed.environments.contains_key(n))
+    {
+        // Named by `blocker` first; here it only stops deliveries.
+        return Some(Blocker::new(ENVIRONMENT_NOT_FOUND, String::new()));
+    }
     if let Err(blocker) = order(listed, observed.environments) {
         return Some(blocker);
+    }
+    if let Some((environment, message)) = &observed.invalid_run {
+        return Some(Blocker::new(
+            INVALID_RUN_SPEC,
+            format!("nothing is deployed to \"{environment}\": {message}"),
+        ));
     }
     if let Some(blocker) = pin_blocker(observed) {
         return Some(blocker);
@@ -336,10 +361,24 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
         .collect();
 
     let mut actions = Vec::new();
+    if pending.is_empty() && delivery_blocker(observed, &listed).is_none() {
+        actions.push(Action::Deliver {
+            order: ordered.clone(),
+        });
+    }
     let mut latest_build = current.latest_build.clone();
     if let Some((commit, name)) = to_build(observed, latest_build.as_deref()) {
         actions.push(Action::CreateBuildJob { commit });
         latest_build = Some(name);
+    } else if let (Some(SourceHead::Commit { commit, .. }), Some(app)) =
+        (observed.source, app.metadata.name.as_deref())
+    {
+        // The head's BuildJob exists, even if the status write that named it was refused
+        // (the object had changed since it was read).
+        let name = buildjob_name(app, commit);
+        if observed.builds.contains(&name) {
+            latest_build = Some(name);
+        }
     }
     let latest_commit = match observed.source {
         Some(SourceHead::Commit { commit, .. }) => Some(commit.clone()),
@@ -453,6 +492,7 @@ spec:
             builds: &BTreeSet::new(),
             released: &BTreeSet::new(),
             latest_release: None,
+            invalid_run: None,
         };
         status(&observed, &now()).status
     }
@@ -534,6 +574,7 @@ spec:
             builds: &BTreeSet::new(),
             released: &BTreeSet::new(),
             latest_release: None,
+            invalid_run: None,
         };
         let decision = status(&observed, &now());
         assert_eq!(
@@ -611,6 +652,7 @@ spec:
                 builds: &BTreeSet::new(),
                 released: &BTreeSet::new(),
                 latest_release: None,
+                invalid_run: None,
             };
             let status = status(&observed, &now()).status;
             assert_eq!(
@@ -637,6 +679,7 @@ spec:
                 builds: &BTreeSet::new(),
                 released: &BTreeSet::new(),
                 latest_release: None,
+                invalid_run: None,
             },
             &now(),
         )
@@ -654,6 +697,7 @@ spec:
                 builds: &BTreeSet::new(),
                 released: &BTreeSet::new(),
                 latest_release: None,
+                invalid_run: None,
             },
             &later,
         )
@@ -757,9 +801,21 @@ spec:
                     builds,
                     released,
                     latest_release: None,
+                    invalid_run: None,
                 },
                 &now(),
             )
+        };
+        // Only the builds matter here (delivery is tested on its own).
+        let decide = |shop: &Application,
+                      source: &SourceHead,
+                      builds: &BTreeSet<String>,
+                      released: &BTreeSet<String>| {
+            let mut decision = decide(shop, source, builds, released);
+            decision
+                .actions
+                .retain(|a| matches!(a, Action::CreateBuildJob { .. }));
+            decision
         };
         let none = BTreeSet::new();
         let first = decide(&shop, &head, &none, &none);

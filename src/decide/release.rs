@@ -2,9 +2,10 @@
 
 use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
+use crate::api::application::{EnvironmentState, HistoryKind, Outcome};
 use crate::api::conditions;
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED};
-use crate::api::release::ReleaseState;
+use crate::api::release::{ReleaseEnvironment, ReleaseState};
 use crate::api::{Release, ReleaseStatus, Time};
 
 /// What the reconciler observed for one Release.
@@ -12,6 +13,84 @@ pub struct Observed<'a> {
     pub release: &'a Release,
     pub namespace: &'a str,
     pub application_exists: bool,
+    /// The environments of its Application, as its status tells them.
+    pub environments: &'a [EnvironmentState],
+}
+
+/// What became of the release in one environment, from the Application's account of it:
+/// rolling out, serving, rejected (failed there), or replaced after it served. `None` when it
+/// never reached the environment.
+fn state_in(
+    release: &str,
+    env: &EnvironmentState,
+    before: Option<ReleaseState>,
+) -> Option<(ReleaseState, Option<String>)> {
+    let rollout = env.rollout.as_ref();
+    let rolling = rollout.is_some_and(|r| {
+        r.release == release && r.verdict.is_none() && r.kind != HistoryKind::Rollback
+    });
+    if rolling {
+        return Some((ReleaseState::Deploying, rollout.map(|r| r.reason.clone())));
+    }
+    if env.rejected.iter().any(|r| r == release) {
+        let why = env
+            .history
+            .iter()
+            .find(|h| h.release == release && h.outcome == Outcome::Failed)
+            .map(|h| h.reason.clone());
+        return Some((ReleaseState::Rejected, why));
+    }
+    if env.current.as_deref() == Some(release) {
+        return Some((ReleaseState::Deployed, None));
+    }
+    match before {
+        Some(ReleaseState::Deployed | ReleaseState::Deploying | ReleaseState::Promoted) => {
+            let by = env.current.as_ref().map(|c| format!("replaced by {c}"));
+            Some((ReleaseState::Superseded, by))
+        }
+        Some(kept) => Some((kept, None)),
+        None => None,
+    }
+}
+
+/// The release's record per environment; a state that did not change keeps its time and
+/// reason.
+fn environments(observed: &Observed, now: &Time) -> Vec<ReleaseEnvironment> {
+    let name = observed
+        .release
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default();
+    let before = observed
+        .release
+        .status
+        .as_ref()
+        .map(|s| s.environments.clone())
+        .unwrap_or_default();
+    let mut out: Vec<ReleaseEnvironment> = Vec::new();
+    for env in observed.environments {
+        let old = before.iter().find(|e| e.name == env.name);
+        let Some((state, reason)) = state_in(name, env, old.map(|o| o.state)) else {
+            continue;
+        };
+        match old {
+            Some(old) if old.state == state => out.push(old.clone()),
+            _ => out.push(ReleaseEnvironment {
+                name: env.name.clone(),
+                state,
+                since: now.clone(),
+                reason,
+            }),
+        }
+    }
+    // An environment its Application no longer lists keeps the last word on it.
+    for old in before {
+        if !out.iter().any(|e| e.name == old.name) {
+            out.push(old);
+        }
+    }
+    out
 }
 
 /// The Release's new status.
@@ -39,8 +118,13 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
             ),
         ))
     };
-    let deployed: Vec<&str> = current
-        .environments
+    let now = whole_seconds(now);
+    let environments = if observed.application_exists {
+        environments(observed, &now)
+    } else {
+        current.environments.clone()
+    };
+    let deployed: Vec<&str> = environments
         .iter()
         .filter(|e| {
             matches!(
@@ -52,14 +136,9 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         .collect();
     Decision::status(ReleaseStatus {
         observed_generation: generation,
-        conditions: conditions::merge(
-            &current.conditions,
-            &readiness(&state),
-            generation,
-            &whole_seconds(now),
-        ),
+        conditions: conditions::merge(&current.conditions, &readiness(&state), generation, &now),
         summary: (!deployed.is_empty()).then(|| deployed.join(",")),
-        ..current
+        environments,
     })
 }
 
@@ -96,6 +175,7 @@ spec:
                 release: &release,
                 namespace: "team-a",
                 application_exists: true,
+                environments: &[],
             },
             &now(),
         )
@@ -113,6 +193,7 @@ spec:
                 release: &release,
                 namespace: "team-a",
                 application_exists: false,
+                environments: &[],
             },
             &now(),
         )

@@ -88,7 +88,8 @@ pub enum Serving {
     Release(String),
 }
 
-/// A rollout that ended, for the metrics.
+/// A rollout that reached a verdict, a rollback that started (`kind: Rollback` without
+/// `restored_after`) or one that restored the previous release (with it), for the metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
     pub strategy: StrategyType,
@@ -458,9 +459,9 @@ impl Work {
             );
             self.finished.push(Finished {
                 strategy: rollout.strategy,
-                kind: HistoryKind::Rollback,
+                kind: HistoryKind::Rollout,
                 healthy: false,
-                reason: signal.reason.name,
+                reason: ROLLBACK_FAILED.name,
                 restored_after: None,
             });
             rollout.verdict = Some(verdict);
@@ -480,6 +481,13 @@ impl Work {
         });
         match back_to {
             Some(previous) if policy.automatic_rollback => {
+                self.finished.push(Finished {
+                    strategy: rollout.strategy,
+                    kind: HistoryKind::Rollback,
+                    healthy: false,
+                    reason: signal.reason.name,
+                    restored_after: None,
+                });
                 let reason = format!("{failed} failed: {}", signal.message);
                 self.record(HistoryEntry {
                     release: previous.clone(),

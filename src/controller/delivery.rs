@@ -1,0 +1,560 @@
+//! Delivery, the I/O around `decide::delivery`: for each environment an Application goes
+//! through, observe its workload (Deployments, pods and Service from their label-selected
+//! caches, HTTP check figures from `adapters::http_check`), decide, and make the workload so
+//! (server-side apply of the Deployments and the Service, deletion of what is no longer
+//! wanted), then announce what changed.
+//!
+//! The workload lives in the Environment's target namespace, usually not the Application's,
+//! so it cannot carry an owner reference: every child carries the labels of its Application
+//! (`desired::workload::child_labels`), is found by them, and is deleted when its environment
+//! entry goes away or, through the finalizer [`FINALIZER`], when the Application is deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::release::newest;
+use super::status::publish;
+use super::{Context, Error};
+use crate::adapters::http_check::Target;
+use crate::api::application::{EnvironmentState, Slot};
+use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
+use crate::decide::delivery::health::{
+    CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
+};
+use crate::decide::delivery::{self, Plan, Policy, Serving, Wanted};
+use crate::decide::events::Announcement;
+use crate::desired::workload::{
+    self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
+    Running, SLOT_LABEL, Workload, release_label_value,
+};
+
+/// The finalizer that deletes an Application's workloads in other namespaces with it.
+pub const FINALIZER: &str = "ferry.dev/workloads";
+
+/// The caches of the objects Ferry runs applications as, selected by Ferry's labels.
+#[derive(Clone)]
+pub struct Children {
+    pub deployments: super::cache::View<Deployment>,
+    pub services: super::cache::View<Service>,
+    pub pods: super::cache::View<Pod>,
+}
+
+/// Whether `object` belongs to the Application `app` of `namespace` (and environment `env`).
+fn belongs(object: &impl Resource, namespace: &str, app: &str, env: Option<&str>) -> bool {
+    let labels = object.meta().labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label(APPLICATION_NAMESPACE_LABEL) == Some(namespace)
+        && label(crate::api::APPLICATION_LABEL) == Some(app)
+        && env.is_none_or(|e| label(ENVIRONMENT_LABEL) == Some(e))
+}
+
+/// The objects of a cache that belong to the Application (in any namespace).
+fn children_of<K>(
+    view: &super::cache::View<K>,
+    namespace: &str,
+    app: &str,
+    env: Option<&str>,
+) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    view.store()
+        .state()
+        .into_iter()
+        .filter(|o| belongs(o.as_ref(), namespace, app, env))
+        .collect()
+}
+
+/// The Application the child labels of an object name, for watch mappers.
+pub fn owner_of(
+    object: &impl Resource,
+) -> Option<kube::runtime::reflector::ObjectRef<super::Guarded<Application>>> {
+    let labels = object.meta().labels.as_ref()?;
+    let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
+    let app = labels.get(crate::api::APPLICATION_LABEL)?;
+    Some(kube::runtime::reflector::ObjectRef::new(app).within(namespace))
+}
+
+/// Delivers to each environment of `order` and returns the soonest requeue any asks for.
+/// The new environment states go into `status`.
+pub async fn deliver(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    order: &[String],
+    releases: &[Release],
+    status: &mut ApplicationStatus,
+) -> Result<Option<Duration>, Error> {
+    let name = app.name_any();
+    let images: BTreeMap<&str, &str> = releases
+        .iter()
+        .filter_map(|r| Some((r.metadata.name.as_deref()?, r.spec.image.as_str())))
+        .collect();
+    let newest = newest(releases).map(|r| r.name_any());
+    let mut requeue: Option<Duration> = None;
+    let mut keep: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut running_checks = BTreeSet::new();
+    // Environments that cannot be decided now keep their workloads as they are.
+    let mut untouched: BTreeSet<String> = BTreeSet::new();
+    for env_name in order {
+        let environment = context.caches.environments.get(namespace, env_name).await;
+        let environment = environment.as_ref().and_then(|e| e.0.as_ref().ok());
+        let entry = app.spec.environments.iter().find(|e| &e.name == env_name);
+        let target = environment.and_then(|e| e.target_namespace().map(str::to_owned));
+        let (Some(environment), Some(entry), Some(target)) = (environment, entry, target) else {
+            untouched.insert(env_name.clone());
+            continue;
+        };
+        let spec = &environment.spec;
+        let w = Workload {
+            app,
+            entry,
+            environment: env_name,
+            namespace: &target,
+            strategy: spec.strategy.type_,
+            progress_deadline: spec.health.progress_deadline.into(),
+        };
+        let wanted = match (&entry.pin, &spec.upstream, &newest) {
+            (Some(pin), _, _) => Some(Wanted {
+                release: pin.release.clone(),
+                reason: pin.reason.clone(),
+                pinned: true,
+            }),
+            (None, None, Some(newest)) => Some(Wanted {
+                release: newest.clone(),
+                reason: format!("{newest} is the newest release of {name}"),
+                pinned: false,
+            }),
+            _ => None,
+        };
+        let stored = status
+            .environments
+            .iter()
+            .find(|e| &e.name == env_name)
+            .cloned()
+            .unwrap_or_else(|| EnvironmentState {
+                name: env_name.clone(),
+                ..EnvironmentState::default()
+            });
+        let observed = observe(context, namespace, &name, env_name, &target);
+        let check_prefix = format!("{namespace}/{name}/{env_name}/");
+        let checks = figures(context, &check_prefix, &stored, environment);
+        let plan = delivery::plan(
+            &delivery::Observed {
+                state: &stored,
+                policy: Policy {
+                    strategy: spec.strategy.type_,
+                    health: &spec.health,
+                    automatic_rollback: spec.rollback.automatic,
+                },
+                wanted,
+                replicas: workload::replicas(&w),
+                workload: &observed,
+                checks: &checks,
+            },
+            &context.clock.now(),
+        );
+        let cluster_ip = apply(context, &w, &plan, &images, &observed).await?;
+        keep.insert((target.clone(), workload::base_name(&name, env_name)));
+        for placement in plan.deployments.keys() {
+            keep.insert((
+                target.clone(),
+                workload::deployment_name(&name, env_name, *placement),
+            ));
+        }
+        if let (Some((release, started)), Some(ip)) = (&plan.checks, &cluster_ip) {
+            for (i, check) in spec.health.http_checks.iter().enumerate() {
+                let key = check_key(&check_prefix, release, started, i);
+                let Ok(port) = workload::check_port(app, check) else {
+                    continue;
+                };
+                let port = u16::try_from(port).unwrap_or_default();
+                match Target::new(
+                    ip,
+                    port,
+                    &check.path,
+                    check.interval.into(),
+                    check.timeout.into(),
+                ) {
+                    Ok(target) => context.checks.ensure(&key, target),
+                    Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
+                }
+                running_checks.insert(key);
+            }
+        }
+        announce(context, app, env_name, &plan).await;
+        for finished in &plan.finished {
+            context.metrics.rollout_finished(env_name, finished);
+        }
+        requeue = [requeue, plan.requeue_after].into_iter().flatten().min();
+        match status.environments.iter_mut().find(|e| &e.name == env_name) {
+            Some(state) => *state = plan.state,
+            None => status.environments.push(plan.state),
+        }
+    }
+    context
+        .checks
+        .retain(&format!("{namespace}/{name}/"), &running_checks);
+    prune(context, namespace, &name, &keep, &untouched).await?;
+    status.summary = crate::decide::application::summary(&status.environments);
+    Ok(requeue)
+}
+
+/// The key of one HTTP check of one rollout: new for every rollout, so figures never mix.
+fn check_key(prefix: &str, release: &str, started: &Time, index: usize) -> String {
+    format!("{prefix}{release}@{}/{index}", started.0.as_second())
+}
+
+/// The figures of the HTTP checks of the rollout in its window, if any.
+fn figures(
+    context: &Context,
+    prefix: &str,
+    state: &EnvironmentState,
+    environment: &Environment,
+) -> Vec<CheckFigures> {
+    let Some(rollout) = state
+        .rollout
+        .as_ref()
+        .filter(|r| r.verdict.is_none() && r.ready.is_some())
+    else {
+        return Vec::new();
+    };
+    environment
+        .spec
+        .health
+        .http_checks
+        .iter()
+        .enumerate()
+        .map(|(i, check)| {
+            let key = check_key(prefix, &rollout.release, &rollout.started, i);
+            let figures = context.checks.figures(&key).unwrap_or_default();
+            CheckFigures {
+                path: check.path.clone(),
+                interval: check.interval.into(),
+                max_error_rate: percentage(&check.max_error_rate),
+                max_latency_p95: check.max_latency_p95.map(Into::into),
+                requests: figures.requests,
+                failed: figures.failed,
+                p95: figures.p95,
+                first_failure: figures
+                    .first_failure
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                    .map(Time),
+                last_failure: figures.last_failure_detail,
+            }
+        })
+        .collect()
+}
+
+/// The Deployments and pods of one environment, from the caches.
+fn observe(context: &Context, namespace: &str, app: &str, env: &str, target: &str) -> Observed {
+    let children = &context.children;
+    let deployments = children_of(&children.deployments, namespace, app, Some(env))
+        .iter()
+        .filter(|d| d.ns() == target)
+        .map(|d| (placement(d.as_ref()), deployment_facts(d)))
+        .collect();
+    let pods = children_of(&children.pods, namespace, app, Some(env))
+        .iter()
+        .filter(|p| p.ns() == target)
+        .map(|p| pod_facts(p))
+        .collect();
+    Observed { deployments, pods }
+}
+
+fn placement(object: &impl Resource) -> Option<Slot> {
+    let labels = object.meta().labels.as_ref()?;
+    match labels.get(SLOT_LABEL)?.as_str() {
+        "blue" => Some(Slot::Blue),
+        "green" => Some(Slot::Green),
+        _ => None,
+    }
+}
+
+fn deployment_facts(d: &Deployment) -> DeploymentFacts {
+    let status = d.status.clone().unwrap_or_default();
+    let release = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(RELEASE_ANNOTATION))
+        .cloned();
+    DeploymentFacts {
+        release,
+        generation: d.metadata.generation,
+        observed_generation: status.observed_generation,
+        replicas: status.replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+    }
+}
+
+fn pod_facts(pod: &Pod) -> PodFacts {
+    let status = pod.status.clone().unwrap_or_default();
+    let conditions = status.conditions.unwrap_or_default();
+    let containers = status.container_statuses.unwrap_or_default();
+    let ready = conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let unschedulable = conditions
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+        .map(|c| c.message.clone().unwrap_or_default());
+    let waiting = containers.iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        Some((
+            waiting.reason.clone().unwrap_or_default(),
+            waiting.message.clone().unwrap_or_default(),
+        ))
+    });
+    let last_exit = containers.iter().find_map(|c| {
+        let terminated = c.last_state.as_ref()?.terminated.as_ref()?;
+        Some((
+            terminated.exit_code,
+            terminated.finished_at.as_ref().map(|t| Time(t.0)),
+        ))
+    });
+    PodFacts {
+        name: pod.name_any(),
+        placement: placement(pod),
+        release: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RELEASE_ANNOTATION))
+            .cloned(),
+        ready,
+        restarts: containers.iter().map(|c| c.restart_count).sum(),
+        waiting,
+        last_exit,
+        unschedulable,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Makes the environment's workload as the plan says: applies its Deployments and Service,
+/// deletes the Deployments it no longer lists. Returns the Service's cluster IP.
+async fn apply(
+    context: &Context,
+    w: &Workload<'_>,
+    plan: &Plan,
+    images: &BTreeMap<&str, &str>,
+    observed: &Observed,
+) -> Result<Option<String>, Error> {
+    let app = w.app.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let deployments: Api<Deployment> = context.api(w.namespace);
+    for (placement, release) in &plan.deployments {
+        let Some(image) = images.get(release.as_str()) else {
+            // A Release deleted while it runs: leave its Deployment as it is.
+            tracing::warn!(%release, "the Release of a running workload does not exist; left as it is");
+            continue;
+        };
+        let desired = workload::deployment(
+            w,
+            &Running {
+                release,
+                image,
+                replicas: workload::replicas(w),
+                slot: *placement,
+            },
+        );
+        let name = workload::deployment_name(&app, w.environment, *placement);
+        deployments
+            .patch(&name, &params, &Patch::Apply(&desired))
+            .await
+            .map_err(Error::act(format!(
+                "applying Deployment {}/{name}",
+                w.namespace
+            )))?;
+    }
+    for placement in observed.deployments.keys() {
+        if !plan.deployments.contains_key(placement) {
+            let name = workload::deployment_name(&app, w.environment, *placement);
+            delete(&deployments, w.namespace, &name).await?;
+        }
+    }
+    let Some(mut service) = workload::service(w, None) else {
+        return Ok(None);
+    };
+    if let (Serving::Release(release), Some(spec)) = (&plan.serving, service.spec.as_mut())
+        && let Some(selector) = spec.selector.as_mut()
+    {
+        selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
+    }
+    let name = service.name_any();
+    let applied = context
+        .api::<Service>(w.namespace)
+        .patch(&name, &params, &Patch::Apply(&service))
+        .await
+        .map_err(Error::act(format!(
+            "applying Service {}/{name}",
+            w.namespace
+        )))?;
+    Ok(applied
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| ip != "None"))
+}
+
+async fn delete<K>(api: &Api<K>, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(Error::act(format!(
+            "deleting {} {namespace}/{name}",
+            K::kind(&())
+        ))(error)),
+    }
+}
+
+/// Deletes the Application's Deployments and Services that are not in `keep` (namespace,
+/// name) and not of an `untouched` environment: those of an environment entry removed, or
+/// left in a namespace the environment no longer targets. Empty sets delete them all.
+pub async fn prune(
+    context: &Context,
+    namespace: &str,
+    app: &str,
+    keep: &BTreeSet<(String, String)>,
+    untouched: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let children = &context.children;
+    let kept = |o: &dyn ResourceLike| {
+        keep.contains(&(o.ns(), o.name()))
+            || o.environment().is_some_and(|e| untouched.contains(&e))
+    };
+    for d in children_of(&children.deployments, namespace, app, None) {
+        if !kept(d.as_ref()) {
+            let api: Api<Deployment> = context.api(&d.ns());
+            delete(&api, &d.ns(), &d.name()).await?;
+        }
+    }
+    for s in children_of(&children.services, namespace, app, None) {
+        if !kept(s.as_ref()) {
+            let api: Api<Service> = context.api(&s.ns());
+            delete(&api, &s.ns(), &s.name()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether any workload of the Application is left, in any namespace.
+pub fn has_children(context: &Context, namespace: &str, app: &str) -> bool {
+    let children = &context.children;
+    !children_of(&children.deployments, namespace, app, None).is_empty()
+        || !children_of(&children.services, namespace, app, None).is_empty()
+}
+
+/// The namespace and name of a child, whatever its kind.
+trait ResourceLike {
+    fn ns(&self) -> String;
+    fn name(&self) -> String;
+    fn environment(&self) -> Option<String>;
+}
+
+impl<K: Resource> ResourceLike for K {
+    fn ns(&self) -> String {
+        self.meta().namespace.clone().unwrap_or_default()
+    }
+    fn name(&self) -> String {
+        self.meta().name.clone().unwrap_or_default()
+    }
+    fn environment(&self) -> Option<String> {
+        self.meta().labels.as_ref()?.get(ENVIRONMENT_LABEL).cloned()
+    }
+}
+
+/// Publishes the plan's Events on the Application, each prefixed with its environment.
+async fn announce(context: &Context, app: &Application, env: &str, plan: &Plan) {
+    let reference = app.object_ref(&());
+    for event in &plan.events {
+        let announcement = Announcement {
+            note: format!("{env}: {}", event.note),
+            ..event.clone()
+        };
+        tracing::info!(environment = %env, reason = %event.reason, note = %event.note, "delivery");
+        publish(context, &reference, &announcement).await;
+    }
+}
+
+/// Adds the finalizer to an Application that has environments, so its workloads in other
+/// namespaces are deleted with it.
+pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<(), Error> {
+    if app.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = app.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(context, app, finalizers).await
+}
+
+/// Deletes every workload of a deleted Application, then lets it go.
+pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> Result<(), Error> {
+    let name = app.name_any();
+    prune(
+        context,
+        namespace,
+        &name,
+        &BTreeSet::new(),
+        &BTreeSet::new(),
+    )
+    .await?;
+    context
+        .checks
+        .retain(&format!("{namespace}/{name}/"), &BTreeSet::new());
+    if has_children(context, namespace, &name) {
+        // Deleted, but the caches have not heard yet: their deletions wake us again.
+        return Ok(());
+    }
+    if app.finalizers().iter().any(|f| f == FINALIZER) {
+        let finalizers = app
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(context, app, finalizers).await?;
+    }
+    Ok(())
+}
+
+async fn set_finalizers(
+    context: &Context,
+    app: &Application,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let namespace = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    // The resourceVersion makes this a compare-and-swap: a finalizer list changed meanwhile
+    // is not overwritten.
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": app.resource_version(),
+        }
+    });
+    context
+        .api::<Application>(&namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::act(format!(
+            "updating the finalizers of Application {namespace}/{name}"
+        )))?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Workloads on a real API server: a Release pinned in an environment (or the newest one, in a
+//! first stage) becomes a Deployment and a Service named `<application>-<environment>`,
+//! labelled for Ferry, restricted, rolling with no capacity loss; a hand edit or deletion is
+//! put back; an environment entry removed, or the Application deleted (through its
+//! finalizer), takes its workload with it. (The pods never run here: this API server has no
+//! node. `e2e/rollouts.sh` runs them, with the health verdicts and rollbacks.)
+
+use std::time::Duration;
+
+use ferry::api::application::{HistoryKind, Outcome, Phase};
+use ferry::api::{Application, Environment, Release};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams};
+
+use crate::fixtures::{self, shop_1_4_2};
+use crate::{RunningController, with_temp_ns};
+
+/// How long a hand edit may stand before the test calls it not put back.
+const PUT_BACK: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_up() {
+    with_temp_ns("workload", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<Environment>(fixtures::environment(
+            "dev",
+            "{health: {progressDeadline: 20s, stabilizationWindow: 5s}}",
+        ))
+        .await;
+        ns.create_object::<Release>(shop_1_4_2()).await;
+        let mut app = fixtures::shop_through(&["dev"]);
+        app.spec.run = serde_yaml::from_str(
+            "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}], \
+             readinessProbe: {httpGet: {path: /ready, port: http}}}",
+        )
+        .expect("run spec");
+        ns.create_object::<Application>(app).await;
+
+        // The newest release of a first stage rolls out.
+        let deployment = ns
+            .wait_for::<Deployment>("shop-dev", "created for the newest release", |_| true)
+            .await;
+        let labels = deployment.metadata.labels.clone().unwrap_or_default();
+        for (key, value) in [
+            ("app.kubernetes.io/name", "shop"),
+            ("app.kubernetes.io/managed-by", "ferry"),
+            ("ferry.dev/environment", "dev"),
+            ("ferry.dev/release", "shop-1.4.2"),
+        ] {
+            assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        let spec = deployment.spec.clone().expect("a spec");
+        assert_eq!(spec.replicas, Some(2));
+        let rolling = spec
+            .strategy
+            .and_then(|s| s.rolling_update)
+            .expect("a rolling update");
+        assert_eq!(
+            rolling.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+        );
+        let pod = spec.template.spec.expect("a pod spec");
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some(shop_1_4_2().spec.image.as_str())
+        );
+        assert_eq!(
+            pod.security_context.and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        assert!(deployment.metadata.owner_references.is_none());
+        let service = ns
+            .wait_for::<Service>("shop-dev", "the Service", |_| true)
+            .await;
+        let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+        assert_eq!(
+            selector.get("ferry.dev/environment").map(String::as_str),
+            Some("dev")
+        );
+
+        let app = ns
+            .wait_for::<Application>("shop", "a rollout under way in dev", |a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.environments
+                        .iter()
+                        .any(|e| e.name == "dev" && e.phase == Some(Phase::Progressing))
+                })
+            })
+            .await;
+        assert!(
+            app.metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&"ferry.dev/workloads".to_owned())
+        );
+        let dev = &app.status.unwrap_or_default().environments[0];
+        let rollout = dev.rollout.clone().expect("a rollout");
+        assert_eq!(rollout.release, "shop-1.4.2");
+        assert_eq!(dev.history[0].kind, HistoryKind::Rollout);
+        assert_eq!(dev.history[0].outcome, Outcome::InProgress);
+
+        // A hand edit is put back, and so is a deletion.
+        let deployments = ns.api::<Deployment>();
+        deployments
+            .patch(
+                "shop-dev",
+                &PatchParams::apply("someone").force(),
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "spec": {"replicas": 5}
+                })),
+            )
+            .await
+            .expect("editing by hand");
+        tokio::time::timeout(PUT_BACK, async {
+            loop {
+                let d = deployments.get("shop-dev").await.expect("reading");
+                if d.spec.and_then(|s| s.replicas) == Some(2) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the edited replicas put back");
+        deployments
+            .delete("shop-dev", &DeleteParams::default())
+            .await
+            .expect("deleting by hand");
+        tokio::time::timeout(PUT_BACK, async {
+            loop {
+                if let Ok(Some(d)) = deployments.get_opt("shop-dev").await
+                    && d.metadata.deletion_timestamp.is_none()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the deleted Deployment put back");
+
+        // Deleting the Application deletes its workload, then the Application goes.
+        ns.api::<Application>()
+            .delete("shop", &DeleteParams::default())
+            .await
+            .expect("deleting the Application");
+        tokio::time::timeout(PUT_BACK, async {
+            loop {
+                let gone = ns
+                    .api::<Application>()
+                    .get_opt("shop")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none();
+                let deployment = deployments.get_opt("shop-dev").await.ok().flatten();
+                let service = ns.api::<Service>().get_opt("shop-dev").await.ok().flatten();
+                let going = |t: Option<_>| t.is_none();
+                if gone
+                    && deployment.is_none_or(|d| !going(d.metadata.deletion_timestamp))
+                    && service.is_none()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the Application and its workload deleted");
+        controller.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_spec_creates_nothing()
+ {
+    with_temp_ns("workload-prune", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<Environment>(fixtures::dev()).await;
+        ns.create_object::<Environment>(fixtures::environment(
+            "qa",
+            "{health: {httpChecks: [{path: /healthz, port: admin}]}}",
+        ))
+        .await;
+        ns.create_object::<Release>(shop_1_4_2()).await;
+        let mut app = fixtures::pinned(
+            fixtures::shop_through(&["dev"]),
+            "dev",
+            "shop-1.4.2",
+            "CHG-1 approved",
+        );
+        app.spec.run = serde_yaml::from_str("{ports: [{name: http, port: 8080}]}").expect("run");
+        ns.create_object::<Application>(app).await;
+        ns.wait_for::<Service>("shop-dev", "the Service", |_| true)
+            .await;
+        let app = ns
+            .wait_for::<Application>("shop", "pinned rollout recorded", |a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.environments.iter().any(|e| {
+                        e.history.first().is_some_and(|h| {
+                            h.kind == HistoryKind::Pin && h.reason == "CHG-1 approved"
+                        })
+                    })
+                })
+            })
+            .await;
+
+        // Moving the application from dev to qa, whose HTTP check names a port the
+        // Application does not have: dev's workload goes, and nothing is made in qa.
+        let mut moved = app.clone();
+        moved.metadata.managed_fields = None;
+        moved.status = None;
+        moved.spec.environments[0].name = "qa".to_owned();
+        moved.spec.environments[0].pin = None;
+        ns.api::<Application>()
+            .replace("shop", &Default::default(), &moved)
+            .await
+            .expect("moving to qa");
+        let app = ns
+            .wait_for::<Application>("shop", "InvalidRunSpec", |a| {
+                a.status.as_ref().is_some_and(|s| {
+                    ferry::api::conditions::find(&s.conditions, "Ready")
+                        .is_some_and(|c| c.reason == "InvalidRunSpec")
+                })
+            })
+            .await;
+        let ready = ferry::api::conditions::find(
+            &app.status.clone().unwrap_or_default().conditions,
+            "Ready",
+        )
+        .cloned()
+        .expect("Ready");
+        assert!(ready.message.contains("httpChecks[0]"), "{}", ready.message);
+        assert!(ready.message.contains("admin"), "{}", ready.message);
+        assert!(
+            ns.api::<Deployment>()
+                .get_opt("shop-qa")
+                .await
+                .expect("reading")
+                .is_none()
+        );
+
+        // Fixed: the port exists. qa gets its workload; dev's is gone.
+        let mut fixed = app.clone();
+        fixed.metadata.managed_fields = None;
+        fixed.status = None;
+        fixed.spec.run =
+            serde_yaml::from_str("{ports: [{name: http, port: 8080}, {name: admin, port: 9090}]}")
+                .expect("run");
+        fixed.spec.environments[0].pin = Some(ferry::api::application::Pin {
+            release: "shop-1.4.2".to_owned(),
+            reason: "CHG-2".to_owned(),
+        });
+        ns.api::<Application>()
+            .replace("shop", &Default::default(), &fixed)
+            .await
+            .expect("fixing the ports");
+        ns.wait_for::<Deployment>("shop-qa", "qa's workload", |_| true)
+            .await;
+        tokio::time::timeout(PUT_BACK, async {
+            loop {
+                let d = ns
+                    .api::<Deployment>()
+                    .get_opt("shop-dev")
+                    .await
+                    .ok()
+                    .flatten();
+                let s = ns.api::<Service>().get_opt("shop-dev").await.ok().flatten();
+                if d.is_none_or(|d| d.metadata.deletion_timestamp.is_some()) && s.is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("dev's workload deleted with its entry");
+        controller.stop().await;
+    })
+    .await;
+}
