@@ -497,8 +497,9 @@ async fn send(client: &reqwest::Client, target: &Target) -> Outcome {
         }
         Ok::<u16, reqwest::Error>(status)
     };
-    // The request's own timeout (reqwest's) and this one agree; this one also bounds reading
-    // the body, whatever reqwest does.
+    // One deadline for the whole exchange (connecting, the answer's head and body), so a
+    // request can never outlast the timeout. reqwest's own timeout is left unset: two racing
+    // deadlines would only make the classification depend on which fired first.
     match tokio::time::timeout(target.timeout, exchange).await {
         Err(_) => Outcome::TimedOut(target.timeout),
         Ok(Ok(status)) => Outcome::Answered {
@@ -647,6 +648,12 @@ mod tests {
         assert!(target("10.0.0.1", 0, "/").is_err(), "port 0 was accepted");
         assert!(Target::new("10.0.0.1", 80, "/", Duration::ZERO, SECOND).is_err());
         assert!(Target::new("10.0.0.1", 80, "/", SECOND, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn checks_can_be_shared_by_the_controller() {
+        fn shared<T: Default + Send + Sync + 'static>() {}
+        shared::<Checks>();
     }
 
     fn ms(values: &[u64]) -> Vec<Duration> {
