@@ -35,7 +35,13 @@ CLIENT_NETNS=${CLIENT_NETNS-$NETNS}
 # it runs at that moment, and nothing else.
 _client_loop() {
   local url=$1 log=$2 pause=$3 timeout=$4 start out code body version took
+  # Paced by the clock (microseconds), not by a fixed pause after each request, so the rate
+  # holds whatever a request and the loop's own forks take.
+  local step next now wait
+  step=$((10#${pause%.*} * 1000000 + 10#${pause#*.} * 1000))
+  next=${EPOCHREALTIME/./}
   while true; do
+    next=$((next + step))
     start=$EPOCHREALTIME
     out=$(curl -sS -o - -w '\n%{http_code} %{time_total}' --max-time "$timeout" --no-keepalive \
       -H 'Connection: close' "$url" 2>/dev/null) || true
@@ -47,7 +53,13 @@ _client_loop() {
     [[ "$body" =~ version=([^ ]+) ]] && version=${BASH_REMATCH[1]}
     [[ "$code" =~ ^[0-9]{3}$ ]] || code=000
     echo "$start $code $version ${took:-0}" >>"$log"
-    sleep "$pause"
+    now=${EPOCHREALTIME/./}
+    wait=$((next - now))
+    if [ "$wait" -gt 0 ]; then
+      sleep "$(printf '0.%06d' "$wait")"
+    else
+      next=$now   # behind (a slow answer): go on at once, and do not try to catch up
+    fi
   done
 }
 
