@@ -202,13 +202,16 @@ behaviour_missing() {
 
 client_counts() {
   local url; url=$(service_url ok)
+  answers() { [[ "$(get "$url")" == "200 "* ]]; }
+  await 30 "Service ok to answer" answers
   client_start count "$url"
   sleep 3
   # Nothing ready behind the Service: every request fails (refused, as kube-proxy rejects
   # connections to a Service without endpoints).
+  # From the scaling on: the pod stops at once on SIGTERM, before it is gone from the API.
+  local gone; gone=$(now)
   kn scale deployment/ok --replicas=0 >/dev/null
   kn wait --for=delete pod -l app=ok --timeout=60s >/dev/null
-  local gone; gone=$(now)
   sleep 2
   kn scale deployment/ok --replicas=1 >/dev/null
   kn rollout status deployment/ok --timeout=60s >/dev/null
@@ -223,7 +226,7 @@ client_counts() {
     -v b="$(tail -n1 "$CLIENT_DIR/count.log" | cut -d' ' -f1)" 'BEGIN {printf "%.1f", n / (b - a)}') requests/s"
   [ "$n" -ge 100 ] || fail "only $n requests in ~10 s"
   [ "$f" -ge 10 ] || fail "the client saw only $f failures while the Service had no pod"
-  [ "$(client_failed count 0 "$gone")" = 0 ] || fail "failures before the pod went away"
+  [ "$(client_failed count 0 "$gone")" = 0 ] || fail "failures before the Deployment was scaled to 0"
 }
 
 # rolling PRESTOP-SECONDS — 2 replicas of version 1, then version 2, under the client.
@@ -231,7 +234,12 @@ rolling() {
   local prestop=$1 name=roll-$1 t0
   deploy "$name" "${IMAGE[ok1]}" 2 "$prestop"
   kn rollout status "deployment/$name" --timeout=90s >/dev/null
-  client_start "$name" "$(service_url "$name")"
+  # A new Service's ClusterIP answers only once kube-proxy has programmed it: the client's
+  # first failures would otherwise be that, not the rollout's.
+  local url; url=$(service_url "$name")
+  answers() { [[ "$(get "$url")" == "200 "* ]]; }
+  await 30 "Service $name to answer" answers
+  client_start "$name" "$url"
   sleep 2
   t0=$(now)
   deploy "$name" "${IMAGE[ok2]}" 2 "$prestop"
@@ -241,10 +249,11 @@ rolling() {
   sleep $((prestop + 3))
   local only; only=$(client_only_from "$name" 2.0.0 "$t0") || fail "version 2.0.0 does not answer alone"
   client_stop "$name"
-  local failed; failed=$(client_failed "$name")
+  local failed; failed=$(client_failed "$name" "$t0")
   echo "measured: failed requests during a plain RollingUpdate (preStop sleep $prestop) = $failed"
   echo "measured: plain RollingUpdate (preStop sleep $prestop): update applied → only 2.0.0 answers = $(awk -v a="$t0" -v b="$only" 'BEGIN {printf "%.1f", b - a}') s (rollout status done after $(awk -v a="$t0" -v b="$done_at" 'BEGIN {printf "%.1f", b - a}') s)"
   client_failures "$name" | head -n 10
+  [ "$(client_failed "$name" 0 "$t0")" = 0 ] || fail "requests failed before the update"
 }
 
 rolling_with_prestop() { rolling 2; }

@@ -227,10 +227,17 @@ answers() {
     in_ns curl -sS --max-time 2 "$1" 2>&1 | grep -o 'version=[^ ]*' || echo "failed"
   done | sort | uniq -c | tr -s ' ' | paste -sd, -
 }
+# service_answers — a request through the Service gets a 200 (kube-proxy has programmed it).
+service_answers() {
+  local ip; ip=$(service_ip)
+  [ -n "$ip" ] && in_ns curl -fsS -o /dev/null --max-time 2 "http://$ip:8080/" 2>/dev/null
+}
+
 # only_version VERSION — 20 answers of the Service, all from VERSION.
 only_version() {
   local ip got
   ip=$(service_ip); [ -n "$ip" ] || fail "no Service $WORKLOAD"
+  await 30 "Service $WORKLOAD to answer" service_answers
   got=$(answers "http://$ip:8080/")
   echo "Service $WORKLOAD ($ip): $got"
   [ "$got" = " 20 version=$1" ] || [ "$got" = "20 version=$1" ] || fail "the Service does not answer with $1 only: $got"
@@ -487,6 +494,7 @@ zero_failures() {
   application
   local v1; v1=$(testserver_ok 1.0.0)
   start 1.0.0 "$v1"
+  only_version 1.0.0
   client_start service "http://$(service_ip):8080/"
   sleep 3
   local v2; v2=$(testserver_never_ready 2.0.0)
@@ -513,6 +521,7 @@ restore() {
   application
   local v1; v1=$(testserver_ok 1.0.0)
   start 1.0.0 "$v1"
+  only_version 1.0.0
   client_start service "http://$(service_ip):8080/"
   sleep 3
   local v2; v2=$(testserver_fail_after 2.0.0 0)
