@@ -14,8 +14,9 @@
 # `web-dev`, or with BlueGreen Deployments `web-dev-blue|green`) and one Application `web`
 # whose source is a branch the git server does not have (so Ferry builds nothing, and only the
 # scenario's Releases run). Deadlines are short: progressDeadline 20s, stabilizationWindow 10s,
-# an HTTP check of /healthz every 500ms. Independent scenarios run side by side; the ones that
-# measure times or count failed requests run alone, the controller-restart one last.
+# an HTTP check of /healthz every 500ms (timeout 500ms). Independent scenarios run side by
+# side; the ones that measure times or count failed requests run alone, the controller-restart
+# one last.
 #
 #   good-rolling           two good releases in turn (RollingUpdate): Healthy each time,
 #                          current/previous right, history newest first, the Service answers
@@ -49,7 +50,7 @@
 # /tmp/ferry-e2e-rollouts-<run>). On success the scenarios' namespaces are deleted; on failure
 # they are left for inspection.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck disable=SC2034 # e2e/lib/ferry.sh reads it
 root=$(cd "$here/.." && pwd)
 source "$here/cluster/lib.sh"
@@ -177,7 +178,7 @@ environment() {
       spec: {
         strategy: {type: $strategy},
         health: {progressDeadline: $deadline, stabilizationWindow: $window, maxRestarts: $max_restarts,
-          httpChecks: [{path: "/healthz", port: "http", interval: "500ms", timeout: "1s", maxErrorRate: "5%"}
+          httpChecks: [{path: "/healthz", port: "http", interval: "500ms", timeout: "500ms", maxErrorRate: "5%"}
             + if $p95 == "" then {} else {maxLatencyP95: $p95} end]},
         rollback: {automatic: $automatic}
       }}' | kn apply -f - >/dev/null
@@ -279,7 +280,8 @@ verdict_says() {
 measure_signal() {
   local signal verdict; signal=$(field .rollout.verdict.signalTime); verdict=$(field .rollout.verdict.time)
   if [ -n "$signal" ] && [ -n "$verdict" ]; then
-    echo "measured: $1 failure signal → verdict = $(seconds_between "$signal" "$verdict") s (the verdict's signalTime → time)"
+    # From the verdict's own signalTime to its time.
+    echo "measured: $1 failure signal → verdict = $(seconds_between "$signal" "$verdict") s"
   else
     echo "note: the verdict has no signalTime ($signal) or no time ($verdict)"
   fi
@@ -380,7 +382,7 @@ scenario_never_ready() {
   verdict_says 'read(y|iness)'
   # Rolled back at the deadline: not before it, and not long after.
   local took; took=$(seconds_between "$(field .rollout.started)" "$(field .rollout.verdict.time)")
-  echo "measured: never-ready: rollout started → verdict = $took s (progressDeadline $PROGRESS_DEADLINE)"
+  echo "measured: never-ready rollout started → verdict = $took s"
   at_most 19 "$took" || fail "the verdict came $took s after the start, before the deadline"
   at_most "$took" 35 || fail "the verdict came $took s after the start, long after the deadline"
   only_version 1.0.0
@@ -410,7 +412,8 @@ scenario_crash() {
   verdict_says 'crash|restart|exit'
   if [ -n "$first" ]; then
     local took; took=$(seconds_between "$first" "$(field .rollout.verdict.time)")
-    echo "measured: crash loop: signal → verdict = $took s (the first container's finishedAt $first → verdict.time)"
+    echo "the first crash: a container finished at $first; the verdict at $(field .rollout.verdict.time)"
+    echo "measured: crash loop: signal → verdict = $took s"
     at_most "$took" 30 || fail "rolled back $took s after the first crash, not within 30 s"
   fi
   measure_signal RollingUpdate
@@ -426,7 +429,7 @@ scenario_image_pull() {
   release 2.0.0 "$v2"
   rolled_back 2.0.0 1.0.0
   verdict_says 'pull|image'
-  echo "measured: image pull error: rollout started → verdict = $(seconds_between "$(field .rollout.started)" "$(field .rollout.verdict.time)") s"
+  echo "measured: image pull error rollout started → verdict = $(seconds_between "$(field .rollout.started)" "$(field .rollout.verdict.time)") s"
   measure_signal RollingUpdate
   only_version 1.0.0
 }
@@ -536,20 +539,22 @@ restore() {
   back=$(client_only_from service 1.0.0 "$(epoch "$verdict")") || fail "1.0.0 does not answer alone any more"
   first_failure=$(awk '$2 != 200 {print $1; exit}' "$WORK/service.log")
   # The verdict's time has whole seconds: a restore within that second reads as 0 s.
-  echo "measured: $1 verdict → previous release serving all traffic = $(awk -v a="$(epoch "$verdict")" -v b="$back" 'BEGIN {d = b - a; printf "%.2f", d < 0 ? 0 : d}') s (client)"
+  # As the client saw it: from the verdict to its first request of the unbroken run of 200s
+  # from the previous release.
+  echo "measured: $1 verdict → previous release serving all traffic = $(awk -v a="$(epoch "$verdict")" -v b="$back" 'BEGIN {d = b - a; printf "%.2f", d < 0 ? 0 : d}') s"
   local restored; restored=$(field .rollout.verdict.restored)
   if [ -n "$restored" ]; then
-    echo "measured: $1 verdict → restored = $(seconds_between "$verdict" "$restored") s (the verdict's restored)"
+    echo "measured: $1 verdict → verdict.restored = $(seconds_between "$verdict" "$restored") s"
   else
     echo "note: the verdict has no restored time"
   fi
   if [ -n "$first_failure" ]; then
-    echo "measured: $1 failure signal → verdict = $(seconds_between "$first_failure" "$verdict") s (the client's first failed request → verdict.time)"
+    echo "measured: $1 client's first failed request → verdict = $(seconds_between "$first_failure" "$verdict") s"
   else
     echo "note: the client saw no failed request: the failing release never served it"
   fi
   measure_signal "$1"
-  echo "measured: $1 requests without an answer (no HTTP status) during the failed rollout = $(awk '$2 == "000"' "$WORK/service.log" | wc -l)"
+  echo "measured: $1 requests without an HTTP answer during the failed rollout = $(awk '$2 == "000"' "$WORK/service.log" | wc -l)"
 }
 
 scenario_restore_rolling() { restore RollingUpdate; }
@@ -710,4 +715,5 @@ main() {
   done
 }
 
-main "$@"
+# Sourced (to try the helpers on a made-up status), it only defines them.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
