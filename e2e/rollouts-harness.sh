@@ -183,8 +183,8 @@ behaviour_slow() {
   seconds=$(cut -d' ' -f2 <<<"$answer")
   awk -v s="$seconds" 'BEGIN {exit !(s < 0.3)}' || fail "/ took $seconds s"
   # Concurrent slow answers do not wait for each other.
-  local t0 i; t0=$(now)
-  for i in 1 2 3 4; do in_ns curl -sS -o /dev/null --max-time 5 "${url}healthz" & done
+  local t0; t0=$(now)
+  for _ in 1 2 3 4; do in_ns curl -sS -o /dev/null --max-time 5 "${url}healthz" & done
   wait
   local took; took=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}')
   echo "4 concurrent /healthz: $took s"

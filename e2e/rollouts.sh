@@ -684,7 +684,9 @@ main() {
   case "${1:-}" in
     --one) mkdir -p "$OUT"; one "$2"; return ;;
     --diagnose)
-      SCENARIO=$2; NS="$NS_PREFIX-$2"; WORK="$OUT/$2.work"; CLIENT_DIR=$WORK
+      SCENARIO=$2; NS="$NS_PREFIX-$2"; WORK="$OUT/$2.work"
+      # shellcheck disable=SC2034 # client_stop reads it
+      CLIENT_DIR=$WORK
       local pidfile
       for pidfile in "$WORK"/*.pid; do
         [ -e "$pidfile" ] || continue

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A client that sends requests to a URL continuously and records every answer (sourced, not
 # run; needs e2e/cluster/lib.sh sourced first). It runs on the host inside the node's network
 # namespace, where a Service's ClusterIP is reached through kube-proxy's rules, as a pod's

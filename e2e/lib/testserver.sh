@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The rollout scenarios' test server: a tiny HTTP server image family built from the harness's
 # busybox (sourced, not run; needs e2e/cluster/lib.sh and e2e/images/lib.sh sourced first).
 #
