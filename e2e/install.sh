@@ -14,7 +14,10 @@
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over;
 #   6. builds (e2e/builds.sh): pushed commits become BuildJobs, images and Releases, failures
-#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them).
+#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them);
+#   6b. rollouts (e2e/rollouts.sh): hand-made Releases of the test server roll out, good ones
+#      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
+#      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -214,6 +217,11 @@ main() {
     echo "FERRY_E2E_SKIP_BUILDS=1: the build scenarios (e2e/builds.sh) are skipped"
   else
     step "pushed commits become verified images and Releases (e2e/builds.sh)" "$here/builds.sh"
+  fi
+  if [ "${FERRY_E2E_SKIP_ROLLOUTS:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (e2e/rollouts.sh) are skipped"
+  else
+    step "Releases roll out, failing ones are rolled back without a failed request (e2e/rollouts.sh)" "$here/rollouts.sh"
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
