@@ -97,6 +97,14 @@ get() {
   echo " $(cat "$CLIENT_DIR/body" 2>/dev/null)"
 }
 
+# await_service NAME — until the Service answers at all (a new ClusterIP refuses connections
+# until kube-proxy has programmed it).
+await_service() {
+  local url; url=$(service_url "$1")
+  answers_http() { [[ "$(get "$url" 2>/dev/null)" != "000 "* ]]; }
+  await 30 "Service $1 to answer" answers_http
+}
+
 build_images() {
   local t0; t0=$(now)
   IMAGE[ok1]=$(testserver_ok 1.0.0)
@@ -125,6 +133,7 @@ fresh_namespace() {
 
 behaviour_ok() {
   kn rollout status deployment/ok --timeout=60s
+  await_service ok
   local answer
   answer=$(get "$(service_url ok)healthz"); echo "GET ok's Service /healthz: $answer"
   [[ "$answer" == "200 "*"version=1.0.0 behaviour=ok path=/healthz code=200"* ]] || fail "unexpected answer"
@@ -159,6 +168,7 @@ behaviour_crash() {
 
 behaviour_fail_after() {
   kn rollout status deployment/fail-after --timeout=60s
+  await_service fail-after
   local url answer; url="$(service_url fail-after)"
   answer=$(get "${url}healthz"); echo "GET /healthz at once: $answer"
   # It may already be past its 8 s when the Deployment is seen available; the first answer
@@ -175,6 +185,7 @@ behaviour_fail_after() {
 
 behaviour_slow() {
   kn rollout status deployment/slow --timeout=60s
+  await_service slow
   local url answer seconds; url="$(service_url slow)"
   answer=$(get "${url}healthz"); echo "GET /healthz: $answer"
   seconds=$(cut -d' ' -f2 <<<"$answer")
@@ -215,7 +226,10 @@ client_counts() {
   sleep 2
   kn scale deployment/ok --replicas=1 >/dev/null
   kn rollout status deployment/ok --timeout=60s >/dev/null
-  sleep 2
+  # Ready is not reachable yet: kube-proxy programs the new endpoint a moment later.
+  answers_again() { client_only_from count 1.0.0 "$gone" >/dev/null; }
+  await 30 "version 1.0.0 to answer the client again" answers_again
+  sleep 1
   local back; back=$(client_only_from count 1.0.0 "$gone") || fail "version 1.0.0 does not answer again"
   local summary; summary=$(client_stop count)
   echo "$summary"
@@ -251,7 +265,8 @@ rolling() {
   client_stop "$name"
   local failed; failed=$(client_failed "$name" "$t0")
   echo "measured: failed requests during a plain RollingUpdate (preStop sleep $prestop) = $failed"
-  echo "measured: plain RollingUpdate (preStop sleep $prestop): update applied → only 2.0.0 answers = $(awk -v a="$t0" -v b="$only" 'BEGIN {printf "%.1f", b - a}') s (rollout status done after $(awk -v a="$t0" -v b="$done_at" 'BEGIN {printf "%.1f", b - a}') s)"
+  echo "measured: plain RollingUpdate (preStop sleep $prestop): update applied → only 2.0.0 answers = $(awk -v a="$t0" -v b="$only" 'BEGIN {printf "%.1f", b - a}') s"
+  echo "measured: plain RollingUpdate (preStop sleep $prestop): update applied → rollout status done = $(awk -v a="$t0" -v b="$done_at" 'BEGIN {printf "%.1f", b - a}') s"
   client_failures "$name" | head -n 10
   [ "$(client_failed "$name" 0 "$t0")" = 0 ] || fail "requests failed before the update"
 }
@@ -259,7 +274,17 @@ rolling() {
 rolling_with_prestop() { rolling 2; }
 rolling_without_prestop() { rolling 0; }
 
+# On the way out, a client a failed step left running.
+stop_clients() {
+  local pidfile
+  for pidfile in "$CLIENT_DIR"/*.pid; do
+    [ -e "$pidfile" ] || continue
+    client_stop "$(basename "$pidfile" .pid)" >/dev/null 2>&1 || true
+  done
+}
+
 main() {
+  trap stop_clients EXIT
   kc get nodes >/dev/null || die "no cluster (make cluster-up)"
   mkdir -p "$CLIENT_DIR"
   echo "client logs in $CLIENT_DIR"
