@@ -22,7 +22,7 @@
 #                          current/previous right, history newest first, the Service answers
 #                          with the new version only
 #   good-bluegreen         the same with BlueGreen: the slot flips, the Service's selector
-#                          ferry.dev/slot follows it
+#                          ferry.dev/release follows it
 #   never-ready            /ready answers 503: rolled back at the progress deadline, RolledBack,
 #                          rejected, the verdict names readiness
 #   crash                  the container exits 1 at start: rolled back within 30 s of the first
@@ -120,6 +120,11 @@ state() {
 # field JQ — one field of the entry, strings raw, nothing when null (false stays false).
 field() { state "($1) | select(. != null)" | jq -r . 2>/dev/null || true; }
 phase() { field .phase; }
+# failure JQ — a field of the failed verdict: a rollback's `cause`, or the degraded rollout's
+# own verdict (a rollback is a rollout of its own, with its own verdict).
+failure() { field "(if .rollout.kind == \"Rollback\" then .rollout.cause else .rollout.verdict end) | $1"; }
+# started_of RELEASE — when the rollout of RELEASE started, from its history entry.
+started_of() { field "[.history[]? | select(.release == \"$1\" and .kind != \"Rollback\")][0].time"; }
 show_state() {
   echo "status of $ENV: $(state '{phase, current, previous, slot, rejected,
     rollout: (.rollout | if . == null then null else {release, from, kind, strategy, slot, reason,
@@ -135,9 +140,9 @@ phase_is() {
   case $want:$p in
     Healthy:RolledBack | Healthy:Degraded | RolledBack:Healthy | Degraded:Healthy | Degraded:RolledBack | RolledBack:Degraded)
       # Another ending of the rollout this wait is about.
-      [ "$(field .rollout.verdict.healthy)" = "" ] && return 1
-      if [ "$(field .rollout.release)" = "$ROLLING" ]; then
-        echo "$ENV ended $p (current $current) instead of $want: $(field .rollout.verdict.message)"
+      [ "$(failure .healthy)" = "" ] && [ "$(field .rollout.verdict.healthy)" = "" ] && return 1
+      if [ "$(field .rollout.release)" = "$ROLLING" ] || [ "$(field .rollout.from)" = "$ROLLING" ]; then
+        echo "$ENV ended $p (current $current) instead of $want: $(failure .message)"
         return 2
       fi ;;
   esac
@@ -262,12 +267,13 @@ rolled_back() {
   local bad=$APP-$1 good=$APP-$2
   await 120 "$ENV to be RolledBack to $good" phase_is RolledBack "$good"
   show_state
-  [ "$(field .rollout.verdict.healthy)" = false ] || fail "the verdict is not unhealthy"
+  [ "$(failure .healthy)" = false ] || fail "the verdict is not unhealthy"
+  [ "$(field .rollout.kind)" = Rollback ] || fail "the rollout is a $(field .rollout.kind), not a Rollback"
   rejects "$bad"
   local outcome; outcome=$(field "[.history[]? | select(.release == \"$bad\")][0].outcome")
   [ "$outcome" = Failed ] || fail "the newest history entry of $bad has outcome '$outcome', not Failed"
   echo "history: $(state '[.history[]? | {release, from, kind, outcome}]')"
-  echo "verdict: $(field .rollout.verdict.message)"
+  echo "verdict: $(failure .reason): $(failure .message)"
 }
 
 # rejects RELEASE — the status's rejected list names RELEASE.
@@ -277,13 +283,13 @@ rejects() {
 
 # verdict_says REGEX — the verdict's message matches REGEX (case-insensitive).
 verdict_says() {
-  local message; message=$(field .rollout.verdict.message)
+  local message; message=$(failure .message)
   grep -qiE "$1" <<<"$message" || fail "the verdict message does not match /$1/: $message"
 }
 
 # measure_signal STRATEGY — the verdict's own signal → verdict, printed.
 measure_signal() {
-  local signal verdict; signal=$(field .rollout.verdict.signalTime); verdict=$(field .rollout.verdict.time)
+  local signal verdict; signal=$(failure .signalTime); verdict=$(failure .time)
   if [ -n "$signal" ] && [ -n "$verdict" ]; then
     # From the verdict's own signalTime to its time.
     echo "measured: $1 failure signal → verdict = $(seconds_between "$signal" "$verdict") s"
@@ -368,8 +374,9 @@ bluegreen_slot_serves() {
   image=$(jp "deployment/$WORKLOAD-$slot" '{.spec.template.spec.containers[0].image}')
   [ "$image" = "$(kn get release "$APP-$1" -o jsonpath='{.spec.image}')" ] \
     || fail "Deployment $WORKLOAD-$slot runs $image, not $APP-$1's image"
-  selector=$(jp "service/$WORKLOAD" '{.spec.selector.ferry\.dev/slot}')
-  [ "$selector" = "$slot" ] || fail "Service $WORKLOAD selects slot '$selector', the status says $slot"
+  # The Service selects the serving release's pods (ferry.dev/release), which run in that slot.
+  selector=$(jp "service/$WORKLOAD" '{.spec.selector.ferry\.dev/release}')
+  [ "$selector" = "$APP-$1" ] || fail "Service $WORKLOAD selects release '$selector', not $APP-$1"
   echo "$slot"
 }
 
@@ -386,7 +393,7 @@ scenario_never_ready() {
   rolled_back 2.0.0 1.0.0
   verdict_says 'read(y|iness)'
   # Rolled back at the deadline: not before it, and not long after.
-  local took; took=$(seconds_between "$(field .rollout.started)" "$(field .rollout.verdict.time)")
+  local took; took=$(seconds_between "$(started_of "$APP-2.0.0")" "$(failure .time)")
   echo "measured: never-ready rollout started → verdict = $took s"
   at_most 19 "$took" || fail "the verdict came $took s after the start, before the deadline"
   at_most "$took" 35 || fail "the verdict came $took s after the start, long after the deadline"
@@ -403,7 +410,7 @@ scenario_crash() {
   # The first crash: the earliest finishedAt of a container that ran the image, watched until
   # the verdict (a restarted container keeps only its last termination, so poll closely).
   local first="" pod finished deadline=$((SECONDS + 60))
-  until [ -n "$(field .rollout.verdict.time)" ]; do
+  until [ -n "$(failure .time)" ]; do
     for pod in $(pods_running "$v2"); do
       for finished in $(jp "pod/$pod" '{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.terminated.finishedAt}'); do
         if [ -z "$first" ] || at_most "$(epoch "$finished")" "$(epoch "$first")"; then first=$finished; fi
@@ -416,8 +423,8 @@ scenario_crash() {
   rolled_back 2.0.0 1.0.0
   verdict_says 'crash|restart|exit'
   if [ -n "$first" ]; then
-    local took; took=$(seconds_between "$first" "$(field .rollout.verdict.time)")
-    echo "the first crash: a container finished at $first; the verdict at $(field .rollout.verdict.time)"
+    local took; took=$(seconds_between "$first" "$(failure .time)")
+    echo "the first crash: a container finished at $first; the verdict at $(failure .time)"
     echo "measured: crash loop: signal → verdict = $took s"
     at_most "$took" 30 || fail "rolled back $took s after the first crash, not within 30 s"
   fi
@@ -434,7 +441,7 @@ scenario_image_pull() {
   release 2.0.0 "$v2"
   rolled_back 2.0.0 1.0.0
   verdict_says 'pull|image'
-  echo "measured: image pull error rollout started → verdict = $(seconds_between "$(field .rollout.started)" "$(field .rollout.verdict.time)") s"
+  echo "measured: image pull error rollout started → verdict = $(seconds_between "$(started_of "$APP-2.0.0")" "$(failure .time)") s"
   measure_signal RollingUpdate
   only_version 1.0.0
 }
@@ -536,7 +543,7 @@ restore() {
   release 2.0.0 "$v2"
   rolled_back 2.0.0 1.0.0
   local verdict back first_failure
-  verdict=$(field .rollout.verdict.time)
+  verdict=$(failure .time)
   restored_everywhere() { client_only_from service 1.0.0 "$(epoch "$verdict")" >/dev/null; }
   await 60 "only 1.0.0 to answer the client after the verdict" restored_everywhere
   sleep 5
@@ -547,11 +554,12 @@ restore() {
   # As the client saw it: from the verdict to its first request of the unbroken run of 200s
   # from the previous release.
   echo "measured: $1 verdict → previous release serving all traffic = $(awk -v a="$(epoch "$verdict")" -v b="$back" 'BEGIN {d = b - a; printf "%.2f", d < 0 ? 0 : d}') s"
-  local restored; restored=$(field .rollout.verdict.restored)
+  # The rollback's ready time: when Ferry saw the previous release serving all traffic again.
+  local restored; restored=$(field .rollout.ready)
   if [ -n "$restored" ]; then
-    echo "measured: $1 verdict → verdict.restored = $(seconds_between "$verdict" "$restored") s"
+    echo "measured: $1 verdict → rollback ready (Ferry's own record) = $(seconds_between "$verdict" "$restored") s"
   else
-    echo "note: the verdict has no restored time"
+    echo "note: the rollback has no ready time"
   fi
   if [ -n "$first_failure" ]; then
     echo "measured: $1 client's first failed request → verdict = $(seconds_between "$first_failure" "$verdict") s"
