@@ -32,13 +32,22 @@ async fn count(State(hits): State<Hits>, Path(name): Path<String>) -> &'static s
     "ok"
 }
 
-async fn slow() -> &'static str {
-    tokio::time::sleep(Duration::from_secs(60)).await;
+/// Answers its first request at once (the Service is up), then every other after a minute.
+async fn slow(State(hits): State<Hits>) -> &'static str {
+    let first = {
+        let mut hits = hits.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = hits.entry("slow".to_owned()).or_default();
+        *seen += 1;
+        *seen == 1
+    };
+    if !first {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     "too late"
 }
 
 /// A server on 127.0.0.1 with `/count/{name}` (200, counted), `/fail` (500), `/slow` (answers
-/// after a minute) and `/redirect` (302 to `/count/followed`). Returns its port and its hits.
+/// the first request, then every other after a minute) and `/redirect` (302 to `/count/followed`). Returns its port and its hits.
 async fn server() -> (u16, Hits) {
     let hits = Hits::default();
     let app = Router::new()
@@ -144,7 +153,8 @@ async fn slow_answers_are_timeouts_and_count_as_the_timeout() {
     let checks = Checks::default();
     let timeout = Duration::from_millis(100);
     checks.ensure("slow", target(port, "/slow", timeout));
-    let f = wait_for(&checks, "slow", "send 3 requests", |f| f.requests >= 3).await;
+    let f = wait_for(&checks, "slow", "send 4 requests", |f| f.requests >= 4).await;
+    // The first was answered; every later one timed out.
     assert_eq!(
         (
             f.failed,
@@ -153,7 +163,7 @@ async fn slow_answers_are_timeouts_and_count_as_the_timeout() {
             f.refused,
             f.other_errors
         ),
-        (f.requests, f.requests, 0, 0, 0),
+        (f.requests - 1, f.requests - 1, 0, 0, 0),
         "{f:?}"
     );
     assert_eq!(f.p95, Some(timeout), "{f:?}");
@@ -164,7 +174,7 @@ async fn slow_answers_are_timeouts_and_count_as_the_timeout() {
 }
 
 #[tokio::test]
-async fn a_closed_port_is_refused_and_gives_no_latency() {
+async fn a_closed_port_before_any_answer_is_warm_up_and_gives_no_latency() {
     // A port that was just free: bound, then closed again.
     let port = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -174,18 +184,9 @@ async fn a_closed_port_is_refused_and_gives_no_latency() {
     };
     let checks = Checks::default();
     checks.ensure("closed", target(port, "/healthz", GENEROUS));
-    let f = wait_for(&checks, "closed", "send 3 requests", |f| f.requests >= 3).await;
-    assert_eq!(
-        (
-            f.failed,
-            f.refused,
-            f.server_errors,
-            f.timeouts,
-            f.other_errors
-        ),
-        (f.requests, f.requests, 0, 0, 0),
-        "{f:?}"
-    );
+    let f = wait_for(&checks, "closed", "send 3 requests", |f| f.warmup >= 3).await;
+    // Nothing ever answered: no request counts (the verdict fails a check that has none).
+    assert_eq!((f.requests, f.failed), (0, 0), "{f:?}");
     assert_eq!(f.p95, None, "{f:?}");
     assert_eq!(f.last_failure_detail.as_deref(), Some("connection refused"));
 }

@@ -225,8 +225,15 @@ fn check_query(query: &str) -> Result<(), String> {
 /// The figures of one check since it (last) started.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Figures {
-    /// Requests completed (answered or failed); one in flight is not counted yet.
+    /// Requests completed (answered or failed) since the Service first answered; one in
+    /// flight is not counted yet.
     pub requests: u64,
+    /// Requests without an answer (refused, timed out, reset) before the Service first
+    /// answered: not counted in `requests` or `failed`. A new Service, or a pod that just became
+    /// ready, is reachable only once kube-proxy has programmed it, a moment later; those
+    /// requests say nothing about the application. An application that never answers has no
+    /// `requests` at all, which the verdict treats as a failure of its own.
+    pub warmup: u64,
     /// `server_errors + timeouts + refused + other_errors`.
     pub failed: u64,
     /// Answers with a 5xx status.
@@ -290,10 +297,25 @@ enum Outcome {
 struct Record {
     figures: Figures,
     samples: VecDeque<Duration>,
+    /// Whether the Service has answered once (see [`Figures::warmup`]).
+    answered: bool,
 }
 
 impl Record {
     fn add(&mut self, outcome: Outcome, now: SystemTime) {
+        if matches!(outcome, Outcome::Answered { .. }) {
+            self.answered = true;
+        }
+        if !self.answered {
+            self.figures.warmup += 1;
+            self.figures.last_failure_detail = Some(match outcome {
+                Outcome::TimedOut(timeout) => format!("timed out after {timeout:?}"),
+                Outcome::Refused => "connection refused".to_string(),
+                Outcome::Other(detail) => detail,
+                Outcome::Answered { .. } => String::new(),
+            });
+            return;
+        }
         self.figures.requests += 1;
         let failure = match outcome {
             Outcome::Answered { status, latency } => {
@@ -704,6 +726,37 @@ mod tests {
     }
 
     #[test]
+    fn requests_before_the_first_answer_are_warm_up_not_failures() {
+        let mut record = Record::default();
+        let now = SystemTime::UNIX_EPOCH;
+        record.add(Outcome::Refused, now);
+        record.add(Outcome::TimedOut(SECOND), now + SECOND);
+        let figures = record.figures();
+        assert_eq!(
+            (figures.requests, figures.failed, figures.warmup),
+            (0, 0, 2)
+        );
+        assert_eq!(
+            figures.last_failure_detail.as_deref(),
+            Some("timed out after 1s")
+        );
+        record.add(
+            Outcome::Answered {
+                status: 500,
+                latency: Duration::from_millis(3),
+            },
+            now + 2 * SECOND,
+        );
+        // From the first answer on, everything counts: a refusal too.
+        record.add(Outcome::Refused, now + 3 * SECOND);
+        let figures = record.figures();
+        assert_eq!(
+            (figures.requests, figures.failed, figures.warmup),
+            (2, 2, 2)
+        );
+    }
+
+    #[test]
     fn a_record_counts_failures_by_kind_and_keeps_the_newest_samples() {
         let mut record = Record::default();
         let now = SystemTime::UNIX_EPOCH;
@@ -727,6 +780,7 @@ mod tests {
             figures,
             Figures {
                 requests: 7,
+                warmup: 0,
                 failed: 4,
                 server_errors: 1,
                 timeouts: 1,

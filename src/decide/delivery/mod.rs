@@ -333,10 +333,15 @@ impl Work {
                 self.requeue_in(short.interval.max(Duration::from_secs(1)));
                 return;
             }
+            let last = short
+                .last_failure
+                .as_deref()
+                .map(|l| format!(" (last: {l})"))
+                .unwrap_or_default();
             let signal = Signal {
                 reason: crate::api::reasons::ERROR_RATE_EXCEEDED,
                 message: format!(
-                    "only {} requests to {} completed in the stabilization window and its grace period",
+                    "only {} requests to {} were answered in the stabilization window and its grace period{last}",
                     short.requests, short.path
                 ),
                 time: None,
