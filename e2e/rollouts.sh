@@ -169,21 +169,21 @@ EOF
 # empty for no latency threshold).
 environment() {
   local strategy=RollingUpdate automatic=true window=$STABILIZATION_WINDOW deadline=$PROGRESS_DEADLINE
-  local max_restarts=2 p95="" kv
+  local max_restarts=2 p95="" interval=500ms timeout=500ms kv
   for kv in "$@"; do
     case ${kv%%=*} in
-      strategy | automatic | window | deadline | max_restarts | p95) local "$kv" ;;
+      strategy | automatic | window | deadline | max_restarts | p95 | interval | timeout) local "$kv" ;;
       *) fail "environment: unknown key in '$kv'" ;;
     esac
   done
   jq -n --arg env "$ENV" --arg strategy "$strategy" --argjson automatic "$automatic" \
     --arg window "$window" --arg deadline "$deadline" --argjson max_restarts "$max_restarts" \
-    --arg p95 "$p95" '{
+    --arg p95 "$p95" --arg interval "$interval" --arg timeout "$timeout" '{
       apiVersion: "ferry.dev/v1alpha1", kind: "Environment", metadata: {name: $env},
       spec: {
         strategy: {type: $strategy},
         health: {progressDeadline: $deadline, stabilizationWindow: $window, maxRestarts: $max_restarts,
-          httpChecks: [{path: "/healthz", port: "http", interval: "500ms", timeout: "500ms", maxErrorRate: "5%"}
+          httpChecks: [{path: "/healthz", port: "http", interval: $interval, timeout: $timeout, maxErrorRate: "5%"}
             + if $p95 == "" then {} else {maxLatencyP95: $p95} end]},
         rollback: {automatic: $automatic}
       }}' | kn apply -f - >/dev/null
@@ -462,7 +462,9 @@ scenario_http_500() {
 }
 
 scenario_slow() {
-  environment p95=200ms
+  # Answers slower than the p95 threshold, well within the requests' timeout: a slow release,
+  # not a failing one.
+  environment p95=200ms interval=1s timeout=1s
   application
   local v1; v1=$(testserver_ok 1.0.0)
   start 1.0.0 "$v1"
