@@ -112,6 +112,22 @@ the_commit_becomes_a_release() {
   echo "the registry has $digest"
 }
 
+# The example's Release runs in dev (the first stage) as a Deployment and a Service and is
+# judged healthy; the rollout scenarios (e2e/rollouts.sh) go through the rest.
+the_release_runs_in_dev() {
+  local release
+  release=$(kc -n "$TEAM" get application shop -o jsonpath='{.status.latestRelease}')
+  kc -n "$TEAM" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].phase}'=Healthy \
+    application/shop --timeout=180s
+  kc -n "$TEAM" get applications,deployments,services,pods -l 'ferry.dev/environment=dev' || true
+  kc -n "$TEAM" get applications
+  [ "$(kc -n "$TEAM" get application shop -o jsonpath='{.status.environments[?(@.name=="dev")].current}')" = "$release" ]
+  [ "$(kc -n "$TEAM" get deployment shop-dev -o jsonpath='{.status.readyReplicas}')" = 1 ]
+  local ip; ip=$(kc -n "$TEAM" get service shop-dev -o jsonpath='{.spec.clusterIP}')
+  in_ns curl -fsS --max-time 5 "http://$ip:8080/" | head -n 3
+  echo "$release is Healthy in dev and answers through Service shop-dev ($ip)"
+}
+
 environment_waits_for_consent() {
   kc create namespace "$TARGET" --dry-run=client -o yaml | kc apply -f -
   kc -n "$TEAM" apply -f - <<YAML
@@ -210,6 +226,7 @@ main() {
   step "namespaces $TEAM and $TARGET are fresh" fresh_namespaces
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
   step "the example's commit is built and becomes a Release" the_commit_becomes_a_release
+  step "the example's Release runs in dev and proves healthy" the_release_runs_in_dev
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
