@@ -14,6 +14,8 @@ root=$(cd "$here/.." && pwd)
 source "$here/cluster/lib.sh"
 source "$here/lib/ferry.sh"
 source "$here/lib/story.sh"
+source "$here/images/lib.sh"
+source "$here/lib/testserver.sh"
 
 [ "$(id -u)" = 0 ] || die "the demo cluster needs root; try 'make demo-apiserver'"
 

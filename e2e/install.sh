@@ -14,7 +14,10 @@
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over;
 #   6. builds (e2e/builds.sh): pushed commits become BuildJobs, images and Releases, failures
-#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them).
+#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them);
+#   6b. rollouts (e2e/rollouts.sh): hand-made Releases of the test server roll out, good ones
+#      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
+#      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -107,6 +110,22 @@ the_commit_becomes_a_release() {
   curl -fsS -o /dev/null -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://${repository%%/*}/v2/${repository#*/}/manifests/$digest"
   echo "the registry has $digest"
+}
+
+# The example's Release runs in dev (the first stage) as a Deployment and a Service and is
+# judged healthy; the rollout scenarios (e2e/rollouts.sh) go through the rest.
+the_release_runs_in_dev() {
+  local release
+  release=$(kc -n "$TEAM" get application shop -o jsonpath='{.status.latestRelease}')
+  kc -n "$TEAM" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].phase}'=Healthy \
+    application/shop --timeout=180s
+  kc -n "$TEAM" get applications,deployments,services,pods -l 'ferry.dev/environment=dev' || true
+  kc -n "$TEAM" get applications
+  [ "$(kc -n "$TEAM" get application shop -o jsonpath='{.status.environments[?(@.name=="dev")].current}')" = "$release" ]
+  [ "$(kc -n "$TEAM" get deployment shop-dev -o jsonpath='{.status.readyReplicas}')" = 1 ]
+  local ip; ip=$(kc -n "$TEAM" get service shop-dev -o jsonpath='{.spec.clusterIP}')
+  in_ns curl -fsS --max-time 5 "http://$ip:8080/" | head -n 3
+  echo "$release is Healthy in dev and answers through Service shop-dev ($ip)"
 }
 
 environment_waits_for_consent() {
@@ -207,6 +226,7 @@ main() {
   step "namespaces $TEAM and $TARGET are fresh" fresh_namespaces
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
   step "the example's commit is built and becomes a Release" the_commit_becomes_a_release
+  step "the example's Release runs in dev and proves healthy" the_release_runs_in_dev
   step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
@@ -214,6 +234,11 @@ main() {
     echo "FERRY_E2E_SKIP_BUILDS=1: the build scenarios (e2e/builds.sh) are skipped"
   else
     step "pushed commits become verified images and Releases (e2e/builds.sh)" "$here/builds.sh"
+  fi
+  if [ "${FERRY_E2E_SKIP_ROLLOUTS:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (e2e/rollouts.sh) are skipped"
+  else
+    step "Releases roll out, failing ones are rolled back without a failed request (e2e/rollouts.sh)" "$here/rollouts.sh"
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm

@@ -110,6 +110,50 @@ tell_builds() {
   show kubectl -n "$ns" get releases
 }
 
+# The release of the example's commit rolls out to dev and becomes Healthy; then a release whose
+# container exits at start (made by hand: a Release can name any image by digest) is rolled
+# back by itself, with the reason in the history, the Events and the Release's status.
+tell_rollouts() {
+  local ns=$STORY_NS release image commit
+  release=$(kubectl -n "$ns" get application shop -o jsonpath='{.status.latestRelease}')
+  chapter "The release rolls out to dev, the first stage, and proves healthy"
+  echo "dev takes the newest Release ($release): a Deployment and a Service shop-dev, rolled out"
+  echo "with RollingUpdate, ready within dev's progressDeadline, then stable through its"
+  echo "stabilizationWindow (10s)."
+  show_await "$release to be Healthy in dev" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].phase}'=Healthy \
+    application/shop --timeout=120s
+  show kubectl -n "$ns" get applications
+  show kubectl -n "$ns" get deployments,services,pods -l ferry.dev/environment=dev
+
+  chapter "A release that crashes is rolled back by itself"
+  # The rollout scenarios' test server (e2e/lib/testserver.sh), built to exit at start.
+  image=$(testserver_crash 9.9.9)
+  commit=$(printf 'shop 9.9.9' | sha1sum | cut -c1-40)
+  echo "A Release made by hand, of an image whose container exits as soon as it starts:"
+  show kubectl -n "$ns" apply -f - <<YAML
+apiVersion: ferry.dev/v1alpha1
+kind: Release
+metadata: {name: shop-9.9.9}
+spec: {application: shop, version: 9.9.9, commit: $commit, image: "$image"}
+YAML
+  show_await "dev to roll shop-9.9.9 back" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].phase}'=RolledBack \
+    application/shop --timeout=120s
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="dev")].rollout}{.kind} to {.release}; failed verdict: {.cause.reason}: {.cause.message}{"\n"}{end}'
+  show_await "the rollback to $release to be verified" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].rollout.verdict.healthy}'=true \
+    application/shop --timeout=120s
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="dev")].history[*]}{.time} {.kind} {.release} {.outcome}: {.reason}{"\n"}{end}'
+  show kubectl -n "$ns" get releases
+  show kubectl -n "$ns" get release shop-9.9.9 \
+    -o jsonpath='{range .status.environments[*]}{.name}: {.state}: {.reason}{"\n"}{end}'
+  show kubectl -n "$ns" get events.v1.events.k8s.io --field-selector regarding.kind=Application \
+    -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note --sort-by=.metadata.creationTimestamp
+}
+
 tell_story() {
   local ns=$STORY_NS
   reset_story
@@ -151,6 +195,9 @@ tell_story() {
   show kubectl -n "$ns" get applications
 
   tell_builds
+  if [ "${STORY_BUILDS:-1}" != 0 ]; then
+    tell_rollouts
+  fi
 
   chapter "Deploying into another namespace needs that namespace's consent"
   kubectl create namespace "$STORY_TARGET_NS" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
