@@ -186,6 +186,64 @@ spec:
     }
 
     #[test]
+    fn where_a_release_runs_follows_its_application_and_a_rejection_is_kept() {
+        use crate::api::application::{HistoryEntry, HistoryKind, Outcome};
+        let mut release = release();
+        let dev = |current: &str, rejected: &[&str]| EnvironmentState {
+            name: "dev".to_owned(),
+            current: Some(current.to_owned()),
+            rejected: rejected.iter().map(|r| r.to_string()).collect(),
+            history: vec![HistoryEntry {
+                release: "shop-1.4.2".to_owned(),
+                from: Some("shop-1.4.1".to_owned()),
+                time: now(),
+                kind: HistoryKind::Rollout,
+                outcome: Outcome::Failed,
+                reason: "newest release; failed: pod shop-dev-x keeps crashing".to_owned(),
+            }],
+            ..EnvironmentState::default()
+        };
+        let decide = |release: &Release, environments: &[EnvironmentState]| {
+            status(
+                &Observed {
+                    release,
+                    namespace: "team-a",
+                    application_exists: true,
+                    environments,
+                },
+                &now(),
+            )
+            .status
+        };
+        let serving = decide(&release, &[dev("shop-1.4.2", &[])]);
+        assert_eq!(serving.environments[0].state, ReleaseState::Deployed);
+        assert_eq!(serving.summary.as_deref(), Some("dev"));
+
+        // Replaced by a newer release: superseded, with what replaced it.
+        release.status = Some(serving);
+        let replaced = decide(&release, &[dev("shop-1.5.0", &[])]);
+        assert_eq!(replaced.environments[0].state, ReleaseState::Superseded);
+        assert_eq!(
+            replaced.environments[0].reason.as_deref(),
+            Some("replaced by shop-1.5.0")
+        );
+
+        // Rolled back: rejected, with the failing signal, and it stays so.
+        let rejected = decide(&release, &[dev("shop-1.4.1", &["shop-1.4.2"])]);
+        assert_eq!(rejected.environments[0].state, ReleaseState::Rejected);
+        assert!(
+            rejected.environments[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("keeps crashing"))
+        );
+        assert_eq!(rejected.summary, None);
+        release.status = Some(rejected.clone());
+        let later = decide(&release, &[]);
+        assert_eq!(later.environments, rejected.environments);
+    }
+
+    #[test]
     fn a_release_without_its_application_is_stalled() {
         let release = release();
         let status = status(
