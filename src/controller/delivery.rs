@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::release::newest;
-use super::status::publish;
+use super::status::publish_about;
 use super::{Context, Error};
 use crate::adapters::http_check::Target;
-use crate::api::application::{EnvironmentState, Slot};
+use crate::api::application::{EnvironmentState, HistoryKind, Slot};
 use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
@@ -483,13 +483,25 @@ impl<K: Resource> ResourceLike for K {
 /// Publishes the plan's Events on the Application, each prefixed with its environment.
 async fn announce(context: &Context, app: &Application, env: &str, plan: &Plan) {
     let reference = app.object_ref(&());
-    for event in &plan.events {
+    for told in &plan.events {
+        let event = &told.announcement;
         let announcement = Announcement {
             note: format!("{env}: {}", event.note),
             ..event.clone()
         };
         tracing::info!(environment = %env, reason = %event.reason, note = %event.note, "delivery");
-        publish(context, &reference, &announcement).await;
+        let related = ObjectReference {
+            api_version: Some(Release::api_version(&()).into_owned()),
+            kind: Some(Release::kind(&()).into_owned()),
+            namespace: app.namespace(),
+            name: Some(told.release.clone()),
+            ..ObjectReference::default()
+        };
+        let action = match told.kind {
+            HistoryKind::Rollback => "Rollback",
+            _ => "Rollout",
+        };
+        publish_about(context, &reference, Some(related), action, &announcement).await;
     }
 }
 

@@ -119,6 +119,18 @@ where
 /// Publishes an Event about the object `regarding`. An Event that cannot be written is logged,
 /// not retried: Events are best effort, and the status already says the same.
 pub async fn publish(context: &Context, regarding: &ObjectReference, announcement: &Announcement) {
+    publish_about(context, regarding, None, "Reconcile", announcement).await;
+}
+
+/// Publishes an Event about `regarding` that concerns `related` too (a rollout's Release), with
+/// what Ferry did as its `action`. Events differing in either are never folded into one series.
+pub async fn publish_about(
+    context: &Context,
+    regarding: &ObjectReference,
+    related: Option<ObjectReference>,
+    action: &str,
+    announcement: &Announcement,
+) {
     let event = Event {
         type_: match announcement.severity {
             Severity::Normal => EventType::Normal,
@@ -126,8 +138,8 @@ pub async fn publish(context: &Context, regarding: &ObjectReference, announcemen
         },
         reason: announcement.reason.clone(),
         note: Some(conditions::truncate(&announcement.note, 1024)),
-        action: "Reconcile".into(),
-        secondary: None,
+        action: action.into(),
+        secondary: related,
     };
     if let Err(error) = context.recorder.publish(&event, regarding).await {
         tracing::warn!(%error, "cannot publish an Event");

@@ -101,6 +101,16 @@ pub struct Finished {
     pub restored_after: Option<f64>,
 }
 
+/// An Event about a rollout: what it says, the Release it is about and whether it is about a
+/// rollout or a rollback (the Event's `related` object and its action, so that Events about
+/// different releases are never folded into one series).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Told {
+    pub announcement: Announcement,
+    pub release: String,
+    pub kind: HistoryKind,
+}
+
 /// What the environment should look like, and what to tell.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -112,7 +122,7 @@ pub struct Plan {
     /// The rollout whose HTTP checks should run now: (release, its start), a key that is new
     /// for every rollout.
     pub checks: Option<(String, Time)>,
-    pub events: Vec<Announcement>,
+    pub events: Vec<Told>,
     pub finished: Vec<Finished>,
     pub requeue_after: Option<Duration>,
 }
@@ -197,7 +207,7 @@ struct Work {
     state: EnvironmentState,
     /// Now, to the second, for what is stored.
     stamp: Time,
-    events: Vec<Announcement>,
+    events: Vec<Told>,
     finished: Vec<Finished>,
     requeue: Option<Duration>,
 }
@@ -208,11 +218,15 @@ impl Work {
         self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
     }
 
-    fn tell(&mut self, reason: Reason, note: String) {
-        self.events.push(Announcement {
-            severity: reason.severity,
-            reason: reason.name.to_owned(),
-            note,
+    fn tell(&mut self, reason: Reason, note: String, release: &str, kind: HistoryKind) {
+        self.events.push(Told {
+            announcement: Announcement {
+                severity: reason.severity,
+                reason: reason.name.to_owned(),
+                note,
+            },
+            release: release.to_owned(),
+            kind,
         });
     }
 
@@ -264,6 +278,8 @@ impl Work {
                 "rolling out {}{replacing} with {:?}: {}",
                 wanted.release, policy.strategy, wanted.reason
             ),
+            &wanted.release,
+            HistoryKind::Rollout,
         );
     }
 
@@ -379,7 +395,7 @@ impl Work {
                 rollout.release
             ),
         };
-        self.tell(STABILIZING, note);
+        self.tell(STABILIZING, note, &rollout.release, rollout.kind);
         self.state.rollout = Some(rollout);
     }
 
@@ -420,6 +436,8 @@ impl Work {
             self.tell(
                 ROLLOUT_SUCCEEDED,
                 format!("{} is healthy: {message}", rollout.release),
+                &rollout.release,
+                rollout.kind,
             );
         } else {
             self.tell(
@@ -428,6 +446,8 @@ impl Work {
                     "{} is healthy again after the rollback: {message}",
                     rollout.release
                 ),
+                &rollout.release,
+                rollout.kind,
             );
         }
         self.state.slot = rollout.slot;
@@ -461,6 +481,8 @@ impl Work {
                     "rolling back to {failed} failed too: {}; pin a release to recover",
                     signal.message
                 ),
+                &failed,
+                HistoryKind::Rollback,
             );
             self.finished.push(Finished {
                 strategy: rollout.strategy,
@@ -502,7 +524,12 @@ impl Work {
                     outcome: Outcome::InProgress,
                     reason: reason.clone(),
                 });
-                self.tell(ROLLED_BACK, format!("{reason}; rolling back to {previous}"));
+                self.tell(
+                    ROLLED_BACK,
+                    format!("{reason}; rolling back to {previous}"),
+                    &failed,
+                    HistoryKind::Rollout,
+                );
                 self.state.rollout = Some(Rollout {
                     release: previous,
                     from: Some(failed),
@@ -528,6 +555,8 @@ impl Work {
                         "{failed} failed: {}; {why}, so the environment stays degraded until a release is pinned",
                         signal.message
                     ),
+                    &failed,
+                    HistoryKind::Rollout,
                 );
                 rollout.verdict = Some(verdict);
                 self.state.rollout = Some(rollout);

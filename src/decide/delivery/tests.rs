@@ -122,7 +122,7 @@ fn a_good_release_rolls_out_waits_through_the_window_and_becomes_healthy() {
         BTreeMap::from([(None, "web-1.0.0".to_owned())])
     );
     assert_eq!(plan.serving, Serving::All);
-    assert_eq!(plan.events[0].reason, "RolloutStarted");
+    assert_eq!(plan.events[0].announcement.reason, "RolloutStarted");
     // The deadline is the next look, not a poll.
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
 
@@ -145,7 +145,7 @@ fn a_good_release_rolls_out_waits_through_the_window_and_becomes_healthy() {
     assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
     assert_eq!(plan.state.history.len(), 1);
     assert_eq!(plan.state.history[0].outcome, Outcome::Succeeded);
-    assert_eq!(plan.events[0].reason, "RolloutSucceeded");
+    assert_eq!(plan.events[0].announcement.reason, "RolloutSucceeded");
 
     // Nothing changes in steady state: no new history, no events.
     let plan = env.step(100, wanted("web-1.0.0"), &ready, &[]);
@@ -180,7 +180,11 @@ fn a_crash_loop_rolls_back_at_once_and_the_release_is_not_tried_again() {
         BTreeMap::from([(None, "web-1.0.0".to_owned())]),
         "the Deployment goes back to the healthy release"
     );
-    assert!(plan.events.iter().any(|e| e.reason == "RolledBack"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "RolledBack")
+    );
     let failed = &plan.state.history[1];
     assert_eq!(
         (failed.release.as_str(), failed.outcome),
@@ -346,7 +350,11 @@ fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
         BTreeMap::from([(None, "web-2.0.0".to_owned())]),
         "left as it is: maxUnavailable 0 keeps the old pods serving"
     );
-    assert!(plan.events.iter().any(|e| e.reason == "RolloutFailed"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "RolloutFailed")
+    );
     let degraded = plan.state.conditions.iter().find(|c| c.type_ == DEGRADED);
     assert_eq!(degraded.map(|c| c.reason.as_str()), Some(CRASH_LOOP.name));
 
@@ -373,6 +381,7 @@ fn a_first_rollout_that_fails_is_degraded_and_a_later_good_release_goes_through(
     assert_eq!(plan.state.phase, Some(Phase::Degraded));
     assert!(
         plan.events[0]
+            .announcement
             .note
             .contains("no healthy release to go back to")
     );
