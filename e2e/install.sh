@@ -207,13 +207,16 @@ helm_release_needs_a_grant() {
 }
 
 uninstall_with_helm() {
+  # Applications first, while Ferry runs: their finalizer deletes their workloads in other
+  # namespaces, and only a running Ferry removes it (the README says so for users too).
+  kc delete namespace "$HELM_TEAM" --wait --timeout=120s
   uninstall_ferry_helm "$RELEASE" "$RELEASE"
   local left
   left=$(kc get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$RELEASE" -o name)
   left+=$(kc get rolebindings,roles,serviceaccounts,deployments -A -l "app.kubernetes.io/instance=$RELEASE" -o name)
   [ -z "$left" ] || { echo "helm uninstall left: $left"; exit 1; }
   echo "nothing labelled app.kubernetes.io/instance=$RELEASE is left"
-  kc delete namespace "$HELM_TEAM" "$RELEASE" --wait --timeout=120s
+  kc delete namespace "$RELEASE" --wait --timeout=120s
 }
 
 main() {
