@@ -162,7 +162,9 @@ pub async fn deliver(
             &context.clock.now(),
         );
         let cluster_ip = apply(context, &w, &plan, &images, &observed).await?;
-        keep.insert((target.clone(), workload::base_name(&name, env_name)));
+        if !plan.deployments.is_empty() {
+            keep.insert((target.clone(), workload::base_name(&name, env_name)));
+        }
         for placement in plan.deployments.keys() {
             keep.insert((
                 target.clone(),
@@ -386,6 +388,10 @@ async fn apply(
             let name = workload::deployment_name(&app, w.environment, *placement);
             delete(&deployments, w.namespace, &name).await?;
         }
+    }
+    // Nothing runs yet (no release chosen): no Service in front of nothing.
+    if plan.deployments.is_empty() {
+        return Ok(None);
     }
     let Some(mut service) = workload::service(w, None) else {
         return Ok(None);
