@@ -732,6 +732,55 @@ spec:
     }
 
     #[test]
+    fn deliveries_wait_for_consent_and_a_valid_run_spec_but_not_for_the_repository() {
+        let app = app(SHOP);
+        let releases = BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]);
+        let unreadable = SourceHead::Failed {
+            category: "RepositoryUnreachable",
+            message: "connection refused".to_owned(),
+        };
+        let delivers = |envs: &BTreeMap<String, EnvironmentFacts>,
+                        invalid_run: Option<(String, String)>,
+                        source: Option<&SourceHead>| {
+            let decision = status(
+                &Observed {
+                    app: &app,
+                    namespace: "team-a",
+                    environments: envs,
+                    secrets: &git_cred(),
+                    releases: &releases,
+                    source,
+                    builds: &BTreeSet::new(),
+                    released: &BTreeSet::new(),
+                    latest_release: None,
+                    invalid_run,
+                },
+                &now(),
+            );
+            decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Deliver { .. }))
+        };
+        let mut envs = three_stages();
+        assert!(delivers(&envs, None, None));
+        assert!(
+            delivers(&envs, None, Some(&unreadable)),
+            "a git outage stops builds, not deliveries"
+        );
+        let invalid = Some(("dev".to_owned(), "port \"admin\" names no port".to_owned()));
+        assert!(!delivers(&envs, invalid, None));
+        envs.get_mut("prod").unwrap().target = Some(LiveTarget {
+            namespace: "team-a-prod".into(),
+            consents: false,
+        });
+        assert!(
+            !delivers(&envs, None, None),
+            "nothing goes where it may not"
+        );
+    }
+
+    #[test]
     fn an_environments_readiness_comes_from_its_ready_condition_for_its_generation() {
         let ready = |status: &str, generation: i64| Condition {
             type_: READY.into(),
