@@ -14,7 +14,9 @@
 # `web-dev`, or with BlueGreen Deployments `web-dev-blue|green`) and one Application `web`
 # whose source is a branch the git server does not have (so Ferry builds nothing, and only the
 # scenario's Releases run). Deadlines are short: progressDeadline 20s, stabilizationWindow 10s,
-# an HTTP check of /healthz every 500ms (timeout 500ms). Independent scenarios run side by
+# an HTTP check of /healthz every 500ms (timeout 500ms, maxErrorRate 10%: the test server forks a
+# shell per request, and with the scenarios side by side on 2 cores a good release's answer
+# can take most of the timeout). Independent scenarios run side by
 # side; the ones that measure times or count failed requests run alone, the controller-restart
 # one last.
 #
@@ -183,7 +185,7 @@ environment() {
       spec: {
         strategy: {type: $strategy},
         health: {progressDeadline: $deadline, stabilizationWindow: $window, maxRestarts: $max_restarts,
-          httpChecks: [{path: "/healthz", port: "http", interval: $interval, timeout: $timeout, maxErrorRate: "5%"}
+          httpChecks: [{path: "/healthz", port: "http", interval: $interval, timeout: $timeout, maxErrorRate: "10%"}
             + if $p95 == "" then {} else {maxLatencyP95: $p95} end]},
         rollback: {automatic: $automatic}
       }}' | kn apply -f - >/dev/null
