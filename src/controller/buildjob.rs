@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::api::PostParams;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -22,7 +22,7 @@ use super::error::succeeded;
 use super::relations::related;
 use super::release::{application_exists, newest, releases_of};
 use super::status::{self, Written, readable};
-use super::{Context, Error, Guarded, next_action};
+use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;
 use crate::api::reasons::{BUILD_FAILED, Reason};
@@ -365,19 +365,9 @@ async fn prune(
     finished_jobs.push(finished_at(current, status));
     let limit = usize::try_from(app.spec.build_history_limit).unwrap_or(1);
     let api = context.api::<BuildJob>(namespace);
-    let background = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
     for pruned in to_prune(finished_jobs, limit) {
-        match api.delete(&pruned, &background).await {
-            Ok(_) => tracing::info!(buildjob = %pruned, "pruned a finished build"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => {
-                return Err(Error::act(format!(
-                    "deleting BuildJob {namespace}/{pruned}"
-                ))(error));
-            }
+        if delete_in_background(&api, namespace, &pruned).await? {
+            tracing::info!(buildjob = %pruned, "pruned a finished build");
         }
     }
     Ok(())

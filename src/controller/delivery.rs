@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::release::newest;
 use super::status::publish_about;
-use super::{Context, Error};
+use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
 use crate::api::application::{EnvironmentState, HistoryKind, Slot};
 use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
@@ -386,7 +386,7 @@ async fn apply(
     for placement in observed.deployments.keys() {
         if !plan.deployments.contains_key(placement) {
             let name = workload::deployment_name(&app, w.environment, *placement);
-            delete(&deployments, w.namespace, &name).await?;
+            delete_in_background(&deployments, w.namespace, &name).await?;
         }
     }
     // Nothing runs yet (no release chosen): no Service in front of nothing.
@@ -416,20 +416,6 @@ async fn apply(
         .filter(|ip| ip != "None"))
 }
 
-async fn delete<K>(api: &Api<K>, namespace: &str, name: &str) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(Error::act(format!(
-            "deleting {} {namespace}/{name}",
-            K::kind(&())
-        ))(error)),
-    }
-}
-
 /// Deletes the Application's Deployments and Services that are not in `keep` (namespace,
 /// name) and not of an `untouched` environment: those of an environment entry removed, or
 /// left in a namespace the environment no longer targets. Empty sets delete them all.
@@ -448,13 +434,13 @@ pub async fn prune(
     for d in children_of(&children.deployments, namespace, app, None) {
         if !kept(d.as_ref()) {
             let api: Api<Deployment> = context.api(&d.ns());
-            delete(&api, &d.ns(), &d.name()).await?;
+            delete_in_background(&api, &d.ns(), &d.name()).await?;
         }
     }
     for s in children_of(&children.services, namespace, app, None) {
         if !kept(s.as_ref()) {
             let api: Api<Service> = context.api(&s.ns());
-            delete(&api, &s.ns(), &s.name()).await?;
+            delete_in_background(&api, &s.ns(), &s.name()).await?;
         }
     }
     Ok(())

@@ -133,6 +133,25 @@ where
     }
 }
 
+/// Deletes `name` with background propagation (its dependents follow through their owner
+/// references); one already gone is fine. Whether this call deleted it.
+async fn delete_in_background<K>(api: &Api<K>, namespace: &str, name: &str) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .delete(name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(Error::act(format!(
+            "deleting {} {namespace}/{name}",
+            K::kind(&())
+        ))(error)),
+    }
+}
+
 /// How long an object waits, with nothing changed, before it is looked at again: a safety net
 /// for what no watch reports. Decisions ask for sooner requeues (deadlines, windows, Secrets).
 const RESYNC: Duration = Duration::from_secs(600);
