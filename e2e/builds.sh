@@ -45,9 +45,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 source "$here/cluster/lib.sh"
 source "$here/lib/ferry.sh"
+source "$here/lib/scenarios.sh"
 
 SYSTEM=ferry-system
 NS_PREFIX=ferry-e2e-build
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
+SUITE=builds
 RUN_ID=${FERRY_E2E_BUILDS_RUN:-$(date +%s)}
 OUT=${FERRY_E2E_BUILDS_OUT:-/tmp/ferry-e2e-builds-$RUN_ID}
 BASE_IMAGE="$REGISTRY/busybox:1.35"
@@ -58,8 +61,11 @@ cp -r www "$FERRY_OUTPUT_DIR"/'
 MANIFEST_TYPES='application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
 
 # The scenarios side by side, then each of the others alone, in this order.
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 PARALLEL=(release tag work-items failing-test wrong-password unreachable unchanged-rebuild timeout-and-delete)
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 ALONE=(webhook controller-restart)
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 declare -A DEADLINE=([timeout-and-delete]=300 [release]=300 [tag]=300 [work-items]=360 [failing-test]=240
   [wrong-password]=240 [unreachable]=180 [unchanged-rebuild]=360 [webhook]=300
   [controller-restart]=420)
@@ -769,69 +775,12 @@ one() {
   return 1
 }
 
-# group SCENARIO... — runs them side by side, each under its deadline, and reports each.
-group() {
-  local names=("$@") name pids=() i rc took
-  for name in "${names[@]}"; do
-    (
-      start=$SECONDS rc=0
-      FERRY_E2E_BUILDS_RUN=$RUN_ID FERRY_E2E_BUILDS_OUT=$OUT \
-        timeout -k 10 "${DEADLINE[$name]}" "$here/builds.sh" --one "$name" >"$OUT/$name.log" 2>&1 \
-        || rc=$?
-      echo $((SECONDS - start)) >"$OUT/$name.seconds"
-      exit $rc
-    ) &
-    pids+=($!)
-  done
-  for i in "${!pids[@]}"; do
-    name=${names[$i]}
-    set +e; wait "${pids[$i]}"; rc=$?; set -e
-    took=$(cat "$OUT/$name.seconds" 2>/dev/null || echo "?")
-    if [ $rc -eq 0 ]; then
-      echo "PASS builds/$name (${took} s)"
-      grep -E '^(measured|note):' "$OUT/$name.log" | sed 's/^/    /' || true
-      PASSED=$((PASSED + 1))
-    else
-      if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-        echo "FAIL builds/$name: no verdict within its deadline of ${DEADLINE[$name]} s"
-        # Killed mid-wait: it printed no diagnostics itself.
-        FERRY_E2E_BUILDS_RUN=$RUN_ID FERRY_E2E_BUILDS_OUT=$OUT \
-          "$here/builds.sh" --diagnose "$name" >>"$OUT/$name.log" 2>&1 || true
-      else
-        echo "FAIL builds/$name (${took} s)"
-      fi
-      echo "---- log of builds/$name ($OUT/$name.log)"
-      sed 's/^/    /' "$OUT/$name.log"
-      FAILED+=("$name")
-    fi
-  done
-}
-
 main() {
   case "${1:-}" in
     --one) one "$2"; return ;;
     --diagnose) SCENARIO=$2; NS="$NS_PREFIX-$2"; diagnostics; return ;;
   esac
-  local all=("${PARALLEL[@]}" "${ALONE[@]}") wanted=("$@") name
-  [ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]}")
-  for name in "${wanted[@]}"; do
-    [ -n "${DEADLINE[$name]:-}" ] || die "no scenario '$name'; there are: ${all[*]}"
-  done
-  mkdir -p "$OUT"
-  echo "---- build scenarios, run $RUN_ID: ${wanted[*]} (logs in $OUT)"
-  kc -n "$SYSTEM" rollout status deployment/ferry --timeout=60s >/dev/null \
-    || die "Ferry is not Ready in $SYSTEM (install it first: e2e/install.sh)"
-  PASSED=0 FAILED=()
-  local side=() n
-  for name in "${PARALLEL[@]}"; do [[ " ${wanted[*]} " == *" $name "* ]] && side+=("$name"); done
-  [ ${#side[@]} -eq 0 ] || group "${side[@]}"
-  for name in "${ALONE[@]}"; do [[ " ${wanted[*]} " == *" $name "* ]] && group "$name"; done
-  n=${#FAILED[@]}
-  echo "builds: $PASSED passed, $n failed${FAILED[*]:+ (${FAILED[*]})}"
-  [ "$n" -eq 0 ] || return 1
-  for name in "${wanted[@]}"; do
-    kc delete namespace "$NS_PREFIX-$name" --ignore-not-found --wait=false >/dev/null
-  done
+  run_scenarios "$@"
 }
 
 main "$@"

@@ -57,12 +57,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 source "$here/cluster/lib.sh"
 source "$here/lib/ferry.sh"
+source "$here/lib/scenarios.sh"
 source "$here/images/lib.sh"
 source "$here/lib/testserver.sh"
 source "$here/lib/client.sh"
 
 SYSTEM=ferry-system
 NS_PREFIX=ferry-e2e-rollout
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
+SUITE=rollouts
 RUN_ID=${FERRY_E2E_ROLLOUTS_RUN:-$(date +%s)}
 OUT=${FERRY_E2E_ROLLOUTS_OUT:-/tmp/ferry-e2e-rollouts-$RUN_ID}
 # The Pod Security Standard the scenarios' namespaces enforce: the test server complies with
@@ -77,8 +80,11 @@ SOURCE_BRANCH=no-builds
 PROGRESS_DEADLINE=20s
 STABILIZATION_WINDOW=10s
 
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 PARALLEL=(good-rolling good-bluegreen never-ready crash image-pull http-500 slow no-auto-rollback)
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 ALONE=(zero-failures-rolling zero-failures-bluegreen restore-rolling restore-bluegreen controller-restart)
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 declare -A DEADLINE=([good-rolling]=240 [good-bluegreen]=240 [never-ready]=180 [crash]=180
   [image-pull]=180 [http-500]=180 [slow]=180 [no-auto-rollback]=180 [zero-failures-rolling]=180
   [zero-failures-bluegreen]=180 [restore-rolling]=180 [restore-bluegreen]=180
@@ -230,8 +236,8 @@ start() {
 service_ip() { jp "service/$WORKLOAD" '{.spec.clusterIP}'; }
 # answers URL — the versions of 20 answers from URL (from the node's network namespace).
 answers() {
-  local i
-  for i in $(seq 20); do
+  local _
+  for _ in $(seq 20); do
     in_ns curl -sS --max-time 2 "$1" 2>&1 | grep -o 'version=[^ ]*' || echo "failed"
   done | sort | uniq -c | tr -s ' ' | paste -sd, -
 }
@@ -660,43 +666,8 @@ one() {
   return 1
 }
 
-# group SCENARIO... — runs them side by side, each under its deadline, and reports each.
-group() {
-  local names=("$@") name pids=() i rc took
-  for name in "${names[@]}"; do
-    (
-      start=$SECONDS rc=0
-      FERRY_E2E_ROLLOUTS_RUN=$RUN_ID FERRY_E2E_ROLLOUTS_OUT=$OUT \
-        timeout -k 10 "${DEADLINE[$name]}" "$here/rollouts.sh" --one "$name" >"$OUT/$name.log" 2>&1 \
-        || rc=$?
-      echo $((SECONDS - start)) >"$OUT/$name.seconds"
-      exit $rc
-    ) &
-    pids+=($!)
-  done
-  for i in "${!pids[@]}"; do
-    name=${names[$i]}
-    set +e; wait "${pids[$i]}"; rc=$?; set -e
-    took=$(cat "$OUT/$name.seconds" 2>/dev/null || echo "?")
-    if [ $rc -eq 0 ]; then
-      echo "PASS rollouts/$name (${took} s)"
-      grep -E '^(measured|note):' "$OUT/$name.log" | sed 's/^/    /' || true
-      PASSED=$((PASSED + 1))
-    else
-      if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-        echo "FAIL rollouts/$name: no verdict within its deadline of ${DEADLINE[$name]} s"
-        # Killed mid-wait: it printed no diagnostics and left its client running.
-        FERRY_E2E_ROLLOUTS_RUN=$RUN_ID FERRY_E2E_ROLLOUTS_OUT=$OUT \
-          "$here/rollouts.sh" --diagnose "$name" >>"$OUT/$name.log" 2>&1 || true
-      else
-        echo "FAIL rollouts/$name (${took} s)"
-      fi
-      echo "---- log of rollouts/$name ($OUT/$name.log)"
-      sed 's/^/    /' "$OUT/$name.log"
-      FAILED+=("$name")
-    fi
-  done
-}
+# Every scenario names the same source repository; it is made once, before them.
+before_scenarios() { source_repo; }
 
 main() {
   case "${1:-}" in
@@ -712,27 +683,7 @@ main() {
       done
       diagnostics; return ;;
   esac
-  local all=("${PARALLEL[@]}" "${ALONE[@]}") wanted=("$@") name
-  [ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]}")
-  for name in "${wanted[@]}"; do
-    [ -n "${DEADLINE[$name]:-}" ] || die "no scenario '$name'; there are: ${all[*]}"
-  done
-  mkdir -p "$OUT"
-  echo "---- rollout scenarios, run $RUN_ID: ${wanted[*]} (logs in $OUT)"
-  kc -n "$SYSTEM" rollout status deployment/ferry --timeout=60s >/dev/null \
-    || die "Ferry is not Ready in $SYSTEM (install it first: e2e/install.sh)"
-  source_repo
-  PASSED=0 FAILED=()
-  local side=() n
-  for name in "${PARALLEL[@]}"; do [[ " ${wanted[*]} " == *" $name "* ]] && side+=("$name"); done
-  [ ${#side[@]} -eq 0 ] || group "${side[@]}"
-  for name in "${ALONE[@]}"; do [[ " ${wanted[*]} " == *" $name "* ]] && group "$name"; done
-  n=${#FAILED[@]}
-  echo "rollouts: $PASSED passed, $n failed${FAILED[*]:+ (${FAILED[*]})}"
-  [ "$n" -eq 0 ] || return 1
-  for name in "${wanted[@]}"; do
-    kc delete namespace "$NS_PREFIX-$name" --ignore-not-found --wait=false >/dev/null
-  done
+  run_scenarios "$@"
 }
 
 # Sourced (to try the helpers on a made-up status), it only defines them.
