@@ -514,8 +514,9 @@ scenario_no_auto_rollback() {
   only_version 1.0.0
 }
 
-# zero_failures STRATEGY — the client all through a failed rollout and its rollback.
-zero_failures() {
+# serving_under_client STRATEGY — 1.0.0 Healthy with STRATEGY and answering alone, and the
+# client `service` sending to its Service for 3 s already.
+serving_under_client() {
   environment strategy="$1"
   application
   local v1; v1=$(testserver_ok 1.0.0)
@@ -523,6 +524,11 @@ zero_failures() {
   only_version 1.0.0
   client_start service "http://$(service_ip):8080/"
   sleep 3
+}
+
+# zero_failures STRATEGY — the client all through a failed rollout and its rollback.
+zero_failures() {
+  serving_under_client "$1"
   local v2; v2=$(testserver_never_ready 2.0.0)
   release 2.0.0 "$v2"
   rolled_back 2.0.0 1.0.0
@@ -543,13 +549,7 @@ scenario_zero_failures_bluegreen() { zero_failures BlueGreen; }
 # restore STRATEGY — a release that serves 500 once ready: signal → verdict, verdict → the
 # previous release serving all traffic.
 restore() {
-  environment strategy="$1"
-  application
-  local v1; v1=$(testserver_ok 1.0.0)
-  start 1.0.0 "$v1"
-  only_version 1.0.0
-  client_start service "http://$(service_ip):8080/"
-  sleep 3
+  serving_under_client "$1"
   local v2; v2=$(testserver_fail_after 2.0.0 0)
   release 2.0.0 "$v2"
   rolled_back 2.0.0 1.0.0
