@@ -157,14 +157,7 @@ async fn invalid_run(
             continue;
         };
         let target = environment.target_namespace().unwrap_or(namespace);
-        let w = Workload {
-            app,
-            entry,
-            environment: &entry.name,
-            namespace: target,
-            strategy: environment.spec.strategy.type_,
-            progress_deadline: environment.spec.health.progress_deadline.into(),
-        };
+        let w = Workload::of(app, entry, environment, target);
         if let Err(message) = workload::check(&w, &environment.spec.health) {
             return Some((entry.name.clone(), message));
         }

@@ -113,14 +113,7 @@ pub async fn deliver(
             continue;
         };
         let spec = &environment.spec;
-        let w = Workload {
-            app,
-            entry,
-            environment: env_name,
-            namespace: &target,
-            strategy: spec.strategy.type_,
-            progress_deadline: spec.health.progress_deadline.into(),
-        };
+        let w = Workload::of(app, entry, environment, &target);
         let wanted = match (&entry.pin, &spec.upstream, &newest) {
             (Some(pin), _, _) => Some(Wanted {
                 release: pin.release.clone(),

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, ServiceType, Slot};
 use crate::api::environment::{HealthPolicy, HttpCheck, StrategyType};
-use crate::api::{APPLICATION_LABEL, Application, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::api::{APPLICATION_LABEL, Application, Environment, MANAGED_BY, MANAGED_BY_LABEL};
 
 pub const ENVIRONMENT_LABEL: &str = "ferry.dev/environment";
 /// The release a Deployment or pod runs: the name itself when it is a valid label value, else
@@ -76,6 +76,26 @@ pub struct Workload<'a> {
     pub strategy: StrategyType,
     /// -> Deployment progressDeadlineSeconds (ceil, min 1)
     pub progress_deadline: std::time::Duration,
+}
+
+impl<'a> Workload<'a> {
+    /// The workload of `app`'s `entry` in `environment`, whose objects go in `namespace` (its
+    /// target namespace).
+    pub fn of(
+        app: &'a Application,
+        entry: &'a EnvironmentEntry,
+        environment: &'a Environment,
+        namespace: &'a str,
+    ) -> Self {
+        Self {
+            app,
+            entry,
+            environment: &entry.name,
+            namespace,
+            strategy: environment.spec.strategy.type_,
+            progress_deadline: environment.spec.health.progress_deadline.into(),
+        }
+    }
 }
 
 /// What one Deployment runs.
