@@ -8,10 +8,13 @@
 //!   dockerconfigjson, and [`registry::manifest_exists`] for verifying a pushed image.
 //! - [`http_check`]: a rollout's HTTP checks through the application's Service, and their
 //!   figures (failures by kind, p95 latency) for the health verdict.
+//! - [`verification`]: an Environment's verification GETs through the Service, each tried a
+//!   few times, and whether every one answered as expected.
 
 pub mod git;
 pub mod http_check;
 pub mod registry;
+pub mod verification;
 pub mod webhook;
 
 use std::sync::{Mutex, MutexGuard};
