@@ -2,6 +2,7 @@
 //! resource that asks for them. No client and no clock, like `decide`; the shell applies them.
 
 pub mod build_pod;
+pub mod verification;
 pub mod workload;
 
 use k8s_openapi::api::core::v1::{
