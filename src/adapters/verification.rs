@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::http_check::{Outcome, Target, client, send};
 use super::{Task, lock};
+use crate::api::conditions::truncate;
 
 /// How often one GET is tried before it fails the run: one try would fail a verification on a
 /// single dropped connection; the retries ride out a blip.
@@ -33,7 +34,7 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one try may take, connecting and reading the answer included, from [`Get::new`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest message of a [`Report`], in characters: sixteen long paths must not make a
+/// The longest message of a [`Report`], in bytes: sixteen long paths must not make a
 /// status field of many kilobytes.
 pub const MAX_MESSAGE: usize = 1024;
 
@@ -255,14 +256,9 @@ fn failed_message(path: &str, expected: u16, last: &Outcome, tries: u32) -> Stri
     }
 }
 
-/// `message` cut to [`MAX_MESSAGE`] characters, ending in "..." when cut.
+/// `message` cut to [`MAX_MESSAGE`] bytes, marked where cut.
 fn bounded(message: String) -> String {
-    if message.chars().count() <= MAX_MESSAGE {
-        return message;
-    }
-    let mut cut: String = message.chars().take(MAX_MESSAGE - 3).collect();
-    cut.push_str("...");
-    cut
+    truncate(&message, MAX_MESSAGE)
 }
 
 #[cfg(test)]
@@ -325,7 +321,7 @@ mod tests {
             .map(|i| (format!("/{}{i}", "a".repeat(1000)), 200, 1))
             .collect();
         let message = bounded(passed_message(&long));
-        assert_eq!(message.chars().count(), MAX_MESSAGE);
+        assert_eq!(message.len(), MAX_MESSAGE);
         assert!(message.ends_with("..."), "{message}");
         assert_eq!(bounded("short".into()), "short");
     }
