@@ -30,6 +30,7 @@ use crate::decide::delivery::health::{
 };
 use crate::decide::delivery::{self, Plan, Policy, Serving, VerificationReport, promotion};
 use crate::decide::events::Announcement;
+use crate::desired::verification::{Outcome, TestPod, is_test_pod};
 use crate::desired::workload::{
     self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
     Running, SLOT_LABEL, Workload, release_label_value,
@@ -236,7 +237,9 @@ pub async fn deliver(
             .await?;
         }
         if let Some(last) = verification_key(&check_prefix, &plan.state) {
-            keep_pods.insert(crate::desired::verification::pod_name(&name, env_name, &last));
+            keep_pods.insert(crate::desired::verification::test_pod_name(
+                &name, env_name, &last,
+            ));
         }
         announce(context, app, env_name, &plan).await;
         for finished in &plan.finished {
@@ -327,7 +330,12 @@ fn run_key(prefix: &str, release: &str, started: &Time, what: &str) -> String {
 fn verification_key(prefix: &str, state: &EnvironmentState) -> Option<String> {
     let rollout = state.rollout.as_ref()?;
     rollout.verification.as_ref()?;
-    Some(run_key(prefix, &rollout.release, &rollout.started, "verify"))
+    Some(run_key(
+        prefix,
+        &rollout.release,
+        &rollout.started,
+        "verify",
+    ))
 }
 
 /// A verification to run: for which rollout, and where its Service is.
@@ -352,15 +360,16 @@ fn verification_report(
         return VerificationReport::Running;
     };
     if verification.image.is_some() {
-        let name = crate::desired::verification::pod_name(&app.name_any(), env, key);
+        let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
         let pod = context
             .children
             .pods
             .store()
             .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
-        return match pod {
-            Some(pod) => crate::desired::verification::outcome(&pod),
-            None => VerificationReport::Running,
+        return match pod.map(|p| crate::desired::verification::outcome(&p)) {
+            Some(Outcome::Passed { message }) => VerificationReport::Passed { message },
+            Some(Outcome::Failed { message, log }) => VerificationReport::Failed { message, log },
+            Some(Outcome::Running) | None => VerificationReport::Running,
         };
     }
     match context.verifications.report(key) {
@@ -384,7 +393,7 @@ async fn start_verification(
     };
     let service = workload::base_name(&app.name_any(), run.env);
     if let Some(image) = &verification.image {
-        let name = crate::desired::verification::pod_name(&app.name_any(), run.env, run.key);
+        let name = crate::desired::verification::test_pod_name(&app.name_any(), run.env, run.key);
         let known = context
             .children
             .pods
@@ -394,16 +403,19 @@ async fn start_verification(
             return Ok(());
         }
         let port = workload::tcp_port(app, None).unwrap_or(80);
-        let pod = crate::desired::verification::test_pod(&crate::desired::verification::TestPod {
+        let service_url = format!("http://{service}.{}.svc:{port}", run.target);
+        let Some(pod) = crate::desired::verification::test_pod(&TestPod {
             app,
             environment: run.env,
             release: run.release,
-            key: run.key,
+            run: run.key,
             image,
-            command: verification.command.clone(),
-            service_url: format!("http://{service}.{}.svc:{port}", run.target),
+            command: verification.command.as_deref(),
+            service_url: &service_url,
             timeout: verification.timeout.into(),
-        });
+        }) else {
+            return Ok(());
+        };
         match context
             .api::<Pod>(namespace)
             .create(&PostParams::default(), &pod)
@@ -451,7 +463,7 @@ async fn prune_verification_pods(
 ) -> Result<(), Error> {
     let pods: Api<Pod> = context.api(namespace);
     for pod in children_of(&context.children.pods, namespace, app, None) {
-        if !is_verification(pod.as_ref())
+        if !is_test_pod(pod.as_ref())
             || keep.contains(&pod.name_any())
             || pod.environment().is_some_and(|e| untouched.contains(&e))
             || pod.metadata.deletion_timestamp.is_some()
@@ -461,14 +473,6 @@ async fn prune_verification_pods(
         delete_in_background(&pods, namespace, &pod.name_any()).await?;
     }
     Ok(())
-}
-
-/// Whether a pod is a verification's test pod (not part of the workload).
-fn is_verification(pod: &Pod) -> bool {
-    pod.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(crate::desired::verification::VERIFICATION_LABEL))
 }
 
 /// The figures of the HTTP checks of the rollout in its window, if any.
@@ -522,7 +526,7 @@ fn observe(context: &Context, namespace: &str, app: &str, env: &str, target: &st
         .collect();
     let pods = children_of(&children.pods, namespace, app, Some(env))
         .iter()
-        .filter(|p| p.ns() == target && !is_verification(p))
+        .filter(|p| p.ns() == target && !is_test_pod(p))
         .map(|p| pod_facts(p))
         .collect();
     Observed { deployments, pods }

@@ -425,7 +425,9 @@ pub fn check(
             )
         })?;
     }
-    let gets = verification.map(|v| v.http_gets.as_slice()).unwrap_or_default();
+    let gets = verification
+        .map(|v| v.http_gets.as_slice())
+        .unwrap_or_default();
     for (i, get) in gets.iter().enumerate() {
         tcp_port(w.app, get.port.as_deref()).map_err(|e| {
             format!(
