@@ -360,6 +360,9 @@ fn verification_report(
         return VerificationReport::Running;
     };
     if verification.image.is_some() {
+        if let Some(Report::Failed { message }) = context.verifications.report(key) {
+            return VerificationReport::Failed { message, log: None };
+        }
         let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
         let pod = context
             .children
@@ -423,6 +426,23 @@ async fn start_verification(
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            // Refused for good (no grant to create pods here, a policy, an invalid image
+            // reference): the verification fails with the API server's words, not at its
+            // timeout. Anything else is retried.
+            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+                let grant = if status.code == 403 {
+                    format!(
+                        "; Ferry creates test pods only in namespaces that grant it: kubectl -n {namespace} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=<ferry's namespace>:ferry"
+                    )
+                } else {
+                    String::new()
+                };
+                context.verifications.failed_to_start(
+                    run.key,
+                    format!("the test pod {name} was refused: {}{grant}", status.message),
+                );
+                Ok(())
+            }
             Err(error) => Err(Error::act(format!(
                 "creating the verification pod {namespace}/{name}"
             ))(error)),
