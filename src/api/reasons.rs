@@ -227,7 +227,8 @@ reasons! {
     VERIFICATION_PASSED = "VerificationPassed", Normal, ["Application"];
     /// The verification failed or timed out: the release failed here (rolled back when
     /// allowed) and is never promoted further. The message names what failed; a test pod's log
-    /// tail is in the environment's `rollout.verification.log`.
+    /// tail is in the environment's `rollout.verification.log` (after a rollback, in the
+    /// rollback's `rollout.cause.log`) and in the Release's status.
     VERIFICATION_FAILED = "VerificationFailed", Warning, ["Application"];
     /// Something in `spec.run` or an environment's overrides cannot be turned into a workload
     /// (the message names the field); nothing was created for it.

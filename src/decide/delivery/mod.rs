@@ -597,6 +597,12 @@ impl Work {
         run.message = Some(message.clone());
         run.log = log;
         rollout.verification = Some(run);
+        self.tell(
+            VERIFICATION_FAILED,
+            format!("{} failed its verification: {message}", rollout.release),
+            &rollout.release,
+            HistoryKind::Rollout,
+        );
         let signal = Signal {
             reason: VERIFICATION_FAILED,
             message: format!("verification failed: {message}"),

@@ -549,8 +549,14 @@ fn a_failed_verification_rolls_back_rejects_and_keeps_the_log_tail() {
             .reason
             .contains("verification failed: test pod exited 1")
     );
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "VerificationFailed")
+    );
     let cause = plan.state.rollout.and_then(|r| r.cause).unwrap();
     assert_eq!(cause.reason, "VerificationFailed");
+    assert!(cause.log.unwrap().contains("404 Not Found"));
     // The failed rollout's log tail was kept on its verdict's way: the rollback's cause
     // carries the verdict, the Release status the verification.
     assert!(
