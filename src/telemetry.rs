@@ -73,6 +73,20 @@ pub struct Metrics {
     rollouts: Family<RolloutLabels, Counter>,
     rollbacks: Family<RolloutLabels, Counter>,
     restore: Family<StrategyLabels, Histogram>,
+    promotions: Family<PromotionLabels, Counter>,
+    release_to_healthy: Family<EnvironmentLabels, Histogram>,
+    lead_time: Family<EnvironmentLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PromotionLabels {
+    environment: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvironmentLabels {
+    environment: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +132,9 @@ impl Default for Metrics {
                     0.25, 2.0, 13,
                 ))
             }),
+            promotions: Family::default(),
+            release_to_healthy: Family::new_with_constructor(minutes_buckets),
+            lead_time: Family::new_with_constructor(minutes_buckets),
             durations: Family::new_with_constructor(|| {
                 // 1 ms to about 16 s: a reconcile is a few API calls.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -192,11 +209,72 @@ impl Metrics {
             self.rollbacks.clone(),
         );
         registry.register(
+            "promotions",
+            "Rollouts started into an environment, by environment and kind: Rollout (the \
+             newest release into the first stage), Promotion (automatic, from upstream), \
+             Approval, Pin, ManualRollback, Override (pins)",
+            self.promotions.clone(),
+        );
+        registry.register(
+            "release_to_healthy_seconds",
+            "From a Release's creation to it being healthy and verified in an environment",
+            self.release_to_healthy.clone(),
+        );
+        registry.register(
+            "lead_time_seconds",
+            "From a commit seen (its BuildJob created) to its release healthy and verified in \
+             an environment: the lead time, per environment",
+            self.lead_time.clone(),
+        );
+        registry.register(
             "rollback_restore_seconds",
             "From a failing rollout's first signal to the previous release serving all \
              traffic again, by strategy",
             self.restore.clone(),
         );
+    }
+
+    /// Counts a rollout that started into an environment, by its kind (Rollout for the newest
+    /// release into the first stage, Promotion, Approval, Pin, ManualRollback, Override).
+    pub fn rollout_started(&self, environment: &str, kind: crate::api::application::HistoryKind) {
+        use crate::api::application::HistoryKind;
+        let kind = match kind {
+            HistoryKind::Rollout => "Rollout",
+            HistoryKind::Promotion => "Promotion",
+            HistoryKind::Approval => "Approval",
+            HistoryKind::Pin => "Pin",
+            HistoryKind::ManualRollback => "ManualRollback",
+            HistoryKind::Override => "Override",
+            HistoryKind::Rollback => "Rollback",
+            HistoryKind::Superseded => "Superseded",
+        };
+        self.promotions
+            .get_or_create(&PromotionLabels {
+                environment: environment.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Observes, for a release that proved healthy (and verified) in an environment, the time
+    /// from its Release's creation and from its commit being seen (its BuildJob's creation).
+    pub fn release_healthy(
+        &self,
+        environment: &str,
+        since_release: Option<f64>,
+        since_commit: Option<f64>,
+    ) {
+        let labels = EnvironmentLabels {
+            environment: environment.to_owned(),
+        };
+        if let Some(seconds) = since_release {
+            self.release_to_healthy
+                .get_or_create(&labels)
+                .observe(seconds);
+        }
+        if let Some(seconds) = since_commit {
+            self.lead_time.get_or_create(&labels).observe(seconds);
+        }
     }
 
     /// Counts a rollout or rollback that reached a verdict, and observes how long a rollback

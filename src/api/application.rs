@@ -72,6 +72,11 @@ pub struct ApplicationSpec {
     #[serde(default = "default_build_history")]
     #[schemars(range(min = 1, max = 100))]
     pub build_history_limit: i32,
+
+    /// How many history entries to keep per environment (default 20).
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: i32,
 }
 
 /// How the application runs: the Deployment and Service Ferry creates in each environment.
@@ -343,7 +348,8 @@ pub struct EnvironmentState {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
-    /// Rollouts, promotions, rollbacks and pins, newest first, at most 20.
+    /// Rollouts, promotions, approvals, pins, rollbacks and superseded releases, newest first,
+    /// at most `spec.historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
 
@@ -389,9 +395,32 @@ pub struct Rollout {
     /// For a rollback, the failed verdict it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Verdict>,
+    /// The Environment's verification, once the stabilization window passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationRun>,
     /// The verdict, once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+}
+
+/// A verification of a rollout: a test pod, or HTTP GETs, after the stabilization window.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRun {
+    /// When it started: its timeout counts from here.
+    pub started: Time,
+    /// Whether it passed; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// What it found, for example "test pod shop-staging-verify-… exited 1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The end of the test pod's log, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// How a rollout ended.
@@ -465,21 +494,38 @@ pub struct HistoryEntry {
     pub from: Option<String>,
     /// When it happened.
     pub time: Time,
-    /// Rollout, Promotion, Rollback or Pin.
+    /// What kind of change it was.
     pub kind: HistoryKind,
-    /// InProgress, Succeeded or Failed.
+    /// How it ended.
     pub outcome: Outcome,
-    /// Why it happened, in words (for a rollback: the failing signal).
+    /// Why it happened, in words: the pin's reason, the upstream it came from, or the failing
+    /// signal.
     pub reason: String,
+    /// Who asked for it: `ferry` for what Ferry does by itself; for a pin, the field manager
+    /// that wrote it (`kubectl-client-side-apply`, `kubectl`, `argocd-controller`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// What kind of change a history entry records.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistoryKind {
+    /// The newest release, into the first environment.
     Rollout,
+    /// A release healthy and verified upstream, into an `Automatic` environment.
     Promotion,
-    Rollback,
+    /// A pin of the candidate: a person approved it.
+    Approval,
+    /// A pin of another release.
     Pin,
+    /// A pin of a release older than the one that ran: a person rolled back.
+    ManualRollback,
+    /// A pin of a release that failed upstream or here: allowed, and recorded as an override.
+    Override,
+    /// Ferry went back to the last healthy release after a failed rollout.
+    Rollback,
+    /// A candidate replaced by a newer one before it was rolled out here.
+    Superseded,
 }
 
 /// How a change ended.
@@ -488,6 +534,8 @@ pub enum Outcome {
     InProgress,
     Succeeded,
     Failed,
+    /// Never rolled out (a superseded candidate).
+    Skipped,
 }
 
 fn default_replicas() -> i32 {
@@ -496,6 +544,10 @@ fn default_replicas() -> i32 {
 
 fn default_build_history() -> i32 {
     10
+}
+
+fn default_history_limit() -> i32 {
+    20
 }
 
 fn default_ingress_path() -> String {

@@ -203,6 +203,32 @@ reasons! {
     ROLLOUT_FAILED = "RolloutFailed", Warning, ["Application"];
     /// Going back to the last healthy release failed too; a person must pin a release.
     ROLLBACK_FAILED = "RollbackFailed", Warning, ["Application"];
+    /// A release healthy and verified upstream is rolling out into an `Automatic` environment.
+    PROMOTED = "Promoted", Normal, ["Application"];
+    /// A `Manual` environment has a candidate, healthy and verified upstream: pin it in the
+    /// Application's environment entry, with a reason, to approve it.
+    AWAITING_APPROVAL = "AwaitingApproval", Normal, ["Application"];
+    /// A person approved the candidate by pinning it; it is rolling out.
+    APPROVED = "Approved", Normal, ["Application"];
+    /// A person pinned a release that is neither the candidate nor older than what ran; it is
+    /// rolling out, and nothing is promoted into the environment while the pin stays.
+    PINNED = "Pinned", Normal, ["Application"];
+    /// A person pinned a release older than the one that ran: a manual rollback.
+    MANUAL_ROLLBACK = "ManualRollback", Normal, ["Application"];
+    /// A person pinned a release that failed upstream or in this environment. It is rolled
+    /// out (once per pin) and recorded as an override.
+    PIN_OVERRIDE = "PinOverride", Warning, ["Application"];
+    /// A candidate was replaced by a newer release before it was rolled out here.
+    SUPERSEDED = "Superseded", Normal, ["Application"];
+    /// The rollout passed its stabilization window; the Environment's verification (a test
+    /// pod or HTTP GETs) runs before the release counts as healthy and may be promoted.
+    VERIFYING = "Verifying", Normal, ["Application"];
+    /// The verification passed.
+    VERIFICATION_PASSED = "VerificationPassed", Normal, ["Application"];
+    /// The verification failed or timed out: the release failed here (rolled back when
+    /// allowed) and is never promoted further. The message names what failed; a test pod's log
+    /// tail is in the environment's `rollout.verification.log`.
+    VERIFICATION_FAILED = "VerificationFailed", Warning, ["Application"];
     /// Something in `spec.run` or an environment's overrides cannot be turned into a workload
     /// (the message names the field); nothing was created for it.
     INVALID_RUN_SPEC = "InvalidRunSpec", Warning, ["Application"];

@@ -37,7 +37,7 @@ pub const SEMVER: &str = "^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)\
         json_path = ".spec.image",
         priority = 1
     ),
-    printcolumn(name = "Deployed", type_ = "string", json_path = ".status.summary"),
+    printcolumn(name = "Environments", type_ = "string", json_path = ".status.summary"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -101,7 +101,7 @@ pub struct ReleaseStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// One line for `kubectl get`: the environments it runs in.
+    /// One line for `kubectl get`: each environment it reached, with its state there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
 
@@ -123,6 +123,25 @@ pub struct ReleaseEnvironment {
     /// Why (for a rejection: the failing signal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The verdict of its last rollout there: `RolloutSucceeded`, or the failing signal's
+    /// reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The Environment's verification of it there, once run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<ReleaseVerification>,
+}
+
+/// How the verification of a release in an environment went.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseVerification {
+    /// Whether it passed; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    /// What it found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What became of a release in one environment.
@@ -130,11 +149,11 @@ pub struct ReleaseEnvironment {
 pub enum ReleaseState {
     /// Rolling out.
     Deploying,
-    /// Serving and healthy.
+    /// Serving, healthy and verified.
     Deployed,
-    /// Verified after rollout and promoted to the next environment.
-    Promoted,
-    /// Rolled back; never promoted further.
+    /// The candidate of a `Manual` environment, waiting for a person to pin it.
+    AwaitingApproval,
+    /// Failed there (rolled back, or failed its verification); never promoted further.
     Rejected,
     /// Replaced by a newer release.
     Superseded,

@@ -119,10 +119,12 @@ where
         let mut listed: Vec<Arc<K>> = Vec::new();
         watcher(api, config)
             .default_backoff()
-            // Managed fields and kubectl's copy of the last applied object are bulky and
-            // nothing here reads them.
+            // Managed fields and kubectl's copy of the last applied object are bulky; only
+            // the managed fields that own an environment's pin are read (who pinned).
             .modify(|object| {
-                object.managed_fields_mut().clear();
+                object
+                    .managed_fields_mut()
+                    .retain(crate::decide::delivery::promotion::owns_a_pin);
                 object
                     .annotations_mut()
                     .remove("kubectl.kubernetes.io/last-applied-configuration");

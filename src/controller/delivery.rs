@@ -19,7 +19,6 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::release::newest;
 use super::status::publish_about;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
@@ -28,7 +27,7 @@ use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Rel
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
 };
-use crate::decide::delivery::{self, Plan, Policy, Serving, Wanted};
+use crate::decide::delivery::{self, Plan, Policy, Serving, promotion};
 use crate::decide::events::Announcement;
 use crate::desired::workload::{
     self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
@@ -97,12 +96,15 @@ pub async fn deliver(
         .iter()
         .filter_map(|r| Some((r.metadata.name.as_deref()?, r.spec.image.as_str())))
         .collect();
-    let newest = newest(releases).map(|r| r.name_any());
+    let ordered = oldest_first(releases);
+    let newest = ordered.last().cloned();
     let mut requeue: Option<Duration> = None;
     let mut keep: BTreeSet<(String, String)> = BTreeSet::new();
     let mut running_checks = BTreeSet::new();
     // Environments that cannot be decided now keep their workloads as they are.
     let mut untouched: BTreeSet<String> = BTreeSet::new();
+    // Per environment, the releases that failed in it or upstream of it.
+    let mut failed_by_now: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for env_name in order {
         let environment = context.caches.environments.get(namespace, env_name).await;
         let environment = environment.as_ref().and_then(|e| e.0.as_ref().ok());
@@ -114,19 +116,6 @@ pub async fn deliver(
         };
         let spec = &environment.spec;
         let w = Workload::of(app, entry, environment, &target);
-        let wanted = match (&entry.pin, &spec.upstream, &newest) {
-            (Some(pin), _, _) => Some(Wanted {
-                release: pin.release.clone(),
-                reason: pin.reason.clone(),
-                pinned: true,
-            }),
-            (None, None, Some(newest)) => Some(Wanted {
-                release: newest.clone(),
-                reason: format!("{newest} is the newest release of {name}"),
-                pinned: false,
-            }),
-            _ => None,
-        };
         let stored = status
             .environments
             .iter()
@@ -136,6 +125,39 @@ pub async fn deliver(
                 name: env_name.clone(),
                 ..EnvironmentState::default()
             });
+        // The upstream was decided earlier in this pass (pipeline order): a release that just
+        // became healthy there is promoted in the same pass.
+        let upstream = spec.upstream.as_deref().and_then(|up| {
+            status
+                .environments
+                .iter()
+                .find(|e| e.name == up)
+                .map(|state| (up, state.clone()))
+        });
+        let failed_upstream = spec
+            .upstream
+            .as_ref()
+            .and_then(|up| failed_by_now.get(up))
+            .cloned()
+            .unwrap_or_default();
+        let rejected_upstream = |release: &str| failed_upstream.contains(release);
+        let actor = entry
+            .pin
+            .as_ref()
+            .and_then(|_| promotion::pin_writer(app.managed_fields(), env_name));
+        let choice = promotion::choose(&promotion::Stage {
+            approval: spec.approval,
+            upstream: upstream.as_ref().map(|(n, s)| (*n, s)),
+            newest: newest.as_deref(),
+            pin: entry.pin.as_ref().map(|pin| promotion::PinRequest {
+                release: &pin.release,
+                reason: &pin.reason,
+                actor: actor.as_deref(),
+            }),
+            state: &stored,
+            releases: &ordered,
+            rejected_upstream: &rejected_upstream,
+        });
         let observed = observe(context, namespace, &name, env_name, &target);
         let check_prefix = format!("{namespace}/{name}/{env_name}/");
         let checks = figures(context, &check_prefix, &stored, environment);
@@ -146,11 +168,14 @@ pub async fn deliver(
                     strategy: spec.strategy.type_,
                     health: &spec.health,
                     automatic_rollback: spec.rollback.automatic,
+                    verification: spec.verification.as_ref().map(|v| v.timeout.into()),
                 },
-                wanted,
+                choice,
+                history_limit: usize::try_from(app.spec.history_limit).unwrap_or(1),
                 replicas: workload::replicas(&w),
                 workload: &observed,
                 checks: &checks,
+                verification: None,
             },
             &context.clock.now(),
         );
@@ -187,7 +212,16 @@ pub async fn deliver(
         announce(context, app, env_name, &plan).await;
         for finished in &plan.finished {
             context.metrics.rollout_finished(env_name, finished);
+            if finished.kind == HistoryKind::Rollout && finished.healthy {
+                observe_lead_time(context, namespace, env_name, &finished.release, releases).await;
+            }
         }
+        if let Some(kind) = plan.started {
+            context.metrics.rollout_started(env_name, kind);
+        }
+        let mut failed = failed_upstream.clone();
+        failed.extend(plan.state.rejected.iter().cloned());
+        failed_by_now.insert(env_name.clone(), failed);
         requeue = [requeue, plan.requeue_after].into_iter().flatten().min();
         match status.environments.iter_mut().find(|e| &e.name == env_name) {
             Some(state) => *state = plan.state,
@@ -198,8 +232,52 @@ pub async fn deliver(
         .checks
         .retain(&format!("{namespace}/{name}/"), &running_checks);
     prune(context, namespace, &name, &keep, &untouched).await?;
-    status.summary = crate::decide::application::summary(&status.environments);
+    status.summary = crate::decide::application::summary(&name, &status.environments);
     Ok(requeue)
+}
+
+/// Observes how long `release` took from its Release's creation, and from its commit being
+/// seen (its BuildJob's creation), to healthy in `env`.
+async fn observe_lead_time(
+    context: &Context,
+    namespace: &str,
+    env: &str,
+    release: &str,
+    releases: &[Release],
+) {
+    let Some(record) = releases
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(release))
+    else {
+        return;
+    };
+    let now = context.clock.now();
+    let since = |t: &jiff::Timestamp| now.0.duration_since(*t).as_secs_f64().max(0.0);
+    let created = record
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| since(&t.0));
+    let mut seen = None;
+    if let Some(job) = &record.spec.build_job
+        && let Some(job) = context.caches.buildjobs.get(namespace, job).await
+    {
+        seen = job.meta().creation_timestamp.as_ref().map(|t| since(&t.0));
+    }
+    context.metrics.release_healthy(env, created, seen);
+}
+
+/// The names of the releases, oldest first (by creation, then name).
+fn oldest_first(releases: &[Release]) -> Vec<String> {
+    let mut dated: Vec<(Option<jiff::Timestamp>, String)> = releases
+        .iter()
+        .filter_map(|r| {
+            let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            Some((created, r.metadata.name.clone()?))
+        })
+        .collect();
+    dated.sort();
+    dated.into_iter().map(|(_, name)| name).collect()
 }
 
 /// The key of one HTTP check of one rollout: new for every rollout, so figures never mix.

@@ -399,7 +399,10 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
             generation,
             &whole_seconds(now),
         ),
-        summary: summary(&environments),
+        summary: summary(
+            app.metadata.name.as_deref().unwrap_or_default(),
+            &environments,
+        ),
         environments,
     };
     Decision {
@@ -410,25 +413,38 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
     .requeue_after(recheck)
 }
 
-/// One line per Application for `kubectl get`: each environment with its release, or its
-/// phase when nothing runs there yet.
-pub fn summary(environments: &[EnvironmentState]) -> Option<String> {
+/// One line per Application for `kubectl get`: each environment with its release (without the
+/// `<application>-` prefix of release names) and phase, and the candidate awaiting approval:
+/// `dev=1.4.2 Healthy, staging=1.4.2 Progressing, prod=1.4.1 AwaitingApproval(1.4.2)`.
+pub fn summary(application: &str, environments: &[EnvironmentState]) -> Option<String> {
     if environments.is_empty() {
         return None;
     }
+    let prefix = format!("{application}-");
+    let short = |release: &str| {
+        release
+            .strip_prefix(&prefix)
+            .filter(|v| !v.is_empty())
+            .unwrap_or(release)
+            .to_owned()
+    };
     let parts: Vec<String> = environments
         .iter()
         .map(|e| {
-            let what = match (&e.current, e.phase) {
-                (Some(release), Some(Phase::Healthy)) | (Some(release), None) => release.clone(),
-                (Some(release), Some(phase)) => format!("{release}({phase:?})"),
-                (None, Some(phase)) => format!("{phase:?}"),
+            let phase = e.phase.map(|p| format!("{p:?}"));
+            let mut what = match (&e.current, phase) {
+                (Some(release), Some(phase)) => format!("{} {phase}", short(release)),
+                (Some(release), None) => short(release),
+                (None, Some(phase)) => phase,
                 (None, None) => "-".to_owned(),
             };
+            if let (Some(Phase::AwaitingApproval), Some(candidate)) = (e.phase, &e.candidate) {
+                what = format!("{what}({})", short(candidate));
+            }
             format!("{}={what}", e.name)
         })
         .collect();
-    Some(parts.join(" "))
+    Some(parts.join(", "))
 }
 
 #[cfg(test)]
@@ -540,7 +556,7 @@ spec:
         assert_eq!(names, ["dev", "staging", "prod"]);
         assert_eq!(
             status.summary.as_deref(),
-            Some("dev=Pending staging=Pending prod=Pending")
+            Some("dev=Pending, staging=Pending, prod=Pending")
         );
     }
 

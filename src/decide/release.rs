@@ -2,10 +2,10 @@
 
 use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
-use crate::api::application::{EnvironmentState, HistoryKind, Outcome};
+use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase};
 use crate::api::conditions;
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED};
-use crate::api::release::{ReleaseEnvironment, ReleaseState};
+use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification};
 use crate::api::{Release, ReleaseStatus, Time};
 
 /// What the reconciler observed for one Release.
@@ -18,8 +18,8 @@ pub struct Observed<'a> {
 }
 
 /// What became of the release in one environment, from the Application's account of it:
-/// rolling out, serving, rejected (failed there), or replaced after it served. `None` when it
-/// never reached the environment.
+/// rolling out, serving, waiting for approval, rejected (failed there), or replaced after it
+/// served or waited. `None` when it never reached the environment.
 fn state_in(
     release: &str,
     env: &EnvironmentState,
@@ -43,14 +43,49 @@ fn state_in(
     if env.current.as_deref() == Some(release) {
         return Some((ReleaseState::Deployed, None));
     }
+    if env.candidate.as_deref() == Some(release) && env.phase == Some(Phase::AwaitingApproval) {
+        return Some((
+            ReleaseState::AwaitingApproval,
+            Some(format!(
+                "waits for approval: pin it in the Application's entry for {}",
+                env.name
+            )),
+        ));
+    }
     match before {
-        Some(ReleaseState::Deployed | ReleaseState::Deploying | ReleaseState::Promoted) => {
+        Some(ReleaseState::Deployed | ReleaseState::Deploying) => {
             let by = env.current.as_ref().map(|c| format!("replaced by {c}"));
+            Some((ReleaseState::Superseded, by))
+        }
+        Some(ReleaseState::AwaitingApproval) => {
+            let by = env
+                .candidate
+                .as_ref()
+                .or(env.current.as_ref())
+                .map(|c| format!("superseded by {c} before it was approved"));
             Some((ReleaseState::Superseded, by))
         }
         Some(kept) => Some((kept, None)),
         None => None,
     }
+}
+
+/// The verdict and the verification of the release's last rollout in `env`, if the rollout
+/// the environment remembers is of this release.
+fn judged_in(
+    release: &str,
+    env: &EnvironmentState,
+) -> Option<(Option<String>, Option<ReleaseVerification>)> {
+    let rollout = env
+        .rollout
+        .as_ref()
+        .filter(|r| r.release == release && r.kind != HistoryKind::Rollback)?;
+    let verdict = rollout.verdict.as_ref().map(|v| v.reason.clone());
+    let verification = rollout.verification.as_ref().map(|v| ReleaseVerification {
+        passed: v.passed,
+        message: v.message.clone(),
+    });
+    Some((verdict, verification))
 }
 
 /// The release's record per environment; a state that did not change keeps its time and
@@ -74,15 +109,22 @@ fn environments(observed: &Observed, now: &Time) -> Vec<ReleaseEnvironment> {
         let Some((state, reason)) = state_in(name, env, old.map(|o| o.state)) else {
             continue;
         };
-        match old {
-            Some(old) if old.state == state => out.push(old.clone()),
-            _ => out.push(ReleaseEnvironment {
+        let mut entry = match old {
+            Some(old) if old.state == state => old.clone(),
+            _ => ReleaseEnvironment {
                 name: env.name.clone(),
                 state,
                 since: now.clone(),
                 reason,
-            }),
+                verdict: old.and_then(|o| o.verdict.clone()),
+                verification: old.and_then(|o| o.verification.clone()),
+            },
+        };
+        if let Some((verdict, verification)) = judged_in(name, env) {
+            entry.verdict = verdict.or(entry.verdict);
+            entry.verification = verification.or(entry.verification);
         }
+        out.push(entry);
     }
     // An environment its Application no longer lists keeps the last word on it.
     for old in before {
@@ -124,20 +166,14 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
     } else {
         current.environments.clone()
     };
-    let deployed: Vec<&str> = environments
+    let reached: Vec<String> = environments
         .iter()
-        .filter(|e| {
-            matches!(
-                e.state,
-                ReleaseState::Deployed | ReleaseState::Promoted | ReleaseState::Deploying
-            )
-        })
-        .map(|e| e.name.as_str())
+        .map(|e| format!("{}={:?}", e.name, e.state))
         .collect();
     Decision::status(ReleaseStatus {
         observed_generation: generation,
         conditions: conditions::merge(&current.conditions, &readiness(&state), generation, &now),
-        summary: (!deployed.is_empty()).then(|| deployed.join(",")),
+        summary: (!reached.is_empty()).then(|| reached.join(" ")),
         environments,
     })
 }
@@ -200,6 +236,7 @@ spec:
                 kind: HistoryKind::Rollout,
                 outcome: Outcome::Failed,
                 reason: "newest release; failed: pod shop-dev-x keeps crashing".to_owned(),
+                actor: None,
             }],
             ..EnvironmentState::default()
         };
@@ -217,7 +254,7 @@ spec:
         };
         let serving = decide(&release, &[dev("shop-1.4.2", &[])]);
         assert_eq!(serving.environments[0].state, ReleaseState::Deployed);
-        assert_eq!(serving.summary.as_deref(), Some("dev"));
+        assert_eq!(serving.summary.as_deref(), Some("dev=Deployed"));
 
         // Replaced by a newer release: superseded, with what replaced it.
         release.status = Some(serving);
@@ -237,7 +274,7 @@ spec:
                 .as_deref()
                 .is_some_and(|r| r.contains("keeps crashing"))
         );
-        assert_eq!(rejected.summary, None);
+        assert_eq!(rejected.summary.as_deref(), Some("dev=Rejected"));
         release.status = Some(rejected.clone());
         let later = decide(&release, &[]);
         assert_eq!(later.environments, rejected.environments);

@@ -20,6 +20,7 @@
 //! so deadlines and windows become computed requeues.
 
 pub mod health;
+pub mod promotion;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,16 +30,18 @@ use super::events::Announcement;
 use super::whole_seconds;
 use crate::api::application::{
     EnvironmentState, HistoryEntry, HistoryKind, Outcome, Phase, Rollout, Slot, Verdict,
+    VerificationRun,
 };
 use crate::api::conditions::{self, Desired};
 use crate::api::environment::{HealthPolicy, StrategyType};
 use crate::api::reasons::{
-    NO_RELEASE, ROLLBACK_FAILED, ROLLED_BACK, ROLLOUT_FAILED, ROLLOUT_STARTED, ROLLOUT_SUCCEEDED,
-    Reason, STABILIZING,
+    APPROVED, AWAITING_APPROVAL, MANUAL_ROLLBACK, NO_RELEASE, PIN_OVERRIDE, PINNED, PROMOTED,
+    ROLLBACK_FAILED, ROLLED_BACK, ROLLOUT_FAILED, ROLLOUT_STARTED, ROLLOUT_SUCCEEDED, Reason,
+    STABILIZING, SUPERSEDED, VERIFICATION_FAILED, VERIFICATION_PASSED, VERIFYING,
 };
 use crate::api::{Condition, Time};
 
-/// History entries kept per environment.
+/// History entries kept per environment unless the Application says otherwise.
 pub const HISTORY_LIMIT: usize = 20;
 /// Rejected releases remembered per environment.
 pub const REJECTED_LIMIT: usize = 20;
@@ -47,6 +50,7 @@ pub const REJECTED_LIMIT: usize = 20;
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const ROLLED_BACK_CONDITION: &str = "RolledBack";
+pub const AWAITING_APPROVAL_CONDITION: &str = "AwaitingApproval";
 
 /// How the Environment rolls out and judges.
 #[derive(Clone, Debug)]
@@ -54,6 +58,8 @@ pub struct Policy<'a> {
     pub strategy: StrategyType,
     pub health: &'a HealthPolicy,
     pub automatic_rollback: bool,
+    /// How long the Environment's verification may take, when it has one.
+    pub verification: Option<Duration>,
 }
 
 /// The release the environment should run, and why.
@@ -64,6 +70,24 @@ pub struct Wanted {
     pub reason: String,
     /// A person chose it (a pin): it is rolled out even if it failed here before, once.
     pub pinned: bool,
+    /// What kind of change rolling it out is: `Rollout`, `Promotion`, or for a pin `Approval`,
+    /// `Pin`, `ManualRollback` or `Override`.
+    pub kind: HistoryKind,
+    /// Who asked: `ferry`, or the field manager that wrote the pin.
+    pub actor: Option<String>,
+}
+
+/// What the shell found of the verification of the rollout under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerificationReport {
+    Running,
+    Passed {
+        message: String,
+    },
+    Failed {
+        message: String,
+        log: Option<String>,
+    },
 }
 
 /// What the shell observed for one environment.
@@ -71,12 +95,17 @@ pub struct Observed<'a> {
     /// The environment's state as stored in the Application's status.
     pub state: &'a EnvironmentState,
     pub policy: Policy<'a>,
-    pub wanted: Option<Wanted>,
+    /// What promotion chose (`promotion::choose`).
+    pub choice: promotion::Choice,
+    /// How many history entries to keep.
+    pub history_limit: usize,
     /// Pods per Deployment in this environment.
     pub replicas: i32,
     pub workload: &'a Workload,
     /// The figures of the HTTP checks of the rollout in its window (empty without checks).
     pub checks: &'a [CheckFigures],
+    /// The verification of the rollout under way, once it was started.
+    pub verification: Option<VerificationReport>,
 }
 
 /// Where the Service sends traffic.
@@ -92,6 +121,7 @@ pub enum Serving {
 /// `restored_after`) or one that restored the previous release (with it), for the metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
+    pub release: String,
     pub strategy: StrategyType,
     pub kind: HistoryKind,
     pub healthy: bool,
@@ -122,6 +152,10 @@ pub struct Plan {
     /// The rollout whose HTTP checks should run now: (release, its start), a key that is new
     /// for every rollout.
     pub checks: Option<(String, Time)>,
+    /// The rollout whose verification should run now: (release, its start).
+    pub verify: Option<(String, Time)>,
+    /// A rollout started into this environment, of this kind (for the promotion metrics).
+    pub started: Option<HistoryKind>,
     pub events: Vec<Told>,
     pub finished: Vec<Finished>,
     pub requeue_after: Option<Duration>,
@@ -135,19 +169,31 @@ pub fn plan(observed: &Observed, now: &Time) -> Plan {
         events: Vec::new(),
         finished: Vec::new(),
         requeue: None,
+        history_limit: observed.history_limit.max(1),
+        started: None,
     };
+    let choice = &observed.choice;
     let idle = work
         .state
         .rollout
         .as_ref()
         .is_none_or(|r| r.verdict.is_some());
     if idle
-        && let Some(wanted) = &observed.wanted
+        && let Some(wanted) = &choice.wanted
         && should_start(&work.state, wanted)
     {
         work.start(wanted, &observed.policy);
     }
     work.judge(observed, now);
+    // The rollout under way just had its verdict: a newer release that waited starts now.
+    if !idle
+        && idle_now(&work.state)
+        && let Some(wanted) = &choice.wanted
+        && should_start(&work.state, wanted)
+    {
+        work.start(wanted, &observed.policy);
+        work.judge(observed, now);
+    }
     // A rollback judged at once: with BlueGreen the previous release is still up and ready,
     // so the Service switches back in this very decision.
     if work.state.rollout.as_ref().is_some_and(|r| {
@@ -155,25 +201,60 @@ pub fn plan(observed: &Observed, now: &Time) -> Plan {
     }) {
         work.judge(observed, now);
     }
-    let phase = phase(&work.state);
-    if phase == Phase::Pending && observed.wanted.is_none() {
-        work.state.candidate = None;
-    }
+    work.wait_for(choice);
+    let pinned = choice.wanted.as_ref().filter(|w| w.pinned);
+    let phase = match phase(&work.state) {
+        Phase::Healthy
+            if pinned.is_some_and(|p| work.state.current.as_ref() == Some(&p.release)) =>
+        {
+            Phase::Pinned
+        }
+        Phase::Healthy | Phase::Pending | Phase::RolledBack
+            if choice.awaiting_approval
+                && work.state.candidate.is_some()
+                && idle_now(&work.state) =>
+        {
+            Phase::AwaitingApproval
+        }
+        phase => phase,
+    };
     work.state.phase = Some(phase);
-    work.state.conditions = conditions(&work.state, &work.stamp);
+    work.state.conditions = conditions(&work.state, choice.awaiting_approval, &work.stamp);
     let (deployments, serving) = placements(&work.state);
-    let checks = work.state.rollout.as_ref().and_then(|r| {
-        (r.verdict.is_none() && r.ready.is_some()).then(|| (r.release.clone(), r.started.clone()))
-    });
+    let under_way = work.state.rollout.as_ref().filter(|r| r.verdict.is_none());
+    let checks = under_way
+        .filter(|r| r.ready.is_some())
+        .map(|r| (r.release.clone(), r.started.clone()));
+    let verify = under_way
+        .filter(|r| r.verification.as_ref().is_some_and(|v| v.passed.is_none()))
+        .map(|r| (r.release.clone(), r.started.clone()));
     Plan {
         deployments,
         serving,
         checks,
+        verify,
+        started: work.started,
         events: work.events,
         finished: work.finished,
         requeue_after: work.requeue,
         state: work.state,
     }
+}
+
+/// Whether no rollout is under way.
+fn idle_now(state: &EnvironmentState) -> bool {
+    state.rollout.as_ref().is_none_or(|r| r.verdict.is_some())
+}
+
+/// Whether a history entry records a person's pin.
+fn is_pin(kind: HistoryKind) -> bool {
+    matches!(
+        kind,
+        HistoryKind::Pin
+            | HistoryKind::Approval
+            | HistoryKind::ManualRollback
+            | HistoryKind::Override
+    )
 }
 
 /// Whether `wanted` should start rolling out now that nothing is.
@@ -196,7 +277,7 @@ fn should_start(state: &EnvironmentState, wanted: &Wanted) -> bool {
     wanted.pinned
         && !state.history.iter().any(|h| {
             h.release == wanted.release
-                && h.kind == HistoryKind::Pin
+                && is_pin(h.kind)
                 && h.outcome == Outcome::Failed
                 && h.reason.starts_with(&wanted.reason)
         })
@@ -210,6 +291,8 @@ struct Work {
     events: Vec<Told>,
     finished: Vec<Finished>,
     requeue: Option<Duration>,
+    history_limit: usize,
+    started: Option<HistoryKind>,
 }
 
 impl Work {
@@ -232,7 +315,66 @@ impl Work {
 
     fn record(&mut self, entry: HistoryEntry) {
         self.state.history.insert(0, entry);
-        self.state.history.truncate(HISTORY_LIMIT);
+        self.state.history.truncate(self.history_limit);
+    }
+
+    /// Sets the candidate: the release that should come here and is not running or rolling
+    /// out. A candidate replaced before it was rolled out is recorded as superseded; a new one
+    /// that waits for approval is announced.
+    fn wait_for(&mut self, choice: &promotion::Choice) {
+        let rolling = self
+            .state
+            .rollout
+            .as_ref()
+            .filter(|r| r.verdict.is_none())
+            .map(|r| r.release.clone());
+        let candidate = choice
+            .candidate
+            .clone()
+            .filter(|c| Some(c) != self.state.current.as_ref() && Some(c) != rolling.as_ref());
+        let before = self.state.candidate.clone();
+        let tried_here = before.as_ref().is_some_and(|old| {
+            self.state
+                .history
+                .iter()
+                .any(|h| &h.release == old && h.kind != HistoryKind::Superseded)
+        });
+        if let Some(old) = &before
+            && candidate.as_ref() != Some(old)
+            && !tried_here
+            && let Some(by) = candidate.as_ref().or(rolling.as_ref())
+        {
+            let reason = format!("superseded by {by} before it was rolled out here");
+            self.record(HistoryEntry {
+                release: old.clone(),
+                from: self.state.current.clone(),
+                time: self.stamp.clone(),
+                kind: HistoryKind::Superseded,
+                outcome: Outcome::Skipped,
+                reason: reason.clone(),
+                actor: Some(promotion::FERRY.to_owned()),
+            });
+            self.tell(
+                SUPERSEDED,
+                format!("{old} was {reason}"),
+                old,
+                HistoryKind::Rollout,
+            );
+        }
+        if choice.awaiting_approval
+            && let Some(new) = &candidate
+            && before.as_ref() != Some(new)
+        {
+            self.tell(
+                AWAITING_APPROVAL,
+                format!(
+                    "{new} is ready to come here and waits for approval: pin it, with a reason, in the Application's entry for this environment"
+                ),
+                new,
+                HistoryKind::Rollout,
+            );
+        }
+        self.state.candidate = candidate;
     }
 
     /// Starts rolling out `wanted`.
@@ -246,11 +388,6 @@ impl Work {
             }
             StrategyType::BlueGreen => Some(self.state.slot.map_or(Slot::Blue, Slot::other)),
         };
-        let kind = if wanted.pinned {
-            HistoryKind::Pin
-        } else {
-            HistoryKind::Rollout
-        };
         self.state.rollout = Some(Rollout {
             release: wanted.release.clone(),
             from: from.clone(),
@@ -262,20 +399,40 @@ impl Work {
             ready: None,
             verdict: None,
             cause: None,
+            verification: None,
         });
+        self.started = Some(wanted.kind);
         self.record(HistoryEntry {
             release: wanted.release.clone(),
             from: from.clone(),
             time: self.stamp.clone(),
-            kind,
+            kind: wanted.kind,
             outcome: Outcome::InProgress,
             reason: wanted.reason.clone(),
+            actor: wanted.actor.clone(),
         });
         let replacing = from.map(|f| format!(", replacing {f}")).unwrap_or_default();
+        let by = wanted
+            .actor
+            .as_deref()
+            .filter(|_| wanted.pinned)
+            .map(|a| format!(" (pinned by {a})"))
+            .unwrap_or_default();
+        let (reason, what) = match wanted.kind {
+            HistoryKind::Promotion => (PROMOTED, "promoting"),
+            HistoryKind::Approval => (APPROVED, "approved: rolling out"),
+            HistoryKind::Pin => (PINNED, "pinned: rolling out"),
+            HistoryKind::ManualRollback => (MANUAL_ROLLBACK, "rolling back by hand to"),
+            HistoryKind::Override => (
+                PIN_OVERRIDE,
+                "override: rolling out a release that failed before,",
+            ),
+            _ => (ROLLOUT_STARTED, "rolling out"),
+        };
         self.tell(
-            ROLLOUT_STARTED,
+            reason,
             format!(
-                "rolling out {}{replacing} with {:?}: {}",
+                "{what} {}{replacing} with {:?}{by}: {}",
                 wanted.release, policy.strategy, wanted.reason
             ),
             &wanted.release,
@@ -285,7 +442,7 @@ impl Work {
 
     /// Judges the rollout under way, if any.
     fn judge(&mut self, observed: &Observed, now: &Time) {
-        let Some(rollout) = self.state.rollout.clone() else {
+        let Some(mut rollout) = self.state.rollout.clone() else {
             return;
         };
         if rollout.verdict.is_some() {
@@ -364,7 +521,89 @@ impl Work {
             };
             return self.fail(rollout, signal, &observed.policy);
         }
+        if rollout.kind == HistoryKind::Rollout
+            && let Some(timeout) = observed.policy.verification
+        {
+            match self.verify(rollout, observed, timeout, now) {
+                Some(verified) => rollout = verified,
+                None => return,
+            }
+        }
         self.healthy(rollout, observed.checks, window);
+    }
+
+    /// The verification stage, once the window passed: starts it, waits for it, fails the
+    /// rollout when it fails or times out. Returns the rollout when it passed.
+    fn verify(
+        &mut self,
+        mut rollout: Rollout,
+        observed: &Observed,
+        timeout: Duration,
+        now: &Time,
+    ) -> Option<Rollout> {
+        let Some(mut run) = rollout.verification.clone() else {
+            rollout.verification = Some(VerificationRun {
+                started: self.stamp.clone(),
+                passed: None,
+                finished: None,
+                message: None,
+                log: None,
+            });
+            self.tell(
+                VERIFYING,
+                format!(
+                    "{} passed its stabilization window; verifying it (timeout {})",
+                    rollout.release,
+                    show(timeout)
+                ),
+                &rollout.release,
+                HistoryKind::Rollout,
+            );
+            self.state.rollout = Some(rollout);
+            self.requeue_in(Duration::from_secs(1));
+            return None;
+        };
+        if run.passed == Some(true) {
+            return Some(rollout);
+        }
+        let failure = match &observed.verification {
+            Some(VerificationReport::Passed { message }) => {
+                run.passed = Some(true);
+                run.finished = Some(self.stamp.clone());
+                run.message = Some(message.clone());
+                self.tell(
+                    VERIFICATION_PASSED,
+                    format!("{} passed its verification: {message}", rollout.release),
+                    &rollout.release,
+                    HistoryKind::Rollout,
+                );
+                rollout.verification = Some(run);
+                return Some(rollout);
+            }
+            Some(VerificationReport::Failed { message, log }) => (message.clone(), log.clone()),
+            _ if elapsed(&run.started, now) >= timeout => (
+                format!("the verification did not finish within {}", show(timeout)),
+                None,
+            ),
+            _ => {
+                self.state.rollout = Some(rollout);
+                self.requeue_in(Duration::from_secs(1));
+                return None;
+            }
+        };
+        let (message, log) = failure;
+        run.passed = Some(false);
+        run.finished = Some(self.stamp.clone());
+        run.message = Some(message.clone());
+        run.log = log;
+        rollout.verification = Some(run);
+        let signal = Signal {
+            reason: VERIFICATION_FAILED,
+            message: format!("verification failed: {message}"),
+            time: None,
+        };
+        self.fail(rollout, signal, &observed.policy);
+        None
     }
 
     /// All the pods of the rollout are ready: the window starts (and with `BlueGreen` the
@@ -378,6 +617,7 @@ impl Work {
                 .and_then(|c| c.signal_time.as_ref())
                 .or(cause.map(|c| &c.time));
             self.finished.push(Finished {
+                release: rollout.release.clone(),
                 strategy: rollout.strategy,
                 kind: HistoryKind::Rollback,
                 healthy: true,
@@ -453,6 +693,7 @@ impl Work {
         self.state.slot = rollout.slot;
         if rollout.kind == HistoryKind::Rollout {
             self.finished.push(Finished {
+                release: rollout.release.clone(),
                 strategy: rollout.strategy,
                 kind: HistoryKind::Rollout,
                 healthy: true,
@@ -485,6 +726,7 @@ impl Work {
                 HistoryKind::Rollback,
             );
             self.finished.push(Finished {
+                release: rollout.release.clone(),
                 strategy: rollout.strategy,
                 kind: HistoryKind::Rollout,
                 healthy: false,
@@ -500,6 +742,7 @@ impl Work {
         self.state.rejected.truncate(REJECTED_LIMIT);
         let back_to = rollout.from.clone().filter(|from| from != &failed);
         self.finished.push(Finished {
+            release: rollout.release.clone(),
             strategy: rollout.strategy,
             kind: HistoryKind::Rollout,
             healthy: false,
@@ -509,6 +752,7 @@ impl Work {
         match back_to {
             Some(previous) if policy.automatic_rollback => {
                 self.finished.push(Finished {
+                    release: rollout.release.clone(),
                     strategy: rollout.strategy,
                     kind: HistoryKind::Rollback,
                     healthy: false,
@@ -523,6 +767,7 @@ impl Work {
                     kind: HistoryKind::Rollback,
                     outcome: Outcome::InProgress,
                     reason: reason.clone(),
+                    actor: Some(promotion::FERRY.to_owned()),
                 });
                 self.tell(
                     ROLLED_BACK,
@@ -541,6 +786,7 @@ impl Work {
                     ready: None,
                     verdict: None,
                     cause: Some(verdict),
+                    verification: None,
                 });
             }
             back_to => {
@@ -613,11 +859,13 @@ pub fn phase(state: &EnvironmentState) -> Phase {
 
 /// The environment's conditions: `Progressing`, `Degraded` and `RolledBack`, each with the
 /// reason and message of the rollout that set it.
-fn conditions(state: &EnvironmentState, now: &Time) -> Vec<Condition> {
+fn conditions(state: &EnvironmentState, awaiting: bool, now: &Time) -> Vec<Condition> {
     let rollout = state.rollout.as_ref();
     let progressing = match rollout {
         Some(r) if r.verdict.is_none() => {
-            let reason = if r.ready.is_some() {
+            let reason = if r.verification.is_some() {
+                VERIFYING
+            } else if r.ready.is_some() {
                 STABILIZING
             } else {
                 ROLLOUT_STARTED
@@ -658,9 +906,26 @@ fn conditions(state: &EnvironmentState, now: &Time) -> Vec<Condition> {
         ),
         None => Desired::new(ROLLED_BACK_CONDITION, false, ROLLOUT_SUCCEEDED.name, ""),
     };
+    let awaiting = match state.candidate.as_ref().filter(|_| awaiting) {
+        Some(candidate) => Desired::new(
+            AWAITING_APPROVAL_CONDITION,
+            true,
+            AWAITING_APPROVAL.name,
+            format!(
+                "{candidate} waits for approval: pin it, with a reason, in the Application's entry for {}",
+                state.name
+            ),
+        ),
+        None => Desired::new(
+            AWAITING_APPROVAL_CONDITION,
+            false,
+            NO_RELEASE.name,
+            "no release waits for approval",
+        ),
+    };
     conditions::merge(
         &state.conditions,
-        &[progressing, degraded, rolled_back],
+        &[progressing, degraded, rolled_back, awaiting],
         None,
         now,
     )

@@ -19,6 +19,8 @@ fn wanted(release: &str) -> Option<Wanted> {
         release: release.to_owned(),
         reason: "newest release".to_owned(),
         pinned: false,
+        kind: HistoryKind::Rollout,
+        actor: Some("ferry".to_owned()),
     })
 }
 
@@ -40,6 +42,10 @@ struct Env {
     strategy: StrategyType,
     automatic: bool,
     health: HealthPolicy,
+    verification: Option<Duration>,
+    report: Option<VerificationReport>,
+    awaiting: bool,
+    history_limit: usize,
 }
 
 impl Env {
@@ -52,6 +58,10 @@ impl Env {
             strategy,
             automatic: true,
             health: health(),
+            verification: None,
+            report: None,
+            awaiting: false,
+            history_limit: HISTORY_LIMIT,
         }
     }
 
@@ -70,11 +80,18 @@ impl Env {
                     strategy: self.strategy,
                     health: &self.health,
                     automatic_rollback: self.automatic,
+                    verification: self.verification,
                 },
-                wanted: want,
+                choice: promotion::Choice {
+                    candidate: want.as_ref().map(|w| w.release.clone()),
+                    wanted: want.filter(|_| !self.awaiting),
+                    awaiting_approval: self.awaiting,
+                },
+                history_limit: self.history_limit,
                 replicas: 2,
                 workload,
                 checks,
+                verification: self.report.clone(),
             },
             &at(second),
         );
@@ -363,10 +380,21 @@ fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
         release: "web-1.0.0".to_owned(),
         reason: "INC-7: back to 1.0.0".to_owned(),
         pinned: true,
+        kind: HistoryKind::ManualRollback,
+        actor: Some("kubectl".to_owned()),
     });
     let plan = env.step(40, pin, &rolling, &[]);
     assert_eq!(plan.state.phase, Some(Phase::Progressing));
-    assert_eq!(plan.state.history[0].kind, HistoryKind::Pin);
+    assert_eq!(plan.state.history[0].kind, HistoryKind::ManualRollback);
+    assert_eq!(plan.state.history[0].actor.as_deref(), Some("kubectl"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "ManualRollback"
+                && e.announcement.note.contains("pinned by kubectl")),
+        "{:?}",
+        plan.events
+    );
 }
 
 #[test]
@@ -400,6 +428,8 @@ fn a_pinned_release_that_failed_here_is_tried_once_per_pin() {
             release: "web-2.0.0".to_owned(),
             reason: reason.to_owned(),
             pinned: true,
+            kind: HistoryKind::Override,
+            actor: Some("kubectl".to_owned()),
         })
     };
     let rolling = workload(
@@ -431,4 +461,232 @@ fn history_is_bounded() {
     assert_eq!(env.state.history.len(), HISTORY_LIMIT);
     assert_eq!(env.state.history[0].release, "web-1.24.0");
     assert_eq!(env.state.previous.as_deref(), Some("web-1.23.0"));
+}
+
+/// Brings `release` through its window with a verification configured; returns the plan of
+/// the step where the window ended (verification started).
+fn through_the_window(env: &mut Env, release: &str, start: i64) -> Plan {
+    let empty = Workload::default();
+    env.step(start, wanted(release), &empty, &[]);
+    let ready = workload(vec![(None, deployment(release, 2))], vec![]);
+    env.step(start + 2, wanted(release), &ready, &[]);
+    env.step(start + 13, wanted(release), &ready, &[])
+}
+
+#[test]
+fn verification_runs_after_the_window_and_its_pass_makes_the_release_current() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.verification = Some(Duration::from_secs(30));
+    let plan = through_the_window(&mut env, "web-1.0.0", 0);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    assert_eq!(
+        plan.state.current, None,
+        "not current before it is verified"
+    );
+    assert_eq!(
+        plan.verify,
+        Some(("web-1.0.0".to_owned(), at(0))),
+        "the shell is told to verify this rollout"
+    );
+    let progressing = plan
+        .state
+        .conditions
+        .iter()
+        .find(|c| c.type_ == PROGRESSING);
+    assert_eq!(progressing.map(|c| c.reason.as_str()), Some("Verifying"));
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.report = Some(VerificationReport::Running);
+    let plan = env.step(20, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    env.report = Some(VerificationReport::Passed {
+        message: "test pod exited 0".to_owned(),
+    });
+    let plan = env.step(21, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Healthy));
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    let run = plan.state.rollout.and_then(|r| r.verification).unwrap();
+    assert_eq!(run.passed, Some(true));
+    assert_eq!(plan.verify, None);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "VerificationPassed")
+    );
+}
+
+#[test]
+fn a_failed_verification_rolls_back_rejects_and_keeps_the_log_tail() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.verification = Some(Duration::from_secs(30));
+    env.report = Some(VerificationReport::Passed {
+        message: "ok".to_owned(),
+    });
+    through_the_window(&mut env, "web-1.0.0", 0);
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.step(14, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(env.state.current.as_deref(), Some("web-1.0.0"));
+
+    env.report = None;
+    through_the_window(&mut env, "web-2.0.0", 100);
+    env.report = Some(VerificationReport::Failed {
+        message: "test pod exited 1".to_owned(),
+        log: Some("wget: server returned error: HTTP/1.1 404 Not Found".to_owned()),
+    });
+    let both = workload(vec![(None, deployment("web-2.0.0", 2))], vec![]);
+    let plan = env.step(115, wanted("web-2.0.0"), &both, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::RolledBack));
+    assert_eq!(plan.state.rejected, ["web-2.0.0"]);
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    let failed = plan
+        .state
+        .history
+        .iter()
+        .find(|h| h.release == "web-2.0.0")
+        .unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(
+        failed
+            .reason
+            .contains("verification failed: test pod exited 1")
+    );
+    let cause = plan.state.rollout.and_then(|r| r.cause).unwrap();
+    assert_eq!(cause.reason, "VerificationFailed");
+    // The failed rollout's log tail was kept on its verdict's way: the rollback's cause
+    // carries the verdict, the Release status the verification.
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.announcement.reason == "RolledBack")
+    );
+}
+
+#[test]
+fn a_verification_that_never_finishes_fails_at_its_timeout() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.automatic = false;
+    env.verification = Some(Duration::from_secs(5));
+    through_the_window(&mut env, "web-1.0.0", 0);
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.report = Some(VerificationReport::Running);
+    let plan = env.step(17, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Progressing));
+    let plan = env.step(18, wanted("web-1.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Degraded));
+    let run = plan.state.rollout.and_then(|r| r.verification).unwrap();
+    assert_eq!(run.passed, Some(false));
+    assert!(run.message.unwrap().contains("did not finish within 5s"));
+}
+
+#[test]
+fn a_manual_environment_waits_with_its_candidate_and_says_so_once() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    healthy(&mut env, "web-1.0.0", 0);
+    env.awaiting = true;
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    let plan = env.step(30, wanted("web-2.0.0"), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::AwaitingApproval));
+    assert_eq!(plan.state.candidate.as_deref(), Some("web-2.0.0"));
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    assert_eq!(
+        plan.deployments,
+        BTreeMap::from([(None, "web-1.0.0".to_owned())])
+    );
+    let awaiting = plan
+        .state
+        .conditions
+        .iter()
+        .find(|c| c.type_ == AWAITING_APPROVAL_CONDITION)
+        .unwrap();
+    assert_eq!(awaiting.status, "True");
+    assert!(awaiting.message.contains("web-2.0.0"));
+    assert_eq!(
+        plan.events
+            .iter()
+            .filter(|e| e.announcement.reason == "AwaitingApproval")
+            .count(),
+        1
+    );
+    let again = env.step(31, wanted("web-2.0.0"), &ready, &[]);
+    assert!(again.events.is_empty(), "said once: {:?}", again.events);
+
+    // A newer candidate replaces it: the first is recorded as superseded.
+    let plan = env.step(40, wanted("web-3.0.0"), &ready, &[]);
+    assert_eq!(plan.state.candidate.as_deref(), Some("web-3.0.0"));
+    let skipped = &plan.state.history[0];
+    assert_eq!(
+        (skipped.release.as_str(), skipped.kind, skipped.outcome),
+        ("web-2.0.0", HistoryKind::Superseded, Outcome::Skipped)
+    );
+    assert!(skipped.reason.contains("web-3.0.0"));
+}
+
+#[test]
+fn a_pinned_environment_is_pinned_once_its_pin_is_healthy() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    let pin = || {
+        Some(Wanted {
+            release: "web-1.0.0".to_owned(),
+            reason: "CHG-1".to_owned(),
+            pinned: true,
+            kind: HistoryKind::Approval,
+            actor: Some("kubectl-client-side-apply".to_owned()),
+        })
+    };
+    env.step(0, pin(), &Workload::default(), &[]);
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.step(2, pin(), &ready, &[]);
+    let plan = env.step(13, pin(), &ready, &[]);
+    assert_eq!(plan.state.phase, Some(Phase::Pinned));
+    let entry = &plan.state.history[0];
+    assert_eq!(
+        (entry.kind, entry.outcome, entry.actor.as_deref()),
+        (
+            HistoryKind::Approval,
+            Outcome::Succeeded,
+            Some("kubectl-client-side-apply")
+        )
+    );
+}
+
+#[test]
+fn a_newer_release_waits_for_the_verdict_and_the_skipped_one_is_superseded() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.step(0, wanted("web-1.0.0"), &Workload::default(), &[]);
+    let half = workload(vec![(None, deployment("web-1.0.0", 1))], vec![]);
+    // Two newer releases arrive while 1.0.0 rolls out: no half rollout.
+    let plan = env.step(1, wanted("web-2.0.0"), &half, &[]);
+    assert_eq!(
+        plan.state.rollout.as_ref().map(|r| r.release.as_str()),
+        Some("web-1.0.0")
+    );
+    assert_eq!(plan.state.candidate.as_deref(), Some("web-2.0.0"));
+    env.step(2, wanted("web-3.0.0"), &half, &[]);
+    let ready = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
+    env.step(3, wanted("web-3.0.0"), &ready, &[]);
+    let plan = env.step(14, wanted("web-3.0.0"), &ready, &[]);
+    assert_eq!(plan.state.current.as_deref(), Some("web-1.0.0"));
+    assert_eq!(
+        plan.state.rollout.as_ref().map(|r| r.release.as_str()),
+        Some("web-3.0.0"),
+        "the newest wins once the rollout under way has its verdict"
+    );
+    let superseded: Vec<&str> = plan
+        .state
+        .history
+        .iter()
+        .filter(|h| h.kind == HistoryKind::Superseded)
+        .map(|h| h.release.as_str())
+        .collect();
+    assert_eq!(superseded, ["web-2.0.0"]);
+}
+
+#[test]
+fn the_history_limit_is_the_applications() {
+    let mut env = Env::new(StrategyType::RollingUpdate);
+    env.history_limit = 3;
+    for (i, release) in ["web-1", "web-2", "web-3", "web-4"].iter().enumerate() {
+        healthy(&mut env, release, i as i64 * 100);
+    }
+    assert_eq!(env.state.history.len(), 3);
+    assert_eq!(env.state.history[0].release, "web-4");
 }

@@ -1,0 +1,403 @@
+//! Promotion: which release an environment should run, and which one waits to come.
+//!
+//! The first stage takes the newest release of the Application. A later stage takes what its
+//! upstream runs, once it is healthy and verified there (an upstream's `current` is set only by
+//! such a verdict), and only when it is newer than what runs here: a rollback upstream is not
+//! passed on. An `Automatic` environment rolls its candidate out at once; a `Manual` one shows
+//! it and waits for a person to pin it. A pin overrides both: pinning the candidate approves
+//! it, pinning an older release rolls back by hand, pinning a release that failed upstream or
+//! here is an override, recorded as such. A release that failed here is never the candidate
+//! again.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+use crate::api::application::{EnvironmentState, HistoryKind};
+use crate::api::environment::Approval;
+
+use super::Wanted;
+
+/// The actor recorded for what Ferry does by itself.
+pub const FERRY: &str = "ferry";
+
+/// A pin of the environment's entry, with who wrote it.
+#[derive(Clone, Debug)]
+pub struct PinRequest<'a> {
+    pub release: &'a str,
+    pub reason: &'a str,
+    /// The field manager that wrote the pin, when known.
+    pub actor: Option<&'a str>,
+}
+
+/// What promotion looks at for one environment.
+pub struct Stage<'a> {
+    pub approval: Approval,
+    /// The upstream environment's name and state; `None` for the first stage.
+    pub upstream: Option<(&'a str, &'a EnvironmentState)>,
+    /// The newest release of the Application (what the first stage takes).
+    pub newest: Option<&'a str>,
+    pub pin: Option<PinRequest<'a>>,
+    pub state: &'a EnvironmentState,
+    /// Every release of the Application, oldest first: "newer" and "older" mean this order.
+    pub releases: &'a [String],
+    /// Whether a release failed in an environment upstream of this one.
+    pub rejected_upstream: &'a dyn Fn(&str) -> bool,
+}
+
+/// What the environment should run, and what waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub wanted: Option<Wanted>,
+    /// A release that should come here and is not running or rolling out yet.
+    pub candidate: Option<String>,
+    /// The candidate waits for a person's approval (a pin).
+    pub awaiting_approval: bool,
+}
+
+/// The pins of environments a managed-fields entry owns, by environment name.
+fn pinned_environments(entry: &ManagedFieldsEntry) -> Vec<String> {
+    if entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Vec::new();
+    }
+    let environments = entry
+        .fields_v1
+        .as_ref()
+        .and_then(|f| f.0.get("f:spec"))
+        .and_then(|s| s.get("f:environments"))
+        .and_then(|e| e.as_object());
+    let Some(items) = environments else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|(_, item)| item.get("f:pin").is_some())
+        .filter_map(|(key, _)| {
+            let key: serde_json::Value = serde_json::from_str(key.strip_prefix("k:")?).ok()?;
+            Some(key.get("name")?.as_str()?.to_owned())
+        })
+        .collect()
+}
+
+/// Whether a managed-fields entry owns any environment's pin: the caches keep only those.
+pub fn owns_a_pin(entry: &ManagedFieldsEntry) -> bool {
+    !pinned_environments(entry).is_empty()
+}
+
+/// Who wrote the pin of environment `env`: the field manager that owns
+/// `spec.environments[name=env].pin` in the Application's managed fields (the latest, if
+/// several share it). That is what the API server records of every writer (`kubectl`,
+/// `kubectl-client-side-apply`, a GitOps controller's name); the requesting user is only known
+/// to admission.
+pub fn pin_writer(managed: &[ManagedFieldsEntry], env: &str) -> Option<String> {
+    let owns_pin = |entry: &ManagedFieldsEntry| pinned_environments(entry).iter().any(|e| e == env);
+    managed
+        .iter()
+        .filter(|e| owns_pin(e))
+        .max_by_key(|e| e.time.as_ref().map(|t| t.0))
+        .and_then(|e| e.manager.clone())
+        .map(|m| m.chars().take(128).collect())
+}
+
+/// Chooses for one environment.
+pub fn choose(stage: &Stage) -> Choice {
+    let state = stage.state;
+    let position = |release: &str| stage.releases.iter().position(|r| r == release);
+    let newer_than_current = |release: &str| match (position(release), &state.current) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(p), Some(current)) => position(current).is_none_or(|c| p > c),
+    };
+    let (promotable, why) = match stage.upstream {
+        None => (
+            stage.newest,
+            stage
+                .newest
+                .map(|n| format!("{n} is the newest release"))
+                .unwrap_or_default(),
+        ),
+        Some((name, upstream)) => (
+            upstream.current.as_deref(),
+            upstream
+                .current
+                .as_deref()
+                .map(|c| format!("{c} is healthy and verified in {name}"))
+                .unwrap_or_default(),
+        ),
+    };
+    let promotable = promotable
+        .filter(|r| newer_than_current(r))
+        .filter(|r| !state.rejected.iter().any(|x| x == r))
+        .filter(|r| !(stage.rejected_upstream)(r));
+    if let Some(pin) = &stage.pin {
+        let older = match (
+            position(pin.release),
+            state.current.as_deref().and_then(position),
+        ) {
+            (Some(p), Some(c)) => p < c,
+            _ => false,
+        };
+        let failed_here = state.rejected.iter().any(|r| r == pin.release);
+        let kind = if (stage.rejected_upstream)(pin.release) || failed_here {
+            HistoryKind::Override
+        } else if promotable == Some(pin.release) {
+            HistoryKind::Approval
+        } else if older {
+            HistoryKind::ManualRollback
+        } else {
+            HistoryKind::Pin
+        };
+        return Choice {
+            wanted: Some(Wanted {
+                release: pin.release.to_owned(),
+                reason: pin.reason.to_owned(),
+                pinned: true,
+                kind,
+                actor: pin.actor.map(str::to_owned),
+            }),
+            candidate: promotable.filter(|p| *p != pin.release).map(str::to_owned),
+            awaiting_approval: false,
+        };
+    }
+    let Some(release) = promotable else {
+        return Choice {
+            wanted: None,
+            candidate: None,
+            awaiting_approval: false,
+        };
+    };
+    let kind = if stage.upstream.is_none() {
+        HistoryKind::Rollout
+    } else {
+        HistoryKind::Promotion
+    };
+    match (stage.upstream, stage.approval) {
+        (Some(_), Approval::Manual) => Choice {
+            wanted: None,
+            candidate: Some(release.to_owned()),
+            awaiting_approval: true,
+        },
+        _ => Choice {
+            wanted: Some(Wanted {
+                release: release.to_owned(),
+                reason: why,
+                pinned: false,
+                kind,
+                actor: Some(FERRY.to_owned()),
+            }),
+            candidate: Some(release.to_owned()),
+            awaiting_approval: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn releases() -> Vec<String> {
+        ["shop-1", "shop-2", "shop-3"]
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect()
+    }
+
+    fn running(current: Option<&str>) -> EnvironmentState {
+        EnvironmentState {
+            name: "env".to_owned(),
+            current: current.map(str::to_owned),
+            ..EnvironmentState::default()
+        }
+    }
+
+    fn never(_: &str) -> bool {
+        false
+    }
+
+    fn stage<'a>(
+        approval: Approval,
+        upstream: Option<(&'a str, &'a EnvironmentState)>,
+        state: &'a EnvironmentState,
+        releases: &'a [String],
+        pin: Option<PinRequest<'a>>,
+    ) -> Stage<'a> {
+        Stage {
+            approval,
+            upstream,
+            newest: releases.last().map(String::as_str),
+            pin,
+            state,
+            releases,
+            rejected_upstream: &never,
+        }
+    }
+
+    #[test]
+    fn the_pin_writer_is_the_latest_manager_owning_the_pin() {
+        let entry = |manager: &str, second: i64, env: &str, pin: bool| {
+            let item = if pin {
+                serde_json::json!({"f:pin": {"f:release": {}, "f:reason": {}}})
+            } else {
+                serde_json::json!({"f:replicas": {}})
+            };
+            let key = format!("k:{{\"name\":\"{env}\"}}");
+            ManagedFieldsEntry {
+                manager: Some(manager.to_owned()),
+                operation: Some("Update".to_owned()),
+                time: Some(crate::api::Time(
+                    jiff::Timestamp::from_second(1_800_000_000 + second).unwrap_or_default(),
+                )),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    serde_json::json!({"f:spec": {"f:environments": {key: item}}}),
+                )),
+                ..ManagedFieldsEntry::default()
+            }
+        };
+        let managed = vec![
+            entry("kubectl-client-side-apply", 1, "prod", true),
+            entry("argocd-controller", 5, "prod", true),
+            entry("helm", 9, "prod", false),
+            entry("kubectl", 9, "staging", true),
+        ];
+        assert_eq!(
+            pin_writer(&managed, "prod").as_deref(),
+            Some("argocd-controller")
+        );
+        assert_eq!(pin_writer(&managed, "staging").as_deref(), Some("kubectl"));
+        assert_eq!(pin_writer(&managed, "dev"), None);
+    }
+
+    #[test]
+    fn the_first_stage_takes_the_newest_release() {
+        let releases = releases();
+        let here = running(Some("shop-2"));
+        let choice = choose(&stage(Approval::Manual, None, &here, &releases, None));
+        let wanted = choice.wanted.unwrap();
+        assert_eq!(wanted.release, "shop-3");
+        assert_eq!(wanted.kind, HistoryKind::Rollout);
+        assert_eq!(choice.candidate.as_deref(), Some("shop-3"));
+        assert!(!choice.awaiting_approval, "the first stage never waits");
+    }
+
+    #[test]
+    fn an_automatic_stage_promotes_what_is_healthy_upstream_and_a_manual_one_waits() {
+        let releases = releases();
+        let dev = running(Some("shop-2"));
+        let here = running(Some("shop-1"));
+        let auto = choose(&stage(
+            Approval::Automatic,
+            Some(("dev", &dev)),
+            &here,
+            &releases,
+            None,
+        ));
+        let wanted = auto.wanted.unwrap();
+        assert_eq!(
+            (wanted.release.as_str(), wanted.kind),
+            ("shop-2", HistoryKind::Promotion)
+        );
+        assert!(wanted.reason.contains("healthy and verified in dev"));
+        let manual = choose(&stage(
+            Approval::Manual,
+            Some(("dev", &dev)),
+            &here,
+            &releases,
+            None,
+        ));
+        assert_eq!(manual.wanted, None);
+        assert_eq!(manual.candidate.as_deref(), Some("shop-2"));
+        assert!(manual.awaiting_approval);
+    }
+
+    #[test]
+    fn an_older_release_upstream_is_not_passed_on_and_nothing_waits() {
+        let releases = releases();
+        let dev = running(Some("shop-1"));
+        let here = running(Some("shop-2"));
+        let choice = choose(&stage(
+            Approval::Automatic,
+            Some(("dev", &dev)),
+            &here,
+            &releases,
+            None,
+        ));
+        assert_eq!(
+            choice,
+            Choice {
+                wanted: None,
+                candidate: None,
+                awaiting_approval: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_release_that_failed_here_or_upstream_is_never_the_candidate() {
+        let releases = releases();
+        let dev = running(Some("shop-3"));
+        let mut here = running(Some("shop-1"));
+        here.rejected = vec!["shop-3".to_owned()];
+        let choice = choose(&stage(
+            Approval::Manual,
+            Some(("dev", &dev)),
+            &here,
+            &releases,
+            None,
+        ));
+        assert_eq!(choice.candidate, None);
+        let here = running(Some("shop-1"));
+        let upstream_failed = |r: &str| r == "shop-3";
+        let choice = choose(&Stage {
+            rejected_upstream: &upstream_failed,
+            ..stage(
+                Approval::Manual,
+                Some(("dev", &dev)),
+                &here,
+                &releases,
+                None,
+            )
+        });
+        assert_eq!(choice.candidate, None);
+    }
+
+    #[test]
+    fn a_pin_is_an_approval_a_manual_rollback_an_override_or_a_plain_pin() {
+        let releases = releases();
+        let staging = running(Some("shop-3"));
+        let here = running(Some("shop-2"));
+        let pin = |release| PinRequest {
+            release,
+            reason: "CHG-1",
+            actor: Some("kubectl-client-side-apply"),
+        };
+        let kind_of = |release, rejected: &dyn Fn(&str) -> bool| {
+            let choice = choose(&Stage {
+                rejected_upstream: rejected,
+                ..stage(
+                    Approval::Manual,
+                    Some(("staging", &staging)),
+                    &here,
+                    &releases,
+                    Some(pin(release)),
+                )
+            });
+            let wanted = choice.wanted.unwrap();
+            assert!(wanted.pinned);
+            assert_eq!(wanted.actor.as_deref(), Some("kubectl-client-side-apply"));
+            assert_eq!(wanted.reason, "CHG-1");
+            (wanted.kind, choice.candidate)
+        };
+        assert_eq!(kind_of("shop-3", &never), (HistoryKind::Approval, None));
+        assert_eq!(
+            kind_of("shop-1", &never),
+            (HistoryKind::ManualRollback, Some("shop-3".to_owned()))
+        );
+        assert_eq!(
+            kind_of("shop-2", &never),
+            (HistoryKind::Pin, Some("shop-3".to_owned()))
+        );
+        let failed_in_staging = |r: &str| r == "shop-1";
+        assert_eq!(
+            kind_of("shop-1", &failed_in_staging).0,
+            HistoryKind::Override
+        );
+    }
+}
