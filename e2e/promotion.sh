@@ -138,24 +138,25 @@ show_history() { echo "history of $1: $(state "$1" '[.history[]? | {release, fro
 summary() { jp "application/$APP" '{.status.summary}'; }
 
 # is ENV PHASE RELEASE — 0 once ENV is PHASE with RELEASE current; 2 once ENV has rejected
-# RELEASE (while waiting for it to be Healthy there).
+# RELEASE (while waiting for it to be Healthy or Pinned there).
 is() {
   local env=$1 want=$2 release=$3 entry
   entry=$(state "$env")
   [ "$(jq -r '.phase // ""' <<<"$entry")" = "$want" ] &&
     [ "$(jq -r '.current // ""' <<<"$entry")" = "$release" ] && return 0
-  if [ "$want" = Healthy ] && [ "$(jq --arg r "$release" 'any(.rejected[]?; . == $r)' <<<"$entry")" = true ]; then
+  if [[ "$want" =~ ^(Healthy|Pinned)$ ]] && [ "$(jq --arg r "$release" 'any(.rejected[]?; . == $r)' <<<"$entry")" = true ]; then
     echo "$env rejected $release: $(jq -c '.rollout.cause // .rollout.verdict' <<<"$entry")"
     return 2
   fi
   return 1
 }
 
-# verified ENV RELEASE — 0 once ENV is Healthy with RELEASE and its rollout's verification
-# passed.
+# verified ENV RELEASE [PHASE] — 0 once ENV is PHASE (default Healthy; a pinned environment is
+# Pinned) with RELEASE, its rollout judged healthy and its verification passed.
 verified() {
-  is "$1" Healthy "$2" || return $?
-  [ "$(field "$1" .rollout.release)" = "$2" ] && [ "$(field "$1" .rollout.verification.passed)" = true ]
+  is "$1" "${3:-Healthy}" "$2" || return $?
+  [ "$(field "$1" .rollout.release)" = "$2" ] && [ "$(field "$1" .rollout.verdict.healthy)" = true ] &&
+    [ "$(field "$1" .rollout.verification.passed)" = true ]
 }
 
 # awaiting_approval RELEASE — 0 once prod is AwaitingApproval with RELEASE as its candidate and
@@ -168,17 +169,17 @@ awaiting_approval() {
     [ "$(jq -r '[.conditions[]? | select(.type == "AwaitingApproval")][0].status // ""' <<<"$entry")" = True ]
 }
 
-# environments [DEV_WINDOW] — applies dev → staging (Automatic) → prod (Manual): the example
-# pipeline's shape with short deadlines; staging's verification is a test pod, prod's an HTTP
-# GET.
+# environments [DEV_WINDOW DEV_DEADLINE] — applies dev → staging (Automatic) → prod (Manual):
+# the example pipeline's shape with short deadlines; staging's verification is a test pod,
+# prod's an HTTP GET.
 environments() {
-  local dev_window=${1:-$STABILIZATION_WINDOW}
+  local dev_window=${1:-$STABILIZATION_WINDOW} dev_deadline=${2:-$PROGRESS_DEADLINE}
   kn apply -f - >/dev/null <<EOF
 apiVersion: ferry.dev/v1alpha1
 kind: Environment
 metadata: {name: dev}
 spec:
-  health: {progressDeadline: $PROGRESS_DEADLINE, stabilizationWindow: $dev_window}
+  health: {progressDeadline: $dev_deadline, stabilizationWindow: $dev_window}
 ---
 apiVersion: ferry.dev/v1alpha1
 kind: Environment
@@ -208,7 +209,7 @@ spec:
 EOF
   kn wait --for=condition=Ready environment/dev environment/staging environment/prod --timeout=60s >/dev/null \
     || fail "the Environments are not Ready: $(kn get environments -o json | jq -c '[.items[] | {name: .metadata.name, conditions: .status.conditions}]')"
-  echo "applied Environments dev (stabilizationWindow $dev_window) → staging (Automatic, test pod) → prod (Manual, HTTP GET)"
+  echo "applied Environments dev (progressDeadline $dev_deadline, stabilizationWindow $dev_window) → staging (Automatic, test pod) → prod (Manual, HTTP GET)"
 }
 
 # application [PIN_RELEASE PIN_REASON] — applies Application web, with prod pinned to
@@ -249,7 +250,7 @@ variant() {
   case $1 in
     good | bad) printf 'verified: %s\n' "$2" >"$www/verify.html" ;;
   esac
-  echo "$1 commit $2" >"$WORK/app/README"
+  echo "$1 commit $2 of scenario $SCENARIO" >"$WORK/app/README"
 }
 
 # push KIND LABEL — commits a KIND variant and pushes it; sets REL (the Release it will make),
@@ -276,7 +277,7 @@ built() {
 }
 await_release() { await 240 "Release $1 to be built" built "$1" "$2"; }
 
-# setup [DEV_WINDOW] — Environments, the webhook Secret, an empty repository whose pushes are
+# setup [DEV_WINDOW DEV_DEADLINE] — Environments, the webhook Secret, an empty repository whose pushes are
 # POSTed to Ferry's webhook, and the Application (whose branch does not exist yet: the first
 # push makes it, and the webhook announces it).
 setup() {
@@ -402,7 +403,7 @@ scenario_pipeline() {
   # The approval: a pin of the candidate, with a reason, as a GitOps commit would apply it.
   local reason="CHG-1234 approved by the change board"
   application "$r1" "$reason"
-  POLL=0.5 await 120 "prod to be Healthy with $r1, verified" verified prod "$r1"
+  POLL=0.5 await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   echo "measured: approval applied → Healthy and verified in prod = $(since "$PINNED_AT") s"
   show_state prod; show_history prod
   local entry; entry=$(history_entry prod "$r1" Approval)
@@ -463,7 +464,7 @@ scenario_bad_commit() {
   show_history staging
   POLL=0.5 await 60 "prod to be AwaitingApproval with $r3 as candidate" awaiting_approval "$r3"
   echo "staging never named $r2; it runs $r3; prod awaits approval of $r3"
-  events_include RolledBack RolloutFailed Promoted
+  events_include RolledBack Promoted
 }
 
 scenario_verification_fails() {
@@ -515,7 +516,7 @@ scenario_manual_rollback() {
   push good v1
   local r1=$REL
   approve "$r1"
-  await 120 "prod to be Healthy with $r1, verified" verified prod "$r1"
+  await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   push good v2
   local r2=$REL
   await 180 "staging to be Healthy with $r2, verified" verified staging "$r2"
@@ -524,7 +525,7 @@ scenario_manual_rollback() {
   echo "prod while pinned to $r1: $(state prod '{phase, current, candidate}')"
   [ "$(field prod .current)" = "$r1" ] || fail "prod runs $(field prod .current) while pinned to $r1"
   application "$r2" "CHG-2 approved by the change board"
-  await 120 "prod to be Healthy with $r2, verified" verified prod "$r2"
+  await 120 "prod to be Pinned to $r2, healthy and verified" verified prod "$r2" Pinned
   local kind; kind=$(state prod "[.history[]? | select(.release == \"$r2\")][0].kind" | jq -r .)
   echo "prod's history records the pin of $r2 as $kind"
   [ "$kind" = Approval ] || echo "note: $r2 was staging's newest verified release, yet its pin is recorded as $kind, not Approval"
@@ -532,7 +533,7 @@ scenario_manual_rollback() {
   # The manual rollback.
   local reason="INC-77 rollback"
   application "$r1" "$reason"
-  await 120 "prod to be Healthy with $r1, verified" verified prod "$r1"
+  await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   echo "measured: rollback pin applied → Healthy and verified in prod = $(since "$PINNED_AT") s"
   show_state prod; show_history prod
   local entry; entry=$(history_entry prod "$r1" ManualRollback)
@@ -557,8 +558,9 @@ scenario_manual_rollback() {
 }
 
 scenario_superseded() {
-  # A long window in dev, so the next commits arrive while the rollout before them runs.
-  setup 30s
+  # A long window in dev, so the next commits arrive while the rollout before them runs (the
+  # window may not be longer than the progress deadline).
+  setup 25s 40s
   push good v1
   local r1=$REL
   rolling_out() {
@@ -567,10 +569,12 @@ scenario_superseded() {
   POLL=0.5 await 120 "dev to roll out $r1" rolling_out "$r1"
   push good v2
   local r2=$REL sha2=$SHA
-  await 60 "BuildJob $APP-${sha2:0:7} to be created" has buildjob "$APP-${sha2:0:7}"
+  await_release "$r2" "$sha2"
+  # Its candidate, or already rolling out if the rollout before it ended meanwhile.
+  waits_in_dev() { [ "$(field dev .candidate)" = "$1" ] || [ "$(field dev .rollout.release)" = "$1" ]; }
+  POLL=0.5 await 30 "$r2 to be dev's candidate" waits_in_dev "$r2"
   push good v3
   local r3=$REL sha3=$SHA
-  await_release "$r2" "$sha2"
   await_release "$r3" "$sha3"
   local both_waiting=true
   if ! rolling_out "$r1"; then
