@@ -22,12 +22,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Url;
-use tokio::task::AbortHandle;
 use tokio::time::MissedTickBehavior;
+
+use super::{Task, lock};
 
 /// Latency samples kept per check: the newest ones, so a check running for hours uses bounded
 /// memory (10 000 durations, 160 KB; at the smallest interval, 100 ms, the last ~17 minutes).
@@ -111,6 +112,14 @@ impl Target {
     /// The URL every request of this check goes to.
     pub fn url(&self) -> &str {
         self.url.as_str()
+    }
+
+    /// The URL's path and query (`/healthz?full=1`): what a message names a request by.
+    pub fn path(&self) -> String {
+        match self.url.query() {
+            Some(query) => format!("{}?{query}", self.url.path()),
+            None => self.url.path().to_owned(),
+        }
     }
 
     /// The time between two requests (from the start of one to the start of the next, longer
@@ -279,9 +288,9 @@ pub fn nearest_rank(samples: &[Duration], percent: u32) -> Option<Duration> {
     sorted.get(index).copied()
 }
 
-/// One request's outcome.
+/// One request's outcome (also what a verification's GET gives, `adapters::verification`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// An answer with this status, complete after `latency`.
     Answered {
         status: u16,
@@ -364,26 +373,11 @@ impl Record {
     }
 }
 
-/// A lock that a panicked holder did not spoil: every write leaves the data consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// One running check. Dropping it stops its task.
 struct Running {
     target: Target,
     record: Arc<Mutex<Record>>,
-    task: Option<AbortHandle>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
+    _task: Option<Task>,
 }
 
 /// The running checks, by a key the caller chooses (for example
@@ -397,7 +391,7 @@ pub struct Checks {
 impl Default for Checks {
     fn default() -> Self {
         Self {
-            client: client(),
+            client: client(concat!("ferry-http-check/", env!("CARGO_PKG_VERSION"))),
             running: Mutex::new(BTreeMap::new()),
         }
     }
@@ -413,7 +407,9 @@ impl std::fmt::Debug for Checks {
 /// The client every check shares: plain HTTP/1, no redirects (a 3xx is an answer; following it
 /// could leave the Service), no proxy from the environment (the request must go to the Service
 /// itself), few idle connections (one check has one request in flight at a time).
-fn client() -> Result<reqwest::Client, String> {
+/// `user_agent` tells the application which part of Ferry asks. Also the client of
+/// `adapters::verification`, whose GETs must stay on the Service just the same.
+pub(super) fn client(user_agent: &str) -> Result<reqwest::Client, String> {
     // reqwest is built without a TLS provider of its own and would panic without one, even for
     // plain HTTP (see Cargo.toml).
     super::git::install_crypto_provider();
@@ -422,7 +418,7 @@ fn client() -> Result<reqwest::Client, String> {
         .no_proxy()
         .pool_max_idle_per_host(2)
         .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("ferry-http-check/", env!("CARGO_PKG_VERSION")))
+        .user_agent(user_agent)
         .build()
         .map_err(|e| super::scrub(&format!("cannot build the HTTP client: {e}"), &[]))
 }
@@ -444,11 +440,11 @@ impl Checks {
                 None
             }
             Ok(client) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => Some(
-                    runtime
-                        .spawn(run(client.clone(), target.clone(), record.clone()))
-                        .abort_handle(),
-                ),
+                Ok(runtime) => Some(Task::from(runtime.spawn(run(
+                    client.clone(),
+                    target.clone(),
+                    record.clone(),
+                )))),
                 Err(e) => {
                     tracing::error!(key, error = %e, "HTTP check not started: no tokio runtime");
                     return;
@@ -462,7 +458,7 @@ impl Checks {
             Running {
                 target,
                 record,
-                task,
+                _task: task,
             },
         );
     }
@@ -505,7 +501,7 @@ async fn run(client: reqwest::Client, target: Target, record: Arc<Mutex<Record>>
 }
 
 /// Sends one GET and reads up to [`MAX_BODY`] of the answer, all within the target's timeout.
-async fn send(client: &reqwest::Client, target: &Target) -> Outcome {
+pub(super) async fn send(client: &reqwest::Client, target: &Target) -> Outcome {
     let started = Instant::now();
     let exchange = async {
         let mut response = client.get(target.url.clone()).send().await?;

@@ -8,11 +8,18 @@
 //!   dockerconfigjson, and [`registry::manifest_exists`] for verifying a pushed image.
 //! - [`http_check`]: a rollout's HTTP checks through the application's Service, and their
 //!   figures (failures by kind, p95 latency) for the health verdict.
+//! - [`verification`]: an Environment's verification GETs through the Service, each tried a
+//!   few times, and whether every one answered as expected.
 
 pub mod git;
 pub mod http_check;
 pub mod registry;
+pub mod verification;
 pub mod webhook;
+
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// `text` on one line, with every non-empty secret in `secrets` replaced by `<redacted>`: how
 /// every adapter's error text leaves it, so no credential reaches a log, status or Event.
@@ -22,4 +29,29 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
         text = text.replace(secret.as_str(), "<redacted>");
     }
     text
+}
+
+/// A lock that a panicked holder did not spoil: every write under these locks leaves the data
+/// consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A background task that is aborted when this handle is dropped: the HTTP checks and
+/// verifications stop when their owner forgets them.
+#[derive(Debug)]
+pub(crate) struct Task(AbortHandle);
+
+impl<T> From<JoinHandle<T>> for Task {
+    fn from(handle: JoinHandle<T>) -> Self {
+        Task(handle.abort_handle())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

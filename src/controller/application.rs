@@ -158,7 +158,11 @@ async fn invalid_run(
         };
         let target = environment.target_namespace().unwrap_or(namespace);
         let w = Workload::of(app, entry, environment, target);
-        if let Err(message) = workload::check(&w, &environment.spec.health) {
+        if let Err(message) = workload::check(
+            &w,
+            &environment.spec.health,
+            environment.spec.verification.as_ref(),
+        ) {
             return Some((entry.name.clone(), message));
         }
     }

@@ -15,20 +15,22 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::status::publish_about;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
+use crate::adapters::verification::{Get, Report};
 use crate::api::application::{EnvironmentState, HistoryKind, Slot};
 use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
 };
-use crate::decide::delivery::{self, Plan, Policy, Serving, promotion};
+use crate::decide::delivery::{self, Plan, Policy, Serving, VerificationReport, promotion};
 use crate::decide::events::Announcement;
+use crate::desired::verification::{Outcome, TestPod, is_test_pod};
 use crate::desired::workload::{
     self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
     Running, SLOT_LABEL, Workload, release_label_value,
@@ -101,6 +103,9 @@ pub async fn deliver(
     let mut requeue: Option<Duration> = None;
     let mut keep: BTreeSet<(String, String)> = BTreeSet::new();
     let mut running_checks = BTreeSet::new();
+    let mut verifying_now = BTreeSet::new();
+    // The verification pods to keep: the last verified rollout's, per environment.
+    let mut keep_pods: BTreeSet<String> = BTreeSet::new();
     // Environments that cannot be decided now keep their workloads as they are.
     let mut untouched: BTreeSet<String> = BTreeSet::new();
     // Per environment, the releases that failed in it or upstream of it.
@@ -161,6 +166,10 @@ pub async fn deliver(
         let observed = observe(context, namespace, &name, env_name, &target);
         let check_prefix = format!("{namespace}/{name}/{env_name}/");
         let checks = figures(context, &check_prefix, &stored, environment);
+        let verifying = verification_key(&check_prefix, &stored);
+        let report = verifying
+            .as_ref()
+            .map(|key| verification_report(context, app, namespace, env_name, key, environment));
         let plan = delivery::plan(
             &delivery::Observed {
                 state: &stored,
@@ -175,7 +184,7 @@ pub async fn deliver(
                 replicas: workload::replicas(&w),
                 workload: &observed,
                 checks: &checks,
-                verification: None,
+                verification: report,
             },
             &context.clock.now(),
         );
@@ -209,6 +218,29 @@ pub async fn deliver(
                 running_checks.insert(key);
             }
         }
+        if let Some((release, started)) = &plan.verify {
+            let key = run_key(&check_prefix, release, started, "verify");
+            verifying_now.insert(key.clone());
+            start_verification(
+                context,
+                app,
+                namespace,
+                &Verifying {
+                    env: env_name,
+                    target: &target,
+                    release,
+                    key: &key,
+                    cluster_ip: cluster_ip.as_deref(),
+                },
+                environment,
+            )
+            .await?;
+        }
+        if let Some(last) = verification_key(&check_prefix, &plan.state) {
+            keep_pods.insert(crate::desired::verification::test_pod_name(
+                &name, env_name, &last,
+            ));
+        }
         announce(context, app, env_name, &plan).await;
         for finished in &plan.finished {
             context.metrics.rollout_finished(env_name, finished);
@@ -231,6 +263,10 @@ pub async fn deliver(
     context
         .checks
         .retain(&format!("{namespace}/{name}/"), &running_checks);
+    context
+        .verifications
+        .retain(&format!("{namespace}/{name}/"), &verifying_now);
+    prune_verification_pods(context, namespace, &name, &keep_pods, &untouched).await?;
     prune(context, namespace, &name, &keep, &untouched).await?;
     status.summary = crate::decide::application::summary(&name, &status.environments);
     Ok(requeue)
@@ -282,7 +318,161 @@ fn oldest_first(releases: &[Release]) -> Vec<String> {
 
 /// The key of one HTTP check of one rollout: new for every rollout, so figures never mix.
 fn check_key(prefix: &str, release: &str, started: &Time, index: usize) -> String {
-    format!("{prefix}{release}@{}/{index}", started.0.as_second())
+    run_key(prefix, release, started, &index.to_string())
+}
+
+/// The key of something that runs for one rollout (a check, its verification).
+fn run_key(prefix: &str, release: &str, started: &Time, what: &str) -> String {
+    format!("{prefix}{release}@{}/{what}", started.0.as_second())
+}
+
+/// The key of the verification of the environment's rollout, once it started.
+fn verification_key(prefix: &str, state: &EnvironmentState) -> Option<String> {
+    let rollout = state.rollout.as_ref()?;
+    rollout.verification.as_ref()?;
+    Some(run_key(
+        prefix,
+        &rollout.release,
+        &rollout.started,
+        "verify",
+    ))
+}
+
+/// A verification to run: for which rollout, and where its Service is.
+struct Verifying<'a> {
+    env: &'a str,
+    target: &'a str,
+    release: &'a str,
+    key: &'a str,
+    cluster_ip: Option<&'a str>,
+}
+
+/// Where the verification under `key` stands: the test pod's state, or the GETs' report.
+fn verification_report(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    env: &str,
+    key: &str,
+    environment: &Environment,
+) -> VerificationReport {
+    let Some(verification) = &environment.spec.verification else {
+        return VerificationReport::Running;
+    };
+    if verification.image.is_some() {
+        let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
+        let pod = context
+            .children
+            .pods
+            .store()
+            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
+        return match pod.map(|p| crate::desired::verification::outcome(&p)) {
+            Some(Outcome::Passed { message }) => VerificationReport::Passed { message },
+            Some(Outcome::Failed { message, log }) => VerificationReport::Failed { message, log },
+            Some(Outcome::Running) | None => VerificationReport::Running,
+        };
+    }
+    match context.verifications.report(key) {
+        Some(Report::Passed { message }) => VerificationReport::Passed { message },
+        Some(Report::Failed { message }) => VerificationReport::Failed { message, log: None },
+        Some(Report::Running) | None => VerificationReport::Running,
+    }
+}
+
+/// Starts (or keeps running) the verification of a rollout: its test pod in the
+/// Application's namespace, or its GETs through the Service.
+async fn start_verification(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    run: &Verifying<'_>,
+    environment: &Environment,
+) -> Result<(), Error> {
+    let Some(verification) = &environment.spec.verification else {
+        return Ok(());
+    };
+    let service = workload::base_name(&app.name_any(), run.env);
+    if let Some(image) = &verification.image {
+        let name = crate::desired::verification::test_pod_name(&app.name_any(), run.env, run.key);
+        let known = context
+            .children
+            .pods
+            .store()
+            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
+        if known.is_some() {
+            return Ok(());
+        }
+        let port = workload::tcp_port(app, None).unwrap_or(80);
+        let service_url = format!("http://{service}.{}.svc:{port}", run.target);
+        let Some(pod) = crate::desired::verification::test_pod(&TestPod {
+            app,
+            environment: run.env,
+            release: run.release,
+            run: run.key,
+            image,
+            command: verification.command.as_deref(),
+            service_url: &service_url,
+            timeout: verification.timeout.into(),
+        }) else {
+            return Ok(());
+        };
+        match context
+            .api::<Pod>(namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(Error::act(format!(
+                "creating the verification pod {namespace}/{name}"
+            ))(error)),
+        }
+    } else {
+        let Some(ip) = run.cluster_ip else {
+            return Ok(());
+        };
+        let gets = verification
+            .http_gets
+            .iter()
+            .filter_map(|get| {
+                let port = workload::tcp_port(app, get.port.as_deref()).ok()?;
+                let port = u16::try_from(port).ok()?;
+                let status = u16::try_from(get.expect_status).ok()?;
+                match Get::new(ip, port, &get.path, status) {
+                    Ok(get) => Some(get),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot send a verification request");
+                        None
+                    }
+                }
+            })
+            .collect();
+        context.verifications.ensure(run.key, gets);
+        Ok(())
+    }
+}
+
+/// Deletes the Application's verification pods but those in `keep` (and those of `untouched`
+/// environments).
+async fn prune_verification_pods(
+    context: &Context,
+    namespace: &str,
+    app: &str,
+    keep: &BTreeSet<String>,
+    untouched: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = context.api(namespace);
+    for pod in children_of(&context.children.pods, namespace, app, None) {
+        if !is_test_pod(pod.as_ref())
+            || keep.contains(&pod.name_any())
+            || pod.environment().is_some_and(|e| untouched.contains(&e))
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        delete_in_background(&pods, namespace, &pod.name_any()).await?;
+    }
+    Ok(())
 }
 
 /// The figures of the HTTP checks of the rollout in its window, if any.
@@ -336,7 +526,7 @@ fn observe(context: &Context, namespace: &str, app: &str, env: &str, target: &st
         .collect();
     let pods = children_of(&children.pods, namespace, app, Some(env))
         .iter()
-        .filter(|p| p.ns() == target)
+        .filter(|p| p.ns() == target && !is_test_pod(p))
         .map(|p| pod_facts(p))
         .collect();
     Observed { deployments, pods }

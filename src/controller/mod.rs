@@ -110,6 +110,8 @@ pub struct Context {
     pub children: delivery::Children,
     /// The HTTP checks of rollouts in their stabilization window.
     pub checks: Arc<crate::adapters::http_check::Checks>,
+    /// The verification GETs of rollouts past their window.
+    pub verifications: Arc<crate::adapters::verification::Verifications>,
 }
 
 impl Context {

@@ -223,6 +223,7 @@ pub async fn run_controllers(
             pods: app_pods.view(),
         },
         checks: Default::default(),
+        verifications: Default::default(),
     });
 
     // A push webhook: the Application looks at its branch now.

@@ -17,11 +17,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::{restricted, restricted_pod};
 use crate::api::{APPLICATION_LABEL, BuildJob, MANAGED_BY, MANAGED_BY_LABEL, controlled_by};
 use crate::decide::build::naming::short_commit;
 
@@ -181,17 +182,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
             active_deadline_seconds: Some(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX)),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(BUILD_USER),
-                run_as_group: Some(BUILD_USER),
-                fs_group: Some(BUILD_USER),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
-                }),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(restricted_pod(BUILD_USER)),
             init_containers: Some(vec![fetch, build]),
             containers: vec![publish],
             volumes: Some(volumes),
@@ -208,20 +199,6 @@ fn step() -> Container {
         security_context: Some(restricted()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
-    }
-}
-
-fn restricted() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        ..SecurityContext::default()
     }
 }
 

@@ -2,4 +2,41 @@
 //! resource that asks for them. No client and no clock, like `decide`; the shell applies them.
 
 pub mod build_pod;
+pub mod verification;
 pub mod workload;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+};
+
+/// A container under the `restricted` Pod Security Standard, with a read-only root file
+/// system (a container whose image writes where it likes sets it back to `false`).
+pub fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// A pod under the `restricted` Pod Security Standard, its containers running as `user`
+/// (also their group and the owner of its volumes): non-root, seccomp `RuntimeDefault`.
+pub fn restricted_pod(user: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        fs_group: Some(user),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}

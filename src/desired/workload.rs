@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, ServiceType, Slot};
-use crate::api::environment::{HealthPolicy, HttpCheck, StrategyType};
+use crate::api::environment::{HealthPolicy, HttpCheck, StrategyType, Verification};
 use crate::api::{APPLICATION_LABEL, Application, Environment, MANAGED_BY, MANAGED_BY_LABEL};
 
 pub const ENVIRONMENT_LABEL: &str = "ferry.dev/environment";
@@ -398,7 +398,11 @@ pub fn service(w: &Workload, serving: Option<Slot>) -> Option<Service> {
 /// on the Environment), and, for objects stored before the CRD's rules existed (the API server
 /// checks only what changes), the rules it checks today: env var names, env vars set twice in
 /// one list, probe ports. Err(message naming the field).
-pub fn check(w: &Workload, health: &HealthPolicy) -> Result<(), String> {
+pub fn check(
+    w: &Workload,
+    health: &HealthPolicy,
+    verification: Option<&Verification>,
+) -> Result<(), String> {
     let run = &w.app.spec.run;
     check_env("spec.run.env", &run.env)?;
     check_env(
@@ -421,14 +425,37 @@ pub fn check(w: &Workload, health: &HealthPolicy) -> Result<(), String> {
             )
         })?;
     }
+    let gets = verification
+        .map(|v| v.http_gets.as_slice())
+        .unwrap_or_default();
+    for (i, get) in gets.iter().enumerate() {
+        tcp_port(w.app, get.port.as_deref()).map_err(|e| {
+            format!(
+                "Environment {}: spec.verification.httpGets[{i}] ({}): {e}",
+                w.environment, get.path
+            )
+        })?;
+    }
+    if verification.is_some_and(|v| v.image.is_some()) && w.app.spec.run.ports.is_empty() {
+        return Err(format!(
+            "Environment {}: spec.verification runs a test pod against the Application's Service, but the Application has no spec.run.ports",
+            w.environment
+        ));
+    }
     Ok(())
 }
 
-/// Where an HTTP check goes: (port number on the Service, path). Err when its port names no port.
+/// Where an HTTP check goes: the port number on the Service. Err when its port names no port.
 pub fn check_port(app: &Application, check: &HttpCheck) -> Result<i32, String> {
+    tcp_port(app, check.port.as_deref())
+}
+
+/// The TCP port of the Application named `name` (the first one when `None`), for requests Ferry
+/// sends through the Service. Err, in words, when there is none.
+pub fn tcp_port(app: &Application, name: Option<&str>) -> Result<i32, String> {
     let ports = &app.spec.run.ports;
-    let port = match &check.port {
-        Some(name) => ports.iter().find(|p| &p.name == name).ok_or_else(|| {
+    let port = match name {
+        Some(name) => ports.iter().find(|p| p.name == name).ok_or_else(|| {
             format!(
                 "port {name:?} names no port of the Application's spec.run.ports ({})",
                 port_names(ports)
@@ -972,7 +999,7 @@ resources: {limits: {memory: 256Mi}}
             let app = app(run);
             let entry = entry(entry_yaml);
             let w = workload(&app, &entry, StrategyType::RollingUpdate);
-            let error = check(&w, &health(health_yaml)).expect_err(case);
+            let error = check(&w, &health(health_yaml), None).expect_err(case);
             assert!(error.contains(expected), "{case}: {error}");
         }
     }
@@ -984,6 +1011,6 @@ resources: {limits: {memory: 256Mi}}
             entry("{name: dev, env: [{name: LOG, value: debug}, {name: my.var_1-x, value: y}]}");
         let w = workload(&app, &entry, StrategyType::RollingUpdate);
         let health = health("httpChecks: [{path: /healthz}, {path: /m, port: metrics}]");
-        assert_eq!(check(&w, &health), Ok(()));
+        assert_eq!(check(&w, &health, None), Ok(()));
     }
 }

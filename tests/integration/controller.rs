@@ -106,7 +106,7 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
             condition(&status.conditions, STALLED).is_none(),
             "Stalled is gone once Ready"
         );
-        assert_eq!(status.summary.as_deref(), Some("dev=Pending prod=Pending"));
+        assert_eq!(status.summary.as_deref(), Some("dev=Pending, prod=Pending"));
         assert_eq!(
             event_with_reason(&ns, "Ready").await.type_.as_deref(),
             Some("Normal")

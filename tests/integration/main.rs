@@ -15,6 +15,7 @@ mod fixtures;
 mod gitserver;
 mod install;
 mod leadership;
+mod promotion;
 mod rollouts;
 mod validation;
 mod webhook;

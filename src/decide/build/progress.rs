@@ -193,11 +193,16 @@ fn failure(step: &str, reason: Reason, message: String, log: Option<&str>) -> Bu
 
 /// The last [`LOG_TAIL_BYTES`] of a log, cut on a line boundary where one is near.
 pub fn tail(log: &str) -> String {
+    tail_of(log, LOG_TAIL_BYTES)
+}
+
+/// The last `max` bytes of a log, cut on a line boundary where one is near.
+pub fn tail_of(log: &str, max: usize) -> String {
     let log = log.trim_end();
-    if log.len() <= LOG_TAIL_BYTES {
+    if log.len() <= max {
         return log.to_owned();
     }
-    let mut start = log.len() - LOG_TAIL_BYTES;
+    let mut start = log.len() - max;
     while !log.is_char_boundary(start) {
         start += 1;
     }

@@ -138,7 +138,11 @@ pub fn choose(stage: &Stage) -> Choice {
         let failed_here = state.rejected.iter().any(|r| r == pin.release);
         let kind = if (stage.rejected_upstream)(pin.release) || failed_here {
             HistoryKind::Override
-        } else if promotable == Some(pin.release) {
+        } else if promotable == Some(pin.release)
+            && stage.upstream.is_some()
+            && stage.approval == Approval::Manual
+        {
+            // What the environment waits for: a person approved it.
             HistoryKind::Approval
         } else if older {
             HistoryKind::ManualRollback
