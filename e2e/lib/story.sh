@@ -154,6 +154,111 @@ YAML
     -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note --sort-by=.metadata.creationTimestamp
 }
 
+# The example's Application with prod pinned to RELEASE for REASON (no pin when RELEASE is
+# empty): what an administrator (or a GitOps repository) applies to approve or roll back.
+shop_pinned() {
+  if [ -z "$1" ]; then
+    example shop.yaml
+  else
+    example shop.yaml | sed "/^    - name: prod\$/a\\      pin: {release: $1, reason: \"$2\"}"
+  fi
+}
+
+# prints the environment ENV's field PATH (jsonpath below the environment) of the shop.
+env_field() {
+  kubectl -n "$STORY_NS" get application shop -o jsonpath="{.status.environments[?(@.name==\"$1\")]$2}"
+}
+
+# Waits until environment ENV runs RELEASE with phase PHASE.
+await_env() {
+  local env=$1 release=$2 phase=$3 timeout=$4
+  show_await "$release to run in $env ($phase)" \
+    kubectl -n "$STORY_NS" wait --for=jsonpath="{.status.environments[?(@.name==\"$env\")].current}"="$release" \
+    application/shop --timeout="$timeout"
+  await "$env to be $phase" \
+    kubectl -n "$STORY_NS" wait --for=jsonpath="{.status.environments[?(@.name==\"$env\")].phase}"="$phase" \
+    application/shop --timeout="$timeout"
+}
+
+# The pipeline: what is healthy in dev goes on to staging by itself (verified there by a test
+# pod), prod waits for approval; approving is a pin applied like any change; a new commit flows
+# through dev and staging while prod stays pinned; removing the pin makes prod follow staging
+# again; a pin of an older release rolls back by hand, with the reason in the history.
+tell_promotion() {
+  local ns=$STORY_NS first second work ip
+  first=$(env_field dev .current)
+  chapter "What is healthy in dev goes on to staging by itself, verified there by a test pod"
+  echo "staging promotes from dev (Automatic, BlueGreen, a 20s window with an HTTP check), then"
+  echo "runs its verification: a test pod that fetches the front page through SERVICE_URL."
+  await_env staging "$first" Healthy 240s
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="staging")].rollout}{.release}: {.verdict.message}{"\n"}verification: passed={.verification.passed}: {.verification.message}{"\n"}{end}'
+  show kubectl -n "$ns" get pods -l ferry.dev/verification=true
+  echo "shop-9.9.9 failed in dev, so it never went further:"
+  show kubectl -n "$ns" get release shop-9.9.9 \
+    -o jsonpath='{range .status.environments[*]}{.name}: {.state}{"\n"}{end}'
+
+  chapter "prod is Manual: the release waits there for approval"
+  show_await "prod to await approval of $first" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="prod")].phase}'=AwaitingApproval \
+    application/shop --timeout=60s
+  show kubectl -n "$ns" get applications
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="prod")].conditions[?(@.type=="AwaitingApproval")]}{.type}={.status}: {.message}{"\n"}{end}'
+  show kubectl -n "$ns" get releases
+
+  chapter "Approving is a pin with a reason, applied like any change (kubectl apply, or a GitOps commit)"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $first, reason: \"CHG-1234 approved by the change board\"}"
+  shop_pinned "$first" "CHG-1234 approved by the change board" | kubectl -n "$ns" apply -f - >/dev/null
+  await_env prod "$first" Pinned 120s
+  show kubectl -n "$ns" get applications
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="prod")].history[*]}{.kind} {.release} {.outcome} by {.actor}: {.reason}{"\n"}{end}'
+  show kubectl -n "$ns" get release "$first" \
+    -o jsonpath='{range .status.environments[*]}{.name}: {.state}, verdict {.verdict}, verified {.verification.passed}{"\n"}{end}'
+
+  chapter "A new commit flows through dev and staging by itself; pinned prod shows it as its candidate"
+  ip=$(kubectl -n ferry-system get service ferry-webhook -o jsonpath='{.spec.clusterIP}')
+  echo "(the git server now announces pushes to Ferry's webhook, so the build starts at once)"
+  "$root/e2e/cluster/git-webhook.sh" shop "http://$ip:9443/webhooks/$ns/shop" demo-only-change-me
+  work=$(mktemp -d)
+  git clone --quiet "$GIT_URL/shop.git" "$work"
+  printf '<!doctype html>\n<title>Shop</title>\n<h1>Welcome to the shop</h1>\n<p>Now with a basket.\n' > "$work/www/index.html"
+  git -C "$work" -c user.name=Ferry -c user.email=demo@ferry.invalid commit --quiet -am "Add a basket (#13)"
+  printf '\033[2m$ %s\033[0m\n' "git commit -am 'Add a basket (#13)' && git push"
+  git -C "$work" push --quiet origin main
+  second=shop-0.0.0-$(git -C "$work" rev-parse --short=7 HEAD)
+  rm -rf "$work"
+  await_env dev "$second" Healthy 120s
+  await_env staging "$second" Healthy 240s
+  show kubectl -n "$ns" get applications
+
+  chapter "Removing the pin: prod follows staging again, and waits for approval of $second"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod without its pin"
+  shop_pinned "" "" | kubectl -n "$ns" apply -f - >/dev/null
+  show_await "prod to await approval of $second" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="prod")].candidate}'="$second" \
+    application/shop --timeout=60s
+  await "prod to be AwaitingApproval" \
+    kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="prod")].phase}'=AwaitingApproval \
+    application/shop --timeout=60s
+  show kubectl -n "$ns" get applications
+
+  chapter "Approved, then rolled back by hand: a pin of the older release, with the reason"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $second, reason: \"CHG-1240 approved\"}"
+  shop_pinned "$second" "CHG-1240 approved" | kubectl -n "$ns" apply -f - >/dev/null
+  await_env prod "$second" Pinned 120s
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $first, reason: \"INC-77: basket errors; back to the previous release\"}"
+  shop_pinned "$first" "INC-77: basket errors; back to the previous release" | kubectl -n "$ns" apply -f - >/dev/null
+  await_env prod "$first" Pinned 120s
+  show kubectl -n "$ns" get applications
+  show kubectl -n "$ns" get application shop \
+    -o jsonpath='{range .status.environments[?(@.name=="prod")].history[*]}{.kind} {.release} {.outcome} by {.actor}: {.reason}{"\n"}{end}'
+  show kubectl -n "$ns" get releases
+  show kubectl -n "$ns" get events.v1.events.k8s.io --field-selector regarding.kind=Application \
+    -o custom-columns=REASON:.reason,NOTE:.note --sort-by=.metadata.creationTimestamp
+}
+
 tell_story() {
   local ns=$STORY_NS
   reset_story
@@ -197,6 +302,7 @@ tell_story() {
   tell_builds
   if [ "${STORY_BUILDS:-1}" != 0 ]; then
     tell_rollouts
+    tell_promotion
   fi
 
   chapter "Deploying into another namespace needs that namespace's consent"

@@ -168,6 +168,21 @@ impl Verifications {
         lock(&self.running).retain(|key, _| !key.starts_with(prefix) || keep.contains(key));
     }
 
+    /// Records under `key` a run that failed before it could start (a test pod the API server
+    /// refused, say), so its report says why instead of waiting for the timeout.
+    pub fn failed_to_start(&self, key: &str, message: String) {
+        lock(&self.running).insert(
+            key.to_owned(),
+            Run {
+                gets: Vec::new(),
+                report: Arc::new(Mutex::new(Report::Failed {
+                    message: bounded(message),
+                })),
+                _task: None,
+            },
+        );
+    }
+
     /// Stops and forgets every run.
     pub fn clear(&self) {
         lock(&self.running).clear();

@@ -439,6 +439,10 @@ pub struct Verdict {
     /// The signal and its figures, for example "3 of 20 requests to /healthz failed (15% >
     /// 5%)".
     pub message: String,
+    /// For a failed verification by a test pod, the end of its log (so a rollback's `cause`
+    /// keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// One of the two Deployments of a `BlueGreen` environment.

@@ -142,6 +142,9 @@ pub struct ReleaseVerification {
     /// What it found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The end of the test pod's log, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// What became of a release in one environment.

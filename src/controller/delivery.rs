@@ -104,8 +104,8 @@ pub async fn deliver(
     let mut keep: BTreeSet<(String, String)> = BTreeSet::new();
     let mut running_checks = BTreeSet::new();
     let mut verifying_now = BTreeSet::new();
-    // The verification pods to keep: the last verified rollout's, per environment.
-    let mut keep_pods: BTreeSet<String> = BTreeSet::new();
+    // The test pods of the verifications under way.
+    let mut verifying_pods: BTreeSet<String> = BTreeSet::new();
     // Environments that cannot be decided now keep their workloads as they are.
     let mut untouched: BTreeSet<String> = BTreeSet::new();
     // Per environment, the releases that failed in it or upstream of it.
@@ -221,6 +221,9 @@ pub async fn deliver(
         if let Some((release, started)) = &plan.verify {
             let key = run_key(&check_prefix, release, started, "verify");
             verifying_now.insert(key.clone());
+            verifying_pods.insert(crate::desired::verification::test_pod_name(
+                &name, env_name, &key,
+            ));
             start_verification(
                 context,
                 app,
@@ -235,11 +238,6 @@ pub async fn deliver(
                 environment,
             )
             .await?;
-        }
-        if let Some(last) = verification_key(&check_prefix, &plan.state) {
-            keep_pods.insert(crate::desired::verification::test_pod_name(
-                &name, env_name, &last,
-            ));
         }
         announce(context, app, env_name, &plan).await;
         for finished in &plan.finished {
@@ -266,7 +264,15 @@ pub async fn deliver(
     context
         .verifications
         .retain(&format!("{namespace}/{name}/"), &verifying_now);
-    prune_verification_pods(context, namespace, &name, &keep_pods, &untouched).await?;
+    prune_verification_pods(
+        context,
+        namespace,
+        &name,
+        order,
+        &verifying_pods,
+        &untouched,
+    )
+    .await?;
     prune(context, namespace, &name, &keep, &untouched).await?;
     status.summary = crate::decide::application::summary(&name, &status.environments);
     Ok(requeue)
@@ -360,6 +366,9 @@ fn verification_report(
         return VerificationReport::Running;
     };
     if verification.image.is_some() {
+        if let Some(Report::Failed { message }) = context.verifications.report(key) {
+            return VerificationReport::Failed { message, log: None };
+        }
         let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
         let pod = context
             .children
@@ -423,6 +432,23 @@ async fn start_verification(
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            // Refused for good (no grant to create pods here, a policy, an invalid image
+            // reference): the verification fails with the API server's words, not at its
+            // timeout. Anything else is retried.
+            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+                let grant = if status.code == 403 {
+                    format!(
+                        "; Ferry creates test pods only in namespaces that grant it: kubectl -n {namespace} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=<ferry's namespace>:ferry"
+                    )
+                } else {
+                    String::new()
+                };
+                context.verifications.failed_to_start(
+                    run.key,
+                    format!("the test pod {name} was refused: {}{grant}", status.message),
+                );
+                Ok(())
+            }
             Err(error) => Err(Error::act(format!(
                 "creating the verification pod {namespace}/{name}"
             ))(error)),
@@ -452,22 +478,30 @@ async fn start_verification(
     }
 }
 
-/// Deletes the Application's verification pods but those in `keep` (and those of `untouched`
-/// environments).
+/// Deletes the Application's verification pods but the newest of each listed environment
+/// (kept with its log for a person to read, the failed ones above all), those in `keep` (just
+/// created, perhaps not in the cache yet) and those of `untouched` environments.
 async fn prune_verification_pods(
     context: &Context,
     namespace: &str,
     app: &str,
+    listed: &[String],
     keep: &BTreeSet<String>,
     untouched: &BTreeSet<String>,
 ) -> Result<(), Error> {
     let pods: Api<Pod> = context.api(namespace);
-    for pod in children_of(&context.children.pods, namespace, app, None) {
-        if !is_test_pod(pod.as_ref())
-            || keep.contains(&pod.name_any())
-            || pod.environment().is_some_and(|e| untouched.contains(&e))
-            || pod.metadata.deletion_timestamp.is_some()
-        {
+    let mut test_pods: Vec<Arc<Pod>> = children_of(&context.children.pods, namespace, app, None)
+        .into_iter()
+        .filter(|p| is_test_pod(p) && p.metadata.deletion_timestamp.is_none())
+        .collect();
+    // Newest first: the first of each environment is kept.
+    test_pods
+        .sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    let mut newest_seen: BTreeSet<String> = BTreeSet::new();
+    for pod in test_pods {
+        let env = pod.environment().unwrap_or_default();
+        let newest = listed.contains(&env) && newest_seen.insert(env.clone());
+        if newest || keep.contains(&pod.name_any()) || untouched.contains(&env) {
             continue;
         }
         delete_in_background(&pods, namespace, &pod.name_any()).await?;

@@ -438,7 +438,9 @@ pub fn summary(application: &str, environments: &[EnvironmentState]) -> Option<S
                 (None, Some(phase)) => phase,
                 (None, None) => "-".to_owned(),
             };
-            if let (Some(Phase::AwaitingApproval), Some(candidate)) = (e.phase, &e.candidate) {
+            if let (Some(Phase::AwaitingApproval | Phase::Pinned), Some(candidate)) =
+                (e.phase, &e.candidate)
+            {
                 what = format!("{what}({})", short(candidate));
             }
             format!("{}={what}", e.name)
@@ -557,6 +559,40 @@ spec:
         assert_eq!(
             status.summary.as_deref(),
             Some("dev=Pending, staging=Pending, prod=Pending")
+        );
+    }
+
+    #[test]
+    fn the_summary_shows_each_environments_release_phase_and_waiting_candidate() {
+        let env =
+            |name: &str, current: Option<&str>, phase, candidate: Option<&str>| EnvironmentState {
+                name: name.to_owned(),
+                current: current.map(str::to_owned),
+                phase: Some(phase),
+                candidate: candidate.map(str::to_owned),
+                ..EnvironmentState::default()
+            };
+        let environments = [
+            env("dev", Some("shop-1.4.2"), Phase::Healthy, None),
+            env(
+                "staging",
+                Some("shop-1.4.1"),
+                Phase::Progressing,
+                Some("shop-1.4.2"),
+            ),
+            env(
+                "prod",
+                Some("shop-1.4.1"),
+                Phase::AwaitingApproval,
+                Some("shop-1.4.2"),
+            ),
+            env("dr", None, Phase::Pending, None),
+        ];
+        assert_eq!(
+            summary("shop", &environments).as_deref(),
+            Some(
+                "dev=1.4.2 Healthy, staging=1.4.1 Progressing, prod=1.4.1 AwaitingApproval(1.4.2), dr=Pending"
+            )
         );
     }
 

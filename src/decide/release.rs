@@ -4,7 +4,7 @@ use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase};
 use crate::api::conditions;
-use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED};
+use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED, VERIFICATION_FAILED};
 use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification};
 use crate::api::{Release, ReleaseStatus, Time};
 
@@ -70,20 +70,35 @@ fn state_in(
     }
 }
 
-/// The verdict and the verification of the release's last rollout in `env`, if the rollout
-/// the environment remembers is of this release.
+/// The verdict and the verification of the release's last rollout in `env`: the rollout the
+/// environment remembers, if it is of this release, or the failed verdict of this release that
+/// a rollback answers.
 fn judged_in(
     release: &str,
     env: &EnvironmentState,
 ) -> Option<(Option<String>, Option<ReleaseVerification>)> {
-    let rollout = env
-        .rollout
-        .as_ref()
-        .filter(|r| r.release == release && r.kind != HistoryKind::Rollback)?;
+    let rollout = env.rollout.as_ref()?;
+    if rollout.kind == HistoryKind::Rollback {
+        let cause = rollout
+            .cause
+            .as_ref()
+            .filter(|_| rollout.from.as_deref() == Some(release))?;
+        let verification =
+            (cause.reason == VERIFICATION_FAILED.name).then(|| ReleaseVerification {
+                passed: Some(false),
+                message: Some(cause.message.clone()),
+                log: cause.log.clone(),
+            });
+        return Some((Some(cause.reason.clone()), verification));
+    }
+    if rollout.release != release {
+        return None;
+    }
     let verdict = rollout.verdict.as_ref().map(|v| v.reason.clone());
     let verification = rollout.verification.as_ref().map(|v| ReleaseVerification {
         passed: v.passed,
         message: v.message.clone(),
+        log: v.log.clone(),
     });
     Some((verdict, verification))
 }
@@ -278,6 +293,54 @@ spec:
         release.status = Some(rejected.clone());
         let later = decide(&release, &[]);
         assert_eq!(later.environments, rejected.environments);
+    }
+
+    #[test]
+    fn a_failed_verification_answered_by_a_rollback_is_the_releases_with_its_log() {
+        use crate::api::application::{Rollout, Verdict};
+        use crate::api::environment::StrategyType;
+        let staging = EnvironmentState {
+            name: "staging".to_owned(),
+            current: Some("shop-1.4.1".to_owned()),
+            rejected: vec!["shop-1.4.2".to_owned()],
+            rollout: Some(Rollout {
+                release: "shop-1.4.1".to_owned(),
+                from: Some("shop-1.4.2".to_owned()),
+                kind: HistoryKind::Rollback,
+                strategy: StrategyType::BlueGreen,
+                slot: None,
+                reason: "shop-1.4.2 failed".to_owned(),
+                started: now(),
+                ready: None,
+                cause: Some(Verdict {
+                    healthy: false,
+                    reason: "VerificationFailed".to_owned(),
+                    time: now(),
+                    signal_time: None,
+                    message: "verification failed: test pod exited 1".to_owned(),
+                    log: Some("wget: server returned error: HTTP/1.1 404".to_owned()),
+                }),
+                verdict: None,
+                verification: None,
+            }),
+            ..EnvironmentState::default()
+        };
+        let status = status(
+            &Observed {
+                release: &release(),
+                namespace: "team-a",
+                application_exists: true,
+                environments: &[staging],
+            },
+            &now(),
+        )
+        .status;
+        let entry = &status.environments[0];
+        assert_eq!(entry.state, ReleaseState::Rejected);
+        assert_eq!(entry.verdict.as_deref(), Some("VerificationFailed"));
+        let verification = entry.verification.clone().unwrap();
+        assert_eq!(verification.passed, Some(false));
+        assert!(verification.log.unwrap().contains("404"));
     }
 
     #[test]

@@ -666,6 +666,7 @@ impl Work {
             time: self.stamp.clone(),
             signal_time: None,
             message: message.clone(),
+            log: None,
         });
         self.close_entry(&rollout, Outcome::Succeeded, None);
         if rollout.kind == HistoryKind::Rollout {
@@ -712,6 +713,11 @@ impl Work {
             time: self.stamp.clone(),
             signal_time: signal.time.clone(),
             message: signal.message.clone(),
+            log: rollout
+                .verification
+                .as_ref()
+                .filter(|v| v.passed == Some(false))
+                .and_then(|v| v.log.clone()),
         };
         self.close_entry(&rollout, Outcome::Failed, Some(&signal.message));
         let failed = rollout.release.clone();
