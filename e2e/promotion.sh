@@ -493,9 +493,9 @@ scenario_verification_fails() {
   local reason; reason=$(field staging '(.rollout.cause // .rollout.verdict).reason')
   [ "$reason" = VerificationFailed ] || fail "staging's failed verdict has reason '$reason', not VerificationFailed"
   [ "$(state staging "any(.rejected[]?; . == \"$r2\")")" = true ] || fail "staging's rejected does not name $r2"
-  # The log tail of the test pod: in the rollout (or the cause of the rollback), or as it was
-  # seen while the failed rollout was current.
-  [ -s "$log" ] || field staging '(.rollout.cause.verification.log // .rollout.verification.log)' >"$log"
+  # The log tail of the test pod: kept by the failed verdict, which is the cause of the
+  # rollback (or in the failed rollout's verification, if it was seen while current).
+  [ -s "$log" ] || field staging '(.rollout.cause.log // .rollout.verification.log)' >"$log"
   echo "the test pod's log tail: $(tr '\n' '|' <"$log")"
   grep -qiE '404|not found|server returned error' "$log" || fail "the verification log does not show the failed GET of verify.html"
   echo "Release $r2 in dev: $(release_env "$r2" dev); in staging: $(release_env "$r2" staging)"
