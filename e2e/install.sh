@@ -17,7 +17,10 @@
 #      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them);
 #   6b. rollouts (e2e/rollouts.sh): hand-made Releases of the test server roll out, good ones
 #      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
-#      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them).
+#      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them);
+#   6c. promotion (e2e/promotion.sh): pushed commits flow dev → staging → prod, prod waits for
+#      an approval (a pin), bad and unverifiable releases stop where they fail, a pin of an older
+#      release rolls prod back (FERRY_E2E_SKIP_PROMOTION=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -242,6 +245,11 @@ main() {
     echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (e2e/rollouts.sh) are skipped"
   else
     step "Releases roll out, failing ones are rolled back without a failed request (e2e/rollouts.sh)" "$here/rollouts.sh"
+  fi
+  if [ "${FERRY_E2E_SKIP_PROMOTION:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_PROMOTION=1: the promotion scenarios (e2e/promotion.sh) are skipped"
+  else
+    step "commits flow dev → staging → prod with approval, verification and rollback (e2e/promotion.sh)" "$here/promotion.sh"
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
