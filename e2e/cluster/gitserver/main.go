@@ -274,7 +274,12 @@ func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
 	defer cancel()
-	return exec.CommandContext(ctx, gitPath, args...).Output()
+	cmd := exec.CommandContext(ctx, gitPath, args...)
+	// Not the server's own working directory: git refuses to run in one that was deleted (a
+	// checkout the server was started from, removed while it runs), and every webhook would
+	// silently go unsent.
+	cmd.Dir = "/"
+	return cmd.Output()
 }
 
 // refs maps each ref of the repository at dir to the object it names.
