@@ -24,6 +24,7 @@ use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::{Get, Report};
 use crate::api::application::{EnvironmentState, HistoryKind, Slot};
+use crate::api::environment::HttpCheck;
 use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
@@ -99,7 +100,6 @@ pub async fn deliver(
         .filter_map(|r| Some((r.metadata.name.as_deref()?, r.spec.image.as_str())))
         .collect();
     let ordered = oldest_first(releases);
-    let newest = ordered.last().cloned();
     let mut requeue: Option<Duration> = None;
     let mut keep: BTreeSet<(String, String)> = BTreeSet::new();
     let mut running_checks = BTreeSet::new();
@@ -130,39 +130,23 @@ pub async fn deliver(
                 name: env_name.clone(),
                 ..EnvironmentState::default()
             });
-        // The upstream was decided earlier in this pass (pipeline order): a release that just
-        // became healthy there is promoted in the same pass.
-        let upstream = spec.upstream.as_deref().and_then(|up| {
-            status
-                .environments
-                .iter()
-                .find(|e| e.name == up)
-                .map(|state| (up, state.clone()))
-        });
         let failed_upstream = spec
             .upstream
             .as_ref()
             .and_then(|up| failed_by_now.get(up))
             .cloned()
             .unwrap_or_default();
-        let rejected_upstream = |release: &str| failed_upstream.contains(release);
-        let actor = entry
-            .pin
-            .as_ref()
-            .and_then(|_| promotion::pin_writer(app.managed_fields(), env_name));
-        let choice = promotion::choose(&promotion::Stage {
-            approval: spec.approval,
-            upstream: upstream.as_ref().map(|(n, s)| (*n, s)),
-            newest: newest.as_deref(),
-            pin: entry.pin.as_ref().map(|pin| promotion::PinRequest {
-                release: &pin.release,
-                reason: &pin.reason,
-                actor: actor.as_deref(),
-            }),
-            state: &stored,
-            releases: &ordered,
-            rejected_upstream: &rejected_upstream,
-        });
+        let choice = choose(
+            app,
+            entry,
+            environment,
+            &Promotable {
+                stored: &stored,
+                decided: &status.environments,
+                failed_upstream: &failed_upstream,
+                releases: &ordered,
+            },
+        );
         let observed = observe(context, namespace, &name, env_name, &target);
         let check_prefix = format!("{namespace}/{name}/{env_name}/");
         let checks = figures(context, &check_prefix, &stored, environment);
@@ -201,20 +185,7 @@ pub async fn deliver(
         if let (Some((release, started)), Some(ip)) = (&plan.checks, &cluster_ip) {
             for (i, check) in spec.health.http_checks.iter().enumerate() {
                 let key = check_key(&check_prefix, release, started, i);
-                let Ok(port) = workload::check_port(app, check) else {
-                    continue;
-                };
-                let port = u16::try_from(port).unwrap_or_default();
-                match Target::new(
-                    ip,
-                    port,
-                    &check.path,
-                    check.interval.into(),
-                    check.timeout.into(),
-                ) {
-                    Ok(target) => context.checks.ensure(&key, target),
-                    Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
-                }
+                ensure_check(context, app, check, ip, &key);
                 running_checks.insert(key);
             }
         }
@@ -307,6 +278,70 @@ async fn observe_lead_time(
         seen = job.meta().creation_timestamp.as_ref().map(|t| since(&t.0));
     }
     context.metrics.release_healthy(env, created, seen);
+}
+
+/// What promotion looks at for one environment, besides its entry and Environment.
+struct Promotable<'a> {
+    /// The environment's stored state.
+    stored: &'a EnvironmentState,
+    /// The states decided so far in this pass: upstreams come first (pipeline order), so a
+    /// release that just became healthy upstream is promoted in the same pass.
+    decided: &'a [EnvironmentState],
+    /// The releases that failed upstream of the environment.
+    failed_upstream: &'a BTreeSet<String>,
+    /// Every release of the Application, oldest first.
+    releases: &'a [String],
+}
+
+/// Which release the environment should run and which waits (`promotion::choose`), with the
+/// pin's writer read from the Application's managed fields.
+fn choose(
+    app: &Application,
+    entry: &crate::api::application::EnvironmentEntry,
+    environment: &Environment,
+    input: &Promotable,
+) -> promotion::Choice {
+    let spec = &environment.spec;
+    let upstream = spec
+        .upstream
+        .as_deref()
+        .and_then(|up| Some((up, input.decided.iter().find(|e| e.name == up)?)));
+    let rejected_upstream = |release: &str| input.failed_upstream.contains(release);
+    let actor = entry
+        .pin
+        .as_ref()
+        .and_then(|_| promotion::pin_writer(app.managed_fields(), &entry.name));
+    promotion::choose(&promotion::Stage {
+        approval: spec.approval,
+        upstream,
+        newest: input.releases.last().map(String::as_str),
+        pin: entry.pin.as_ref().map(|pin| promotion::PinRequest {
+            release: &pin.release,
+            reason: &pin.reason,
+            actor: actor.as_deref(),
+        }),
+        state: input.stored,
+        releases: input.releases,
+        rejected_upstream: &rejected_upstream,
+    })
+}
+
+/// Starts (or keeps running) one HTTP check of a rollout through the Service at `ip`.
+fn ensure_check(context: &Context, app: &Application, check: &HttpCheck, ip: &str, key: &str) {
+    let Ok(port) = workload::check_port(app, check) else {
+        return;
+    };
+    let port = u16::try_from(port).unwrap_or_default();
+    match Target::new(
+        ip,
+        port,
+        &check.path,
+        check.interval.into(),
+        check.timeout.into(),
+    ) {
+        Ok(target) => context.checks.ensure(key, target),
+        Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
+    }
 }
 
 /// The names of the releases, oldest first (by creation, then name).
