@@ -804,7 +804,13 @@ impl<K: Resource> ResourceLike for K {
 
 /// Publishes the plan's Events on the Application, each prefixed with its environment.
 async fn announce(context: &Context, app: &Application, env: &str, plan: &Plan) {
-    let reference = app.object_ref(&());
+    // The part of the Application the Event is about (kubelet's `spec.containers{name}`
+    // convention): kube's recorder folds Events with the same reason, action and objects into
+    // one series, and the same release going through dev and prod must make two.
+    let reference = ObjectReference {
+        field_path: Some(format!("spec.environments{{{env}}}")),
+        ..app.object_ref(&())
+    };
     for told in &plan.events {
         let event = &told.announcement;
         let announcement = Announcement {
