@@ -37,12 +37,13 @@ unit:
 	$(CARGO) test --locked --lib --bins --test crds --test purity
 
 ## integration: `ferry build publish` against a real registry; the git adapter, fetch step and
-## webhooks against the real git server; then a real etcd + kube-apiserver (built from the
-## Kubernetes Go modules) on loopback.
+## webhooks against the real git server; the HTTP checks and verification GETs against real
+## HTTP servers; then a real etcd + kube-apiserver (built from the Kubernetes Go modules) on
+## loopback.
 integration: test-registry
 	e2e/build-helm.sh > /dev/null
 	$(CARGO) build --locked --tests
-	$(CARGO) test --locked --test git --test webhook --test http_check --test http_check_proxy
+	$(CARGO) test --locked --test git --test webhook --test http_check --test http_check_proxy --test verification
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
 
 ## test-registry: the publish step against a real registry (Debian's docker-registry) on loopback,
