@@ -431,6 +431,32 @@ scenario_pipeline() {
   kn get applications
   kn get releases
   events_include RolloutStarted RolloutSucceeded Promoted AwaitingApproval Approved Verifying VerificationPassed
+
+  # The controller's metrics count what just happened (the other scenarios ran before, so at
+  # least this one's).
+  local metrics
+  metrics=$(kc get --raw "/api/v1/namespaces/$SYSTEM/pods/$(controller_pod):8080/proxy/metrics") \
+    || fail "cannot read the controller's /metrics"
+  at_least_one "$metrics" ferry_promotions_total 'environment="staging",kind="Promotion"'
+  at_least_one "$metrics" ferry_promotions_total 'environment="prod",kind="Approval"'
+  at_least_one "$metrics" ferry_release_to_healthy_seconds_count 'environment="dev"'
+  at_least_one "$metrics" ferry_lead_time_seconds_count 'environment="prod"'
+  echo "measured: mean lead time, commit seen → healthy and verified in prod (ferry_lead_time_seconds) = $(mean "$metrics" ferry_lead_time_seconds 'environment="prod"') s"
+}
+
+# at_least_one METRICS NAME LABELS — fails unless the series NAME{LABELS} is at least 1.
+at_least_one() {
+  local value
+  value=$(awk -v n="$2{$3}" '$1 == n {print $2}' <<<"$1")
+  awk -v v="${value:-0}" 'BEGIN {exit !(v >= 1)}' \
+    || fail "metric $2{$3} is ${value:-absent}, expected at least 1"
+  echo "metric $2{$3} = $value"
+}
+
+# mean METRICS HISTOGRAM LABELS — its sum over its count.
+mean() {
+  awk -v s="$2_sum{$3}" -v c="$2_count{$3}" '$1 == s {sum = $2} $1 == c {n = $2}
+    END {if (n > 0) printf "%.1f", sum / n; else print "none"}' <<<"$1"
 }
 
 scenario_bad_commit() {

@@ -450,3 +450,30 @@ async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::application::HistoryKind;
+
+    #[test]
+    fn promotions_and_lead_times_are_exposed_per_environment() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ferry");
+        metrics.register(&mut registry);
+        metrics.rollout_started("prod", HistoryKind::Approval);
+        metrics.release_healthy("prod", Some(30.0), Some(42.0));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "ferry_promotions_total{environment=\"prod\",kind=\"Approval\"} 1",
+            "ferry_release_to_healthy_seconds_count{environment=\"prod\"} 1",
+            "ferry_lead_time_seconds_sum{environment=\"prod\"} 42.0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+}
