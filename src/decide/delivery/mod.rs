@@ -2,17 +2,23 @@
 //! rollout under way stands, its verdict, and the rollback a failed verdict starts; and from
 //! that, which Deployments run which release and what the Service sends traffic to.
 //!
-//! A rollout goes through three stages, each judged from what was observed (`health`):
+//! A rollout goes through these stages, each judged from what was observed (`health`):
 //! 1. **Progress**: until the release's pods are all ready. A crash loop, a pull error, an
 //!    unschedulable pod or a container that cannot start fails it at once; the progress
 //!    deadline fails it if it is still not ready then.
 //! 2. **Stabilization window**: from the moment they were all ready (with `BlueGreen`, the
 //!    moment the Service switched to them). Readiness must hold, restarts stay under
 //!    `maxRestarts`, and the HTTP checks stay under their error rate and p95 latency.
-//! 3. **Verdict**: healthy at the end of the window; otherwise failed at the first signal,
-//!    with the signal and its figures. A failed rollout goes back to the release that was
-//!    healthy before it (a rollback, judged like any rollout) unless automatic rollback is off
-//!    or there is none, in which case the environment stays `Degraded` as it is.
+//! 3. **Verification** (when the Environment has one): a test pod or HTTP GETs after the
+//!    window, within its timeout; readiness and the checks are still judged meanwhile.
+//! 4. **Verdict**: healthy once the window (and the verification) passed; otherwise failed at
+//!    the first signal, with the signal and its figures. A failed rollout goes back to the
+//!    release that was healthy before it (a rollback, judged like any rollout) unless
+//!    automatic rollback is off or there is none, in which case the environment stays
+//!    `Degraded` as it is.
+//!
+//! Which release should run comes from `promotion`; a newer one waits for the verdict of the
+//! rollout under way, then starts in the same decision.
 //!
 //! Everything a rollout needs to carry on after a restart of the controller is in the
 //! environment's status (`Rollout`): its start (the deadline counts from it), its ready time
