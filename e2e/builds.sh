@@ -77,26 +77,7 @@ kn() { kc -n "$NS" "$@"; }
 # jp KIND/NAME JSONPATH — a field, empty when the object or the field is missing.
 jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
 has() { kn get "$1" "$2" -o name >/dev/null 2>&1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 
-# await SECONDS DESCRIPTION CHECK... — runs CHECK every second until it succeeds. CHECK returns
-# 2 when waiting longer is pointless (a build failed while we wait for it to succeed).
-await() {
-  local timeout=$1 what=$2 start=$SECONDS rc
-  shift 2
-  while true; do
-    if "$@"; then
-      echo "waited $((SECONDS - start)) s for $what"
-      return 0
-    else
-      rc=$?
-    fi
-    [ "$rc" -ne 2 ] || fail "gave up waiting for $what: it cannot happen any more"
-    [ $((SECONDS - start)) -lt "$timeout" ] || fail "timed out after ${timeout} s waiting for $what"
-    sleep 1
-  done
-}
 
 # build_phase JOB WANTED — 0 once the BuildJob's phase is WANTED, 2 if it ended otherwise.
 build_phase() {
@@ -184,13 +165,6 @@ layers_of() {
     jq -r '.layers[].digest'
 }
 
-controller_pod() {
-  kc -n "$SYSTEM" get pods -l app.kubernetes.io/name=ferry --field-selector=status.phase=Running \
-    -o jsonpath='{.items[0].metadata.name}'
-}
-metrics() {
-  kc get --raw "/api/v1/namespaces/$SYSTEM/pods/$(controller_pod):8080/proxy/metrics"
-}
 # webhook_count METRICS RESULT — ferry_webhook_requests_total{result=RESULT}, 0 when absent.
 webhook_count() {
   awk -v r="result=\"$2\"" '$1 ~ /^ferry_webhook_requests_total\{/ && index($1, r) {n += $2}

@@ -92,28 +92,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 kn() { kc -n "$NS" "$@"; }
 jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
 has() { kn get "$1" "$2" -o name >/dev/null 2>&1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 # short RELEASE — the release's name without the "<application>-" prefix, as summaries show it.
 short() { echo "${1#"$APP"-}"; }
 
-# await SECONDS DESCRIPTION CHECK... — runs CHECK every $POLL seconds (default 1) until it
-# succeeds. CHECK returns 2 when waiting longer is pointless (it ended otherwise).
-await() {
-  local timeout=$1 what=$2 start=$SECONDS rc
-  shift 2
-  while true; do
-    if "$@"; then
-      echo "waited $((SECONDS - start)) s for $what"
-      return 0
-    else
-      rc=$?
-    fi
-    [ "$rc" -ne 2 ] || fail "gave up waiting for $what: it cannot happen any more"
-    [ $((SECONDS - start)) -lt "$timeout" ] || fail "timed out after ${timeout} s waiting for $what"
-    sleep "${POLL:-1}"
-  done
-}
 
 # app_json — the Application, once per check (a check reads several fields of one snapshot).
 app_json() { kn get application "$APP" -o json 2>/dev/null || echo '{}'; }
@@ -327,11 +308,6 @@ answers() {
   in_ns curl -fsS --max-time 3 "http://$ip:8080$2"
 }
 
-controller_pod() {
-  kc -n "$SYSTEM" get pods -l app.kubernetes.io/name=ferry --field-selector=status.phase=Running \
-    -o jsonpath='{.items[0].metadata.name}'
-}
-
 diagnostics() {
   echo "---- diagnostics for namespace $NS"
   kn get applications,environments,buildjobs,releases,deployments,services,pods -o wide 2>&1 || true
@@ -435,8 +411,7 @@ scenario_pipeline() {
   # The controller's metrics count what just happened (the other scenarios ran before, so at
   # least this one's).
   local metrics
-  metrics=$(kc get --raw "/api/v1/namespaces/$SYSTEM/pods/$(controller_pod):8080/proxy/metrics") \
-    || fail "cannot read the controller's /metrics"
+  metrics=$(metrics) || fail "cannot read the controller's /metrics"
   at_least_one "$metrics" ferry_promotions_total 'environment="staging",kind="Promotion"'
   at_least_one "$metrics" ferry_promotions_total 'environment="prod",kind="Approval"'
   at_least_one "$metrics" ferry_release_to_healthy_seconds_count 'environment="dev"'

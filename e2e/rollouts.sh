@@ -66,6 +66,9 @@ SYSTEM=ferry-system
 NS_PREFIX=ferry-e2e-rollout
 # shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh
 SUITE=rollouts
+# shellcheck disable=SC2034 # read by e2e/lib/scenarios.sh (await): rollouts move fast, their
+# waits look every half second
+AWAIT_EVERY=0.5
 RUN_ID=${FERRY_E2E_ROLLOUTS_RUN:-$(date +%s)}
 OUT=${FERRY_E2E_ROLLOUTS_OUT:-/tmp/ferry-e2e-rollouts-$RUN_ID}
 # The Pod Security Standard the scenarios' namespaces enforce: the test server complies with
@@ -96,29 +99,11 @@ declare -A DEADLINE=([good-rolling]=240 [good-bluegreen]=240 [never-ready]=180 [
 fail() { echo "FAIL: $*" >&2; exit 1; }
 kn() { kc -n "$NS" "$@"; }
 jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
-now() { date +%s.%N; }
 # seconds_between A B — B - A, two decimals; each a time in seconds or an RFC 3339 time.
 epoch() { if [[ "$1" =~ ^[0-9.]+$ ]]; then echo "$1"; else date -d "$1" +%s.%N; fi; }
 seconds_between() { awk -v a="$(epoch "$1")" -v b="$(epoch "$2")" 'BEGIN {printf "%.2f", b - a}'; }
 at_most() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a <= b)}'; }
 
-# await SECONDS DESCRIPTION CHECK... — runs CHECK every half second until it succeeds. CHECK
-# returns 2 when waiting longer is pointless (a rollout ended otherwise than awaited).
-await() {
-  local timeout=$1 what=$2 start=$SECONDS rc
-  shift 2
-  while true; do
-    if "$@"; then
-      echo "waited $((SECONDS - start)) s for $what"
-      return 0
-    else
-      rc=$?
-    fi
-    [ "$rc" -ne 2 ] || fail "gave up waiting for $what: it cannot happen any more"
-    [ $((SECONDS - start)) -lt "$timeout" ] || fail "timed out after ${timeout} s waiting for $what"
-    sleep 0.5
-  done
-}
 
 # state [JQ] — the Application's status entry for $ENV, through JQ (default: all of it).
 state() {
@@ -304,11 +289,6 @@ measure_signal() {
   else
     echo "note: the verdict has no signalTime ($signal) or no time ($verdict)"
   fi
-}
-
-controller_pod() {
-  kc -n "$SYSTEM" get pods -l app.kubernetes.io/name=ferry --field-selector=status.phase=Running \
-    -o jsonpath='{.items[0].metadata.name}'
 }
 
 diagnostics() {

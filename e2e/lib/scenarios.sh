@@ -1,12 +1,46 @@
 # shellcheck shell=bash
-# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/rollouts.sh): independent ones
-# side by side, each in its own process under its deadline, the others one by one, with a
-# PASS/FAIL line per scenario, its `measured:` lines, and a failed one's whole log.
+# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/rollouts.sh, e2e/promotion.sh):
+# independent ones side by side, each in its own process under its deadline, the others one by
+# one, with a PASS/FAIL line per scenario, its `measured:` lines, and a failed one's whole log;
+# and what every suite's scenarios use: now/since, await, controller_pod and metrics.
 #
-# The suite script defines $here (its own directory, e2e/), SUITE (builds, rollouts: the script is e2e/$SUITE.sh and takes
-# `--one NAME` and `--diagnose NAME`), PARALLEL and ALONE (scenario names), DEADLINE (seconds
-# per name), RUN_ID, OUT, SYSTEM and NS_PREFIX; its RUN_ID and OUT are read from
-# FERRY_E2E_<SUITE>_RUN and FERRY_E2E_<SUITE>_OUT, which each scenario's process inherits.
+# The suite script defines $here (its own directory, e2e/), `fail`, SUITE (builds, rollouts,
+# promotion: the script is e2e/$SUITE.sh and takes `--one NAME` and `--diagnose NAME`),
+# PARALLEL and ALONE (scenario names), DEADLINE (seconds per name), RUN_ID, OUT, SYSTEM and
+# NS_PREFIX, and may set AWAIT_EVERY; its RUN_ID and OUT are read from FERRY_E2E_<SUITE>_RUN
+# and FERRY_E2E_<SUITE>_OUT, which each scenario's process inherits.
+
+# now — the time in seconds, with nanoseconds; since T — seconds from T to now, two decimals.
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+
+# await SECONDS DESCRIPTION CHECK... — runs CHECK every $POLL seconds (default the suite's
+# AWAIT_EVERY, else 1) until it succeeds. CHECK returns 2 when waiting longer is pointless (it
+# ended otherwise than awaited: a build failed, a rollout was judged).
+await() {
+  local timeout=$1 what=$2 start=$SECONDS rc
+  shift 2
+  while true; do
+    if "$@"; then
+      echo "waited $((SECONDS - start)) s for $what"
+      return 0
+    else
+      rc=$?
+    fi
+    [ "$rc" -ne 2 ] || fail "gave up waiting for $what: it cannot happen any more"
+    [ $((SECONDS - start)) -lt "$timeout" ] || fail "timed out after ${timeout} s waiting for $what"
+    sleep "${POLL:-${AWAIT_EVERY:-1}}"
+  done
+}
+
+# controller_pod — the running Ferry pod in $SYSTEM; metrics — what its /metrics says now.
+controller_pod() {
+  kc -n "$SYSTEM" get pods -l app.kubernetes.io/name=ferry --field-selector=status.phase=Running \
+    -o jsonpath='{.items[0].metadata.name}'
+}
+metrics() {
+  kc get --raw "/api/v1/namespaces/$SYSTEM/pods/$(controller_pod):8080/proxy/metrics"
+}
 
 # scenario_group NAME... — runs them side by side, each under its deadline, and reports each.
 scenario_group() {
