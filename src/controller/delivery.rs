@@ -19,6 +19,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::release::oldest_first;
 use super::status::publish_about;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
@@ -342,19 +343,6 @@ fn ensure_check(context: &Context, app: &Application, check: &HttpCheck, ip: &st
         Ok(target) => context.checks.ensure(key, target),
         Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
     }
-}
-
-/// The names of the releases, oldest first (by creation, then name).
-fn oldest_first(releases: &[Release]) -> Vec<String> {
-    let mut dated: Vec<(Option<jiff::Timestamp>, String)> = releases
-        .iter()
-        .filter_map(|r| {
-            let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            Some((created, r.metadata.name.clone()?))
-        })
-        .collect();
-    dated.sort();
-    dated.into_iter().map(|(_, name)| name).collect()
 }
 
 /// The key of one HTTP check of one rollout: new for every rollout, so figures never mix.

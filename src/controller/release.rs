@@ -89,11 +89,27 @@ pub(super) async fn releases_of(
         .collect()
 }
 
-/// The newest of `releases`, by creation.
+/// The order of releases: by creation, then (for two created within the same second, the
+/// precision the API server keeps) by name.
+fn age(release: &Release) -> (Option<jiff::Timestamp>, Option<&str>) {
+    let created = release.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (created, release.metadata.name.as_deref())
+}
+
+/// The newest of `releases`: the last of [`oldest_first`], so `latestRelease` and the release a
+/// first stage takes are the same one.
 pub(super) fn newest(releases: &[Release]) -> Option<&Release> {
-    releases
-        .iter()
-        .max_by_key(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    releases.iter().max_by_key(|r| age(r))
+}
+
+/// The names of the releases, oldest first.
+pub(super) fn oldest_first(releases: &[Release]) -> Vec<String> {
+    let mut ordered: Vec<&Release> = releases.iter().collect();
+    ordered.sort_by_key(|r| age(r));
+    ordered
+        .into_iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .collect()
 }
 
 pub(super) async fn application_exists(context: &Context, namespace: &str, name: &str) -> bool {
