@@ -179,25 +179,13 @@ pub fn plan(observed: &Observed, now: &Time) -> Plan {
         started: None,
     };
     let choice = &observed.choice;
-    let idle = work
-        .state
-        .rollout
-        .as_ref()
-        .is_none_or(|r| r.verdict.is_some());
-    if idle
-        && let Some(wanted) = &choice.wanted
-        && should_start(&work.state, wanted)
-    {
-        work.start(wanted, &observed.policy);
+    let idle = idle_now(&work.state);
+    if idle {
+        work.start_wanted(choice, &observed.policy);
     }
     work.judge(observed, now);
     // The rollout under way just had its verdict: a newer release that waited starts now.
-    if !idle
-        && idle_now(&work.state)
-        && let Some(wanted) = &choice.wanted
-        && should_start(&work.state, wanted)
-    {
-        work.start(wanted, &observed.policy);
+    if !idle && idle_now(&work.state) && work.start_wanted(choice, &observed.policy) {
         work.judge(observed, now);
     }
     // A rollback judged at once: with BlueGreen the previous release is still up and ready,
@@ -381,6 +369,18 @@ impl Work {
             );
         }
         self.state.candidate = candidate;
+    }
+
+    /// Starts rolling out the release promotion chose, if it should start now that nothing
+    /// rolls out; says whether it did.
+    fn start_wanted(&mut self, choice: &promotion::Choice, policy: &Policy) -> bool {
+        match &choice.wanted {
+            Some(wanted) if should_start(&self.state, wanted) => {
+                self.start(wanted, policy);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Starts rolling out `wanted`.
