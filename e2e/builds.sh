@@ -73,10 +73,6 @@ declare -A DEADLINE=([timeout-and-delete]=300 [release]=300 [tag]=300 [work-item
 # --- helpers for one scenario (its namespace is $NS) ----------------------------------------
 
 fail() { echo "FAIL: $*"; exit 1; }
-kn() { kc -n "$NS" "$@"; }
-# jp KIND/NAME JSONPATH — a field, empty when the object or the field is missing.
-jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
-has() { kn get "$1" "$2" -o name >/dev/null 2>&1; }
 
 
 # build_phase JOB WANTED — 0 once the BuildJob's phase is WANTED, 2 if it ended otherwise.

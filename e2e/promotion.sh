@@ -89,9 +89,6 @@ declare -A DEADLINE=([pipeline]=300 [bad-commit]=360 [verification-fails]=360
 
 # To stderr too: a failure inside $(...) must not vanish into a variable.
 fail() { echo "FAIL: $*" >&2; exit 1; }
-kn() { kc -n "$NS" "$@"; }
-jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
-has() { kn get "$1" "$2" -o name >/dev/null 2>&1; }
 # short RELEASE — the release's name without the "<application>-" prefix, as summaries show it.
 short() { echo "${1#"$APP"-}"; }
 

@@ -97,8 +97,6 @@ declare -A DEADLINE=([good-rolling]=240 [good-bluegreen]=240 [never-ready]=180 [
 
 # To stderr too: a failure inside $(...) must not vanish into a variable.
 fail() { echo "FAIL: $*" >&2; exit 1; }
-kn() { kc -n "$NS" "$@"; }
-jp() { kn get "$1" -o jsonpath="$2" 2>/dev/null || true; }
 # seconds_between A B — B - A, two decimals; each a time in seconds or an RFC 3339 time.
 epoch() { if [[ "$1" =~ ^[0-9.]+$ ]]; then echo "$1"; else date -d "$1" +%s.%N; fi; }
 seconds_between() { awk -v a="$(epoch "$1")" -v b="$(epoch "$2")" 'BEGIN {printf "%.2f", b - a}'; }
