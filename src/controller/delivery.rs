@@ -315,7 +315,6 @@ fn choose(
     promotion::choose(&promotion::Stage {
         approval: spec.approval,
         upstream,
-        newest: input.releases.last().map(String::as_str),
         pin: entry.pin.as_ref().map(|pin| promotion::PinRequest {
             release: &pin.release,
             reason: &pin.reason,
@@ -392,12 +391,7 @@ fn verification_report(
         if let Some(Report::Failed { message }) = context.verifications.report(key) {
             return VerificationReport::Failed { message, log: None };
         }
-        let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
-        let pod = context
-            .children
-            .pods
-            .store()
-            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
+        let (_, pod) = test_pod_of(context, app, namespace, env, key);
         return match pod.map(|p| crate::desired::verification::outcome(&p)) {
             Some(Outcome::Passed { message }) => VerificationReport::Passed { message },
             Some(Outcome::Failed { message, log }) => VerificationReport::Failed { message, log },
@@ -409,6 +403,23 @@ fn verification_report(
         Some(Report::Failed { message }) => VerificationReport::Failed { message, log: None },
         Some(Report::Running) | None => VerificationReport::Running,
     }
+}
+
+/// The name of the test pod of the verification under `key`, and the pod as the cache has it.
+fn test_pod_of(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    env: &str,
+    key: &str,
+) -> (String, Option<Arc<Pod>>) {
+    let name = crate::desired::verification::test_pod_name(&app.name_any(), env, key);
+    let pod = context
+        .children
+        .pods
+        .store()
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
+    (name, pod)
 }
 
 /// Starts (or keeps running) the verification of a rollout: its test pod in the
@@ -425,12 +436,7 @@ async fn start_verification(
     };
     let service = workload::base_name(&app.name_any(), run.env);
     if let Some(image) = &verification.image {
-        let name = crate::desired::verification::test_pod_name(&app.name_any(), run.env, run.key);
-        let known = context
-            .children
-            .pods
-            .store()
-            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(namespace));
+        let (name, known) = test_pod_of(context, app, namespace, run.env, run.key);
         if known.is_some() {
             return Ok(());
         }

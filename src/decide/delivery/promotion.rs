@@ -33,11 +33,10 @@ pub struct Stage<'a> {
     pub approval: Approval,
     /// The upstream environment's name and state; `None` for the first stage.
     pub upstream: Option<(&'a str, &'a EnvironmentState)>,
-    /// The newest release of the Application (what the first stage takes).
-    pub newest: Option<&'a str>,
     pub pin: Option<PinRequest<'a>>,
     pub state: &'a EnvironmentState,
-    /// Every release of the Application, oldest first: "newer" and "older" mean this order.
+    /// Every release of the Application, oldest first: "newer" and "older" mean this order,
+    /// and the last is the newest (what the first stage takes).
     pub releases: &'a [String],
     /// Whether a release failed in an environment upstream of this one.
     pub rejected_upstream: &'a dyn Fn(&str) -> bool,
@@ -106,22 +105,9 @@ pub fn choose(stage: &Stage) -> Choice {
         (Some(_), None) => true,
         (Some(p), Some(current)) => position(current).is_none_or(|c| p > c),
     };
-    let (promotable, why) = match stage.upstream {
-        None => (
-            stage.newest,
-            stage
-                .newest
-                .map(|n| format!("{n} is the newest release"))
-                .unwrap_or_default(),
-        ),
-        Some((name, upstream)) => (
-            upstream.current.as_deref(),
-            upstream
-                .current
-                .as_deref()
-                .map(|c| format!("{c} is healthy and verified in {name}"))
-                .unwrap_or_default(),
-        ),
+    let promotable = match stage.upstream {
+        None => stage.releases.last().map(String::as_str),
+        Some((_, upstream)) => upstream.current.as_deref(),
     };
     let promotable = promotable
         .filter(|r| newer_than_current(r))
@@ -168,10 +154,15 @@ pub fn choose(stage: &Stage) -> Choice {
             awaiting_approval: false,
         };
     };
-    let kind = if stage.upstream.is_none() {
-        HistoryKind::Rollout
-    } else {
-        HistoryKind::Promotion
+    let (kind, reason) = match stage.upstream {
+        None => (
+            HistoryKind::Rollout,
+            format!("{release} is the newest release"),
+        ),
+        Some((name, _)) => (
+            HistoryKind::Promotion,
+            format!("{release} is healthy and verified in {name}"),
+        ),
     };
     match (stage.upstream, stage.approval) {
         (Some(_), Approval::Manual) => Choice {
@@ -182,7 +173,7 @@ pub fn choose(stage: &Stage) -> Choice {
         _ => Choice {
             wanted: Some(Wanted {
                 release: release.to_owned(),
-                reason: why,
+                reason,
                 pinned: false,
                 kind,
                 actor: Some(FERRY.to_owned()),
@@ -226,7 +217,6 @@ mod tests {
         Stage {
             approval,
             upstream,
-            newest: releases.last().map(String::as_str),
             pin,
             state,
             releases,
