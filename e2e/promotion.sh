@@ -29,7 +29,9 @@
 #
 #   pipeline            a good commit: Healthy in dev, in staging by itself (verified by the
 #                       test pod), prod AwaitingApproval with it as candidate (condition,
-#                       summary) and stays so; a pin of it in prod with a reason: it runs in
+#                       summary) and stays so; pat, who may edit the Application but not
+#                       approve, pins it: refused by the API server (ferry-approve), nothing
+#                       changes; rita (ferry-approver) pins it with a reason: it runs in
 #                       prod, verified (HTTP GET), the history records an Approval with the
 #                       reason and who wrote it; its Release lists dev, staging and prod
 #                       Deployed and verified; the Events say so. Measures commit pushed →
@@ -190,8 +192,33 @@ EOF
   echo "applied Environments dev (progressDeadline $dev_deadline, stabilizationWindow $dev_window) → staging (Automatic, test pod) → prod (Manual, HTTP GET)"
 }
 
+# people — pat may edit Applications here; rita may too, and holds ferry-approver.
+people() {
+  kn apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: application-editor}
+rules: [{apiGroups: [ferry.dev], resources: [applications], verbs: [get, list, watch, create, patch, update]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: application-editors}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: application-editor}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: pat}
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: rita}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: approvers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ferry-approver}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: rita}]
+EOF
+}
+
 # application [PIN_RELEASE PIN_REASON] — applies Application web, with prod pinned to
-# PIN_RELEASE if given (an approval or a rollback, as a GitOps repository would commit it).
+# PIN_RELEASE if given (an approval or a rollback, as a GitOps repository would commit it); as
+# the user $AS when set. Fails when the API server refuses the write (its words on stderr).
 application() {
   local pin=${1:-} reason=${2:-}
   jq -n --arg app "$APP" --arg url "$GIT_URL/$REPO.git" --arg busybox "$BUSYBOX" \
@@ -207,7 +234,7 @@ application() {
           readinessProbe: {httpGet: {path: "/", port: "http"}, periodSeconds: 1, failureThreshold: 1}},
         environments: [{name: "dev"}, {name: "staging"},
           {name: "prod"} + if $pin == "" then {} else {pin: {release: $pin, reason: $reason}} end]
-      }}' | kn apply -f - >/dev/null
+      }}' | kn apply ${AS:+--as="$AS"} -f - >/dev/null || return 1
   if [ -n "$pin" ]; then
     PINNED_AT=$(now)
     echo "applied Application $APP with prod pinned to $pin: \"$reason\""
@@ -373,9 +400,20 @@ scenario_pipeline() {
   [ -z "$prod_workloads" ] || fail "prod has workloads without an approval: $prod_workloads"
   echo "10 s later prod still awaits approval of $r1 and runs nothing"
 
+  # Who may approve: pat may edit the Application but not approve, so the API server refuses
+  # pat's pin (the ferry-approve policy of manifests/ferry.yaml) and prod stays as it was;
+  # rita holds the ferry-approver ClusterRole in the namespace.
+  local reason="CHG-1234 approved by the change board" refusal
+  people
+  if refusal=$(AS=pat application "$r1" "$reason" 2>&1); then
+    fail "pat, who may not approve, pinned prod: $refusal"
+  fi
+  grep -q "pat may not change the pin of prod:" <<<"$refusal" || fail "pat's pin failed otherwise: $refusal"
+  echo "pat's pin refused by the API server: ${refusal##*denied request: }"
+  [ -z "$(jp "application/$APP" '{.spec.environments[?(@.name=="prod")].pin}')" ] || fail "pat's refused pin is in the Application"
+
   # The approval: a pin of the candidate, with a reason, as a GitOps commit would apply it.
-  local reason="CHG-1234 approved by the change board"
-  application "$r1" "$reason"
+  AS=rita application "$r1" "$reason"
   POLL=0.5 await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   echo "measured: approval applied → Healthy and verified in prod = $(since "$PINNED_AT") s"
   show_state prod; show_history prod

@@ -250,3 +250,32 @@ fn the_deployment_runs_the_given_image_as_the_release_service_account_in_the_giv
         "{container}"
     );
 }
+
+/// The approval rule (`ferry-approve`, see `tests/integration/approval.rs`) is the same policy
+/// and binding in the chart as in `manifests/ferry.yaml`, expressions and message included.
+#[test]
+fn the_chart_enforces_the_approval_rule_of_the_install_manifest() {
+    let admission = |objects: Vec<Value>| -> BTreeMap<Key, Value> {
+        objects
+            .into_iter()
+            .filter(|o| {
+                o["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("admissionregistration.k8s.io/"))
+            })
+            .map(|o| (key(&o), o["spec"].clone()))
+            .collect()
+    };
+    let manifest = admission(manifest());
+    let chart = admission(helm::render("ferry", "ferry-system", &[], false));
+    let kinds: BTreeSet<&str> = manifest.keys().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]),
+        "{manifest:#?}"
+    );
+    assert_eq!(manifest, chart);
+}

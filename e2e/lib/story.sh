@@ -47,7 +47,8 @@ gave_up() {
   } >&2
 }
 
-# Deletes every Ferry object in the story's namespaces, their Events, and the consent annotation.
+# Deletes every Ferry object in the story's namespaces, their Events, pat's Role and binding,
+# and the consent annotation.
 reset_story() {
   local kinds ns found=""
   kinds=$(kubectl api-resources --api-group=ferry.dev --namespaced -o name | paste -sd, -)
@@ -63,6 +64,8 @@ reset_story() {
       kubectl -n "$ns" delete "$kinds" --all --wait --timeout="$STORY_WAIT"
   done
   kubectl -n "$STORY_NS" delete events --all >/dev/null
+  kubectl -n "$STORY_NS" delete rolebinding/application-editors role/application-editor \
+    --ignore-not-found >/dev/null
   kubectl annotate namespace "$STORY_TARGET_NS" ferry.dev/allow-deploy-from- >/dev/null 2>&1 || true
 }
 
@@ -206,6 +209,22 @@ tell_promotion() {
   show kubectl -n "$ns" get application shop \
     -o jsonpath='{range .status.environments[?(@.name=="prod")].conditions[?(@.type=="AwaitingApproval")]}{.type}={.status}: {.message}{"\n"}{end}'
   show kubectl -n "$ns" get releases
+
+  chapter "Approving takes the verb approve on the Environment: editing the Application is not enough"
+  echo "pat may edit Applications in $ns, but holds no approve; the API server refuses pat's pin"
+  echo "(the ValidatingAdmissionPolicy ferry-approve of manifests/ferry.yaml), and nothing changes:"
+  show kubectl -n "$ns" create role application-editor --verb=get,list,watch,create,patch,update \
+    --resource=applications.ferry.dev
+  show kubectl -n "$ns" create rolebinding application-editors --role=application-editor --user=pat
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml --as=pat    # prod: pin: {release: $first, reason: \"looks fine to me\"}"
+  local refusal
+  if refusal=$(shop_pinned "$first" "looks fine to me" | kubectl -n "$ns" apply --as=pat -f - 2>&1); then
+    echo "The API server accepted pat's pin: the approval policy is not enforced. $refusal" >&2
+    return 1
+  fi
+  printf '%s\n' "$refusal"
+  echo "The ferry-approver ClusterRole grants approve (in a namespace, or narrowed to some"
+  echo "Environments by a Role with resourceNames); cluster-admin, as here, holds every verb."
 
   chapter "Approving is a pin with a reason, applied like any change (kubectl apply, or a GitOps commit)"
   printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $first, reason: \"CHG-1234 approved by the change board\"}"

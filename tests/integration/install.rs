@@ -15,7 +15,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{RunningController, TestNamespace, WAIT};
+use super::{RunningController, TestNamespace, WAIT, client_as};
 use ferry::api::conditions::{self, READY, STALLED};
 use ferry::api::reasons::SECRETS_NOT_GRANTED;
 use ferry::api::{Application, Environment, FIELD_MANAGER};
@@ -70,8 +70,9 @@ async fn apply_object(
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
 
 /// What `kubectl apply -f manifests/ferry.yaml` creates, less the Deployment (the tests run
-/// the controller themselves): the namespace, the ServiceAccount and all of the RBAC.
-async fn install_rbac(admin: &Client) {
+/// the controller themselves): the namespace, the ServiceAccount, all of the RBAC and the
+/// approval policy.
+pub(super) async fn install_rbac(admin: &Client) {
     for object in manifest_objects() {
         if object["kind"] == "Deployment" {
             continue;
@@ -203,9 +204,7 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
     install_rbac(&granted.client).await;
     grant_tenant(&granted).await;
 
-    let mut config = kube::Config::infer().await.expect("a kubeconfig");
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
-    let as_ferry = Client::try_from(config).expect("an impersonating client");
+    let as_ferry = client_as(SERVICE_ACCOUNT).await;
     // The real Deployment watches the whole cluster.
     Api::<Application>::all(as_ferry.clone())
         .list(&ListParams::default().limit(1))

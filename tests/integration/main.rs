@@ -8,6 +8,7 @@
 //! Events are printed, and the namespace is deleted whether the test passed or not. The
 //! objects tests start from are named builders in `fixtures`.
 
+mod approval;
 mod builds;
 mod controller;
 mod fixtures;
@@ -76,6 +77,13 @@ pub async fn client() -> Client {
         .expect("KUBECONFIG must point at the test API server: run `make integration`");
     CRDS.get_or_init(|| install_crds(client.clone())).await;
     client
+}
+
+/// A client for the test API server acting as `user` (impersonated by the test's admin).
+pub async fn client_as(user: &str) -> Client {
+    let mut config = kube::Config::infer().await.expect("a kubeconfig");
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("an impersonating client")
 }
 
 async fn install_crds(client: Client) {
