@@ -6,7 +6,8 @@
 # Builds the static ferry binary (x86_64-unknown-linux-musl), wraps it in an image pushed to the
 # cluster's registry, installs CRDs + RBAC + Deployment with one `kubectl apply`, then checks:
 #   1. the controller becomes Ready (its /readyz probe passes once its caches synced, which
-#      needs every list/watch the ClusterRole grants) and runs non-root, read-only;
+#      needs every list/watch the ClusterRole grants) and runs non-root, read-only, and the
+#      approval policy (ferry-approve) type-checks against the Application schema;
 #   2. an Application applied before its Environments is Stalled, then Ready once they exist
 #      (its namespace granted to Ferry with the documented `kubectl create rolebinding`), and
 #      its commit (examples/shop-app on the cluster's git server) becomes a Release;
@@ -19,8 +20,9 @@
 #      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
 #      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them);
 #   6c. promotion (e2e/promotion.sh): pushed commits flow dev → staging → prod, prod waits for
-#      an approval (a pin), bad and unverifiable releases stop where they fail, a pin of an older
-#      release rolls prod back (FERRY_E2E_SKIP_PROMOTION=1 skips them).
+#      an approval (a pin, refused to an editor who may not approve), bad and unverifiable
+#      releases stop where they fail, a pin of an older release rolls prod back
+#      (FERRY_E2E_SKIP_PROMOTION=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -64,6 +66,18 @@ install_with_one_apply() {
   uninstall_ferry_helm "$RELEASE" "$RELEASE"
   install_ferry "$IMAGE"
   ready_line "$SYSTEM" ferry
+}
+
+# The API server type-checks the approval policy's expressions against the Application schema
+# (kube-controller-manager writes the result to its status): a warning there is a policy that
+# cannot work.
+approval_policy_type_checks() {
+  kc wait --for=jsonpath='{.status.observedGeneration}'="$(kc get validatingadmissionpolicy ferry-approve \
+    -o jsonpath='{.metadata.generation}')" validatingadmissionpolicy/ferry-approve --timeout=60s
+  local warnings
+  warnings=$(kc get validatingadmissionpolicy ferry-approve -o jsonpath='{.status.typeChecking.expressionWarnings}')
+  echo "type-checking warnings: ${warnings:-none}"
+  [ -z "$warnings" ]
 }
 
 runs_unprivileged() {
@@ -176,9 +190,10 @@ remove_apply_install() {
   # Not crds.yaml: the CRDs stay for the helm release (which would install the same ones).
   kc delete -f "$root/manifests/ferry.yaml" --ignore-not-found --wait --timeout=120s
   local role
-  for role in ferry ferry-tenant; do
+  for role in ferry ferry-tenant ferry-approver; do
     if kc get clusterrole "$role" > /dev/null 2>&1; then echo "ClusterRole $role is left"; exit 1; fi
   done
+  if kc get validatingadmissionpolicy ferry-approve > /dev/null 2>&1; then echo "the approval policy is left"; exit 1; fi
 }
 
 install_with_helm() {
@@ -215,7 +230,8 @@ uninstall_with_helm() {
   kc delete namespace "$HELM_TEAM" --wait --timeout=120s
   uninstall_ferry_helm "$RELEASE" "$RELEASE"
   local left
-  left=$(kc get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$RELEASE" -o name)
+  left=$(kc get clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings \
+    -l "app.kubernetes.io/instance=$RELEASE" -o name)
   left+=$(kc get rolebindings,roles,serviceaccounts,deployments -A -l "app.kubernetes.io/instance=$RELEASE" -o name)
   [ -z "$left" ] || { echo "helm uninstall left: $left"; exit 1; }
   echo "nothing labelled app.kubernetes.io/instance=$RELEASE is left"
@@ -228,6 +244,7 @@ main() {
   IMAGE=$(ferry_image)
   echo "image: $IMAGE"
   step "Ferry installs with one kubectl apply and becomes Ready" install_with_one_apply
+  step "the approval policy type-checks against the Application schema" approval_policy_type_checks
   step "the controller runs non-root with a read-only root filesystem" runs_unprivileged
   step "namespaces $TEAM and $TARGET are fresh" fresh_namespaces
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
