@@ -314,6 +314,17 @@ no_mention() {
 # history_entry ENV RELEASE KIND — the newest history entry of ENV recording KIND for RELEASE.
 history_entry() { state "$1" "[.history[]? | select(.release == \"$2\" and .kind == \"$3\")][0] // empty"; }
 
+# pin_recorded KIND RELEASE REASON — prod's history has a KIND of RELEASE with REASON, an actor
+# and the outcome Succeeded; prints that entry.
+pin_recorded() {
+  local entry; entry=$(history_entry prod "$2" "$1")
+  [ -n "$entry" ] || fail "prod's history has no $1 of $2"
+  [ "$(jq -r .reason <<<"$entry")" = "$3" ] || fail "the $1's reason is not \"$3\": $entry"
+  [ -n "$(jq -r '.actor // ""' <<<"$entry")" ] || fail "the $1 names no actor: $entry"
+  [ "$(jq -r .outcome <<<"$entry")" = Succeeded ] || fail "the $1's outcome is not Succeeded: $entry"
+  echo "$entry"
+}
+
 # events_include REASON... — the Application's Events carry each REASON.
 events_include() {
   local reasons reason
@@ -417,12 +428,8 @@ scenario_pipeline() {
   POLL=0.5 await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   echo "measured: approval applied → Healthy and verified in prod = $(since "$PINNED_AT") s"
   show_state prod; show_history prod
-  local entry; entry=$(history_entry prod "$r1" Approval)
-  [ -n "$entry" ] || fail "prod's history has no Approval of $r1"
+  local entry; entry=$(pin_recorded Approval "$r1" "$reason")
   echo "prod's history entry: $entry"
-  [ "$(jq -r .reason <<<"$entry")" = "$reason" ] || fail "the Approval's reason is not \"$reason\""
-  [ -n "$(jq -r '.actor // ""' <<<"$entry")" ] || fail "the Approval names no actor"
-  [ "$(jq -r .outcome <<<"$entry")" = Succeeded ] || fail "the Approval's outcome is not Succeeded"
   grep -q "verified: v1" <<<"$(answers prod /verify.html)" || fail "prod's Service does not serve v1's verify.html"
   echo "Service $APP-prod serves: $(answers prod /index.html | grep -o 'hello[^<]*')"
 
@@ -572,13 +579,9 @@ scenario_manual_rollback() {
   await 120 "prod to be Pinned to $r1, healthy and verified" verified prod "$r1" Pinned
   echo "measured: rollback pin applied → Healthy and verified in prod = $(since "$PINNED_AT") s"
   show_state prod; show_history prod
-  local entry; entry=$(history_entry prod "$r1" ManualRollback)
-  [ -n "$entry" ] || fail "prod's history has no ManualRollback to $r1"
+  local entry; entry=$(pin_recorded ManualRollback "$r1" "$reason")
   echo "prod's history entry: $entry"
-  [ "$(jq -r .reason <<<"$entry")" = "$reason" ] || fail "the ManualRollback's reason is not \"$reason\""
-  [ -n "$(jq -r '.actor // ""' <<<"$entry")" ] || fail "the ManualRollback names no actor"
   [ "$(jq -r .from <<<"$entry")" = "$r2" ] || fail "the ManualRollback is not from $r2"
-  [ "$(jq -r .outcome <<<"$entry")" = Succeeded ] || fail "the ManualRollback's outcome is not Succeeded"
   grep -q "verified: v1" <<<"$(answers prod /verify.html)" || fail "prod's Service does not serve v1 again"
 
   # The pin removed: prod follows staging again, and waits for approval of staging's release.

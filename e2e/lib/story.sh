@@ -167,6 +167,15 @@ shop_pinned() {
   fi
 }
 
+# apply_pin [RELEASE REASON] — shows and applies the example's Application with prod pinned to
+# RELEASE for REASON (without a pin when RELEASE is empty), as an administrator would.
+apply_pin() {
+  local note="prod without its pin"
+  [ -z "$1" ] || note="prod: pin: {release: $1, reason: \"$2\"}"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $STORY_NS apply -f shop.yaml    # $note"
+  shop_pinned "$1" "$2" | kubectl -n "$STORY_NS" apply -f - >/dev/null
+}
+
 # The Application of a YAML stream (shop.yaml also holds its webhook Secret, which pat may
 # not read).
 application_only() { awk 'BEGIN {RS = "\n---\n"; ORS = "\n"} /\nkind: Application\n/'; }
@@ -232,8 +241,7 @@ tell_promotion() {
   echo "Environments by a Role with resourceNames); cluster-admin, as here, holds every verb."
 
   chapter "Approving is a pin with a reason, applied like any change (kubectl apply, or a GitOps commit)"
-  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $first, reason: \"CHG-1234 approved by the change board\"}"
-  shop_pinned "$first" "CHG-1234 approved by the change board" | kubectl -n "$ns" apply -f - >/dev/null
+  apply_pin "$first" "CHG-1234 approved by the change board"
   await_env prod "$first" Pinned 120s
   show kubectl -n "$ns" get applications
   show kubectl -n "$ns" get application shop \
@@ -258,8 +266,7 @@ tell_promotion() {
   show kubectl -n "$ns" get applications
 
   chapter "Removing the pin: prod follows staging again, and waits for approval of $second"
-  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod without its pin"
-  shop_pinned "" "" | kubectl -n "$ns" apply -f - >/dev/null
+  apply_pin "" ""
   show_await "prod to await approval of $second" \
     kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="prod")].candidate}'="$second" \
     application/shop --timeout=60s
@@ -269,11 +276,9 @@ tell_promotion() {
   show kubectl -n "$ns" get applications
 
   chapter "Approved, then rolled back by hand: a pin of the older release, with the reason"
-  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $second, reason: \"CHG-1240 approved\"}"
-  shop_pinned "$second" "CHG-1240 approved" | kubectl -n "$ns" apply -f - >/dev/null
+  apply_pin "$second" "CHG-1240 approved"
   await_env prod "$second" Pinned 120s
-  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply -f shop.yaml    # prod: pin: {release: $first, reason: \"INC-77: basket errors; back to the previous release\"}"
-  shop_pinned "$first" "INC-77: basket errors; back to the previous release" | kubectl -n "$ns" apply -f - >/dev/null
+  apply_pin "$first" "INC-77: basket errors; back to the previous release"
   await_env prod "$first" Pinned 120s
   show kubectl -n "$ns" get applications
   show kubectl -n "$ns" get application shop \
