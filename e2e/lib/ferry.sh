@@ -46,6 +46,14 @@ ready_line() {
   [ "${ready:-0}" = "$want" ]
 }
 
+# e2e_scenarios [SUITE|SUITE/SCENARIO...]: the end-to-end scenarios written in Rust
+# (tests/e2e), against this cluster and the Ferry installed in ferry-system.
+e2e_scenarios() {
+  (cd "$root" && FERRY_E2E_KUBECONFIG="$KUBECONFIG_ADMIN" FERRY_E2E_NODE_IP="$NODE_IP" \
+    FERRY_E2E_NETNS="$NETNS" FERRY_E2E_SYSTEM=ferry-system \
+    cargo test --locked --quiet --test e2e -- "$@")
+}
+
 # grant_tenant NAMESPACE [SERVICEACCOUNT-NAMESPACE:NAME [CLUSTERROLE]]: lets Ferry read the
 # Secrets of NAMESPACE, with the one command the README and manifests/ferry.yaml document.
 grant_tenant() {
