@@ -44,6 +44,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use sha2::Digest;
 
+use crate::git::{WorkingCopy, repository_url};
 use crate::harness::{Cluster, Judged, Res, Scenario, Suite, seconds_between, two};
 use crate::images::{Behaviour, missing, testserver};
 use crate::net::{Load, answers, epoch, tally};
@@ -81,33 +82,17 @@ pub fn suite() -> Suite {
 }
 
 /// The repository every scenario's Application names, with a `main` branch and no
-/// `no-builds`: pushed once, before the scenarios.
+/// `no-builds`: pushed once, before the scenarios (forced: on a kept cluster it is there
+/// already, and what it holds does not matter).
 async fn source_repo(cluster: Cluster) -> Res {
-    let url = format!("{}/{SOURCE_REPO}.git", cluster.git_url);
-    let output = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(
-            r#"set -euo pipefail
-url=$1
-git ls-remote --exit-code "$url" refs/heads/main >/dev/null 2>&1 && exit 0
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-git -C "$work" init --quiet --initial-branch=main
-echo "The rollout scenarios' Applications name this repository's branch no-builds, which it does not have." >"$work/README"
-git -C "$work" add README
-git -C "$work" -c user.name=e2e -c user.email=e2e@ferry.invalid commit --quiet -m "no builds here"
-git -C "$work" push --quiet "$url" main"#,
-        )
-        .arg("source-repo")
-        .arg(&url)
-        .env("NO_PROXY", "*")
-        .output()
-        .await?;
-    ensure!(
-        output.status.success(),
-        "cannot push {url}: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
+    let work = WorkingCopy::new().await?;
+    work.write(
+        "README",
+        "The rollout scenarios' Applications name this repository's branch no-builds, which it does not have.\n",
+    )?;
+    work.commit("no builds here").await?;
+    work.push(&repository_url(&cluster, SOURCE_REPO), &["+main"])
+        .await
 }
 
 /// The environment's entry in the Application's status.
