@@ -19,9 +19,10 @@ use tracing::instrument;
 
 use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
+use super::events::readable;
 use super::relations::related;
 use super::release::{application_exists, newest, releases_of};
-use super::status::{self, Written, readable};
+use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;

@@ -19,13 +19,17 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::events::publish_about;
 use super::release::oldest_first;
-use super::status::publish_about;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::{Get, Report};
 use crate::api::application::{EnvironmentState, HistoryKind, Slot};
 use crate::api::environment::HttpCheck;
+use crate::api::labels::{
+    APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION,
+    RELEASE_LABEL, SLOT_LABEL,
+};
 use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
@@ -33,13 +37,10 @@ use crate::decide::delivery::health::{
 use crate::decide::delivery::{self, Plan, Policy, Serving, VerificationReport, promotion};
 use crate::decide::events::Announcement;
 use crate::desired::verification::{Outcome, TestPod, is_test_pod};
-use crate::desired::workload::{
-    self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
-    Running, SLOT_LABEL, Workload, release_label_value,
-};
+use crate::desired::workload::{self, Running, Workload, release_label_value};
 
 /// The finalizer that deletes an Application's workloads in other namespaces with it.
-pub const FINALIZER: &str = "ferry.dev/workloads";
+pub use crate::api::labels::WORKLOADS_FINALIZER as FINALIZER;
 
 /// The caches of the objects Ferry runs applications as, selected by Ferry's labels.
 #[derive(Clone)]
@@ -54,7 +55,7 @@ fn belongs(object: &impl Resource, namespace: &str, app: &str, env: Option<&str>
     let labels = object.meta().labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     label(APPLICATION_NAMESPACE_LABEL) == Some(namespace)
-        && label(crate::api::APPLICATION_LABEL) == Some(app)
+        && label(APPLICATION_LABEL) == Some(app)
         && env.is_none_or(|e| label(ENVIRONMENT_LABEL) == Some(e))
 }
 
@@ -81,7 +82,7 @@ pub fn owner_of(
 ) -> Option<kube::runtime::reflector::ObjectRef<super::Guarded<Application>>> {
     let labels = object.meta().labels.as_ref()?;
     let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
-    let app = labels.get(crate::api::APPLICATION_LABEL)?;
+    let app = labels.get(APPLICATION_LABEL)?;
     Some(kube::runtime::reflector::ObjectRef::new(app).within(namespace))
 }
 
