@@ -17,6 +17,7 @@ pub mod conditions;
 pub mod descriptions;
 pub mod environment;
 pub mod labels;
+pub mod managers;
 pub mod reasons;
 pub mod reference;
 pub mod release;
@@ -39,9 +40,6 @@ use kube::CustomResourceExt;
 
 /// The API group of every Ferry kind.
 pub const GROUP: &str = "ferry.dev";
-
-/// The field manager Ferry uses for every server-side apply.
-pub const FIELD_MANAGER: &str = "ferry";
 
 /// The owner reference that makes `owner` the controller of an object Ferry creates, so that
 /// deleting the owner deletes it; `None` for an owner not stored yet (no UID).

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::events::publish_about;
+use super::managers;
 use super::release::oldest_first;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
@@ -30,7 +31,8 @@ use crate::api::labels::{
     APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION,
     RELEASE_LABEL, SLOT_LABEL,
 };
-use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
+use crate::api::managers::FieldManager;
+use crate::api::{Application, ApplicationStatus, Environment, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
 };
@@ -457,7 +459,7 @@ async fn start_verification(
         };
         match context
             .api::<Pod>(namespace)
-            .create(&PostParams::default(), &pod)
+            .create(&FieldManager::Application.create(), &pod)
             .await
         {
             Ok(_) => Ok(()),
@@ -682,7 +684,6 @@ async fn apply(
     observed: &Observed,
 ) -> Result<Option<String>, Error> {
     let app = w.app.name_any();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let deployments: Api<Deployment> = context.api(w.namespace);
     for (placement, release) in &plan.deployments {
         let Some(image) = images.get(release.as_str()) else {
@@ -700,8 +701,7 @@ async fn apply(
             },
         );
         let name = workload::deployment_name(&app, w.environment, *placement);
-        deployments
-            .patch(&name, &params, &Patch::Apply(&desired))
+        managers::apply(&deployments, &name, FieldManager::Application, &desired)
             .await
             .map_err(Error::act(format!(
                 "applying Deployment {}/{name}",
@@ -727,9 +727,8 @@ async fn apply(
         selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
     }
     let name = service.name_any();
-    let applied = context
-        .api::<Service>(w.namespace)
-        .patch(&name, &params, &Patch::Apply(&service))
+    let services = context.api::<Service>(w.namespace);
+    let applied = managers::apply(&services, &name, FieldManager::Application, &service)
         .await
         .map_err(Error::act(format!(
             "applying Service {}/{name}",
@@ -886,7 +885,11 @@ async fn set_finalizers(
     });
     context
         .api::<Application>(&namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &name,
+            &FieldManager::Application.patch(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(Error::act(format!(
             "updating the finalizers of Application {namespace}/{name}"

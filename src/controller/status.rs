@@ -19,15 +19,17 @@
 
 use std::fmt::Debug;
 
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::events::publish;
+use super::managers::release_legacy;
 use super::{Context, Error};
+use crate::api::Condition;
 use crate::api::conditions::{self, READY, STALLED};
-use crate::api::{Condition, FIELD_MANAGER};
+use crate::api::managers::FieldManager;
 use crate::decide::events;
 
 /// What became of a status write.
@@ -43,6 +45,8 @@ pub enum Written {
 
 /// A status of a Ferry kind, with the condition types its reconciler writes.
 pub trait OwnedStatus: Serialize + PartialEq + Clone {
+    /// The field manager of the controller that writes it.
+    const MANAGER: FieldManager;
     /// The condition types the reconciler of this kind writes; others belong to someone else.
     const MANAGED_CONDITIONS: &'static [&'static str];
     fn conditions(&self) -> &[Condition];
@@ -91,12 +95,12 @@ where
     let result = api
         .patch_status(
             &object.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &S::MANAGER.apply(),
             &Patch::Apply(&patch),
         )
         .await;
     match result {
-        Ok(_) => {}
+        Ok(applied) => release_legacy(&api, &applied, true).await,
         Err(kube::Error::Api(status)) if status.code == 409 => {
             tracing::debug!("the object changed since it was read; deciding again");
             return Ok(Written::Stale);
@@ -116,8 +120,9 @@ where
 
 /// Implements [`OwnedStatus`] for a status type with a `conditions` field.
 macro_rules! owned_status {
-    ($($status:ty => [$($condition:expr),+];)+) => {$(
+    ($($status:ty => $manager:ident, [$($condition:expr),+];)+) => {$(
         impl OwnedStatus for $status {
+            const MANAGER: FieldManager = FieldManager::$manager;
             const MANAGED_CONDITIONS: &'static [&'static str] = &[$($condition),+];
             fn conditions(&self) -> &[Condition] {
                 &self.conditions
@@ -130,8 +135,8 @@ macro_rules! owned_status {
 }
 
 owned_status! {
-    crate::api::ApplicationStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::EnvironmentStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::ReleaseStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::BuildJobStatus => [READY, conditions::RECONCILING, STALLED, conditions::SUCCEEDED];
+    crate::api::ApplicationStatus => Application, [READY, conditions::RECONCILING, STALLED];
+    crate::api::EnvironmentStatus => Environment, [READY, conditions::RECONCILING, STALLED];
+    crate::api::ReleaseStatus => Release, [READY, conditions::RECONCILING, STALLED];
+    crate::api::BuildJobStatus => BuildJob, [READY, conditions::RECONCILING, STALLED, conditions::SUCCEEDED];
 }
