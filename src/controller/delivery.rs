@@ -15,31 +15,34 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::events::publish_about;
+use super::managers;
 use super::release::oldest_first;
-use super::status::publish_about;
 use super::{Context, Error, delete_in_background};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::{Get, Report};
 use crate::api::application::{EnvironmentState, HistoryKind, Slot};
 use crate::api::environment::HttpCheck;
-use crate::api::{Application, ApplicationStatus, Environment, FIELD_MANAGER, Release, Time};
+use crate::api::labels::{
+    APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION,
+    RELEASE_LABEL, SLOT_LABEL,
+};
+use crate::api::managers::FieldManager;
+use crate::api::{Application, ApplicationStatus, Environment, Release, Time};
 use crate::decide::delivery::health::{
     CheckFigures, DeploymentFacts, PodFacts, Workload as Observed, percentage,
 };
 use crate::decide::delivery::{self, Plan, Policy, Serving, VerificationReport, promotion};
 use crate::decide::events::Announcement;
 use crate::desired::verification::{Outcome, TestPod, is_test_pod};
-use crate::desired::workload::{
-    self, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL,
-    Running, SLOT_LABEL, Workload, release_label_value,
-};
+use crate::desired::workload::{self, Running, Workload, release_label_value};
 
 /// The finalizer that deletes an Application's workloads in other namespaces with it.
-pub const FINALIZER: &str = "ferry.dev/workloads";
+pub use crate::api::labels::WORKLOADS_FINALIZER as FINALIZER;
 
 /// The caches of the objects Ferry runs applications as, selected by Ferry's labels.
 #[derive(Clone)]
@@ -54,7 +57,7 @@ fn belongs(object: &impl Resource, namespace: &str, app: &str, env: Option<&str>
     let labels = object.meta().labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     label(APPLICATION_NAMESPACE_LABEL) == Some(namespace)
-        && label(crate::api::APPLICATION_LABEL) == Some(app)
+        && label(APPLICATION_LABEL) == Some(app)
         && env.is_none_or(|e| label(ENVIRONMENT_LABEL) == Some(e))
 }
 
@@ -81,7 +84,7 @@ pub fn owner_of(
 ) -> Option<kube::runtime::reflector::ObjectRef<super::Guarded<Application>>> {
     let labels = object.meta().labels.as_ref()?;
     let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
-    let app = labels.get(crate::api::APPLICATION_LABEL)?;
+    let app = labels.get(APPLICATION_LABEL)?;
     Some(kube::runtime::reflector::ObjectRef::new(app).within(namespace))
 }
 
@@ -456,7 +459,7 @@ async fn start_verification(
         };
         match context
             .api::<Pod>(namespace)
-            .create(&PostParams::default(), &pod)
+            .create(&FieldManager::Application.create(), &pod)
             .await
         {
             Ok(_) => Ok(()),
@@ -681,7 +684,6 @@ async fn apply(
     observed: &Observed,
 ) -> Result<Option<String>, Error> {
     let app = w.app.name_any();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let deployments: Api<Deployment> = context.api(w.namespace);
     for (placement, release) in &plan.deployments {
         let Some(image) = images.get(release.as_str()) else {
@@ -699,8 +701,7 @@ async fn apply(
             },
         );
         let name = workload::deployment_name(&app, w.environment, *placement);
-        deployments
-            .patch(&name, &params, &Patch::Apply(&desired))
+        managers::apply(&deployments, &name, FieldManager::Application, &desired)
             .await
             .map_err(Error::act(format!(
                 "applying Deployment {}/{name}",
@@ -726,9 +727,8 @@ async fn apply(
         selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
     }
     let name = service.name_any();
-    let applied = context
-        .api::<Service>(w.namespace)
-        .patch(&name, &params, &Patch::Apply(&service))
+    let services = context.api::<Service>(w.namespace);
+    let applied = managers::apply(&services, &name, FieldManager::Application, &service)
         .await
         .map_err(Error::act(format!(
             "applying Service {}/{name}",
@@ -885,7 +885,11 @@ async fn set_finalizers(
     });
     context
         .api::<Application>(&namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &name,
+            &FieldManager::Application.patch(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(Error::act(format!(
             "updating the finalizers of Application {namespace}/{name}"

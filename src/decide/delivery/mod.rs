@@ -38,7 +38,9 @@ use crate::api::application::{
     EnvironmentState, HistoryEntry, HistoryKind, Outcome, Phase, Rollout, Slot, Verdict,
     VerificationRun,
 };
-use crate::api::conditions::{self, Desired};
+use crate::api::conditions::{
+    self, AWAITING_APPROVAL_CONDITION, DEGRADED, Desired, PROGRESSING, ROLLED_BACK_CONDITION,
+};
 use crate::api::environment::{HealthPolicy, StrategyType};
 use crate::api::reasons::{
     APPROVED, AWAITING_APPROVAL, MANUAL_ROLLBACK, NO_RELEASE, PIN_OVERRIDE, PINNED, PROMOTED,
@@ -51,12 +53,6 @@ use crate::api::{Condition, Time};
 pub const HISTORY_LIMIT: usize = 20;
 /// Rejected releases remembered per environment.
 pub const REJECTED_LIMIT: usize = 20;
-
-/// The per-environment condition types.
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-pub const ROLLED_BACK_CONDITION: &str = "RolledBack";
-pub const AWAITING_APPROVAL_CONDITION: &str = "AwaitingApproval";
 
 /// How the Environment rolls out and judges.
 #[derive(Clone, Debug)]
