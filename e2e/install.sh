@@ -130,7 +130,7 @@ the_commit_becomes_a_release() {
 }
 
 # The example's Release runs in dev (the first stage) as a Deployment and a Service and is
-# judged healthy; the rollout scenarios (e2e/rollouts.sh) go through the rest.
+# judged healthy; the rollout scenarios (tests/e2e/rollouts.rs) go through the rest.
 the_release_runs_in_dev() {
   local release
   release=$(kc -n "$TEAM" get application shop -o jsonpath='{.status.latestRelease}')

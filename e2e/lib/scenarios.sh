@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/rollouts.sh, e2e/promotion.sh):
+# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/promotion.sh; the rollouts are Rust, tests/e2e):
 # independent ones side by side, each in its own process under its deadline, the others one by
 # one, with a PASS/FAIL line per scenario, its `measured:` lines, and a failed one's whole log;
 # and what every suite's scenarios use: kn/jp/has, now/since, await, controller_pod, metrics.

@@ -710,7 +710,10 @@ async fn crash(s: Arc<Scenario>) -> Res {
     let mut first: Option<jiff::Timestamp> = None;
     let deadline = std::time::Instant::now() + secs(60);
     loop {
-        if web.state().await.ok().as_ref().and_then(failure).is_some() {
+        // Until a failed verdict: right after the apply, the status still shows 1.0.0's
+        // healthy one.
+        let state = web.state().await.ok();
+        if state.as_ref().and_then(failure).is_some_and(|v| !v.healthy) {
             break;
         }
         for pod in web.pods_running(&v2).await? {

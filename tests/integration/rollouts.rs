@@ -3,7 +3,7 @@
 //! labelled for Ferry, restricted, rolling with no capacity loss; a hand edit or deletion is
 //! put back; an environment entry removed, or the Application deleted (through its
 //! finalizer), takes its workload with it. (The pods never run here: this API server has no
-//! node. `e2e/rollouts.sh` runs them, with the health verdicts and rollbacks.)
+//! node. `tests/e2e/rollouts.rs` runs them, with the health verdicts and rollbacks.)
 
 use std::time::Duration;
 
