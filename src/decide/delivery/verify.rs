@@ -1,0 +1,94 @@
+//! The verification stage, once the stabilization window passed: a test pod or HTTP GETs
+//! (the shell runs them and reports a `VerificationReport`), within the Environment's
+//! timeout. Readiness and the checks are still judged meanwhile (`judge`).
+
+use std::time::Duration;
+
+use super::health::{Signal, show};
+use super::judge::elapsed;
+use super::{Observed, VerificationReport, Work};
+use crate::api::Time;
+use crate::api::application::{HistoryKind, Rollout, VerificationRun};
+use crate::api::reasons::{VERIFICATION_FAILED, VERIFICATION_PASSED, VERIFYING};
+
+impl Work {
+    /// The verification stage, once the window passed: starts it, waits for it, fails the
+    /// rollout when it fails or times out. Returns the rollout when it passed.
+    pub(super) fn verify(
+        &mut self,
+        mut rollout: Rollout,
+        observed: &Observed,
+        timeout: Duration,
+        now: &Time,
+    ) -> Option<Rollout> {
+        let Some(mut run) = rollout.verification.clone() else {
+            rollout.verification = Some(VerificationRun {
+                started: self.stamp.clone(),
+                passed: None,
+                finished: None,
+                message: None,
+                log: None,
+            });
+            self.tell(
+                VERIFYING,
+                format!(
+                    "{} passed its stabilization window; verifying it (timeout {})",
+                    rollout.release,
+                    show(timeout)
+                ),
+                &rollout.release,
+                HistoryKind::Rollout,
+            );
+            self.state.rollout = Some(rollout);
+            self.requeue_in(Duration::from_secs(1));
+            return None;
+        };
+        if run.passed == Some(true) {
+            return Some(rollout);
+        }
+        let failure = match &observed.verification {
+            Some(VerificationReport::Passed { message }) => {
+                run.passed = Some(true);
+                run.finished = Some(self.stamp.clone());
+                run.message = Some(message.clone());
+                self.tell(
+                    VERIFICATION_PASSED,
+                    format!("{} passed its verification: {message}", rollout.release),
+                    &rollout.release,
+                    HistoryKind::Rollout,
+                );
+                rollout.verification = Some(run);
+                return Some(rollout);
+            }
+            Some(VerificationReport::Failed { message, log }) => (message.clone(), log.clone()),
+            _ if elapsed(&run.started, now) >= timeout => (
+                format!("the verification did not finish within {}", show(timeout)),
+                None,
+            ),
+            _ => {
+                self.state.rollout = Some(rollout);
+                self.requeue_in(Duration::from_secs(1));
+                return None;
+            }
+        };
+        let (message, log) = failure;
+        run.passed = Some(false);
+        run.finished = Some(self.stamp.clone());
+        run.message = Some(message.clone());
+        run.log = log;
+        rollout.verification = Some(run);
+        self.tell(
+            VERIFICATION_FAILED,
+            format!("{} failed its verification: {message}", rollout.release),
+            &rollout.release,
+            HistoryKind::Rollout,
+        );
+        let signal = Signal {
+            reason: VERIFICATION_FAILED,
+            message: format!("verification failed: {message}"),
+            time: None,
+        };
+        self.fail(rollout, signal, &observed.policy);
+        None
+    }
+}
