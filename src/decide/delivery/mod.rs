@@ -34,16 +34,20 @@
 mod candidate;
 pub mod health;
 mod judge;
+pub mod pipeline;
 pub mod promotion;
+pub mod retain;
+pub mod runs;
 mod start;
 mod status;
 mod verdict;
-mod verify;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use self::health::{CheckFigures, Placement, Workload};
+pub use self::pipeline::{Action, pipeline};
 pub use self::status::phase;
 use self::status::{conditions, placements};
 use super::events::Announcement;

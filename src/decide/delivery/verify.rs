@@ -92,3 +92,34 @@ impl Work {
         None
     }
 }
+
+/// What the API server's refusal to create a verification's test pod means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TestPodRefused {
+    /// It exists already (a reconcile before this one created it): nothing to do.
+    Exists,
+    /// Refused for good (no grant to create pods there, a policy, an invalid image
+    /// reference): the verification fails with the API server's words, not at its timeout.
+    Fails(String),
+    /// Anything else is worth another try.
+    Retry,
+}
+
+/// Whether the API server's answer `code` with `message` to creating the test pod `pod` in
+/// `namespace` fails its verification.
+pub fn test_pod_refused(code: u16, message: &str, namespace: &str, pod: &str) -> TestPodRefused {
+    match code {
+        409 => TestPodRefused::Exists,
+        400..500 => {
+            let grant = if code == 403 {
+                format!(
+                    "; Ferry creates test pods only in namespaces that grant it: kubectl -n {namespace} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=<ferry's namespace>:ferry"
+                )
+            } else {
+                String::new()
+            };
+            TestPodRefused::Fails(format!("the test pod {pod} was refused: {message}{grant}"))
+        }
+        _ => TestPodRefused::Retry,
+    }
+}
