@@ -591,3 +591,267 @@ fn lead_time(env: &str, release: &str, releases: &[ReleaseFacts], now: &Time) ->
         since_commit: record.commit_seen.as_ref().map(since),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::application::Rollout;
+
+    /// dev -> staging -> prod, as a user would write them.
+    const SHOP: &str = r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: team-a, uid: "0000-1"}
+spec:
+  source: {url: "http://git.local/shop.git"}
+  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
+  image: {repository: registry.local/team-a/shop}
+  run: {ports: [{name: http, port: 8080}]}
+  environments: [{name: dev}, {name: staging}, {name: prod}]
+"#;
+
+    fn app() -> Application {
+        serde_yaml::from_str(SHOP).unwrap()
+    }
+
+    fn environment(yaml: &str) -> Listed {
+        let environment: Environment = serde_yaml::from_str(yaml).unwrap();
+        Listed {
+            name: environment.metadata.name.clone().unwrap_or_default(),
+            environment: Some(environment),
+            workload: Workload::default(),
+        }
+    }
+
+    fn pipeline_of_three() -> Vec<Listed> {
+        vec![
+            environment(
+                "{metadata: {name: dev, namespace: team-a}, spec: {targetNamespace: team-a-dev}}",
+            ),
+            environment(
+                "{metadata: {name: staging, namespace: team-a}, spec: {targetNamespace: team-a-staging, upstream: dev}}",
+            ),
+            environment(
+                "{metadata: {name: prod, namespace: team-a}, spec: {targetNamespace: team-a-prod, upstream: staging}}",
+            ),
+        ]
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    /// An environment that runs `current`, healthy, with `rejected` failed in it.
+    fn state(name: &str, current: &str, rejected: &[&str]) -> EnvironmentState {
+        EnvironmentState {
+            name: name.into(),
+            current: Some(current.into()),
+            rejected: rejected.iter().map(|r| r.to_string()).collect(),
+            ..EnvironmentState::default()
+        }
+    }
+
+    fn releases(names: &[&str]) -> Vec<ReleaseFacts> {
+        names
+            .iter()
+            .map(|n| ReleaseFacts {
+                name: n.to_string(),
+                image: format!("registry.local/team-a/shop@sha256:{n}"),
+                ..ReleaseFacts::default()
+            })
+            .collect()
+    }
+
+    fn decide(
+        environments: &[Listed],
+        stored: &[EnvironmentState],
+        released: &[&str],
+        runs: &BTreeMap<RunKey, RunProgress>,
+    ) -> Decision<Vec<EnvironmentState>, Action> {
+        let app = app();
+        pipeline(
+            &Pipeline {
+                app: &app,
+                namespace: "team-a",
+                environments,
+                stored,
+                releases: &releases(released),
+                children: &[],
+                test_pods: &[],
+                runs,
+            },
+            &now(),
+        )
+    }
+
+    /// The release each environment started rolling out, if any.
+    fn rolling(states: &[EnvironmentState]) -> Vec<(String, Option<String>)> {
+        states
+            .iter()
+            .map(|s| {
+                let rollout = s.rollout.as_ref().filter(|r| r.verdict.is_none());
+                (s.name.clone(), rollout.map(|r| r.release.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_release_that_failed_anywhere_upstream_is_not_promoted() {
+        let cases = [
+            (
+                "a release healthy upstream is promoted to the next stage",
+                &["shop-1", "shop-2"][..],
+                [
+                    state("dev", "shop-2", &[]),
+                    state("staging", "shop-1", &[]),
+                    state("prod", "shop-1", &[]),
+                ],
+                [None, Some("shop-2"), None],
+            ),
+            (
+                "a release that failed in staging is not promoted to prod, though staging runs it under a pin",
+                &["shop-1", "shop-2"],
+                [
+                    state("dev", "shop-2", &[]),
+                    state("staging", "shop-2", &["shop-2"]),
+                    state("prod", "shop-1", &[]),
+                ],
+                [None, None, None],
+            ),
+            (
+                "a release that failed in dev is not promoted two stages down",
+                &["shop-1", "shop-2"],
+                [
+                    state("dev", "shop-1", &["shop-2"]),
+                    state("staging", "shop-2", &[]),
+                    state("prod", "shop-1", &[]),
+                ],
+                [None, None, None],
+            ),
+            (
+                "a newer release than the one that failed upstream goes through",
+                &["shop-1", "shop-2", "shop-3"],
+                [
+                    state("dev", "shop-3", &["shop-2"]),
+                    state("staging", "shop-3", &[]),
+                    state("prod", "shop-1", &[]),
+                ],
+                [None, None, Some("shop-3")],
+            ),
+        ];
+        for (name, released, stored, expected) in cases {
+            let decision = decide(&pipeline_of_three(), &stored, released, &BTreeMap::new());
+            let expected: Vec<(String, Option<String>)> = ["dev", "staging", "prod"]
+                .iter()
+                .zip(expected)
+                .map(|(e, r)| (e.to_string(), r.map(str::to_owned)))
+                .collect();
+            assert_eq!(rolling(&decision.status), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_environment_that_cannot_be_decided_keeps_its_state_and_its_workload() {
+        let mut environments = pipeline_of_three();
+        environments[2].environment = None;
+        let stored = [
+            state("dev", "shop-1", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        let app = app();
+        let children = [Child {
+            kind: retain::Kind::Deployment,
+            namespace: "team-a-prod".into(),
+            name: "shop-prod".into(),
+            environment: Some("prod".into()),
+        }];
+        let decision = pipeline(
+            &Pipeline {
+                app: &app,
+                namespace: "team-a",
+                environments: &environments,
+                stored: &stored,
+                releases: &releases(&["shop-1"]),
+                children: &children,
+                test_pods: &[],
+                runs: &BTreeMap::new(),
+            },
+            &now(),
+        );
+        assert_eq!(decision.status[2], stored[2]);
+        assert!(
+            !decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteDeployment { .. })),
+            "{:?}",
+            decision.actions
+        );
+    }
+
+    #[test]
+    fn the_runs_of_a_rollout_that_ended_are_stopped_and_those_under_way_kept() {
+        let mut environments = vec![environment(
+            "{metadata: {name: dev, namespace: team-a}, spec: {targetNamespace: team-a-dev, health: {httpChecks: [{path: /healthz}]}}}",
+        )];
+        // shop-2 is up and ready, in its stabilization window.
+        environments[0].workload.deployments.insert(
+            None,
+            super::super::health::DeploymentFacts {
+                release: Some("shop-2".into()),
+                generation: Some(1),
+                observed_generation: Some(1),
+                replicas: 1,
+                updated: 1,
+                ready: 1,
+                available: 1,
+            },
+        );
+        let started = now();
+        let rollout = Rollout {
+            release: "shop-2".into(),
+            from: Some("shop-1".into()),
+            kind: HistoryKind::Rollout,
+            strategy: Default::default(),
+            slot: None,
+            reason: "newest".into(),
+            started: started.clone(),
+            ready: Some(started.clone()),
+            verdict: None,
+            cause: None,
+            verification: None,
+        };
+        let stored = [EnvironmentState {
+            rollout: Some(rollout.clone()),
+            ..state("dev", "shop-1", &[])
+        }];
+        let scope = ("team-a", "shop", "dev");
+        let under_way = RunKey::of(scope, &rollout, Run::Check(0));
+        let ended = RunKey::of(
+            scope,
+            &Rollout {
+                release: "shop-1".into(),
+                ..rollout.clone()
+            },
+            Run::Check(0),
+        );
+        let runs = BTreeMap::from([
+            (under_way.clone(), RunProgress::Check(Default::default())),
+            (ended.clone(), RunProgress::Check(Default::default())),
+        ]);
+        let decision = decide(&environments, &stored, &["shop-1", "shop-2"], &runs);
+        let stopped: Vec<&RunKey> = decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StopRun { key } => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped, [&ended]);
+        assert!(decision.actions.iter().any(
+            |a| matches!(a, Action::EnsureCheck { key, port: 8080, .. } if *key == under_way)
+        ));
+    }
+}

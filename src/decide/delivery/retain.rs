@@ -88,3 +88,151 @@ pub fn test_pods(pods: &[TestPodFacts], listed: &[&str], kept: &Kept) -> Vec<Str
     }
     deleted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Option<Time> {
+        jiff::Timestamp::from_second(1_800_000_000 + second)
+            .ok()
+            .map(Time)
+    }
+
+    fn deployment(namespace: &str, name: &str, env: &str) -> Child {
+        Child {
+            kind: Kind::Deployment,
+            namespace: namespace.into(),
+            name: name.into(),
+            environment: Some(env.into()),
+        }
+    }
+
+    fn service(namespace: &str, name: &str, env: &str) -> Child {
+        Child {
+            kind: Kind::Service,
+            ..deployment(namespace, name, env)
+        }
+    }
+
+    fn kept(workloads: &[(&str, &str)], test_pods: &[&str], untouched: &[&str]) -> Kept {
+        Kept {
+            workloads: workloads
+                .iter()
+                .map(|(n, m)| (n.to_string(), m.to_string()))
+                .collect(),
+            test_pods: test_pods.iter().map(|p| p.to_string()).collect(),
+            untouched: untouched.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn workloads_nobody_keeps_are_deleted_but_never_those_of_an_undecided_environment() {
+        let dev = deployment("team-a-dev", "shop-dev", "dev");
+        let dev_service = service("team-a-dev", "shop-dev", "dev");
+        let blue = deployment("team-a-dev", "shop-dev-blue", "dev");
+        let moved = deployment("team-a-old", "shop-dev", "dev");
+        let removed = deployment("team-a-qa", "shop-qa", "qa");
+        let staging = deployment("team-a-staging", "shop-staging", "staging");
+        let cases: Vec<(&str, Vec<Child>, Kept, Vec<Child>)> = vec![
+            (
+                "what an environment keeps stays, Deployment and Service of one name alike",
+                vec![dev.clone(), dev_service.clone()],
+                kept(&[("team-a-dev", "shop-dev")], &[], &[]),
+                vec![],
+            ),
+            (
+                "a slot the environment no longer runs goes",
+                vec![dev.clone(), blue.clone()],
+                kept(&[("team-a-dev", "shop-dev")], &[], &[]),
+                vec![blue.clone()],
+            ),
+            (
+                "a workload left in a namespace the environment no longer targets goes",
+                vec![dev.clone(), moved.clone()],
+                kept(&[("team-a-dev", "shop-dev")], &[], &[]),
+                vec![moved.clone()],
+            ),
+            (
+                "the workload of an environment entry that was removed goes",
+                vec![dev.clone(), removed.clone()],
+                kept(&[("team-a-dev", "shop-dev")], &[], &[]),
+                vec![removed.clone()],
+            ),
+            (
+                "an environment that cannot be decided keeps everything it has",
+                vec![dev.clone(), staging.clone()],
+                kept(&[("team-a-dev", "shop-dev")], &[], &["staging"]),
+                vec![],
+            ),
+            (
+                "nothing kept, as for a deleted Application, deletes everything",
+                vec![dev.clone(), dev_service.clone(), staging.clone()],
+                Kept::default(),
+                vec![dev.clone(), dev_service.clone(), staging.clone()],
+            ),
+        ];
+        for (name, children, kept, deleted) in cases {
+            assert_eq!(workloads(&children, &kept), deleted, "{name}");
+        }
+    }
+
+    fn pod(name: &str, env: &str, created: i64) -> TestPodFacts {
+        TestPodFacts {
+            namespace: "team-a".into(),
+            name: name.into(),
+            environment: Some(env.into()),
+            created: at(created),
+            deleting: false,
+            outcome: VerificationReport::Running,
+        }
+    }
+
+    #[test]
+    fn the_newest_test_pod_of_each_environment_stays_with_those_under_way_and_undecided() {
+        let deleting = TestPodFacts {
+            deleting: true,
+            ..pod("dev-0", "dev", 0)
+        };
+        let cases: Vec<(&str, Vec<TestPodFacts>, Kept, Vec<&str>)> = vec![
+            (
+                "the newest of each listed environment stays, older ones go",
+                vec![
+                    pod("dev-1", "dev", 1),
+                    pod("dev-3", "dev", 3),
+                    pod("prod-2", "prod", 2),
+                    pod("dev-2", "dev", 2),
+                ],
+                Kept::default(),
+                vec!["dev-2", "dev-1"],
+            ),
+            (
+                "the pod of a verification under way stays though it is not the newest",
+                vec![pod("dev-1", "dev", 1), pod("dev-3", "dev", 3)],
+                kept(&[], &["dev-1"], &[]),
+                vec![],
+            ),
+            (
+                "the pods of an environment that cannot be decided all stay",
+                vec![pod("prod-1", "prod", 1), pod("prod-2", "prod", 2)],
+                kept(&[], &[], &["prod"]),
+                vec![],
+            ),
+            (
+                "an environment no longer listed keeps none",
+                vec![pod("qa-1", "qa", 1), pod("qa-2", "qa", 2)],
+                Kept::default(),
+                vec!["qa-2", "qa-1"],
+            ),
+            (
+                "a pod being deleted neither counts as the newest nor is deleted again",
+                vec![pod("dev-1", "dev", 1), deleting.clone()],
+                Kept::default(),
+                vec![],
+            ),
+        ];
+        for (name, pods, kept, deleted) in cases {
+            assert_eq!(test_pods(&pods, &["dev", "prod"], &kept), deleted, "{name}");
+        }
+    }
+}

@@ -123,3 +123,36 @@ pub fn test_pod_refused(code: u16, message: &str, namespace: &str, pod: &str) ->
         _ => TestPodRefused::Retry,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_server_that_refuses_a_test_pod_for_good_fails_the_verification() {
+        let cases = [
+            ("a pod that exists already is fine", 409, TestPodRefused::Exists),
+            (
+                "no grant fails, saying how to grant it",
+                403,
+                TestPodRefused::Fails(
+                    "the test pod shop-dev-verify-0 was refused: forbidden; Ferry creates test pods only in namespaces that grant it: kubectl -n team-a create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=<ferry's namespace>:ferry".into(),
+                ),
+            ),
+            (
+                "an invalid pod fails with the API server's words",
+                422,
+                TestPodRefused::Fails("the test pod shop-dev-verify-0 was refused: forbidden".into()),
+            ),
+            ("a server error is tried again", 500, TestPodRefused::Retry),
+            ("an unavailable API server is tried again", 503, TestPodRefused::Retry),
+        ];
+        for (name, code, expected) in cases {
+            assert_eq!(
+                test_pod_refused(code, "forbidden", "team-a", "shop-dev-verify-0"),
+                expected,
+                "{name}"
+            );
+        }
+    }
+}
