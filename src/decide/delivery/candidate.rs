@@ -42,6 +42,7 @@ impl Work {
                 outcome: Outcome::Skipped,
                 reason: reason.clone(),
                 actor: Some(promotion::FERRY.to_owned()),
+                pin_reason: None,
             });
             self.tell(
                 SUPERSEDED,

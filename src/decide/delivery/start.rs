@@ -12,17 +12,6 @@ use crate::api::reasons::{
     APPROVED, MANUAL_ROLLBACK, PIN_OVERRIDE, PINNED, PROMOTED, ROLLOUT_STARTED,
 };
 
-/// Whether a history entry records a person's pin.
-fn is_pin(kind: HistoryKind) -> bool {
-    matches!(
-        kind,
-        HistoryKind::Pin
-            | HistoryKind::Approval
-            | HistoryKind::ManualRollback
-            | HistoryKind::Override
-    )
-}
-
 /// Whether `wanted` should start rolling out now that nothing is.
 pub(super) fn should_start(state: &EnvironmentState, wanted: &Wanted) -> bool {
     // What runs (or was last tried and left degraded) is what is wanted already.
@@ -39,13 +28,13 @@ pub(super) fn should_start(state: &EnvironmentState, wanted: &Wanted) -> bool {
     if !state.rejected.contains(&wanted.release) {
         return true;
     }
-    // A release that failed here comes back only when a person pins it, once per pin.
+    // A release that failed here comes back only when a person pins it, once per pin: not
+    // again under the pin it failed under (the same reason, as its history entry recorded it).
     wanted.pinned
         && !state.history.iter().any(|h| {
             h.release == wanted.release
-                && is_pin(h.kind)
                 && h.outcome == Outcome::Failed
-                && h.reason.starts_with(&wanted.reason)
+                && h.pin_reason.as_ref() == Some(&wanted.reason)
         })
 }
 
@@ -95,6 +84,7 @@ impl Work {
             outcome: Outcome::InProgress,
             reason: wanted.reason.clone(),
             actor: wanted.actor.clone(),
+            pin_reason: wanted.pinned.then(|| wanted.reason.clone()),
         });
         let replacing = from.map(|f| format!(", replacing {f}")).unwrap_or_default();
         let by = wanted
@@ -123,5 +113,111 @@ impl Work {
             &wanted.release,
             HistoryKind::Rollout,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Time;
+
+    fn wanted(release: &str, pin: Option<&str>) -> Wanted {
+        Wanted {
+            release: release.into(),
+            reason: pin.unwrap_or("shop-2 is the newest release").into(),
+            pinned: pin.is_some(),
+            kind: if pin.is_some() {
+                HistoryKind::Override
+            } else {
+                HistoryKind::Rollout
+            },
+            actor: None,
+        }
+    }
+
+    /// A failed rollout of `release`, under a pin with `pin` as its reason if any.
+    fn failed(release: &str, pin: Option<&str>) -> HistoryEntry {
+        HistoryEntry {
+            release: release.into(),
+            from: Some("shop-1".into()),
+            time: Time(jiff::Timestamp::UNIX_EPOCH),
+            kind: if pin.is_some() {
+                HistoryKind::Override
+            } else {
+                HistoryKind::Rollout
+            },
+            outcome: Outcome::Failed,
+            reason: format!("{}; failed: crash loop", pin.unwrap_or("newest")),
+            actor: None,
+            pin_reason: pin.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_release_that_failed_here_starts_again_only_under_a_new_pin() {
+        let cases = [
+            (
+                "a release that never failed here starts",
+                None,
+                vec![],
+                true,
+            ),
+            (
+                "a release that failed here does not start by itself",
+                None,
+                vec![failed("shop-2", None)],
+                false,
+            ),
+            (
+                "a pin of a release that failed here starts it",
+                Some("INC-7 retry"),
+                vec![failed("shop-2", None)],
+                true,
+            ),
+            (
+                "the pin it failed under does not start it again",
+                Some("INC-7 retry"),
+                vec![
+                    failed("shop-2", None),
+                    failed("shop-2", Some("INC-7 retry")),
+                ],
+                false,
+            ),
+            (
+                "a pin whose reason begins like the failed pin's is another pin",
+                Some("INC-7"),
+                vec![
+                    failed("shop-2", None),
+                    failed("shop-2", Some("INC-7 retry")),
+                ],
+                true,
+            ),
+            (
+                "the same pin's failure of another release does not count",
+                Some("INC-7 retry"),
+                vec![
+                    failed("shop-2", None),
+                    failed("shop-3", Some("INC-7 retry")),
+                ],
+                true,
+            ),
+        ];
+        for (name, pin, history, starts) in cases {
+            let state = EnvironmentState {
+                name: "prod".into(),
+                current: Some("shop-1".into()),
+                rejected: vec!["shop-2".into()]
+                    .into_iter()
+                    .filter(|_| !history.is_empty())
+                    .collect(),
+                history,
+                ..EnvironmentState::default()
+            };
+            assert_eq!(
+                should_start(&state, &wanted("shop-2", pin)),
+                starts,
+                "{name}"
+            );
+        }
     }
 }

@@ -151,6 +151,7 @@ impl Work {
                     outcome: Outcome::InProgress,
                     reason: reason.clone(),
                     actor: Some(promotion::FERRY.to_owned()),
+                    pin_reason: None,
                 });
                 self.tell(
                     ROLLED_BACK,
