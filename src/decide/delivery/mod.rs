@@ -26,6 +26,12 @@
 //! was superseded) and `status` (phase, conditions, which Deployment runs what). [`plan`]
 //! decides one environment with them.
 //!
+//! [`pipeline`] is the decision the shell calls: every environment of an Application in
+//! pipeline order, with what failed upstream of each, turned into typed actions (apply and
+//! delete Deployments and Services, keep checks and verifications running, create and delete
+//! test pods, Events, metrics). `retain` says which workloads and test pods outlive a pass,
+//! `runs` names what runs beside a rollout (`RunKey`).
+//!
 //! Everything a rollout needs to carry on after a restart of the controller is in the
 //! environment's status (`Rollout`): its start (the deadline counts from it), its ready time
 //! (the window counts from it), the strategy and slot it started with. The time is an input,

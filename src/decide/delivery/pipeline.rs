@@ -208,7 +208,6 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             &releases,
         );
         let scope = (input.namespace, name, env);
-        let run_of = |rollout: &Rollout, what| RunKey::of(scope, rollout, what);
         let checks = figures(&stored, environment, input.runs, scope);
         let report = verification_report(input, &stored, environment, scope);
         let plan = plan(
@@ -246,20 +245,9 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             .as_ref()
             .filter(|_| plan.checks.is_some())
         {
-            for (i, check) in spec.health.http_checks.iter().enumerate() {
-                let key = run_of(rollout, Run::Check(i));
-                runs_kept.insert(key.clone());
-                let Ok(port) = workload::check_port(app, check) else {
-                    continue;
-                };
-                actions.push(Action::EnsureCheck {
-                    environment: env.to_owned(),
-                    key,
-                    port: u16::try_from(port).unwrap_or_default(),
-                    path: check.path.clone(),
-                    interval: check.interval.into(),
-                    timeout: check.timeout.into(),
-                });
+            for (key, check) in check_actions(app, environment, scope, rollout) {
+                runs_kept.insert(key);
+                actions.extend(check);
             }
         }
         if let Some(rollout) = plan
@@ -268,33 +256,13 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             .as_ref()
             .filter(|_| plan.verify.is_some())
         {
-            let key = run_of(rollout, Run::Verification);
+            let key = RunKey::of(scope, rollout, Run::Verification);
             runs_kept.insert(key.clone());
             keep.test_pods
                 .insert(test_pod_name(name, env, &key.to_string()));
             actions.extend(start_verification(input, &w, environment, rollout, key));
         }
-        for told in &plan.events {
-            actions.push(Action::Tell {
-                environment: env.to_owned(),
-                told: told.clone(),
-            });
-        }
-        for finished in &plan.finished {
-            actions.push(Action::CountFinished {
-                environment: env.to_owned(),
-                finished: finished.clone(),
-            });
-            if finished.kind == HistoryKind::Rollout && finished.healthy {
-                actions.extend(lead_time(env, &finished.release, input.releases, now));
-            }
-        }
-        if let Some(kind) = plan.started {
-            actions.push(Action::CountStarted {
-                environment: env.to_owned(),
-                kind,
-            });
-        }
+        actions.extend(told_and_counted(env, &plan, input.releases, now));
         failed.record(env, failed_upstream, &plan.state.rejected);
         requeue = [requeue, plan.requeue_after].into_iter().flatten().min();
         match states.iter_mut().find(|e| e.name == env) {
@@ -309,35 +277,84 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
     for pod in retain::test_pods(input.test_pods, &listed, &keep) {
         actions.push(Action::DeleteTestPod { name: pod });
     }
-    let deleted: Vec<(String, String)> = actions
+    // A Deployment an environment deleted already (a slot it no longer runs) is not deleted
+    // twice.
+    let deleted: Vec<Action> = actions
         .iter()
-        .filter_map(|a| match a {
-            Action::DeleteDeployment { namespace, name } => Some((namespace.clone(), name.clone())),
-            _ => None,
-        })
+        .filter(|a| matches!(a, Action::DeleteDeployment { .. }))
+        .cloned()
         .collect();
     for child in retain::workloads(input.children, &keep) {
-        actions.push(match child.kind {
-            retain::Kind::Deployment
-                if deleted.contains(&(child.namespace.clone(), child.name.clone())) =>
-            {
-                continue;
-            }
-            retain::Kind::Deployment => Action::DeleteDeployment {
-                namespace: child.namespace,
-                name: child.name,
-            },
-            retain::Kind::Service => Action::DeleteService {
-                namespace: child.namespace,
-                name: child.name,
-            },
-        });
+        let (namespace, name) = (child.namespace, child.name);
+        let delete = match child.kind {
+            retain::Kind::Deployment => Action::DeleteDeployment { namespace, name },
+            retain::Kind::Service => Action::DeleteService { namespace, name },
+        };
+        if !deleted.contains(&delete) {
+            actions.push(delete);
+        }
     }
     Decision {
         status: states,
         actions,
         requeue_after: requeue,
     }
+}
+
+/// The HTTP checks of `rollout` (one run key each) and the action that keeps each running; a
+/// check whose port names no port of the Application has no action.
+fn check_actions(
+    app: &Application,
+    environment: &Environment,
+    scope: (&str, &str, &str),
+    rollout: &Rollout,
+) -> Vec<(RunKey, Option<Action>)> {
+    let checks = environment.spec.health.http_checks.iter().enumerate();
+    checks
+        .map(|(i, check)| {
+            let key = RunKey::of(scope, rollout, Run::Check(i));
+            let action = workload::check_port(app, check)
+                .ok()
+                .map(|port| Action::EnsureCheck {
+                    environment: scope.2.to_owned(),
+                    key: key.clone(),
+                    port: u16::try_from(port).unwrap_or_default(),
+                    path: check.path.clone(),
+                    interval: check.interval.into(),
+                    timeout: check.timeout.into(),
+                });
+            (key, action)
+        })
+        .collect()
+}
+
+/// The plan's Events, and its metrics: rollouts finished (with the lead time of a release
+/// that became healthy) and started.
+fn told_and_counted(env: &str, plan: &Plan, releases: &[ReleaseFacts], now: &Time) -> Vec<Action> {
+    let mut actions: Vec<Action> = plan
+        .events
+        .iter()
+        .map(|told| Action::Tell {
+            environment: env.to_owned(),
+            told: told.clone(),
+        })
+        .collect();
+    for finished in &plan.finished {
+        actions.push(Action::CountFinished {
+            environment: env.to_owned(),
+            finished: finished.clone(),
+        });
+        if finished.kind == HistoryKind::Rollout && finished.healthy {
+            actions.extend(lead_time(env, &finished.release, releases, now));
+        }
+    }
+    if let Some(kind) = plan.started {
+        actions.push(Action::CountStarted {
+            environment: env.to_owned(),
+            kind,
+        });
+    }
+    actions
 }
 
 /// The releases that failed in each environment decided so far or upstream of it.
