@@ -8,7 +8,7 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint chart unit integration test-registry registry-tools bench-publish crds demo demo-down demo-apiserver demo-apiserver-down
+.PHONY: all build test lint shellcheck chart unit integration test-registry registry-tools bench-publish crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
@@ -19,9 +19,17 @@ build:
 ## a real API server, end to end on a real single-node cluster (needs root).
 test: lint chart unit integration test-e2e
 
-lint:
+## lint: shellcheck over the e2e scripts, then rustfmt and clippy with warnings as errors.
+lint: shellcheck
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## shellcheck: every e2e/**/*.sh (new ones too) at severity warning, following `source`
+## (.shellcheckrc); Debian's shellcheck is installed when missing (root installs it).
+shellcheck:
+	@command -v shellcheck > /dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck > /dev/null; }
+	find e2e -type f -name '*.sh' -print0 | sort -z | xargs -0 shellcheck -x -S warning
 
 ## chart: helm (built from its Go module, cached by version) lints the chart with warnings as
 ## errors, with default values and with the values that render tenant RoleBindings; then

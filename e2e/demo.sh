@@ -55,6 +55,8 @@ main() {
 
   chapter "Bringing up a real single-node cluster (kubelet, containerd, registry, git server)"
   "$here/cluster/up.sh" >>"$FERRY_LOG" 2>&1
+  # Written by cluster-up at run time; nothing for shellcheck to follow.
+  # shellcheck source=/dev/null
   source "$E2E_DIR/env"
   show kubectl get nodes -o wide
 

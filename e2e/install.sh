@@ -16,7 +16,7 @@
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over;
 #   6. builds (e2e/builds.sh): pushed commits become BuildJobs, images and Releases, failures
 #      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them);
-#   6b. rollouts (e2e/rollouts.sh): hand-made Releases of the test server roll out, good ones
+#   6b. rollouts (tests/e2e/rollouts.rs, in Rust): hand-made Releases of the test server roll out, good ones
 #      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
 #      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them);
 #   6c. promotion (e2e/promotion.sh): pushed commits flow dev → staging → prod, prod waits for
@@ -259,9 +259,9 @@ main() {
     step "pushed commits become verified images and Releases (e2e/builds.sh)" "$here/builds.sh"
   fi
   if [ "${FERRY_E2E_SKIP_ROLLOUTS:-0}" = 1 ]; then
-    echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (e2e/rollouts.sh) are skipped"
+    echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (tests/e2e/rollouts.rs) are skipped"
   else
-    step "Releases roll out, failing ones are rolled back without a failed request (e2e/rollouts.sh)" "$here/rollouts.sh"
+    step "Releases roll out, failing ones are rolled back without a failed request (tests/e2e/rollouts.rs)" e2e_scenarios rollouts
   fi
   if [ "${FERRY_E2E_SKIP_PROMOTION:-0}" = 1 ]; then
     echo "FERRY_E2E_SKIP_PROMOTION=1: the promotion scenarios (e2e/promotion.sh) are skipped"

@@ -29,9 +29,9 @@ procs=$(
       case "$cmd" in *"$o"*) echo "$pid $cmd"; break ;; esac
     done
   done
-  for f in $(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null); do
+  while IFS= read -r f; do
     sed "s|\$| (in $(dirname "$f"))|" "$f"
-  done
+  done < <(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null)
 )
 check processes "$procs"
 check mounts "$(findmnt -rn -o TARGET,FSTYPE | grep -e "$E2E_DIR" -e "/run/netns/$NETNS" || true)"
@@ -43,6 +43,13 @@ check routes "$(ip route show table all | grep -E "$net_re" || true)"
 rules=$( { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } |
   grep -E "KUBE-|CNI-|$SEAL_CHAIN|$HOST_IF|$net_re|$CNI_NET_NAME" || true)
 check "iptables rules" "$rules"
-check "CNI result files" "$(ls /var/lib/cni/results 2>/dev/null | grep -e "^$CNI_NET_NAME-" || true)"
+# The names of our network's CNI result files (a glob, not ls | grep).
+cni_results() {
+  local f
+  for f in /var/lib/cni/results/"$CNI_NET_NAME"-*; do
+    if [ -e "$f" ] || [ -L "$f" ]; then echo "${f##*/}"; fi
+  done
+}
+check "CNI result files" "$(cni_results)"
 check cgroups "$(find /sys/fs/cgroup/*/ -maxdepth 1 -name 'kubepods*' 2>/dev/null || true)"
 exit $found

@@ -116,7 +116,9 @@ main() {
   # libcni keeps per-attachment results in /var/lib/cni/results whatever containerd is told:
   # those of our network, and the loopback ones of our sandboxes (by sandbox id).
   rm -f /var/lib/cni/results/"$CNI_NET_NAME"-*
-  for id in $(ls "$CTRD_DIR/root/io.containerd.grpc.v1.cri/sandboxes" 2>/dev/null); do
+  for sandbox in "$CTRD_DIR/root/io.containerd.grpc.v1.cri/sandboxes"/*; do
+    [ -e "$sandbox" ] || [ -L "$sandbox" ] || continue
+    id=${sandbox##*/}
     rm -f /var/lib/cni/results/*-"$id"-*
   done
   # Directories libcni and the shims create at fixed places; removed only when empty, so another

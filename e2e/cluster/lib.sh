@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings and helpers for the single-node e2e cluster (sourced, not run).
 #
 # The whole cluster runs inside one network namespace, $NETNS, that the harness creates. Its only
@@ -10,6 +11,9 @@
 # (nsenter --net), not a private mount namespace as `ip netns exec` would give them, because
 # kubelet and containerd must see each other's mounts.
 
+# Most settings below are read only by the scripts that source this file, which shellcheck
+# cannot see when it checks this file alone.
+# shellcheck disable=SC2034
 FERRY_CACHE=${FERRY_CACHE:-$HOME/.cache/ferry}
 E2E_DIR=${FERRY_E2E_DIR:-/var/lib/ferry-e2e}
 K8S_VERSION=${K8S_VERSION:-v1.34.4}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers to make container images without Docker (sourced, not run).
 #
 # An image here is a root filesystem directory turned into one gzip layer, written as an OCI

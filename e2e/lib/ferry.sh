@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by e2e/install.sh and e2e/demo.sh: build Ferry's static binary and image, install it
 # into the cluster with one `kubectl apply` or with `helm install`, grant it a tenant namespace.
 # Expects e2e/cluster/lib.sh to be sourced (for `kc`, `die`, $KUBECONFIG_ADMIN) and $root to be
@@ -12,6 +13,7 @@ static_ferry() {
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2
   fi
+  # shellcheck disable=SC2154 # $root is set by the sourcing script (see above)
   (cd "$root" && cargo build --release --locked --quiet --target x86_64-unknown-linux-musl >&2) \
     || { echo "building the static ferry binary failed" >&2; return 1; }
   local target_dir
@@ -44,6 +46,14 @@ ready_line() {
   want=$(kc -n "$1" get deployment "$2" -o jsonpath='{.spec.replicas}')
   echo "deployment $1/$2 Ready: ${ready:-0}/$want replicas"
   [ "${ready:-0}" = "$want" ]
+}
+
+# e2e_scenarios [SUITE|SUITE/SCENARIO...]: the end-to-end scenarios written in Rust
+# (tests/e2e), against this cluster and the Ferry installed in ferry-system.
+e2e_scenarios() {
+  (cd "$root" && FERRY_E2E_KUBECONFIG="$KUBECONFIG_ADMIN" FERRY_E2E_NODE_IP="$NODE_IP" \
+    FERRY_E2E_NETNS="$NETNS" FERRY_E2E_SYSTEM=ferry-system \
+    cargo test --locked --quiet --test e2e -- "$@")
 }
 
 # grant_tenant NAMESPACE [SERVICEACCOUNT-NAMESPACE:NAME [CLUSTERROLE]]: lets Ferry read the

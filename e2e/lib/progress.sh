@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # One line per slow step on the terminal, the step's own output in a log file (sourced, not run).
 #
 #   slow_step "building CoreDNS v1.12.4" build_coredns
@@ -53,6 +54,7 @@ slow_step() {
     printf 'done in %s\n' "$(duration $((SECONDS - start)))" >&"$fd"
     return 0
   fi
+  # shellcheck disable=SC2034 # read by the caller's exit handler (e.g. e2e/demo.sh)
   SLOW_STEP_SHOWED_LOG=1   # the caller's exit handler need not show the same lines again
   {
     printf 'FAILED after %s (exit %d). Last lines of the log:\n' "$(duration $((SECONDS - start)))" $rc

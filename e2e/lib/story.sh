@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The demo's story, told against whatever cluster `kubectl` points at with Ferry running in it.
 # Used by e2e/demo.sh (the real single-node cluster) and e2e/demo-apiserver.sh (API server only).
 # Expects $root (the repository root), `kubectl` on PATH, e2e/lib/ferry.sh sourced (`example`,
@@ -252,6 +253,7 @@ tell_promotion() {
   chapter "A new commit flows through dev and staging by itself; pinned prod shows it as its candidate"
   ip=$(kubectl -n ferry-system get service ferry-webhook -o jsonpath='{.spec.clusterIP}')
   echo "(the git server now announces pushes to Ferry's webhook, so the build starts at once)"
+  # shellcheck disable=SC2154 # $root is set by the sourcing script (see above)
   "$root/e2e/cluster/git-webhook.sh" shop "http://$ip:9443/webhooks/$ns/shop" demo-only-change-me
   work=$(mktemp -d)
   git clone --quiet "$GIT_URL/shop.git" "$work"

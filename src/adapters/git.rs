@@ -24,6 +24,11 @@ use gix::protocol::handshake::Ref;
 use gix::protocol::transport::client::TransportWithoutIO;
 use gix::protocol::transport::client::blocking_io::http;
 
+use crate::api::reasons::{
+    AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, GIT_PROTOCOL_ERROR, INVALID_REPOSITORY_URL,
+    NOT_A_GIT_REPOSITORY, REPOSITORY_UNREACHABLE, Reason,
+};
+
 /// How long one HTTP request of a ref listing may take, connection included.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting to the server may take.
@@ -123,17 +128,29 @@ pub enum GitError {
 }
 
 impl GitError {
-    /// A stable PascalCase name for condition reasons, Events and metric labels.
+    /// The reason an Application's `Ready` condition gives when its branch cannot be read.
+    /// A branch look-up neither checks out nor asks for one commit, so the errors of the fetch
+    /// step share the reason of an unexpected answer.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::Unreachable { .. } => REPOSITORY_UNREACHABLE,
+            Self::AuthenticationRefused { .. } => AUTHENTICATION_REFUSED,
+            Self::NotARepository { .. } => NOT_A_GIT_REPOSITORY,
+            Self::BranchNotFound { .. } => BRANCH_NOT_FOUND,
+            Self::InvalidUrl { .. } => INVALID_REPOSITORY_URL,
+            Self::Protocol { .. } | Self::CommitNotFound { .. } | Self::Checkout { .. } => {
+                GIT_PROTOCOL_ERROR
+            }
+        }
+    }
+
+    /// A stable PascalCase name for metric labels and the fetch step's message: the reason's
+    /// name, or a finer one for the fetch step's own failures.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Unreachable { .. } => "RepositoryUnreachable",
-            Self::AuthenticationRefused { .. } => "AuthenticationRefused",
-            Self::NotARepository { .. } => "NotAGitRepository",
-            Self::BranchNotFound { .. } => "BranchNotFound",
             Self::CommitNotFound { .. } => "CommitNotFound",
-            Self::InvalidUrl { .. } => "InvalidRepositoryUrl",
-            Self::Protocol { .. } => "GitProtocolError",
             Self::Checkout { .. } => "CheckoutFailed",
+            _ => self.reason().name,
         }
     }
 
@@ -684,7 +701,53 @@ mod tests {
             "/srv/r.git",
         ] {
             let error = parse_http_url(url).unwrap_err();
+            assert_eq!(error.reason(), INVALID_REPOSITORY_URL, "{url}");
             assert_eq!(error.category(), "InvalidRepositoryUrl", "{url}");
+        }
+    }
+
+    /// The Application controller writes an error's reason into the Application's `Ready`
+    /// condition as it is; it must be one listed for Applications.
+    #[test]
+    fn every_error_gives_an_application_reason() {
+        let (url, cause) = ("http://h/r.git".to_owned(), "x".to_owned());
+        let errors = [
+            GitError::Unreachable {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            GitError::AuthenticationRefused {
+                url: url.clone(),
+                had_credentials: true,
+            },
+            GitError::NotARepository {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            GitError::BranchNotFound {
+                url: url.clone(),
+                branch: "main".into(),
+            },
+            GitError::CommitNotFound {
+                url: url.clone(),
+                commit: "abc".into(),
+            },
+            GitError::InvalidUrl {
+                url: url.clone(),
+                reason: cause.clone(),
+            },
+            GitError::Protocol {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            GitError::Checkout {
+                commit: "abc".into(),
+                dest: "/w".into(),
+                cause,
+            },
+        ];
+        for error in errors {
+            assert!(error.reason().kinds.contains(&"Application"), "{error:?}");
         }
     }
 

@@ -1,5 +1,5 @@
-//! Condition types, reasons and the one place that merges a freshly decided set of conditions
-//! into the existing ones.
+//! Every condition type Ferry writes, and the one place that merges a freshly decided set of
+//! conditions into the existing ones.
 //!
 //! Ferry follows kstatus (kubernetes-sigs/cli-utils): every object carries `Ready`, and
 //! `Reconciling` or `Stalled` are present and `True` only while something is abnormal, so
@@ -9,10 +9,20 @@
 
 use super::{Condition, Time};
 
+// kstatus, on every kind.
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+
+// BuildJob.
 pub const SUCCEEDED: &str = "Succeeded";
+
+// Each of an Application's environments (`status.environments[].conditions`). The last two
+// are spelt like the reasons `RolledBack` and `AwaitingApproval`, hence the suffix.
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const ROLLED_BACK_CONDITION: &str = "RolledBack";
+pub const AWAITING_APPROVAL_CONDITION: &str = "AwaitingApproval";
 
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";

@@ -18,10 +18,6 @@ use super::{Condition, Duration};
 /// Environment names are at most this long; see `application::MAX_NAME_LENGTH`.
 pub const MAX_NAME_LENGTH: usize = 20;
 
-/// The annotation on a target namespace that lists the namespaces allowed to deploy into it,
-/// comma-separated. Only the annotation counts, not a label of the same key.
-pub const CONSENT_ANNOTATION: &str = "ferry.dev/allow-deploy-from";
-
 /// A stage of the delivery pipeline.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

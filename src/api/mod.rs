@@ -16,6 +16,8 @@ pub mod buildjob;
 pub mod conditions;
 pub mod descriptions;
 pub mod environment;
+pub mod labels;
+pub mod managers;
 pub mod reasons;
 pub mod reference;
 pub mod release;
@@ -38,16 +40,6 @@ use kube::CustomResourceExt;
 
 /// The API group of every Ferry kind.
 pub const GROUP: &str = "ferry.dev";
-
-/// The field manager Ferry uses for every server-side apply.
-pub const FIELD_MANAGER: &str = "ferry";
-
-/// The label naming the Application an object Ferry makes belongs to.
-pub const APPLICATION_LABEL: &str = "ferry.dev/application";
-
-/// The recommended label that marks the objects Ferry manages, and its value.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "ferry";
 
 /// The owner reference that makes `owner` the controller of an object Ferry creates, so that
 /// deleting the owner deletes it; `None` for an owner not stored yet (no UID).

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::Stream;
-use kube::api::PostParams;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -14,15 +13,17 @@ use tracing::instrument;
 use super::delivery;
 use super::environment::target_namespace;
 use super::error::succeeded;
+use super::events::readable;
 use super::relations::related;
 use super::release::{newest, releases_of};
 use super::sources::{Looked, SourceKey};
-use super::status::{self, readable};
+use super::status;
 use super::{Context, Error, Guarded, next_action};
 use crate::adapters::git::Credentials;
 use crate::api::BuildJob;
 use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
+use crate::api::managers::FieldManager;
 use crate::api::{Application, Environment, Release, Secret};
 use crate::decide::application::{
     self as decide, Action as Act, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
@@ -233,7 +234,7 @@ async fn create_buildjob(context: &Context, app: &Application, commit: &str) -> 
     let name = job.name_any();
     match context
         .api::<BuildJob>(&namespace)
-        .create(&PostParams::default(), &job)
+        .create(&FieldManager::Application.create(), &job)
         .await
     {
         Ok(_) => {

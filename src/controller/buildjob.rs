@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -19,12 +18,14 @@ use tracing::instrument;
 
 use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
+use super::events::readable;
 use super::relations::related;
 use super::release::{application_exists, newest, releases_of};
-use super::status::{self, Written, readable};
+use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;
+use crate::api::managers::FieldManager;
 use crate::api::reasons::{BUILD_FAILED, Reason};
 use crate::api::{Application, BuildJob, BuildJobStatus, Release, Time};
 use crate::build::fetch::Report;
@@ -194,7 +195,7 @@ async fn create_pod(
         return Ok(());
     };
     let api = context.api::<Pod>(namespace);
-    match api.create(&PostParams::default(), &pod).await {
+    match api.create(&FieldManager::BuildJob.create(), &pod).await {
         Ok(_) => {
             tracing::info!("build pod created");
             Ok(())
@@ -281,7 +282,7 @@ async fn create_release(
     };
     let name = release.name_any();
     let api = context.api::<Release>(&namespace);
-    match api.create(&PostParams::default(), &release).await {
+    match api.create(&FieldManager::BuildJob.create(), &release).await {
         Ok(_) => {
             tracing::info!(release = %name, "release created");
             let seen = job.metadata.creation_timestamp.as_ref().map(|t| t.0);

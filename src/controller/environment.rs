@@ -12,8 +12,9 @@ use kube::{Api, ResourceExt};
 use tracing::instrument;
 
 use super::error::succeeded;
+use super::events::readable;
 use super::relations::related;
-use super::status::{self, readable};
+use super::status;
 use super::{Context, Error, Guarded, next_action};
 use crate::api::{Environment, Namespace};
 use crate::decide::environment::{self as decide, Observed, TargetNamespace, upstream_of};

@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
-use super::status::publish;
+use super::events::publish;
 use crate::api::reasons::{
     self, ACTION_FAILED, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, TAG_LOOKUP_FAILED,
     WRITE_STATUS_FAILED,

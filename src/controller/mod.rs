@@ -6,7 +6,9 @@
 //!
 //! - `run.rs`: starting the caches and controllers, leadership, shutdown;
 //! - `error.rs`: the error type, its categories, the error policy and per-object backoff;
-//! - `status.rs`: status writes (who owns what) and the one Event builder;
+//! - `status.rs`: status writes (who owns what);
+//! - `managers.rs`: applies under each controller's own field manager;
+//! - `events.rs`: the one Event builder, used by status writes, the error policy and delivery;
 //! - `relations.rs`: how a change to one object reaches the objects it concerns;
 //! - `cache.rs`: the shared caches, one per kind;
 //! - `leader.rs`: the Lease.
@@ -20,7 +22,9 @@ mod cache;
 mod delivery;
 mod environment;
 mod error;
+mod events;
 mod leader;
+mod managers;
 mod relations;
 mod release;
 mod run;

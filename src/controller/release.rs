@@ -9,8 +9,9 @@ use kube::runtime::controller::Action;
 use tracing::instrument;
 
 use super::error::succeeded;
+use super::events::readable;
 use super::relations::related;
-use super::status::{self, readable};
+use super::status;
 use super::{Context, Error, Guarded, next_action};
 use crate::api::{Application, Release};
 use crate::decide::release::{self as decide, Observed};

@@ -26,9 +26,7 @@ use super::{BuildSettings, Clock, Context, Settings, SystemClock};
 use super::{application, buildjob, environment, release};
 use crate::adapters::git::{GixRemote, RemoteRefs};
 use crate::adapters::webhook::{KubeWebhookKeys, PushedCommit};
-use crate::api::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::desired::build_pod::BUILDJOB_LABEL;
-use crate::desired::workload::ENVIRONMENT_LABEL;
+use crate::api::labels::{BUILDJOB_LABEL, ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::http::{Webhooks, serve_webhooks};
 use crate::telemetry::{self, Endpoints, Metrics};
 

@@ -99,7 +99,7 @@ impl Sources {
                 tracing::info!(error = %error, ?retry, "cannot read the branch head");
                 (
                     SourceHead::Failed {
-                        category: error.category(),
+                        reason: error.reason(),
                         message: error.to_string(),
                     },
                     retry,

@@ -14,23 +14,23 @@
 //! - is skipped when nothing Ferry manages changed: those other conditions are left out of
 //!   the comparison, so they cause no write on every pass.
 //!
-//! An Event is published when the `Ready` condition changes status or reason; its type comes
-//! from `decide::events`. Every Event Ferry publishes goes through [`publish`].
+//! An Event is published (through `events`) when the `Ready` condition changes status or
+//! reason; its type comes from `decide::events`.
 
 use std::fmt::Debug;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, Error, Guarded};
+use super::events::publish;
+use super::managers::release_legacy;
+use super::{Context, Error};
+use crate::api::Condition;
 use crate::api::conditions::{self, READY, STALLED};
-use crate::api::reasons::{INVALID_OBJECT, Severity};
-use crate::api::{Condition, FIELD_MANAGER};
-use crate::decide::events::{self, Announcement};
+use crate::api::managers::FieldManager;
+use crate::decide::events;
 
 /// What became of a status write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub enum Written {
 
 /// A status of a Ferry kind, with the condition types its reconciler writes.
 pub trait OwnedStatus: Serialize + PartialEq + Clone {
+    /// The field manager of the controller that writes it.
+    const MANAGER: FieldManager;
     /// The condition types the reconciler of this kind writes; others belong to someone else.
     const MANAGED_CONDITIONS: &'static [&'static str];
     fn conditions(&self) -> &[Condition];
@@ -93,12 +95,12 @@ where
     let result = api
         .patch_status(
             &object.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &S::MANAGER.apply(),
             &Patch::Apply(&patch),
         )
         .await;
     match result {
-        Ok(_) => {}
+        Ok(applied) => release_legacy(&api, &applied, true).await,
         Err(kube::Error::Api(status)) if status.code == 409 => {
             tracing::debug!("the object changed since it was read; deciding again");
             return Ok(Written::Stale);
@@ -116,66 +118,11 @@ where
     Ok(Written::Stored)
 }
 
-/// Publishes an Event about the object `regarding`. An Event that cannot be written is logged,
-/// not retried: Events are best effort, and the status already says the same.
-pub async fn publish(context: &Context, regarding: &ObjectReference, announcement: &Announcement) {
-    publish_about(context, regarding, None, "Reconcile", announcement).await;
-}
-
-/// Publishes an Event about `regarding` that concerns `related` too (a rollout's Release), with
-/// what Ferry did as its `action`. Events differing in either are never folded into one series.
-pub async fn publish_about(
-    context: &Context,
-    regarding: &ObjectReference,
-    related: Option<ObjectReference>,
-    action: &str,
-    announcement: &Announcement,
-) {
-    let event = Event {
-        type_: match announcement.severity {
-            Severity::Normal => EventType::Normal,
-            Severity::Warning => EventType::Warning,
-        },
-        reason: announcement.reason.clone(),
-        note: Some(conditions::truncate(&announcement.note, 1024)),
-        action: action.into(),
-        secondary: related,
-    };
-    if let Err(error) = context.recorder.publish(&event, regarding).await {
-        tracing::warn!(%error, "cannot publish an Event");
-    }
-}
-
-/// The object behind a guard, or `None` after reporting why it cannot be read: a Warning
-/// Event (the status cannot be written through a type the object does not fit) and a log line.
-pub async fn readable<'a, K>(object: &'a Guarded<K>, context: &Context) -> Option<&'a K>
-where
-    K: Resource<DynamicType = ()>,
-{
-    match &object.0 {
-        Ok(valid) => Some(valid),
-        Err(invalid) => {
-            let kind = K::kind(&());
-            let name = object.meta().name.clone().unwrap_or_default();
-            tracing::warn!(%kind, %name, error = %invalid, "cannot read the object");
-            let announcement = Announcement {
-                severity: INVALID_OBJECT.severity,
-                reason: INVALID_OBJECT.name.to_owned(),
-                note: format!(
-                    "Ferry cannot read this object ({invalid}); correct it to match `kubectl explain {}`",
-                    kind.to_lowercase()
-                ),
-            };
-            publish(context, &object.object_ref(&()), &announcement).await;
-            None
-        }
-    }
-}
-
 /// Implements [`OwnedStatus`] for a status type with a `conditions` field.
 macro_rules! owned_status {
-    ($($status:ty => [$($condition:expr),+];)+) => {$(
+    ($($status:ty => $manager:ident, [$($condition:expr),+];)+) => {$(
         impl OwnedStatus for $status {
+            const MANAGER: FieldManager = FieldManager::$manager;
             const MANAGED_CONDITIONS: &'static [&'static str] = &[$($condition),+];
             fn conditions(&self) -> &[Condition] {
                 &self.conditions
@@ -188,8 +135,8 @@ macro_rules! owned_status {
 }
 
 owned_status! {
-    crate::api::ApplicationStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::EnvironmentStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::ReleaseStatus => [READY, conditions::RECONCILING, STALLED];
-    crate::api::BuildJobStatus => [READY, conditions::RECONCILING, STALLED, conditions::SUCCEEDED];
+    crate::api::ApplicationStatus => Application, [READY, conditions::RECONCILING, STALLED];
+    crate::api::EnvironmentStatus => Environment, [READY, conditions::RECONCILING, STALLED];
+    crate::api::ReleaseStatus => Release, [READY, conditions::RECONCILING, STALLED];
+    crate::api::BuildJobStatus => BuildJob, [READY, conditions::RECONCILING, STALLED, conditions::SUCCEEDED];
 }

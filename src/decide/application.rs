@@ -13,9 +13,9 @@ use super::{Blocker, Decision, Readiness, join_names, readiness, whole_seconds};
 use crate::api::application::{EnvironmentState, Phase};
 use crate::api::conditions::{self, TRUE};
 use crate::api::reasons::{
-    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, GIT_PROTOCOL_ERROR, INVALID_OBJECT,
-    INVALID_RUN_SPEC, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY,
-    Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
+    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, INVALID_RUN_SPEC,
+    PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, Reason, UPSTREAM_CYCLE,
+    UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
 };
 use crate::api::{Application, ApplicationStatus, Condition, Time};
 
@@ -24,11 +24,8 @@ use crate::api::{Application, ApplicationStatus, Condition, Time};
 pub enum SourceHead {
     /// The branch's head commit and the tags pointing at it.
     Commit { commit: String, tags: Vec<String> },
-    /// The branch could not be read: the error's category (`GitError::category`) and message.
-    Failed {
-        category: &'static str,
-        message: String,
-    },
+    /// The branch could not be read: the error's reason (`GitError::reason`) and message.
+    Failed { reason: Reason, message: String },
 }
 
 /// What the shell does for an Application besides writing its status.
@@ -112,16 +109,13 @@ pub struct Observed<'a> {
     pub invalid_run: Option<(String, String)>,
 }
 
-/// The branch could not be read: the reason its error category names.
+/// The branch could not be read: the reason the git adapter gave.
 fn source_blocker(source: Option<&SourceHead>) -> Option<Blocker> {
-    let SourceHead::Failed { category, message } = source? else {
+    let SourceHead::Failed { reason, message } = source? else {
         return None;
     };
-    let reason = Reason::named(category)
-        .filter(|r| r.kinds.contains(&"Application"))
-        .unwrap_or(GIT_PROTOCOL_ERROR);
     Some(Blocker::new(
-        reason,
+        *reason,
         format!("{message}; Ferry looks again with backoff"),
     ))
 }
@@ -468,6 +462,7 @@ pub fn summary(application: &str, environments: &[EnvironmentState]) -> Option<S
 mod tests {
     use super::*;
     use crate::api::conditions::{READY, RECONCILING, STALLED, find, is_true};
+    use crate::api::reasons::REPOSITORY_UNREACHABLE;
 
     /// An Application as a user would write it.
     fn app(yaml: &str) -> Application {
@@ -803,7 +798,7 @@ spec:
         let app = app(SHOP);
         let releases = BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]);
         let unreadable = SourceHead::Failed {
-            category: "RepositoryUnreachable",
+            reason: REPOSITORY_UNREACHABLE,
             message: "connection refused".to_owned(),
         };
         let delivers = |envs: &BTreeMap<String, EnvironmentFacts>,
@@ -954,7 +949,7 @@ spec:
         assert!(decide(&shop, &head, &none, &released).actions.is_empty());
 
         let unreachable = SourceHead::Failed {
-            category: "RepositoryUnreachable",
+            reason: REPOSITORY_UNREACHABLE,
             message: "repository http://git.local/shop.git is unreachable: connection refused"
                 .into(),
         };
@@ -969,16 +964,6 @@ spec:
             ready.message.contains("connection refused"),
             "{}",
             ready.message
-        );
-        // A category Ferry has no Application reason for still gives a reason.
-        let odd = SourceHead::Failed {
-            category: "CheckoutFailed",
-            message: "odd".into(),
-        };
-        let odd = decide(&shop, &odd, &none, &none);
-        assert_eq!(
-            find(&odd.status.conditions, READY).unwrap().reason,
-            "GitProtocolError"
         );
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::conditions;
-use crate::api::environment::CONSENT_ANNOTATION;
+use crate::api::labels::CONSENT_ANNOTATION;
 use crate::api::reasons::{
     READY, TARGET_NAMESPACE_NOT_CONSENTING, UPSTREAM_CYCLE, UPSTREAM_NOT_FOUND,
 };

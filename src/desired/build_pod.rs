@@ -23,7 +23,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{restricted, restricted_pod};
-use crate::api::{APPLICATION_LABEL, BuildJob, MANAGED_BY, MANAGED_BY_LABEL, controlled_by};
+use crate::api::labels::{
+    APPLICATION_LABEL, BUILD_COMPONENT, BUILDJOB_LABEL, COMPONENT_LABEL, MANAGED_BY,
+    MANAGED_BY_LABEL,
+};
+use crate::api::{BuildJob, controlled_by};
 use crate::decide::build::naming::short_commit;
 
 /// The user and group every step runs as.
@@ -36,8 +40,6 @@ pub const GIT_CREDENTIALS: &str = "/var/run/ferry/git";
 pub const PUSH_CREDENTIALS: &str = "/var/run/ferry/push";
 /// Where the publish step finds the build's output directory.
 pub const PUBLISH_INPUT: &str = "/var/run/ferry/output";
-/// The label naming the BuildJob a pod builds.
-pub const BUILDJOB_LABEL: &str = "ferry.dev/buildjob";
 
 /// What the build pod needs besides the BuildJob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
     let spec = &job.spec;
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-        ("app.kubernetes.io/component".to_owned(), "build".to_owned()),
+        (COMPONENT_LABEL.to_owned(), BUILD_COMPONENT.to_owned()),
         (BUILDJOB_LABEL.to_owned(), name.clone()),
         (APPLICATION_LABEL.to_owned(), spec.application.clone()),
     ]);

@@ -29,14 +29,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use super::workload::{APP_USER, NAME_LABEL, RELEASE_ANNOTATION, child_labels};
+use super::workload::{APP_USER, child_labels};
 use super::{restricted, restricted_pod};
 use crate::api::conditions::truncate;
+use crate::api::labels::{NAME_LABEL, RELEASE_ANNOTATION, VERIFICATION_LABEL};
 use crate::api::{Application, controlled_by};
 use crate::decide::build::progress::tail_of;
 
-/// The label marking a test pod, with the value `"true"`.
-pub const VERIFICATION_LABEL: &str = "ferry.dev/verification";
 /// The test pod's only container.
 pub const TEST_CONTAINER: &str = "verify";
 /// The environment variable holding the Service's URL; `$(SERVICE_URL)` in the command is
@@ -319,9 +318,8 @@ mod tests {
     use super::*;
     use crate::api::application::EnvironmentEntry;
     use crate::api::environment::StrategyType;
-    use crate::desired::workload::{
-        APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, Workload, service,
-    };
+    use crate::api::labels::{APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL};
+    use crate::desired::workload::{Workload, service};
 
     fn app(name: &str) -> Application {
         let mut app: Application = serde_yaml::from_str(&format!(

@@ -34,17 +34,11 @@ use sha2::{Digest, Sha256};
 
 use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, ServiceType, Slot};
 use crate::api::environment::{HealthPolicy, HttpCheck, StrategyType, Verification};
-use crate::api::{APPLICATION_LABEL, Application, Environment, MANAGED_BY, MANAGED_BY_LABEL};
-
-pub const ENVIRONMENT_LABEL: &str = "ferry.dev/environment";
-/// The release a Deployment or pod runs: the name itself when it is a valid label value, else
-/// a shortened name with a hash of the full one (`release_label_value`).
-pub const RELEASE_LABEL: &str = "ferry.dev/release";
-/// The release a Deployment or pod runs, always the full name.
-pub const RELEASE_ANNOTATION: &str = "ferry.dev/release";
-pub const SLOT_LABEL: &str = "ferry.dev/slot";
-pub const APPLICATION_NAMESPACE_LABEL: &str = "ferry.dev/application-namespace";
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+use crate::api::labels::{
+    APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, MANAGED_BY,
+    MANAGED_BY_LABEL, NAME_LABEL, RELEASE_ANNOTATION, RELEASE_LABEL, SLOT_LABEL,
+};
+use crate::api::{Application, Environment};
 /// The container's name in every workload pod.
 pub const CONTAINER: &str = "app";
 /// The user and group workload pods run as by default (restricted PSS).
@@ -128,7 +122,7 @@ pub fn replicas(w: &Workload) -> i32 {
 
 /// Labels on every child of (application namespace, application, environment): what the controller's
 /// watches select by and what cleanup lists by. Includes managed-by=ferry, NAME_LABEL=app,
-/// crate::api::APPLICATION_LABEL=app, APPLICATION_NAMESPACE_LABEL=app ns, ENVIRONMENT_LABEL=env.
+/// APPLICATION_LABEL=app, APPLICATION_NAMESPACE_LABEL=app ns, ENVIRONMENT_LABEL=env.
 pub fn child_labels(app_namespace: &str, app: &str, environment: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),

@@ -550,7 +550,7 @@ async fn a_status_apply_from_a_stale_read_is_refused() {
         let refused = apps
             .patch_status(
                 "shop",
-                &PatchParams::apply(ferry::api::FIELD_MANAGER).force(),
+                &ferry::api::managers::FieldManager::Application.apply(),
                 &Patch::Apply(&stale),
             )
             .await;
@@ -558,6 +558,58 @@ async fn a_status_apply_from_a_stale_read_is_refused() {
             Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
             other => panic!("a stale apply was not refused: {other:?}"),
         }
+    })
+    .await;
+}
+
+/// Guards the move from the single field manager `ferry` to one per controller
+/// (`controller::managers`): a status an older Ferry applied as `ferry` loses what the new
+/// manager no longer writes (here a `Stalled` condition, gone once the Application is
+/// healthy), and `ferry` owns nothing of it afterwards. Without the move, `ferry` would keep
+/// owning `Stalled=True` and nobody would ever remove it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_the_single_field_manager_drops_what_ferry_no_longer_writes() {
+    with_temp_ns("upgrade", |ns| async move {
+        ns.create_object(dev()).await;
+        ns.create_object(prod_manual()).await;
+        ns.create_object(shop()).await;
+        let written_before = |type_: &str| {
+            serde_json::json!({
+                "type": type_,
+                "status": "True",
+                "reason": "EnvironmentNotFound",
+                "message": "as an older Ferry wrote it",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            })
+        };
+        let old = serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "Application",
+            "status": {"conditions": [written_before(READY), written_before(STALLED)]},
+        });
+        ns.api::<Application>()
+            .patch_status(
+                "shop",
+                &PatchParams::apply(ferry::api::managers::LEGACY).force(),
+                &Patch::Apply(&old),
+            )
+            .await
+            .expect("the status an older Ferry wrote");
+        let controller = RunningController::start(&ns.client, &ns.name);
+        let app = ns
+            .wait_for::<Application>("shop", "Ready, and Stalled gone", |a| {
+                let conditions = a.status.as_ref().map(|s| s.conditions.as_slice());
+                is_ready(conditions) && conditions.is_some_and(|c| condition(c, STALLED).is_none())
+            })
+            .await;
+        let managers: Vec<&str> = app
+            .managed_fields()
+            .iter()
+            .filter_map(|e| e.manager.as_deref())
+            .collect();
+        assert!(!managers.contains(&"ferry"), "{managers:?}");
+        assert!(managers.contains(&"ferry-application"), "{managers:?}");
+        controller.stop().await;
     })
     .await;
 }

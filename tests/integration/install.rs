@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{RunningController, TestNamespace, WAIT, client_as};
 use ferry::api::conditions::{self, READY, STALLED};
 use ferry::api::reasons::SECRETS_NOT_GRANTED;
-use ferry::api::{Application, Environment, FIELD_MANAGER};
+use ferry::api::{Application, Environment};
 
 #[path = "../support/helm.rs"]
 mod helm;
@@ -58,7 +58,8 @@ async fn apply_object(
         ),
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
-    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    // As `kubectl apply --server-side` installs them.
+    let mut params = PatchParams::apply("kubectl").force();
     if dry_run {
         params = params.dry_run();
     }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ferry::adapters::git::GixRemote;
-use ferry::api::{CustomResourceDefinition, FIELD_MANAGER, Namespace};
+use ferry::api::{CustomResourceDefinition, Namespace};
 use ferry::controller::{BuildSettings, SystemClock, Wiring, pushes, run_controllers, wait_for};
 use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt};
@@ -92,7 +92,8 @@ async fn install_crds(client: Client) {
         let name = crd.name_any();
         api.patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            // As `kubectl apply --server-side` installs them.
+            &PatchParams::apply("kubectl").force(),
             &Patch::Apply(&crd),
         )
         .await

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::prune::delete;
@@ -16,15 +15,18 @@ use super::{Context, Error};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::Get as Request;
 use crate::api::application::HistoryKind;
-use crate::api::{Application, FIELD_MANAGER, Release};
-use crate::controller::status::publish_about;
+use crate::api::labels::RELEASE_LABEL;
+use crate::api::managers::FieldManager;
+use crate::api::{Application, Release};
+use crate::controller::events::publish_about;
+use crate::controller::managers;
 use crate::decide::delivery::pipeline::{Action, Get, Listed};
 use crate::decide::delivery::runs::RunKey;
 use crate::decide::delivery::verify::{TestPodRefused, test_pod_refused};
 use crate::decide::delivery::{Serving, Told};
 use crate::decide::events::Announcement;
 use crate::desired::verification::TestPod;
-use crate::desired::workload::{self, RELEASE_LABEL, Running, Workload, release_label_value};
+use crate::desired::workload::{self, Running, Workload, release_label_value};
 
 /// Runs `actions` for `app`; `environments` are those the actions were decided from.
 pub(super) async fn run(
@@ -58,9 +60,8 @@ pub(super) async fn run(
                         slot: *placement,
                     },
                 );
-                context
-                    .api::<Deployment>(target)
-                    .patch(name, &apply_params(), &Patch::Apply(&desired))
+                let deployments = context.api::<Deployment>(target);
+                managers::apply(&deployments, name, FieldManager::Application, &desired)
                     .await
                     .map_err(Error::act(format!("applying Deployment {target}/{name}")))?;
             }
@@ -156,10 +157,6 @@ pub(super) async fn run(
     Ok(())
 }
 
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
-}
-
 /// The workload of `app` in `environment` as decided, whose objects go in `target`.
 fn workload_of<'a>(
     app: &'a Application,
@@ -197,9 +194,8 @@ async fn apply_service(
         selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
     }
     let name = service.name_any();
-    let applied = context
-        .api::<Service>(w.namespace)
-        .patch(&name, &apply_params(), &Patch::Apply(&service))
+    let services = context.api::<Service>(w.namespace);
+    let applied = managers::apply(&services, &name, FieldManager::Application, &service)
         .await
         .map_err(Error::act(format!(
             "applying Service {}/{name}",
@@ -237,7 +233,7 @@ async fn start_test_pod(
     let name = pod.name_any();
     match context
         .api::<Pod>(namespace)
-        .create(&PostParams::default(), pod)
+        .create(&FieldManager::Application.create(), pod)
         .await
     {
         Ok(_) => Ok(()),

@@ -3,17 +3,18 @@
 //! outside Kubernetes (HTTP checks, verifications) stops with it.
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use serde_json::json;
 
 use super::prune::{delete_all, has_children};
 use super::{Context, Error};
 use crate::adapters::runs::Runs;
 use crate::api::Application;
+use crate::api::managers::FieldManager;
 use crate::decide::delivery::runs::RunKey;
 
 /// The finalizer that deletes an Application's workloads in other namespaces with it.
-pub const FINALIZER: &str = "ferry.dev/workloads";
+pub use crate::api::labels::WORKLOADS_FINALIZER as FINALIZER;
 
 /// Adds the finalizer to an Application that has environments, so its workloads in other
 /// namespaces are deleted with it.
@@ -64,7 +65,11 @@ async fn set_finalizers(
     });
     context
         .api::<Application>(&namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &name,
+            &FieldManager::Application.patch(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(Error::act(format!(
             "updating the finalizers of Application {namespace}/{name}"

@@ -31,9 +31,9 @@ use kube::Resource;
 pub use self::finalize::{ensure_finalizer, finalize};
 use super::{Context, Error};
 use crate::api::application::EnvironmentState;
+use crate::api::labels::{APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL};
 use crate::api::{Application, Release};
 use crate::decide::delivery;
-use crate::desired::workload::{APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL};
 
 /// The caches of the objects Ferry runs applications as, selected by Ferry's labels.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ fn belongs(object: &impl Resource, namespace: &str, app: &str, env: Option<&str>
     let labels = object.meta().labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     label(APPLICATION_NAMESPACE_LABEL) == Some(namespace)
-        && label(crate::api::APPLICATION_LABEL) == Some(app)
+        && label(APPLICATION_LABEL) == Some(app)
         && env.is_none_or(|e| label(ENVIRONMENT_LABEL) == Some(e))
 }
 
@@ -75,7 +75,7 @@ pub fn owner_of(
 ) -> Option<kube::runtime::reflector::ObjectRef<super::Guarded<Application>>> {
     let labels = object.meta().labels.as_ref()?;
     let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
-    let app = labels.get(crate::api::APPLICATION_LABEL)?;
+    let app = labels.get(APPLICATION_LABEL)?;
     Some(kube::runtime::reflector::ObjectRef::new(app).within(namespace))
 }
 

@@ -11,6 +11,7 @@ use super::{Context, children_of};
 use crate::adapters::runs::Progress;
 use crate::adapters::verification::Report;
 use crate::api::application::Slot;
+use crate::api::labels::{ENVIRONMENT_LABEL, RELEASE_ANNOTATION, SLOT_LABEL};
 use crate::api::{Application, Release, Time};
 use crate::controller::release::oldest_first;
 use crate::decide::delivery::VerificationReport;
@@ -19,7 +20,6 @@ use crate::decide::delivery::pipeline::{Listed, ReleaseFacts};
 use crate::decide::delivery::retain::{Child, Kind, TestPodFacts};
 use crate::decide::delivery::runs::{CheckCounts, RunKey, RunProgress, RunReport};
 use crate::desired::verification::{Outcome, is_test_pod};
-use crate::desired::workload::{ENVIRONMENT_LABEL, RELEASE_ANNOTATION, SLOT_LABEL};
 
 /// What delivery decides from, besides the Application and its stored status.
 pub(super) struct Observed {

@@ -10,10 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::naming::{buildjob_name, release_name};
 use super::version;
 use crate::api::buildjob::BuildSource;
-use crate::api::{
-    APPLICATION_LABEL, Application, BuildJob, BuildJobSpec, MANAGED_BY, MANAGED_BY_LABEL, Release,
-    ReleaseSpec, Time, controlled_by,
-};
+use crate::api::labels::{APPLICATION_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::api::{Application, BuildJob, BuildJobSpec, Release, ReleaseSpec, Time, controlled_by};
 
 fn owned_by(app: &Application) -> Option<ObjectMeta> {
     Some(ObjectMeta {

@@ -68,12 +68,6 @@ pub const HISTORY_LIMIT: usize = 20;
 /// Rejected releases remembered per environment.
 pub const REJECTED_LIMIT: usize = 20;
 
-/// The per-environment condition types.
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-pub const ROLLED_BACK_CONDITION: &str = "RolledBack";
-pub const AWAITING_APPROVAL_CONDITION: &str = "AwaitingApproval";
-
 /// How the Environment rolls out and judges.
 #[derive(Clone, Debug)]
 pub struct Policy<'a> {

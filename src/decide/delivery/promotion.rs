@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 use crate::api::application::{EnvironmentState, HistoryKind};
 use crate::api::environment::Approval;
+use crate::api::managers::is_ferrys;
 
 use super::Wanted;
 
@@ -85,12 +86,13 @@ pub fn owns_a_pin(entry: &ManagedFieldsEntry) -> bool {
 /// `spec.environments[name=env].pin` in the Application's managed fields (the latest, if
 /// several share it). That is what the API server records of every writer (`kubectl`,
 /// `kubectl-client-side-apply`, a GitOps controller's name); the requesting user is only known
-/// to admission.
+/// to admission. Ferry's own managers are never taken for the writer: Ferry writes no pins.
 pub fn pin_writer(managed: &[ManagedFieldsEntry], env: &str) -> Option<String> {
     let owns_pin = |entry: &ManagedFieldsEntry| pinned_environments(entry).iter().any(|e| e == env);
+    let by_a_person = |entry: &ManagedFieldsEntry| !entry.manager.as_deref().is_some_and(is_ferrys);
     managed
         .iter()
-        .filter(|e| owns_pin(e))
+        .filter(|e| owns_pin(e) && by_a_person(e))
         .max_by_key(|e| e.time.as_ref().map(|t| t.0))
         .and_then(|e| e.manager.clone())
         .map(|m| m.chars().take(128).collect())
@@ -257,6 +259,31 @@ mod tests {
         );
         assert_eq!(pin_writer(&managed, "staging").as_deref(), Some("kubectl"));
         assert_eq!(pin_writer(&managed, "dev"), None);
+    }
+
+    #[test]
+    fn ferrys_own_managers_are_never_taken_for_the_pin_writer() {
+        let entry = |manager: &str, second: i64| ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some("Apply".to_owned()),
+            time: Some(crate::api::Time(
+                jiff::Timestamp::from_second(1_800_000_000 + second).unwrap_or_default(),
+            )),
+            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                serde_json::json!({"f:spec": {"f:environments": {
+                    "k:{\"name\":\"prod\"}": {"f:pin": {"f:release": {}}}}}}),
+            )),
+            ..ManagedFieldsEntry::default()
+        };
+        // A person pinned first; Ferry's managers, old and new, own the pin later (a shared
+        // apply, say): the person is still the writer.
+        let managed = vec![
+            entry("kubectl", 1),
+            entry("ferry", 5),
+            entry("ferry-application", 9),
+        ];
+        assert_eq!(pin_writer(&managed, "prod").as_deref(), Some("kubectl"));
+        assert_eq!(pin_writer(&managed[1..], "prod"), None);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::Serving;
 use super::health::Placement;
-use super::{AWAITING_APPROVAL_CONDITION, DEGRADED, PROGRESSING, ROLLED_BACK_CONDITION, Serving};
 use crate::api::application::{EnvironmentState, HistoryKind, Phase};
-use crate::api::conditions::{self, Desired};
+use crate::api::conditions::{
+    self, AWAITING_APPROVAL_CONDITION, DEGRADED, Desired, PROGRESSING, ROLLED_BACK_CONDITION,
+};
 use crate::api::environment::StrategyType;
 use crate::api::reasons::{
     AWAITING_APPROVAL, NO_RELEASE, ROLLED_BACK, ROLLOUT_STARTED, ROLLOUT_SUCCEEDED, STABILIZING,

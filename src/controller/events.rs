@@ -1,0 +1,71 @@
+//! Every Event Ferry publishes goes through this module: the `Ready` transitions that status
+//! writes announce (`status`), the first failure of a streak (`error`), rollouts (`delivery`)
+//! and objects Ferry cannot read.
+//!
+//! It depends on nothing else of the shell but [`Context`], so that the error policy and the
+//! status writer can both publish without depending on each other.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+
+use super::{Context, Guarded};
+use crate::api::conditions;
+use crate::api::reasons::{INVALID_OBJECT, Severity};
+use crate::decide::events::Announcement;
+
+/// Publishes an Event about the object `regarding`. An Event that cannot be written is logged,
+/// not retried: Events are best effort, and the status already says the same.
+pub async fn publish(context: &Context, regarding: &ObjectReference, announcement: &Announcement) {
+    publish_about(context, regarding, None, "Reconcile", announcement).await;
+}
+
+/// Publishes an Event about `regarding` that concerns `related` too (a rollout's Release), with
+/// what Ferry did as its `action`. Events differing in either are never folded into one series.
+pub async fn publish_about(
+    context: &Context,
+    regarding: &ObjectReference,
+    related: Option<ObjectReference>,
+    action: &str,
+    announcement: &Announcement,
+) {
+    let event = Event {
+        type_: match announcement.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: announcement.reason.clone(),
+        note: Some(conditions::truncate(&announcement.note, 1024)),
+        action: action.into(),
+        secondary: related,
+    };
+    if let Err(error) = context.recorder.publish(&event, regarding).await {
+        tracing::warn!(%error, "cannot publish an Event");
+    }
+}
+
+/// The object behind a guard, or `None` after reporting why it cannot be read: a Warning
+/// Event (the status cannot be written through a type the object does not fit) and a log line.
+pub async fn readable<'a, K>(object: &'a Guarded<K>, context: &Context) -> Option<&'a K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match &object.0 {
+        Ok(valid) => Some(valid),
+        Err(invalid) => {
+            let kind = K::kind(&());
+            let name = object.meta().name.clone().unwrap_or_default();
+            tracing::warn!(%kind, %name, error = %invalid, "cannot read the object");
+            let announcement = Announcement {
+                severity: INVALID_OBJECT.severity,
+                reason: INVALID_OBJECT.name.to_owned(),
+                note: format!(
+                    "Ferry cannot read this object ({invalid}); correct it to match `kubectl explain {}`",
+                    kind.to_lowercase()
+                ),
+            };
+            publish(context, &object.object_ref(&()), &announcement).await;
+            None
+        }
+    }
+}
