@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry::adapters::http_check::{Checks, Target};
+use ferry::adapters::http_check::Target;
+use ferry::adapters::runs::Runs;
 
 #[test]
 fn a_check_ignores_the_proxy_named_in_the_environment() {
@@ -46,7 +47,7 @@ fn a_check_ignores_the_proxy_named_in_the_environment() {
         let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
         tokio::spawn(async move { axum::serve(service, app).await });
 
-        let checks = Checks::default();
+        let checks = Runs::<&str>::default();
         let target = Target::new(
             "127.0.0.1",
             port,
@@ -55,10 +56,10 @@ fn a_check_ignores_the_proxy_named_in_the_environment() {
             Duration::from_secs(5),
         )
         .expect("a valid target");
-        checks.ensure("proxied", target);
+        checks.ensure_check("proxied", target);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let figures = checks.figures("proxied");
+            let figures = checks.figures(&"proxied");
             if figures.as_ref().is_some_and(|f| f.requests >= 3) {
                 assert_eq!(figures.map(|f| f.failed), Some(0));
                 break;

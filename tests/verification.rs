@@ -3,7 +3,7 @@
 //! and that runs stop when they are forgotten. Every wait is for a report or a number of
 //! requests, with a deadline.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,11 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ferry::adapters::http_check::Target;
-use ferry::adapters::verification::{Get, Report, TRIES, Verifications};
+use ferry::adapters::runs::Runs;
+use ferry::adapters::verification::{Get, Report, TRIES};
+
+/// The verifications, under the tests' text keys.
+type Verifications = Runs<&'static str>;
 
 /// How long any wait here may take before the test fails (a failing GET takes 2 s of pauses).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -99,10 +103,10 @@ fn get_of(port: u16, path: &str, expect_status: u16) -> Get {
 }
 
 /// The report of `key` once the run has finished, or a panic naming the run.
-async fn finished(verifications: &Verifications, key: &str) -> Report {
+async fn finished(verifications: &Verifications, key: &'static str) -> Report {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let report = verifications.report(key);
+        let report = verifications.report(&key);
         match &report {
             Some(Report::Passed { .. } | Report::Failed { .. }) => {
                 return report.unwrap_or(Report::Running);
@@ -139,7 +143,7 @@ fn failed(message: &str) -> Report {
 async fn gets_that_answer_as_expected_pass_and_say_so() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
-    verifications.ensure(
+    verifications.ensure_gets(
         "shop/dev/1",
         vec![
             get_of(port, "/ok/index", 200),
@@ -163,7 +167,7 @@ async fn gets_that_answer_as_expected_pass_and_say_so() {
 async fn a_wrong_status_fails_naming_the_path_after_every_try_and_stops_the_run() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
-    verifications.ensure(
+    verifications.ensure_gets(
         "k",
         vec![
             get_of(port, "/verify.html", 200),
@@ -187,7 +191,7 @@ async fn an_answer_that_fails_twice_then_passes_is_retried_and_passes() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
     let started = Instant::now();
-    verifications.ensure("k", vec![get_of(port, "/flaky/a", 200)]);
+    verifications.ensure_gets("k", vec![get_of(port, "/flaky/a", 200)]);
     assert_eq!(
         finished(&verifications, "k").await,
         Report::Passed {
@@ -212,7 +216,7 @@ async fn a_closed_port_fails_with_connection_refused() {
         listener.local_addr().expect("a bound address").port()
     };
     let verifications = Verifications::default();
-    verifications.ensure("k", vec![get_of(port, "/healthz", 200)]);
+    verifications.ensure_gets("k", vec![get_of(port, "/healthz", 200)]);
     assert_eq!(
         finished(&verifications, "k").await,
         failed("GET /healthz: connection refused (3 tries)")
@@ -231,7 +235,7 @@ async fn a_slow_answer_fails_as_no_answer_within_the_timeout() {
         Duration::from_millis(100),
     )
     .expect("a valid target");
-    verifications.ensure(
+    verifications.ensure_gets(
         "k",
         vec![Get {
             target,
@@ -248,7 +252,7 @@ async fn a_slow_answer_fails_as_no_answer_within_the_timeout() {
 async fn a_redirect_is_not_followed() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
-    verifications.ensure("k", vec![get_of(port, "/redirect", 200)]);
+    verifications.ensure_gets("k", vec![get_of(port, "/redirect", 200)]);
     assert_eq!(
         finished(&verifications, "k").await,
         failed("GET /redirect answered 302, expected 200 (3 tries)")
@@ -261,23 +265,23 @@ async fn ensure_keeps_a_run_and_replaces_one_with_other_gets() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
     let gets = vec![get_of(port, "/ok/first", 200)];
-    verifications.ensure("k", gets.clone());
+    verifications.ensure_gets("k", gets.clone());
     let first = finished(&verifications, "k").await;
     // As a reconcile does on every pass: the same GETs again keep the finished run.
-    verifications.ensure("k", gets);
-    assert_eq!(verifications.report("k"), Some(first));
+    verifications.ensure_gets("k", gets);
+    assert_eq!(verifications.report(&"k"), Some(first));
     assert_eq!(
         hits_of(&hits, "/ok/first"),
         1,
         "the same GETs were sent again"
     );
 
-    verifications.ensure("k", vec![get_of(port, "/ok/second", 204)]);
+    verifications.ensure_gets("k", vec![get_of(port, "/ok/second", 204)]);
     assert_eq!(
         finished(&verifications, "k").await,
         failed("GET /ok/second answered 200, expected 204 (3 tries)")
     );
-    assert_eq!(verifications.keys(), vec!["k".to_owned()]);
+    assert_eq!(verifications.keys(), vec!["k"]);
 }
 
 #[tokio::test]
@@ -286,15 +290,15 @@ async fn retain_stops_the_runs_under_the_prefix_that_are_not_kept() {
     let verifications = Verifications::default();
     for key in ["shop/dev/1", "shop/dev/2", "other/dev/1"] {
         let name = key.replace('/', "-");
-        verifications.ensure(
+        verifications.ensure_gets(
             key,
             vec![get_of(port, &format!("/unavailable/{name}"), 200)],
         );
         wait_for_hits(&hits, &format!("/unavailable/{name}"), 1).await;
     }
-    verifications.retain("shop/", &BTreeSet::from(["shop/dev/1".to_owned()]));
+    verifications.retain(|key| !key.starts_with("shop/") || *key == "shop/dev/1");
     assert_eq!(verifications.keys(), vec!["other/dev/1", "shop/dev/1"]);
-    assert_eq!(verifications.report("shop/dev/2"), None);
+    assert_eq!(verifications.report(&"shop/dev/2"), None);
     let stopped = hits_of(&hits, "/unavailable/shop-dev-2");
     // The kept runs serve as the clock: their third tries come two seconds after their first.
     wait_for_hits(&hits, "/unavailable/shop-dev-1", TRIES).await;
@@ -310,12 +314,12 @@ async fn retain_stops_the_runs_under_the_prefix_that_are_not_kept() {
 async fn dropping_verifications_stops_every_run() {
     let (port, hits) = server().await;
     let verifications = Verifications::default();
-    verifications.ensure("dropped", vec![get_of(port, "/unavailable/dropped", 200)]);
+    verifications.ensure_gets("dropped", vec![get_of(port, "/unavailable/dropped", 200)]);
     wait_for_hits(&hits, "/unavailable/dropped", 1).await;
     drop(verifications);
     let dropped = hits_of(&hits, "/unavailable/dropped");
     let clock = Verifications::default();
-    clock.ensure("clock", vec![get_of(port, "/unavailable/clock", 200)]);
+    clock.ensure_gets("clock", vec![get_of(port, "/unavailable/clock", 200)]);
     wait_for_hits(&hits, "/unavailable/clock", TRIES).await;
     assert_eq!(
         hits_of(&hits, "/unavailable/dropped"),

@@ -4,11 +4,10 @@
 //! counts.
 //!
 //! Data flow: a reconcile builds a [`Target`] from the Service's address and the
-//! `HttpCheck`'s path, and calls [`Checks::ensure`] with a key of its choosing on every pass
-//! (a running check with the same target is left alone). Each check is one tokio task that
-//! sends a GET per tick and writes into its own [`Record`]; [`Checks::figures`] reads a
-//! snapshot. [`Checks::retain`] aborts the checks of rollouts that ended, and dropping
-//! [`Checks`] aborts every task.
+//! `HttpCheck`'s path, and calls `Runs::ensure_check` (`adapters::runs`) with its key on every
+//! pass (a running check with the same target is left alone). Each check is one tokio task
+//! ([`run`]) that sends a GET per tick and writes into its own [`Record`]; `Runs::progress`
+//! reads a snapshot of its [`Figures`]. The registry aborts the checks of rollouts that ended.
 //!
 //! A check can only ever reach the Service: [`Target::new`] is the only way to build a target,
 //! it fixes scheme, host and port itself and accepts only a plain path (and query); the client
@@ -20,7 +19,7 @@
 //! ones (counted as the timeout, a lower bound of what they would have taken); a refused
 //! connection says nothing about the application's latency and is not a sample.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::Url;
 use tokio::time::MissedTickBehavior;
 
-use super::{Task, lock};
+use super::lock;
 
 /// Latency samples kept per check: the newest ones, so a check running for hours uses bounded
 /// memory (10 000 durations, 160 KB; at the smallest interval, 100 ms, the last ~17 minutes).
@@ -303,8 +302,8 @@ pub(super) enum Outcome {
 
 /// A check's counts and kept samples, written by its task, read by [`Checks::figures`].
 #[derive(Debug, Default)]
-struct Record {
-    figures: Figures,
+pub(super) struct Record {
+    pub(super) figures: Figures,
     samples: VecDeque<Duration>,
     /// Whether the Service has answered once (see [`Figures::warmup`]).
     answered: bool,
@@ -364,43 +363,12 @@ impl Record {
         self.samples.push_back(latency);
     }
 
-    fn figures(&self) -> Figures {
+    pub(super) fn figures(&self) -> Figures {
         let samples: Vec<Duration> = self.samples.iter().copied().collect();
         Figures {
             p95: p95(&samples),
             ..self.figures.clone()
         }
-    }
-}
-
-/// One running check. Dropping it stops its task.
-struct Running {
-    target: Target,
-    record: Arc<Mutex<Record>>,
-    _task: Option<Task>,
-}
-
-/// The running checks, by a key the caller chooses (for example
-/// `<namespace>/<application>/<environment>/<release>/<index>`). One shared HTTP client serves
-/// them all. Every task stops when its check is removed and when `Checks` is dropped.
-pub struct Checks {
-    client: Result<reqwest::Client, String>,
-    running: Mutex<BTreeMap<String, Running>>,
-}
-
-impl Default for Checks {
-    fn default() -> Self {
-        Self {
-            client: client(concat!("ferry-http-check/", env!("CARGO_PKG_VERSION"))),
-            running: Mutex::new(BTreeMap::new()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Checks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<String> = lock(&self.running).keys().cloned().collect();
-        f.debug_struct("Checks").field("running", &keys).finish()
     }
 }
 
@@ -423,74 +391,9 @@ pub(super) fn client(user_agent: &str) -> Result<reqwest::Client, String> {
         .map_err(|e| super::scrub(&format!("cannot build the HTTP client: {e}"), &[]))
 }
 
-impl Checks {
-    /// Starts sending to `target` under `key`, unless a check with that key and the same target
-    /// runs already: then nothing happens, so a reconcile can call it on every pass. A check
-    /// under `key` with another target is stopped and replaced, with fresh figures. Must be
-    /// called within a tokio runtime; outside one, nothing is started and an error is logged.
-    pub fn ensure(&self, key: &str, target: Target) {
-        let mut running = lock(&self.running);
-        if running.get(key).is_some_and(|r| r.target == target) {
-            return;
-        }
-        let record = Arc::new(Mutex::new(Record::default()));
-        let task = match &self.client {
-            Err(detail) => {
-                lock(&record).figures.last_failure_detail = Some(detail.clone());
-                None
-            }
-            Ok(client) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => Some(Task::from(runtime.spawn(run(
-                    client.clone(),
-                    target.clone(),
-                    record.clone(),
-                )))),
-                Err(e) => {
-                    tracing::error!(key, error = %e, "HTTP check not started: no tokio runtime");
-                    return;
-                }
-            },
-        };
-        tracing::debug!(key, url = target.url(), "HTTP check started");
-        // Replacing drops the previous check, which aborts its task.
-        running.insert(
-            key.to_string(),
-            Running {
-                target,
-                record,
-                _task: task,
-            },
-        );
-    }
-
-    /// The figures of `key` so far; `None` if no check runs under it.
-    pub fn figures(&self, key: &str) -> Option<Figures> {
-        let record = lock(&self.running).get(key)?.record.clone();
-        let figures = lock(&record).figures();
-        Some(figures)
-    }
-
-    /// Stops every check whose key starts with `prefix` and is not in `keep`: a reconcile stops
-    /// the checks of rollouts that ended.
-    pub fn retain(&self, prefix: &str, keep: &BTreeSet<String>) {
-        let mut running = lock(&self.running);
-        running.retain(|key, _| !key.starts_with(prefix) || keep.contains(key));
-    }
-
-    /// Stops every check.
-    pub fn clear(&self) {
-        lock(&self.running).clear();
-    }
-
-    /// The keys of the running checks.
-    pub fn keys(&self) -> Vec<String> {
-        lock(&self.running).keys().cloned().collect()
-    }
-}
-
 /// One check's task: a GET per tick until aborted. One request at a time; a request longer than
 /// the interval delays the next tick (`MissedTickBehavior::Delay`) rather than piling up.
-async fn run(client: reqwest::Client, target: Target, record: Arc<Mutex<Record>>) {
+pub(super) async fn run(client: reqwest::Client, target: Target, record: Arc<Mutex<Record>>) {
     let mut ticks = tokio::time::interval(target.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -666,12 +569,6 @@ mod tests {
         assert!(target("10.0.0.1", 0, "/").is_err(), "port 0 was accepted");
         assert!(Target::new("10.0.0.1", 80, "/", Duration::ZERO, SECOND).is_err());
         assert!(Target::new("10.0.0.1", 80, "/", SECOND, Duration::ZERO).is_err());
-    }
-
-    #[test]
-    fn checks_can_be_shared_by_the_controller() {
-        fn shared<T: Default + Send + Sync + 'static>() {}
-        shared::<Checks>();
     }
 
     fn ms(values: &[u64]) -> Vec<Duration> {

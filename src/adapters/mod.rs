@@ -10,10 +10,12 @@
 //!   figures (failures by kind, p95 latency) for the health verdict.
 //! - [`verification`]: an Environment's verification GETs through the Service, each tried a
 //!   few times, and whether every one answered as expected.
+//! - [`runs`]: the one registry of the checks' and verifications' tasks, by a typed key.
 
 pub mod git;
 pub mod http_check;
 pub mod registry;
+pub mod runs;
 pub mod verification;
 pub mod webhook;
 

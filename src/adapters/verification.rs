@@ -3,11 +3,10 @@
 //! before the release may be promoted.
 //!
 //! Data flow: a reconcile builds one [`Get`] per `verification.httpGets` entry (the Service's
-//! address, the path, the expected status) and calls [`Verifications::ensure`] with a key of
-//! its choosing on every pass; a run under that key with the same GETs is left alone. Each run
-//! is one tokio task that sends the GETs in order and then writes its [`Report`];
-//! [`Verifications::report`] reads it. [`Verifications::retain`] aborts the runs of rollouts
-//! that ended, and dropping [`Verifications`] aborts every task.
+//! address, the path, the expected status) and calls `Runs::ensure_gets` (`adapters::runs`)
+//! with its key on every pass; a run under that key with the same GETs is left alone. Each run
+//! is one tokio task ([`verify`]) that sends the GETs in order and then writes its [`Report`];
+//! `Runs::progress` reads it. The registry aborts the runs of rollouts that ended.
 //!
 //! Each GET is tried up to [`TRIES`] times, [`Target::interval`] apart (one second from
 //! [`Get::new`]), each try within [`Target::timeout`]; a try passes when the answer's status
@@ -16,12 +15,11 @@
 //! [`Target`] and the HTTP client are those of `adapters::http_check` (no redirect followed,
 //! no proxy), so a `302` is an answer with status 302.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::http_check::{Outcome, Target, client, send};
-use super::{Task, lock};
+use super::http_check::{Outcome, Target, send};
+use super::lock;
 use crate::api::conditions::truncate;
 
 /// How often one GET is tried before it fails the run: one try would fail a verification on a
@@ -71,131 +69,8 @@ pub enum Report {
     Failed { message: String },
 }
 
-/// One run. Dropping it stops its task.
-struct Run {
-    gets: Vec<Get>,
-    report: Arc<Mutex<Report>>,
-    _task: Option<Task>,
-}
-
-/// The verification runs, by a key the caller chooses (for example
-/// `<namespace>/<application>/<environment>/<run>`). One shared HTTP client serves them all.
-/// Every task stops when its run is removed and when `Verifications` is dropped.
-pub struct Verifications {
-    client: Result<reqwest::Client, String>,
-    running: Mutex<BTreeMap<String, Run>>,
-}
-
-impl Default for Verifications {
-    fn default() -> Self {
-        Self {
-            client: client(concat!("ferry-verification/", env!("CARGO_PKG_VERSION"))),
-            running: Mutex::new(BTreeMap::new()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Verifications {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<String> = lock(&self.running).keys().cloned().collect();
-        f.debug_struct("Verifications")
-            .field("running", &keys)
-            .finish()
-    }
-}
-
-impl Verifications {
-    /// Starts sending `gets` under `key`, unless a run with that key and the same GETs exists
-    /// already (running or finished): then nothing happens, so a reconcile can call it on every
-    /// pass and a finished run keeps its report. A run under `key` with other GETs is stopped
-    /// and replaced by a fresh one. No GETs pass at once. Must be called within a tokio
-    /// runtime; outside one, nothing is started and an error is logged.
-    pub fn ensure(&self, key: &str, gets: Vec<Get>) {
-        let mut running = lock(&self.running);
-        if running.get(key).is_some_and(|r| r.gets == gets) {
-            return;
-        }
-        let report = Arc::new(Mutex::new(Report::Running));
-        let task = match (&self.client, gets.is_empty()) {
-            (_, true) => {
-                *lock(&report) = Report::Passed {
-                    message: "no requests to send".to_owned(),
-                };
-                None
-            }
-            // Not the application's fault, but nothing was verified: the release must not
-            // pass, and the message says why.
-            (Err(detail), false) => {
-                *lock(&report) = Report::Failed {
-                    message: bounded(format!("no request sent: {detail}")),
-                };
-                None
-            }
-            (Ok(client), false) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => Some(Task::from(runtime.spawn(verify(
-                    client.clone(),
-                    gets.clone(),
-                    report.clone(),
-                )))),
-                Err(e) => {
-                    tracing::error!(key, error = %e, "verification not started: no tokio runtime");
-                    return;
-                }
-            },
-        };
-        tracing::debug!(key, requests = gets.len(), "verification started");
-        // Replacing drops the previous run, which aborts its task.
-        running.insert(
-            key.to_owned(),
-            Run {
-                gets,
-                report,
-                _task: task,
-            },
-        );
-    }
-
-    /// Where the run under `key` stands; `None` if there is none.
-    pub fn report(&self, key: &str) -> Option<Report> {
-        let report = lock(&self.running).get(key)?.report.clone();
-        let report = lock(&report).clone();
-        Some(report)
-    }
-
-    /// Stops and forgets every run whose key starts with `prefix` and is not in `keep`: a
-    /// reconcile forgets the runs of rollouts that ended.
-    pub fn retain(&self, prefix: &str, keep: &BTreeSet<String>) {
-        lock(&self.running).retain(|key, _| !key.starts_with(prefix) || keep.contains(key));
-    }
-
-    /// Records under `key` a run that failed before it could start (a test pod the API server
-    /// refused, say), so its report says why instead of waiting for the timeout.
-    pub fn failed_to_start(&self, key: &str, message: String) {
-        lock(&self.running).insert(
-            key.to_owned(),
-            Run {
-                gets: Vec::new(),
-                report: Arc::new(Mutex::new(Report::Failed {
-                    message: bounded(message),
-                })),
-                _task: None,
-            },
-        );
-    }
-
-    /// Stops and forgets every run.
-    pub fn clear(&self) {
-        lock(&self.running).clear();
-    }
-
-    /// The keys of the runs, running or finished.
-    pub fn keys(&self) -> Vec<String> {
-        lock(&self.running).keys().cloned().collect()
-    }
-}
-
 /// One run's task: the GETs in order, until one fails; then the report.
-async fn verify(client: reqwest::Client, gets: Vec<Get>, report: Arc<Mutex<Report>>) {
+pub(super) async fn verify(client: reqwest::Client, gets: Vec<Get>, report: Arc<Mutex<Report>>) {
     let mut passed = Vec::with_capacity(gets.len());
     for get in &gets {
         match tries(&client, get).await {
@@ -272,19 +147,13 @@ fn failed_message(path: &str, expected: u16, last: &Outcome, tries: u32) -> Stri
 }
 
 /// `message` cut to [`MAX_MESSAGE`] bytes, marked where cut.
-fn bounded(message: String) -> String {
+pub(super) fn bounded(message: String) -> String {
     truncate(&message, MAX_MESSAGE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn verifications_can_be_shared_by_the_controller() {
-        fn shared<T: Default + Send + Sync + std::fmt::Debug + 'static>() {}
-        shared::<Verifications>();
-    }
 
     #[test]
     fn a_failure_names_the_path_what_was_expected_and_what_came() {
@@ -362,16 +231,5 @@ mod tests {
             ))
         );
         assert!(Get::new("10.96.0.12", 8080, "//evil/x", 200).is_err());
-    }
-
-    #[tokio::test]
-    async fn no_gets_pass_at_once() {
-        let verifications = Verifications::default();
-        verifications.ensure("k", Vec::new());
-        assert!(
-            matches!(verifications.report("k"), Some(Report::Passed { .. })),
-            "{:?}",
-            verifications.report("k")
-        );
     }
 }

@@ -509,6 +509,10 @@ pub struct HistoryEntry {
     /// that wrote it (`kubectl-client-side-apply`, `kubectl`, `argocd-controller`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// For a rollout a person pinned: the pin's reason, as written. A release that failed here
+    /// is rolled out again only under a pin with another reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_reason: Option<String>,
 }
 
 /// What kind of change a history entry records.

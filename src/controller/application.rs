@@ -120,8 +120,17 @@ pub(super) async fn reconcile(
                 if !app.spec.environments.is_empty() {
                     delivery::ensure_finalizer(&context, app).await?;
                 }
-                delivered =
-                    delivery::deliver(&context, app, &namespace, order, &mine, &mut status).await?;
+                let (environments, requeue) = delivery::deliver(
+                    &context,
+                    app,
+                    &namespace,
+                    order,
+                    &mine,
+                    &status.environments,
+                )
+                .await?;
+                status = decide::with_environments(status, &app.name_any(), environments);
+                delivered = requeue;
             }
         }
     }

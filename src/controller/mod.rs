@@ -112,10 +112,9 @@ pub struct Context {
     sources: sources::Sources,
     /// The Deployments, Services and pods Ferry runs applications as, by label.
     pub children: delivery::Children,
-    /// The HTTP checks of rollouts in their stabilization window.
-    pub checks: Arc<crate::adapters::http_check::Checks>,
-    /// The verification GETs of rollouts past their window.
-    pub verifications: Arc<crate::adapters::verification::Verifications>,
+    /// What runs beside rollouts: the HTTP checks of their stabilization windows and their
+    /// verification GETs.
+    pub runs: Arc<crate::adapters::runs::Runs<crate::decide::delivery::runs::RunKey>>,
 }
 
 impl Context {

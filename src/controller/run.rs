@@ -220,8 +220,7 @@ pub async fn run_controllers(
             services: services.view(),
             pods: app_pods.view(),
         },
-        checks: Default::default(),
-        verifications: Default::default(),
+        runs: Default::default(),
     });
 
     // A push webhook: the Application looks at its branch now.

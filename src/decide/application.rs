@@ -33,7 +33,7 @@ pub enum SourceHead {
 pub enum Action {
     /// Create the BuildJob of this commit (`build::objects::buildjob_for`).
     CreateBuildJob { commit: String },
-    /// Deliver to the listed environments, in pipeline order (`delivery::plan` for each):
+    /// Deliver to the listed environments, in pipeline order (`delivery::pipeline`):
     /// nothing stands in the way of running releases there. A repository that cannot be read
     /// stops builds, not deliveries.
     Deliver { order: Vec<String> },
@@ -393,18 +393,33 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
             generation,
             &whole_seconds(now),
         ),
-        summary: summary(
-            app.metadata.name.as_deref().unwrap_or_default(),
-            &environments,
-        ),
-        environments,
+        summary: None,
+        environments: Vec::new(),
     };
+    let status = with_environments(
+        status,
+        app.metadata.name.as_deref().unwrap_or_default(),
+        environments,
+    );
     Decision {
         status,
         actions,
         requeue_after: None,
     }
     .requeue_after(recheck)
+}
+
+/// `status` with its per-environment states, and the summary line that shows them: the one
+/// place both are set, from the stored states when nothing is delivered and from the delivery
+/// pipeline's (`delivery::pipeline`) when it ran.
+pub fn with_environments(
+    mut status: ApplicationStatus,
+    application: &str,
+    environments: Vec<EnvironmentState>,
+) -> ApplicationStatus {
+    status.summary = summary(application, &environments);
+    status.environments = environments;
+    status
 }
 
 /// One line per Application for `kubectl get`: each environment with its release (without the

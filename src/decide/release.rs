@@ -252,6 +252,7 @@ spec:
                 outcome: Outcome::Failed,
                 reason: "newest release; failed: pod shop-dev-x keeps crashing".to_owned(),
                 actor: None,
+                pin_reason: None,
             }],
             ..EnvironmentState::default()
         };

@@ -1,5 +1,7 @@
 use super::health::{DeploymentFacts, PodFacts};
 use super::*;
+use crate::api::application::{Outcome, Slot};
+use crate::api::conditions::{AWAITING_APPROVAL_CONDITION, DEGRADED, PROGRESSING};
 use crate::api::reasons::{CRASH_LOOP, ERROR_RATE_EXCEEDED, PROGRESS_DEADLINE_EXCEEDED};
 
 fn at(second: i64) -> Time {

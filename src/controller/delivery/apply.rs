@@ -1,0 +1,285 @@
+//! Act: runs the pipeline's actions in their order. Server-side apply of the Deployments and
+//! Services (a Service's cluster IP is where its environment's checks and verification GETs
+//! go), the runs started (`adapters::runs`), the test pods created, the Events recorded and the
+//! metrics counted; deletions go through `prune.rs`. An error stops the pass before the status
+//! is written, so the next pass decides again from the same stored state.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use kube::{Resource, ResourceExt};
+
+use super::prune::delete;
+use super::{Context, Error};
+use crate::adapters::http_check::Target;
+use crate::adapters::verification::Get as Request;
+use crate::api::application::HistoryKind;
+use crate::api::labels::RELEASE_LABEL;
+use crate::api::managers::FieldManager;
+use crate::api::{Application, Release};
+use crate::controller::events::publish_about;
+use crate::controller::managers;
+use crate::decide::delivery::pipeline::{Action, Get, Listed};
+use crate::decide::delivery::runs::RunKey;
+use crate::decide::delivery::verify::{TestPodRefused, test_pod_refused};
+use crate::decide::delivery::{Serving, Told};
+use crate::decide::events::Announcement;
+use crate::desired::verification::TestPod;
+use crate::desired::workload::{self, Running, Workload, release_label_value};
+
+/// Runs `actions` for `app`; `environments` are those the actions were decided from.
+pub(super) async fn run(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    environments: &[Listed],
+    actions: &[Action],
+) -> Result<(), Error> {
+    // Each environment's Service address, once applied.
+    let mut addresses: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    for action in actions {
+        match action {
+            Action::ApplyDeployment {
+                environment,
+                namespace: target,
+                name,
+                placement,
+                release,
+                image,
+            } => {
+                let Some(w) = workload_of(app, environments, environment, target) else {
+                    continue;
+                };
+                let desired = workload::deployment(
+                    &w,
+                    &Running {
+                        release,
+                        image,
+                        replicas: workload::replicas(&w),
+                        slot: *placement,
+                    },
+                );
+                let deployments = context.api::<Deployment>(target);
+                managers::apply(&deployments, name, FieldManager::Application, &desired)
+                    .await
+                    .map_err(Error::act(format!("applying Deployment {target}/{name}")))?;
+            }
+            Action::LeaveDeployment { release, .. } => {
+                tracing::warn!(%release, "the Release of a running workload does not exist; left as it is");
+            }
+            Action::DeleteDeployment { namespace, name } => {
+                delete::<Deployment>(context, namespace, name).await?;
+            }
+            Action::ApplyService {
+                environment,
+                namespace: target,
+                serving,
+            } => {
+                let Some(w) = workload_of(app, environments, environment, target) else {
+                    continue;
+                };
+                let address = apply_service(context, &w, serving).await?;
+                addresses.insert(environment, address);
+            }
+            Action::DeleteService { namespace, name } => {
+                delete::<Service>(context, namespace, name).await?;
+            }
+            Action::EnsureCheck {
+                environment,
+                key,
+                port,
+                path,
+                interval,
+                timeout,
+            } => {
+                let Some(ip) = addresses.get(environment.as_str()).cloned().flatten() else {
+                    // No Service to send through: the check cannot run.
+                    context.runs.stop(key);
+                    continue;
+                };
+                match Target::new(&ip, *port, path, *interval, *timeout) {
+                    Ok(target) => context.runs.ensure_check(key.clone(), target),
+                    Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
+                }
+            }
+            Action::StartTestPod {
+                environment,
+                key,
+                release,
+                image,
+                command,
+                service_url,
+                timeout,
+            } => {
+                let Some(pod) = crate::desired::verification::test_pod(&TestPod {
+                    app,
+                    environment,
+                    release,
+                    run: &key.to_string(),
+                    image,
+                    command: command.as_deref(),
+                    service_url,
+                    timeout: *timeout,
+                }) else {
+                    continue;
+                };
+                start_test_pod(context, namespace, key, &pod).await?;
+            }
+            Action::SendGets {
+                environment,
+                key,
+                gets,
+            } => {
+                if let Some(Some(ip)) = addresses.get(environment.as_str()) {
+                    context.runs.ensure_gets(key.clone(), requests(ip, gets));
+                }
+            }
+            Action::Tell { environment, told } => announce(context, app, environment, told).await,
+            Action::CountStarted { environment, kind } => {
+                context.metrics.rollout_started(environment, *kind);
+            }
+            Action::CountFinished {
+                environment,
+                finished,
+            } => context.metrics.rollout_finished(environment, finished),
+            Action::CountLeadTime {
+                environment,
+                since_release,
+                since_commit,
+            } => context
+                .metrics
+                .release_healthy(environment, *since_release, *since_commit),
+            Action::StopRun { key } => context.runs.stop(key),
+            Action::DeleteTestPod { name } => delete::<Pod>(context, namespace, name).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The workload of `app` in `environment` as decided, whose objects go in `target`.
+fn workload_of<'a>(
+    app: &'a Application,
+    environments: &'a [Listed],
+    environment: &str,
+    target: &'a str,
+) -> Option<Workload<'a>> {
+    let entry = app
+        .spec
+        .environments
+        .iter()
+        .find(|e| e.name == environment)?;
+    let listed = environments.iter().find(|e| e.name == environment)?;
+    Some(Workload::of(
+        app,
+        entry,
+        listed.environment.as_ref()?,
+        target,
+    ))
+}
+
+/// Applies the environment's Service, sending traffic as `serving` says; returns its cluster
+/// IP.
+async fn apply_service(
+    context: &Context,
+    w: &Workload<'_>,
+    serving: &Serving,
+) -> Result<Option<String>, Error> {
+    let Some(mut service) = workload::service(w, None) else {
+        return Ok(None);
+    };
+    if let (Serving::Release(release), Some(spec)) = (serving, service.spec.as_mut())
+        && let Some(selector) = spec.selector.as_mut()
+    {
+        selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
+    }
+    let name = service.name_any();
+    let services = context.api::<Service>(w.namespace);
+    let applied = managers::apply(&services, &name, FieldManager::Application, &service)
+        .await
+        .map_err(Error::act(format!(
+            "applying Service {}/{name}",
+            w.namespace
+        )))?;
+    Ok(applied
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| ip != "None"))
+}
+
+/// The verification GETs, through the Service at `ip`.
+fn requests(ip: &str, gets: &[Get]) -> Vec<Request> {
+    gets.iter()
+        .filter_map(
+            |get| match Request::new(ip, get.port, &get.path, get.expect_status) {
+                Ok(request) => Some(request),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot send a verification request");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// Creates the test pod of the verification `key`; a refusal for good fails the verification
+/// (`test_pod_refused`), through its run's report.
+async fn start_test_pod(
+    context: &Context,
+    namespace: &str,
+    key: &RunKey,
+    pod: &Pod,
+) -> Result<(), Error> {
+    let name = pod.name_any();
+    match context
+        .api::<Pod>(namespace)
+        .create(&FieldManager::Application.create(), pod)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => {
+            match test_pod_refused(status.code, &status.message, namespace, &name) {
+                TestPodRefused::Exists => Ok(()),
+                TestPodRefused::Fails(message) => {
+                    context.runs.failed_to_start(key.clone(), message);
+                    Ok(())
+                }
+                TestPodRefused::Retry => Err(Error::act(format!(
+                    "creating the verification pod {namespace}/{name}"
+                ))(kube::Error::Api(status))),
+            }
+        }
+        Err(error) => Err(Error::act(format!(
+            "creating the verification pod {namespace}/{name}"
+        ))(error)),
+    }
+}
+
+/// Publishes an Event on the Application about `env`, its note prefixed with the environment.
+async fn announce(context: &Context, app: &Application, env: &str, told: &Told) {
+    // The part of the Application the Event is about (kubelet's `spec.containers{name}`
+    // convention): kube's recorder folds Events with the same reason, action and objects into
+    // one series, and the same release going through dev and prod must make two.
+    let reference = ObjectReference {
+        field_path: Some(format!("spec.environments{{{env}}}")),
+        ..app.object_ref(&())
+    };
+    let event = &told.announcement;
+    let announcement = Announcement {
+        note: format!("{env}: {}", event.note),
+        ..event.clone()
+    };
+    tracing::info!(environment = %env, reason = %event.reason, note = %event.note, "delivery");
+    let related = ObjectReference {
+        api_version: Some(Release::api_version(&()).into_owned()),
+        kind: Some(Release::kind(&()).into_owned()),
+        namespace: app.namespace(),
+        name: Some(told.release.clone()),
+        ..ObjectReference::default()
+    };
+    let action = match told.kind {
+        HistoryKind::Rollback => "Rollback",
+        _ => "Rollout",
+    };
+    publish_about(context, &reference, Some(related), action, &announcement).await;
+}

@@ -1,0 +1,133 @@
+//! The finalizer [`FINALIZER`]: an Application's workloads in other namespaces cannot carry
+//! an owner reference, so its deletion waits until they are gone; and everything it runs
+//! outside Kubernetes (HTTP checks, verifications) stops with it.
+
+use kube::ResourceExt;
+use kube::api::Patch;
+use serde_json::json;
+
+use super::prune::{delete_all, has_children};
+use super::{Context, Error};
+use crate::adapters::runs::Runs;
+use crate::api::Application;
+use crate::api::managers::FieldManager;
+use crate::decide::delivery::runs::RunKey;
+
+/// The finalizer that deletes an Application's workloads in other namespaces with it.
+pub use crate::api::labels::WORKLOADS_FINALIZER as FINALIZER;
+
+/// Adds the finalizer to an Application that has environments, so its workloads in other
+/// namespaces are deleted with it.
+pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<(), Error> {
+    if app.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = app.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(context, app, finalizers).await
+}
+
+/// Deletes every workload of a deleted Application, then lets it go.
+pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> Result<(), Error> {
+    let name = app.name_any();
+    delete_all(context, namespace, &name).await?;
+    stop_runs(&context.runs, namespace, &name);
+    if has_children(context, namespace, &name) {
+        // Deleted, but the caches have not heard yet: their deletions wake us again.
+        return Ok(());
+    }
+    if app.finalizers().iter().any(|f| f == FINALIZER) {
+        let finalizers = app
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(context, app, finalizers).await?;
+    }
+    Ok(())
+}
+
+async fn set_finalizers(
+    context: &Context,
+    app: &Application,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let namespace = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    // The resourceVersion makes this a compare-and-swap: a finalizer list changed meanwhile
+    // is not overwritten.
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": app.resource_version(),
+        }
+    });
+    context
+        .api::<Application>(&namespace)
+        .patch(
+            &name,
+            &FieldManager::Application.patch(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::act(format!(
+            "updating the finalizers of Application {namespace}/{name}"
+        )))?;
+    Ok(())
+}
+
+/// Stops every run of the Application `app` of `namespace`: its HTTP checks and its
+/// verifications alike (a finished verification's report included).
+fn stop_runs(runs: &Runs<RunKey>, namespace: &str, app: &str) {
+    runs.retain(|key| !key.of_application(namespace, app));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::adapters::http_check::Target;
+    use crate::adapters::verification::Get;
+    use crate::decide::delivery::runs::Run;
+
+    fn key(app: &str, what: Run) -> RunKey {
+        RunKey {
+            namespace: "team-a".into(),
+            application: app.into(),
+            environment: "dev".into(),
+            release: format!("{app}-1.0.0"),
+            started: 1_800_000_000,
+            what,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_application_stops_its_checks_and_its_verifications_and_no_other() {
+        let runs = Runs::default();
+        let target = Target::new(
+            "127.0.0.1",
+            9,
+            "/",
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let Ok(target) = target else {
+            panic!("{target:?}");
+        };
+        let get = Get::new("127.0.0.1", 9, "/", 200);
+        let Ok(get) = get else {
+            panic!("{get:?}");
+        };
+        runs.ensure_check(key("shop", Run::Check(0)), target.clone());
+        runs.ensure_gets(key("shop", Run::Verification), vec![get]);
+        runs.ensure_check(key("web", Run::Check(0)), target);
+        runs.failed_to_start(key("web", Run::Verification), "refused".into());
+        stop_runs(&runs, "team-a", "shop");
+        assert_eq!(
+            runs.keys(),
+            vec![key("web", Run::Check(0)), key("web", Run::Verification)]
+        );
+    }
+}
