@@ -1148,7 +1148,8 @@ fn webhook_count(metrics: &str, result: &str) -> f64 {
         .filter_map(|l| l.split_once(' '))
         .filter(|(name, _)| name.contains(&label))
         .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
-        .sum()
+        // From 0.0, not `sum()`'s -0.0, which would print as "-0".
+        .fold(0.0, |total, n| total + n)
 }
 
 async fn webhook(s: Arc<Scenario>) -> Res {
