@@ -14,8 +14,9 @@
 #   3. an Environment aimed at another namespace waits for that namespace's consent;
 #   4. /metrics answers through the API server's pod proxy;
 #   5. deleting the pod (SIGTERM) shuts the controller down cleanly and a new one takes over;
-#   6. builds (e2e/builds.sh): pushed commits become BuildJobs, images and Releases, failures
-#      are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips them);
+#   6. builds (tests/e2e/builds.rs, in Rust): pushed commits become BuildJobs, images and
+#      Releases, failures are reported, webhooks trigger builds (FERRY_E2E_SKIP_BUILDS=1 skips
+#      them);
 #   6b. rollouts (tests/e2e/rollouts.rs, in Rust): hand-made Releases of the test server roll out, good ones
 #      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
 #      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them);
@@ -112,7 +113,7 @@ application_waits_for_environments() {
 }
 
 # The example's commit is built in a pod on the node and becomes a Release whose image the
-# registry has; the builds scenarios (e2e/builds.sh) go through the rest.
+# registry has; the builds scenarios (tests/e2e/builds.rs) go through the rest.
 the_commit_becomes_a_release() {
   local SHOP_COMMIT
   SHOP_COMMIT=$(git ls-remote "$GIT_URL/shop.git" refs/heads/main | cut -f1)
@@ -254,9 +255,9 @@ main() {
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
   if [ "${FERRY_E2E_SKIP_BUILDS:-0}" = 1 ]; then
-    echo "FERRY_E2E_SKIP_BUILDS=1: the build scenarios (e2e/builds.sh) are skipped"
+    echo "FERRY_E2E_SKIP_BUILDS=1: the build scenarios (tests/e2e/builds.rs) are skipped"
   else
-    step "pushed commits become verified images and Releases (e2e/builds.sh)" "$here/builds.sh"
+    step "pushed commits become verified images and Releases (tests/e2e/builds.rs)" e2e_scenarios builds
   fi
   if [ "${FERRY_E2E_SKIP_ROLLOUTS:-0}" = 1 ]; then
     echo "FERRY_E2E_SKIP_ROLLOUTS=1: the rollout scenarios (tests/e2e/rollouts.rs) are skipped"

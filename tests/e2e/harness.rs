@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry::api::{Application, Environment, Release};
+use ferry::api::{Application, BuildJob, Environment, Release};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -121,6 +121,29 @@ impl Cluster {
             .map(|p| p.name_any())
             .next()
             .ok_or_else(|| format!("no running Ferry pod in {}", self.system).into())
+    }
+
+    /// What the controller's /metrics says now, read through the API server's pod proxy.
+    pub async fn metrics(&self) -> Res<String> {
+        let pod = self.controller_pod().await?;
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
+            self.system
+        );
+        let request = http::Request::get(&path).body(Vec::new())?;
+        self.client
+            .request_text(request)
+            .await
+            .map_err(|e| format!("reading {path}: {e}").into())
+    }
+
+    /// The log file of one of the cluster's own servers (`gitserver`, `registry`), which
+    /// `e2e/cluster/lib.sh` writes on this machine.
+    pub fn server_log(&self, name: &str) -> String {
+        format!(
+            "{}/logs/{name}.log",
+            env_or("FERRY_E2E_DIR", "/var/lib/ferry-e2e")
+        )
     }
 
     /// Waits until Ferry's Deployment is available again (after a pod was killed).
@@ -397,6 +420,7 @@ impl Scenario {
             }
             Err(e) => out.push(format!("Applications: {e}")),
         }
+        self.dump_builds(&mut out).await;
         match self.api::<Environment>().list(&ListParams::default()).await {
             Ok(list) => {
                 for mut e in list {
@@ -497,6 +521,42 @@ impl Scenario {
             }
         }
         out
+    }
+}
+
+impl Scenario {
+    /// The builds' part of the dump: BuildJobs with their status, the steps (init containers)
+    /// of the build pods, and the git server's lines about the scenario's repositories (which
+    /// are named after it).
+    async fn dump_builds(&self, out: &mut Vec<String>) {
+        if let Ok(list) = self.api::<BuildJob>().list(&ListParams::default()).await {
+            for mut b in list {
+                b.metadata.managed_fields = None;
+                out.push(format!("--- # BuildJob\n{}", erased::Yaml::yaml(&b)));
+            }
+        }
+        if let Ok(list) = self.api::<Pod>().list(&ListParams::default()).await {
+            for p in list {
+                let status = p.status.clone().unwrap_or_default();
+                for c in status.init_container_statuses.unwrap_or_default() {
+                    out.push(format!(
+                        "pod {} step {}: state {:?}",
+                        p.name_any(),
+                        c.name,
+                        c.state
+                    ));
+                }
+            }
+        }
+        let scenario = self.name.replace('/', "-");
+        if let Ok(log) = std::fs::read_to_string(self.cluster.server_log("gitserver")) {
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(&scenario)).collect();
+            if !lines.is_empty() {
+                out.push(format!("---- the git server's lines naming {scenario}"));
+                let skip = lines.len().saturating_sub(20);
+                out.extend(lines.into_iter().skip(skip).map(str::to_owned));
+            }
+        }
     }
 }
 

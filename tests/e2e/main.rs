@@ -14,7 +14,9 @@
 //! come; `FERRY_E2E_OUT` is where each scenario's log is written (default
 //! /tmp/ferry-e2e-<time>). A scenario that fails leaves its namespace for inspection.
 
-// Some of its helpers serve the build and promotion scenarios still being ported from e2e/.
+mod builds;
+// Some of its helpers (`WorkingCopy::remove`) serve the promotion scenarios still being ported
+// from e2e/.
 #[allow(dead_code)]
 mod git;
 mod harness;
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let suites = [rollouts::suite()];
+        let suites = [builds::suite(), rollouts::suite()];
         let known: Vec<String> = suites
             .iter()
             .flat_map(|s| {

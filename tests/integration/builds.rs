@@ -1,7 +1,8 @@
 //! Noticing commits on a real git server: the branch head becomes exactly one BuildJob and
 //! its build pod; a push webhook makes the next commit's BuildJob at once; a repository that
 //! cannot be read makes the Application `Ready=False` with the reason and builds nothing.
-//! (The build pods never start here: this API server has no node. `e2e/builds.sh` runs them.)
+//! (The build pods never start here: this API server has no node. `tests/e2e/builds.rs` runs
+//! them.)
 
 use std::time::{Duration, Instant};
 
