@@ -20,6 +20,7 @@ mod git;
 mod harness;
 mod images;
 mod net;
+mod promotion;
 mod rollouts;
 
 use std::process::ExitCode;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let suites = [rollouts::suite()];
+        let suites = [rollouts::suite(), promotion::suite()];
         let known: Vec<String> = suites
             .iter()
             .flat_map(|s| {
