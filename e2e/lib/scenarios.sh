@@ -1,11 +1,11 @@
 # shellcheck shell=bash
-# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/rollouts.sh, e2e/promotion.sh):
+# Running a suite of end-to-end scenarios (e2e/builds.sh, e2e/rollouts.sh):
 # independent ones side by side, each in its own process under its deadline, the others one by
 # one, with a PASS/FAIL line per scenario, its `measured:` lines, and a failed one's whole log;
 # and what every suite's scenarios use: kn/jp/has, now/since, await, controller_pod, metrics.
 #
-# The suite script defines $here (its own directory, e2e/), `fail`, SUITE (builds, rollouts,
-# promotion: the script is e2e/$SUITE.sh and takes `--one NAME` and `--diagnose NAME`),
+# The suite script defines $here (its own directory, e2e/), `fail`, SUITE (builds, rollouts: the
+# script is e2e/$SUITE.sh and takes `--one NAME` and `--diagnose NAME`),
 # PARALLEL and ALONE (scenario names), DEADLINE (seconds per name), RUN_ID, OUT, SYSTEM and
 # NS_PREFIX, and may set AWAIT_EVERY; its RUN_ID and OUT are read from FERRY_E2E_<SUITE>_RUN
 # and FERRY_E2E_<SUITE>_OUT, which each scenario's process inherits.
