@@ -20,9 +20,9 @@
 #   6b. rollouts (tests/e2e/rollouts.rs, in Rust): hand-made Releases of the test server roll out, good ones
 #      become Healthy, failing ones (never ready, crash, pull error, HTTP 500, slow) are rolled
 #      back, no request fails through a failed rollout (FERRY_E2E_SKIP_ROLLOUTS=1 skips them);
-#   6c. promotion (e2e/promotion.sh): pushed commits flow dev → staging → prod, prod waits for
-#      an approval (a pin, refused to an editor who may not approve), bad and unverifiable
-#      releases stop where they fail, a pin of an older release rolls prod back
+#   6c. promotion (tests/e2e/promotion.rs, in Rust): pushed commits flow dev → staging → prod,
+#      prod waits for an approval (a pin, refused to an editor who may not approve), bad and
+#      unverifiable releases stop where they fail, a pin of an older release rolls prod back
 #      (FERRY_E2E_SKIP_PROMOTION=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
@@ -265,9 +265,9 @@ main() {
     step "Releases roll out, failing ones are rolled back without a failed request (tests/e2e/rollouts.rs)" e2e_scenarios rollouts
   fi
   if [ "${FERRY_E2E_SKIP_PROMOTION:-0}" = 1 ]; then
-    echo "FERRY_E2E_SKIP_PROMOTION=1: the promotion scenarios (e2e/promotion.sh) are skipped"
+    echo "FERRY_E2E_SKIP_PROMOTION=1: the promotion scenarios (tests/e2e/promotion.rs) are skipped"
   else
-    step "commits flow dev → staging → prod with approval, verification and rollback (e2e/promotion.sh)" "$here/promotion.sh"
+    step "commits flow dev → staging → prod with approval, verification and rollback (tests/e2e/promotion.rs)" e2e_scenarios promotion
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm

@@ -83,15 +83,7 @@ impl Cluster {
             return Ok(None);
         };
         ferry::adapters::git::install_crypto_provider();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-            .map_err(|e| format!("reading the kubeconfig {path}: {e}"))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("the kubeconfig {path}: {e}"))?;
-        let client = Client::try_from(config)?;
+        let client = Client::try_from(kube_config(&path).await?)?;
         let node_ip = env_or("FERRY_E2E_NODE_IP", "10.211.0.2");
         let root = env!("CARGO_MANIFEST_DIR");
         let run = jiff::Timestamp::now().as_second();
@@ -104,6 +96,30 @@ impl Cluster {
             e2e_dir: format!("{root}/e2e"),
             out: env_or("FERRY_E2E_OUT", &format!("/tmp/ferry-e2e-{run}")),
         }))
+    }
+
+    /// A client that acts as `user` (impersonated, as `kubectl --as=USER`): the API server
+    /// authorizes and admits its requests as that user's.
+    pub async fn client_as(&self, user: &str) -> Res<Client> {
+        let path = std::env::var("FERRY_E2E_KUBECONFIG")?;
+        let mut config = kube_config(&path).await?;
+        config.auth_info.impersonate = Some(user.to_owned());
+        Ok(Client::try_from(config)?)
+    }
+
+    /// What the controller's `/metrics` says now, read through the API server's pod proxy.
+    pub async fn metrics(&self) -> Res<String> {
+        let pod = self.controller_pod().await?;
+        let request = http::Request::get(format!(
+            "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
+            self.system
+        ))
+        .body(Vec::new())?;
+        Ok(self
+            .client
+            .request_text(request)
+            .await
+            .map_err(|e| format!("reading /metrics of {pod}: {e}"))?)
     }
 
     /// The running Ferry pod, preferring the Lease holder.
@@ -121,20 +137,6 @@ impl Cluster {
             .map(|p| p.name_any())
             .next()
             .ok_or_else(|| format!("no running Ferry pod in {}", self.system).into())
-    }
-
-    /// What the controller's /metrics says now, read through the API server's pod proxy.
-    pub async fn metrics(&self) -> Res<String> {
-        let pod = self.controller_pod().await?;
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{pod}:8080/proxy/metrics",
-            self.system
-        );
-        let request = http::Request::get(&path).body(Vec::new())?;
-        self.client
-            .request_text(request)
-            .await
-            .map_err(|e| format!("reading {path}: {e}").into())
     }
 
     /// The log file of one of the cluster's own servers (`gitserver`, `registry`), which
@@ -161,6 +163,19 @@ impl Cluster {
             .map_err(|_| format!("Ferry's Deployment not available within {timeout:?}"))??;
         Ok(())
     }
+}
+
+/// The client configuration of the kubeconfig at `path`.
+async fn kube_config(path: &str) -> Res<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| format!("reading the kubeconfig {path}: {e}"))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("the kubeconfig {path}: {e}"))?;
+    Ok(config)
 }
 
 /// How a judge sees an object it waits on.

@@ -15,13 +15,11 @@
 //! /tmp/ferry-e2e-<time>). A scenario that fails leaves its namespace for inspection.
 
 mod builds;
-// Some of its helpers (`WorkingCopy::remove`) serve the promotion scenarios still being ported
-// from e2e/.
-#[allow(dead_code)]
 mod git;
 mod harness;
 mod images;
 mod net;
+mod promotion;
 mod rollouts;
 
 use std::process::ExitCode;
@@ -55,7 +53,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let suites = [builds::suite(), rollouts::suite()];
+        let suites = [builds::suite(), rollouts::suite(), promotion::suite()];
         let known: Vec<String> = suites
             .iter()
             .flat_map(|s| {

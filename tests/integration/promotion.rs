@@ -1,7 +1,7 @@
 //! Promotion on a real API server: who pinned a release is read from the Application's
 //! managed fields as the API server records them, and goes into the history with the pin's
 //! reason; the Release's status follows. (Nothing becomes healthy here, the API server has no
-//! node: `e2e/promotion.sh` runs the pipeline to prod.)
+//! node: `tests/e2e/promotion.rs` runs the pipeline to prod.)
 
 use ferry::api::application::{HistoryKind, Outcome};
 use ferry::api::release::ReleaseState;
