@@ -226,6 +226,16 @@ mod tests {
         }
     }
 
+    /// A later stage, right below `dev`, that no one pinned.
+    fn below_dev<'a>(
+        approval: Approval,
+        dev: &'a EnvironmentState,
+        here: &'a EnvironmentState,
+        releases: &'a [String],
+    ) -> Stage<'a> {
+        stage(approval, Some(("dev", dev)), here, releases, None)
+    }
+
     #[test]
     fn the_pin_writer_is_the_latest_manager_owning_the_pin() {
         let entry = |manager: &str, second: i64, env: &str, pin: bool| {
@@ -303,26 +313,14 @@ mod tests {
         let releases = releases();
         let dev = running(Some("shop-2"));
         let here = running(Some("shop-1"));
-        let auto = choose(&stage(
-            Approval::Automatic,
-            Some(("dev", &dev)),
-            &here,
-            &releases,
-            None,
-        ));
+        let auto = choose(&below_dev(Approval::Automatic, &dev, &here, &releases));
         let wanted = auto.wanted.unwrap();
         assert_eq!(
             (wanted.release.as_str(), wanted.kind),
             ("shop-2", HistoryKind::Promotion)
         );
         assert!(wanted.reason.contains("healthy and verified in dev"));
-        let manual = choose(&stage(
-            Approval::Manual,
-            Some(("dev", &dev)),
-            &here,
-            &releases,
-            None,
-        ));
+        let manual = choose(&below_dev(Approval::Manual, &dev, &here, &releases));
         assert_eq!(manual.wanted, None);
         assert_eq!(manual.candidate.as_deref(), Some("shop-2"));
         assert!(manual.awaiting_approval);
@@ -333,13 +331,7 @@ mod tests {
         let releases = releases();
         let dev = running(Some("shop-1"));
         let here = running(Some("shop-2"));
-        let choice = choose(&stage(
-            Approval::Automatic,
-            Some(("dev", &dev)),
-            &here,
-            &releases,
-            None,
-        ));
+        let choice = choose(&below_dev(Approval::Automatic, &dev, &here, &releases));
         assert_eq!(
             choice,
             Choice {
@@ -356,25 +348,13 @@ mod tests {
         let dev = running(Some("shop-3"));
         let mut here = running(Some("shop-1"));
         here.rejected = vec!["shop-3".to_owned()];
-        let choice = choose(&stage(
-            Approval::Manual,
-            Some(("dev", &dev)),
-            &here,
-            &releases,
-            None,
-        ));
+        let choice = choose(&below_dev(Approval::Manual, &dev, &here, &releases));
         assert_eq!(choice.candidate, None);
         let here = running(Some("shop-1"));
         let upstream_failed = |r: &str| r == "shop-3";
         let choice = choose(&Stage {
             rejected_upstream: &upstream_failed,
-            ..stage(
-                Approval::Manual,
-                Some(("dev", &dev)),
-                &here,
-                &releases,
-                None,
-            )
+            ..below_dev(Approval::Manual, &dev, &here, &releases)
         });
         assert_eq!(choice.candidate, None);
     }

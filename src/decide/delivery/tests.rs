@@ -121,6 +121,19 @@ fn crashing(release: &str, placement: Placement) -> PodFacts {
     }
 }
 
+/// Whether one of `events` is an Event with `reason`.
+fn announces(events: &[Told], reason: &str) -> bool {
+    events.iter().any(|e| e.announcement.reason == reason)
+}
+
+/// A RollingUpdate of `release` whose pods crash-loop: none of the 2 is ready.
+fn crash_looping(release: &str) -> Workload {
+    workload(
+        vec![(None, deployment(release, 0))],
+        vec![crashing(release, None)],
+    )
+}
+
 /// Brings `release` to Healthy with a RollingUpdate: start, ready, window over.
 fn healthy(env: &mut Env, release: &str, start: i64) {
     let empty = Workload::default();
@@ -176,10 +189,7 @@ fn a_good_release_rolls_out_waits_through_the_window_and_becomes_healthy() {
 fn a_crash_loop_rolls_back_at_once_and_the_release_is_not_tried_again() {
     let mut env = Env::new(StrategyType::RollingUpdate);
     healthy(&mut env, "web-1.0.0", 0);
-    let rolling = workload(
-        vec![(None, deployment("web-2.0.0", 0))],
-        vec![crashing("web-2.0.0", None)],
-    );
+    let rolling = crash_looping("web-2.0.0");
     env.step(20, wanted("web-2.0.0"), &Workload::default(), &[]);
     let plan = env.step(23, wanted("web-2.0.0"), &rolling, &[]);
     assert_eq!(plan.state.phase, Some(Phase::RolledBack));
@@ -199,11 +209,7 @@ fn a_crash_loop_rolls_back_at_once_and_the_release_is_not_tried_again() {
         BTreeMap::from([(None, "web-1.0.0".to_owned())]),
         "the Deployment goes back to the healthy release"
     );
-    assert!(
-        plan.events
-            .iter()
-            .any(|e| e.announcement.reason == "RolledBack")
-    );
+    assert!(announces(&plan.events, "RolledBack"));
     let failed = &plan.state.history[1];
     assert_eq!(
         (failed.release.as_str(), failed.outcome),
@@ -356,10 +362,7 @@ fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
     let mut env = Env::new(StrategyType::RollingUpdate);
     env.automatic = false;
     healthy(&mut env, "web-1.0.0", 0);
-    let rolling = workload(
-        vec![(None, deployment("web-2.0.0", 0))],
-        vec![crashing("web-2.0.0", None)],
-    );
+    let rolling = crash_looping("web-2.0.0");
     env.step(20, wanted("web-2.0.0"), &Workload::default(), &[]);
     let plan = env.step(23, wanted("web-2.0.0"), &rolling, &[]);
     assert_eq!(plan.state.phase, Some(Phase::Degraded));
@@ -369,11 +372,7 @@ fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
         BTreeMap::from([(None, "web-2.0.0".to_owned())]),
         "left as it is: maxUnavailable 0 keeps the old pods serving"
     );
-    assert!(
-        plan.events
-            .iter()
-            .any(|e| e.announcement.reason == "RolloutFailed")
-    );
+    assert!(announces(&plan.events, "RolloutFailed"));
     let degraded = plan.state.conditions.iter().find(|c| c.type_ == DEGRADED);
     assert_eq!(degraded.map(|c| c.reason.as_str()), Some(CRASH_LOOP.name));
 
@@ -402,10 +401,7 @@ fn without_automatic_rollback_a_failed_rollout_stays_degraded_as_it_is() {
 #[test]
 fn a_first_rollout_that_fails_is_degraded_and_a_later_good_release_goes_through() {
     let mut env = Env::new(StrategyType::RollingUpdate);
-    let rolling = workload(
-        vec![(None, deployment("web-1.0.0", 0))],
-        vec![crashing("web-1.0.0", None)],
-    );
+    let rolling = crash_looping("web-1.0.0");
     env.step(0, wanted("web-1.0.0"), &Workload::default(), &[]);
     let plan = env.step(3, wanted("web-1.0.0"), &rolling, &[]);
     assert_eq!(plan.state.phase, Some(Phase::Degraded));
@@ -434,10 +430,7 @@ fn a_pinned_release_that_failed_here_is_tried_once_per_pin() {
             actor: Some("kubectl".to_owned()),
         })
     };
-    let rolling = workload(
-        vec![(None, deployment("web-2.0.0", 0))],
-        vec![crashing("web-2.0.0", None)],
-    );
+    let rolling = crash_looping("web-2.0.0");
     env.step(20, pin("CHG-1"), &Workload::default(), &[]);
     env.step(22, pin("CHG-1"), &rolling, &[]);
     let back = workload(vec![(None, deployment("web-1.0.0", 2))], vec![]);
@@ -509,11 +502,7 @@ fn verification_runs_after_the_window_and_its_pass_makes_the_release_current() {
     let run = plan.state.rollout.and_then(|r| r.verification).unwrap();
     assert_eq!(run.passed, Some(true));
     assert_eq!(plan.verify, None);
-    assert!(
-        plan.events
-            .iter()
-            .any(|e| e.announcement.reason == "VerificationPassed")
-    );
+    assert!(announces(&plan.events, "VerificationPassed"));
 }
 
 #[test]
@@ -551,21 +540,13 @@ fn a_failed_verification_rolls_back_rejects_and_keeps_the_log_tail() {
             .reason
             .contains("verification failed: test pod exited 1")
     );
-    assert!(
-        plan.events
-            .iter()
-            .any(|e| e.announcement.reason == "VerificationFailed")
-    );
+    assert!(announces(&plan.events, "VerificationFailed"));
     let cause = plan.state.rollout.and_then(|r| r.cause).unwrap();
     assert_eq!(cause.reason, "VerificationFailed");
     assert!(cause.log.unwrap().contains("404 Not Found"));
     // The failed rollout's log tail was kept on its verdict's way: the rollback's cause
     // carries the verdict, the Release status the verification.
-    assert!(
-        plan.events
-            .iter()
-            .any(|e| e.announcement.reason == "RolledBack")
-    );
+    assert!(announces(&plan.events, "RolledBack"));
 }
 
 #[test]
