@@ -505,22 +505,38 @@ spec:
         ])
     }
 
+    static NO_RELEASES: BTreeMap<String, String> = BTreeMap::new();
+    static NONE: BTreeSet<String> = BTreeSet::new();
+
+    /// What the shell observes of `app` in team-a when a test says nothing more: no
+    /// Releases, no branch head, no builds.
+    fn baseline<'a>(
+        app: &'a Application,
+        environments: &'a BTreeMap<String, EnvironmentFacts>,
+        secrets: &'a SecretAccess,
+    ) -> Observed<'a> {
+        Observed {
+            app,
+            namespace: "team-a",
+            environments,
+            secrets,
+            releases: &NO_RELEASES,
+            source: None,
+            builds: &NONE,
+            released: &NONE,
+            latest_release: None,
+            invalid_run: None,
+        }
+    }
+
     fn decide(
         app: &Application,
         envs: &BTreeMap<String, EnvironmentFacts>,
         secrets: &SecretAccess,
     ) -> ApplicationStatus {
         let observed = Observed {
-            app,
-            namespace: "team-a",
-            environments: envs,
-            secrets,
             releases: &BTreeMap::from([("shop-1.4.2".to_owned(), "shop".to_owned())]),
-            source: None,
-            builds: &BTreeSet::new(),
-            released: &BTreeSet::new(),
-            latest_release: None,
-            invalid_run: None,
+            ..baseline(app, envs, secrets)
         };
         status(&observed, &now()).status
     }
@@ -626,19 +642,8 @@ spec:
     fn a_missing_secret_stalls_the_application() {
         let app = app(SHOP);
         let envs = three_stages();
-        let observed = Observed {
-            app: &app,
-            namespace: "team-a",
-            environments: &envs,
-            secrets: &SecretAccess::Read(BTreeMap::new()),
-            releases: &BTreeMap::new(),
-            source: None,
-            builds: &BTreeSet::new(),
-            released: &BTreeSet::new(),
-            latest_release: None,
-            invalid_run: None,
-        };
-        let decision = status(&observed, &now());
+        let no_secrets = SecretAccess::Read(BTreeMap::new());
+        let decision = status(&baseline(&app, &envs, &no_secrets), &now());
         assert_eq!(
             find(&decision.status.conditions, READY).unwrap().reason,
             "SecretNotFound"
@@ -702,19 +707,12 @@ spec:
             ("shop-1.4.2".to_owned(), "shop".to_owned()),
             ("cart-1.0.0".to_owned(), "cart".to_owned()),
         ]);
+        let (envs, secrets) = (three_stages(), git_cred());
         for (name, release, reason) in cases {
             let app = app(&pinned(release));
             let observed = Observed {
-                app: &app,
-                namespace: "team-a",
-                environments: &three_stages(),
-                secrets: &git_cred(),
                 releases: &releases,
-                source: None,
-                builds: &BTreeSet::new(),
-                released: &BTreeSet::new(),
-                latest_release: None,
-                invalid_run: None,
+                ..baseline(&app, &envs, &secrets)
             };
             let status = status(&observed, &now()).status;
             assert_eq!(
@@ -730,40 +728,10 @@ spec:
         let mut app = app(SHOP);
         let envs = three_stages();
         let secrets = git_cred();
-        let first = status(
-            &Observed {
-                app: &app,
-                namespace: "team-a",
-                environments: &envs,
-                secrets: &secrets,
-                releases: &BTreeMap::new(),
-                source: None,
-                builds: &BTreeSet::new(),
-                released: &BTreeSet::new(),
-                latest_release: None,
-                invalid_run: None,
-            },
-            &now(),
-        )
-        .status;
+        let first = status(&baseline(&app, &envs, &secrets), &now()).status;
         app.status = Some(first.clone());
         let later = Time(jiff::Timestamp::from_second(1_800_000_600).unwrap());
-        let second = status(
-            &Observed {
-                app: &app,
-                namespace: "team-a",
-                environments: &envs,
-                secrets: &secrets,
-                releases: &BTreeMap::new(),
-                source: None,
-                builds: &BTreeSet::new(),
-                released: &BTreeSet::new(),
-                latest_release: None,
-                invalid_run: None,
-            },
-            &later,
-        )
-        .status;
+        let second = status(&baseline(&app, &envs, &secrets), &later).status;
         assert_eq!(first, second);
     }
 
@@ -806,16 +774,10 @@ spec:
                         source: Option<&SourceHead>| {
             let decision = status(
                 &Observed {
-                    app: &app,
-                    namespace: "team-a",
-                    environments: envs,
-                    secrets: &git_cred(),
                     releases: &releases,
                     source,
-                    builds: &BTreeSet::new(),
-                    released: &BTreeSet::new(),
-                    latest_release: None,
                     invalid_run,
+                    ..baseline(&app, envs, &git_cred())
                 },
                 &now(),
             );
@@ -903,16 +865,10 @@ spec:
                       released: &BTreeSet<String>| {
             status(
                 &Observed {
-                    app: shop,
-                    namespace: "team-a",
-                    environments: &BTreeMap::new(),
-                    secrets: &git_cred(),
-                    releases: &BTreeMap::new(),
                     source: Some(source),
                     builds,
                     released,
-                    latest_release: None,
-                    invalid_run: None,
+                    ..baseline(shop, &BTreeMap::new(), &git_cred())
                 },
                 &now(),
             )

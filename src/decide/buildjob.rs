@@ -272,19 +272,8 @@ spec:
     #[test]
     fn a_build_with_a_missing_push_secret_is_stalled_not_failed() {
         let job = job();
-        let status = status(
-            &Observed {
-                job: &job,
-                namespace: "team-a",
-                application_exists: true,
-                secrets: &SecretAccess::Read(Default::default()),
-                pod: None,
-                verification: None,
-                release: None,
-            },
-            &now(),
-        )
-        .status;
+        let no_secrets = SecretAccess::Read(Default::default());
+        let status = status(&baseline(&job, &no_secrets), &now()).status;
         assert_eq!(
             find(&status.conditions, STALLED).unwrap().reason,
             "SecretNotFound"
@@ -305,25 +294,28 @@ spec:
             }),
             ..BuildJobStatus::default()
         });
-        let status = status(
-            &Observed {
-                job: &job,
-                namespace: "team-a",
-                application_exists: true,
-                secrets: &SecretAccess::Read(Default::default()),
-                pod: None,
-                verification: None,
-                release: None,
-            },
-            &now(),
-        )
-        .status;
+        let no_secrets = SecretAccess::Read(Default::default());
+        let status = status(&baseline(&job, &no_secrets), &now()).status;
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             find(&status.conditions, SUCCEEDED).unwrap().reason,
             "ScriptFailed"
         );
         assert!(find(&status.conditions, STALLED).is_none());
+    }
+
+    /// What the shell observes of `job` in team-a, its Application present, before its pod
+    /// exists.
+    fn baseline<'a>(job: &'a BuildJob, secrets: &'a SecretAccess) -> Observed<'a> {
+        Observed {
+            job,
+            namespace: "team-a",
+            application_exists: true,
+            secrets,
+            pod: None,
+            verification: None,
+            release: None,
+        }
     }
 
     fn decide(
@@ -336,13 +328,9 @@ spec:
         );
         status(
             &Observed {
-                job,
-                namespace: "team-a",
-                application_exists: true,
-                secrets: &secrets,
                 pod,
                 verification,
-                release: None,
+                ..baseline(job, &secrets)
             },
             &now(),
         )
