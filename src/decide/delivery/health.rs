@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::runs::CheckCounts;
 use crate::api::Time;
 use crate::api::application::Slot;
 use crate::api::reasons::{
@@ -71,13 +72,8 @@ pub struct CheckFigures {
     /// `maxErrorRate` as a percentage.
     pub max_error_rate: f64,
     pub max_latency_p95: Option<Duration>,
-    pub requests: u64,
-    pub failed: u64,
-    pub p95: Option<Duration>,
-    /// When the first request failed.
-    pub first_failure: Option<Time>,
-    /// What the last failure was ("HTTP 500", "timed out after 1s", "connection refused").
-    pub last_failure: Option<String>,
+    /// Its requests, failures and latency so far.
+    pub counts: CheckCounts,
 }
 
 /// A sign that a release is not healthy.
@@ -254,19 +250,20 @@ pub fn readiness_lost(
 /// a p95 over the limit. At its end, the figures as they are.
 pub fn checks_failing(checks: &[CheckFigures], window: Duration, final_: bool) -> Option<Signal> {
     checks.iter().find_map(|c| {
-        let rate = if c.requests == 0 {
+        let n = &c.counts;
+        let rate = if n.requests == 0 {
             0.0
         } else {
-            c.failed as f64 * 100.0 / c.requests as f64
+            n.failed as f64 * 100.0 / n.requests as f64
         };
         // The requests the whole window will hold, and the failures they may include.
         let expected = (window.as_secs_f64() / c.interval.as_secs_f64().max(0.001))
             .ceil()
             .max(1.0);
         let budget = (c.max_error_rate / 100.0 * expected).floor() as u64;
-        let errors = (final_ && rate > c.max_error_rate) || c.failed > budget;
-        if errors && c.failed > 0 {
-            let last = c
+        let errors = (final_ && rate > c.max_error_rate) || n.failed > budget;
+        if errors && n.failed > 0 {
+            let last = n
                 .last_failure
                 .as_deref()
                 .map(|l| format!("; last: {l}"))
@@ -275,19 +272,19 @@ pub fn checks_failing(checks: &[CheckFigures], window: Duration, final_: bool) -
                 ERROR_RATE_EXCEEDED,
                 format!(
                     "{} of {} requests to {} failed ({} > {}){last}",
-                    c.failed,
-                    c.requests,
+                    n.failed,
+                    n.requests,
                     c.path,
                     percent(rate),
                     percent(c.max_error_rate)
                 ),
-                c.first_failure.clone(),
+                n.first_failure.clone(),
             ));
         }
-        let (Some(p95), Some(max)) = (c.p95, c.max_latency_p95) else {
+        let (Some(p95), Some(max)) = (n.p95, c.max_latency_p95) else {
             return None;
         };
-        let enough = final_ || c.requests >= 10;
+        let enough = final_ || n.requests >= 10;
         (enough && p95 > max).then(|| {
             Signal::new(
                 LATENCY_EXCEEDED,
@@ -295,7 +292,7 @@ pub fn checks_failing(checks: &[CheckFigures], window: Duration, final_: bool) -
                     "p95 latency of {} was {} over {} requests (> {})",
                     c.path,
                     show(p95),
-                    c.requests,
+                    n.requests,
                     show(max)
                 ),
                 None,
@@ -356,11 +353,13 @@ mod tests {
             interval: Duration::from_secs(1),
             max_error_rate: 5.0,
             max_latency_p95: Some(Duration::from_millis(300)),
-            requests,
-            failed,
-            p95: Some(Duration::from_millis(p95_ms)),
-            first_failure: None,
-            last_failure: (failed > 0).then(|| "HTTP 500".to_owned()),
+            counts: CheckCounts {
+                requests,
+                failed,
+                p95: Some(Duration::from_millis(p95_ms)),
+                first_failure: None,
+                last_failure: (failed > 0).then(|| "HTTP 500".to_owned()),
+            },
         }
     }
 

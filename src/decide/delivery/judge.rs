@@ -74,13 +74,14 @@ impl Work {
         }
         // A check that has sent too few requests to judge (the controller restarted late in
         // the window, say) gets a little longer; one that sends none at all fails.
-        if let Some(short) = observed.checks.iter().find(|c| c.requests < 3) {
+        if let Some(short) = observed.checks.iter().find(|c| c.counts.requests < 3) {
             let grace = window.max(Duration::from_secs(10));
             if stable < window + grace {
                 self.requeue_in(short.interval.max(Duration::from_secs(1)));
                 return;
             }
             let last = short
+                .counts
                 .last_failure
                 .as_deref()
                 .map(|l| format!(" (last: {l})"))
@@ -89,7 +90,7 @@ impl Work {
                 reason: crate::api::reasons::ERROR_RATE_EXCEEDED,
                 message: format!(
                     "only {} requests to {} were answered in the stabilization window and its grace period{last}",
-                    short.requests, short.path
+                    short.counts.requests, short.path
                 ),
                 time: None,
             };

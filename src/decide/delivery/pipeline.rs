@@ -447,11 +447,7 @@ fn figures(
                 interval: check.interval.into(),
                 max_error_rate: percentage(&check.max_error_rate),
                 max_latency_p95: check.max_latency_p95.map(Into::into),
-                requests: counts.requests,
-                failed: counts.failed,
-                p95: counts.p95,
-                first_failure: counts.first_failure,
-                last_failure: counts.last_failure,
+                counts,
             }
         })
         .collect()

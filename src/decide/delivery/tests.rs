@@ -1,4 +1,5 @@
 use super::health::{DeploymentFacts, PodFacts};
+use super::runs::CheckCounts;
 use super::*;
 use crate::api::application::{Outcome, Slot};
 use crate::api::conditions::{AWAITING_APPROVAL_CONDITION, DEGRADED, PROGRESSING};
@@ -328,11 +329,13 @@ fn blue_green_switches_when_ready_and_flips_back_on_failure() {
         interval: Duration::from_secs(1),
         max_error_rate: 5.0,
         max_latency_p95: None,
-        requests: 4,
-        failed: 2,
-        p95: None,
-        first_failure: Some(at(26)),
-        last_failure: Some("HTTP 500".to_owned()),
+        counts: CheckCounts {
+            requests: 4,
+            failed: 2,
+            p95: None,
+            first_failure: Some(at(26)),
+            last_failure: Some("HTTP 500".to_owned()),
+        },
     };
     let plan = env.step(28, wanted("web-2.0.0"), &both, &[failing]);
     assert_eq!(plan.state.phase, Some(Phase::RolledBack));

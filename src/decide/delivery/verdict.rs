@@ -22,12 +22,13 @@ impl Work {
             .iter()
             .map(|c| {
                 let p95 = c
+                    .counts
                     .p95
                     .map(|p| format!(", p95 {}", show(p)))
                     .unwrap_or_default();
                 format!(
                     "{} of {} requests to {} failed{p95}",
-                    c.failed, c.requests, c.path
+                    c.counts.failed, c.counts.requests, c.path
                 )
             })
             .collect();
