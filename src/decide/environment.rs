@@ -170,6 +170,20 @@ mod tests {
         }
     }
 
+    /// The Environment prod at its first generation, deploying into its own namespace
+    /// team-a, with no status yet.
+    fn prod(upstreams: &BTreeMap<String, Option<String>>) -> Observed<'_> {
+        Observed {
+            name: "prod",
+            namespace: "team-a",
+            generation: Some(1),
+            target_namespace: "team-a",
+            target: present(&[]),
+            upstreams,
+            current: None,
+        }
+    }
+
     fn now() -> Time {
         Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
     }
@@ -228,13 +242,9 @@ mod tests {
         let ups = upstreams(&[("prod", None)]);
         let message = |target| {
             let observed = Observed {
-                name: "prod",
-                namespace: "team-a",
-                generation: Some(1),
                 target_namespace: "elsewhere",
                 target,
-                upstreams: &ups,
-                current: None,
+                ..prod(&ups)
             };
             let status = status(&observed, &now()).status;
             let stalled = find(&status.conditions, STALLED).unwrap().clone();
@@ -263,13 +273,9 @@ mod tests {
     fn a_non_consenting_target_stalls_the_environment_with_the_fix() {
         let ups = upstreams(&[("prod", None)]);
         let observed = Observed {
-            name: "prod",
-            namespace: "team-a",
             generation: Some(3),
             target_namespace: "team-a-prod",
-            target: present(&[]),
-            upstreams: &ups,
-            current: None,
+            ..prod(&ups)
         };
         let status = status(&observed, &now()).status;
         let stalled = find(&status.conditions, STALLED).unwrap();
@@ -286,16 +292,7 @@ mod tests {
     #[test]
     fn a_resolved_environment_is_ready_and_shows_its_pipeline() {
         let ups = upstreams(&[("dev", None), ("prod", Some("dev"))]);
-        let observed = Observed {
-            name: "prod",
-            namespace: "team-a",
-            generation: Some(1),
-            target_namespace: "team-a",
-            target: present(&[]),
-            upstreams: &ups,
-            current: None,
-        };
-        let status = status(&observed, &now()).status;
+        let status = status(&prod(&ups), &now()).status;
         assert!(is_true(&status.conditions, conditions::READY));
         assert!(find(&status.conditions, STALLED).is_none());
         assert_eq!(status.pipeline, ["dev", "prod"]);

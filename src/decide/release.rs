@@ -218,19 +218,24 @@ spec:
         Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
     }
 
-    #[test]
-    fn a_release_of_an_existing_application_is_recorded() {
-        let release = release();
-        let status = status(
+    /// The status of `release` in team-a, its Application present, given the Application's
+    /// `environments`.
+    fn decide(release: &Release, environments: &[EnvironmentState]) -> ReleaseStatus {
+        status(
             &Observed {
-                release: &release,
+                release,
                 namespace: "team-a",
                 application_exists: true,
-                environments: &[],
+                environments,
             },
             &now(),
         )
-        .status;
+        .status
+    }
+
+    #[test]
+    fn a_release_of_an_existing_application_is_recorded() {
+        let status = decide(&release(), &[]);
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(ready.reason, "Recorded");
         assert!(ready.message.contains("9fceb02"));
@@ -255,18 +260,6 @@ spec:
                 pin_reason: None,
             }],
             ..EnvironmentState::default()
-        };
-        let decide = |release: &Release, environments: &[EnvironmentState]| {
-            status(
-                &Observed {
-                    release,
-                    namespace: "team-a",
-                    application_exists: true,
-                    environments,
-                },
-                &now(),
-            )
-            .status
         };
         let serving = decide(&release, &[dev("shop-1.4.2", &[])]);
         assert_eq!(serving.environments[0].state, ReleaseState::Deployed);
@@ -326,16 +319,7 @@ spec:
             }),
             ..EnvironmentState::default()
         };
-        let status = status(
-            &Observed {
-                release: &release(),
-                namespace: "team-a",
-                application_exists: true,
-                environments: &[staging],
-            },
-            &now(),
-        )
-        .status;
+        let status = decide(&release(), &[staging]);
         let entry = &status.environments[0];
         assert_eq!(entry.state, ReleaseState::Rejected);
         assert_eq!(entry.verdict.as_deref(), Some("VerificationFailed"));
