@@ -30,8 +30,9 @@ use crate::decide::application::{
 };
 use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
+use crate::decide::run_spec;
 use crate::decide::secrets::{SecretAccess, SecretKeys};
-use crate::desired::workload::{self, Workload};
+use crate::desired::workload::Workload;
 
 /// Declares what an Application's state depends on besides itself.
 pub(super) fn relate(
@@ -148,7 +149,7 @@ pub(super) async fn reconcile(
 }
 
 /// The first listed environment whose workload cannot be made from the spec
-/// (`desired::workload::check`), with the message naming the field.
+/// (`decide::run_spec::check`), with the message naming the field.
 async fn invalid_run(
     context: &Context,
     namespace: &str,
@@ -168,7 +169,7 @@ async fn invalid_run(
         };
         let target = environment.target_namespace().unwrap_or(namespace);
         let w = Workload::of(app, entry, environment, target);
-        if let Err(message) = workload::check(
+        if let Err(message) = run_spec::check(
             &w,
             &environment.spec.health,
             environment.spec.verification.as_ref(),
