@@ -16,11 +16,11 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
 use super::events::readable;
 use super::relations::related;
 use super::release::{application_exists, newest, releases_of};
+use super::secrets;
 use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
@@ -72,7 +72,7 @@ pub(super) async fn reconcile(
         .get(&namespace, &job.spec.application)
         .await;
     let application_exists = application_exists(&context, &namespace, &job.spec.application).await;
-    let secrets = secret_access(&context, &namespace, &job.secret_refs()).await?;
+    let secrets = secrets::access(&context, &namespace, &job.secret_refs()).await?;
     let pod = context.build_pods.get(&namespace, &job.name_any()).await;
     let facts = pod.as_deref().map(PodFacts::of);
     let releases = releases_of(&context, &namespace, &job.spec.application).await;
@@ -227,22 +227,9 @@ async fn verify(
             let host = registry::parse_reference(repository)
                 .map(|r| r.resolve_registry().to_owned())
                 .unwrap_or_default();
-            let json = secret_data(context, namespace, secret)
-                .await?
-                .and_then(|mut data| data.remove(".dockerconfigjson"));
-            match json.map(|j| RegistryCredentials::from_docker_config(&j, &host)) {
-                Some(Ok(credentials)) => credentials,
-                // Its keys were checked before the build started; it changed since.
-                Some(Err(error)) => {
-                    return Ok(Verification::Unavailable(format!(
-                        "the push Secret {secret} cannot be used: {error}"
-                    )));
-                }
-                None => {
-                    return Ok(Verification::Unavailable(format!(
-                        "the push Secret {secret} is gone"
-                    )));
-                }
+            match secrets::registry_credentials(context, namespace, secret, &host).await? {
+                Ok(credentials) => credentials,
+                Err(why) => return Ok(Verification::Unavailable(why)),
             }
         }
     };
@@ -267,7 +254,7 @@ async fn create_release(
 ) -> Result<String, Error> {
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
     let credentials =
-        git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
+        secrets::git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
     let tags = context
         .remote
         .tags_at(&job.spec.source.url, &job.spec.commit, credentials.as_ref())

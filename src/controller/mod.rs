@@ -28,6 +28,7 @@ mod managers;
 mod relations;
 mod release;
 mod run;
+mod secrets;
 mod sources;
 mod status;
 
