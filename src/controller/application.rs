@@ -209,6 +209,7 @@ async fn look_up_source(
             .map(|s| format!("{namespace}/{s}")),
     };
     let looked = context
+        .external
         .sources
         .head(
             &key,
@@ -218,7 +219,7 @@ async fn look_up_source(
                 app.metadata.uid.as_deref().unwrap_or_default(),
             ),
             source.poll_interval.into(),
-            context.remote.as_ref(),
+            context.external.remote.as_ref(),
             credentials.as_ref(),
             &context.metrics,
         )

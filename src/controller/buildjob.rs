@@ -73,7 +73,11 @@ pub(super) async fn reconcile(
         .await;
     let application_exists = application_exists(&context, &namespace, &job.spec.application).await;
     let secrets = secrets::access(&context, &namespace, &job.secret_refs()).await?;
-    let pod = context.build_pods.get(&namespace, &job.name_any()).await;
+    let pod = context
+        .caches
+        .build_pods
+        .get(&namespace, &job.name_any())
+        .await;
     let facts = pod.as_deref().map(PodFacts::of);
     let releases = releases_of(&context, &namespace, &job.spec.application).await;
     // Whatever its name, one commit gets one Release.
@@ -191,7 +195,7 @@ async fn create_pod(
     let since = newest(releases)
         .map(|r| r.spec.commit.clone())
         .filter(|commit| *commit != job.spec.commit);
-    let Some(pod) = build_pod(job, &context.build, since.as_deref()) else {
+    let Some(pod) = build_pod(job, &context.config.build, since.as_deref()) else {
         return Ok(());
     };
     let api = context.api::<Pod>(namespace);
@@ -256,6 +260,7 @@ async fn create_release(
     let credentials =
         secrets::git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
     let tags = context
+        .external
         .remote
         .tags_at(&job.spec.source.url, &job.spec.commit, credentials.as_ref())
         .await

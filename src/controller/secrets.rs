@@ -30,7 +30,7 @@ pub(super) async fn access(
             Ok(secret) => secret,
             Err(kube::Error::Api(status)) if status.code == 403 => {
                 return Ok(SecretAccess::NotGranted {
-                    service_account: context.service_account.clone(),
+                    service_account: context.config.service_account.clone(),
                 });
             }
             Err(error) => return Err(Error::observe(format!("Secret {namespace}/{name}"))(error)),
