@@ -10,6 +10,7 @@
 //! - `managers.rs`: applies under each controller's own field manager;
 //! - `events.rs`: the one Event builder, used by status writes, the error policy and delivery;
 //! - `relations.rs`: how a change to one object reaches the objects it concerns;
+//! - `secrets.rs`: every Secret read, and what its answer means (not granted, missing, unusable);
 //! - `cache.rs`: the shared caches, one per kind;
 //! - `leader.rs`: the Lease.
 //!
