@@ -252,7 +252,7 @@ pub struct EnvironmentEntry {
     #[schemars(length(max = 256), transform = bound_env)]
     #[x_kube(validation = Rule::new(ENV_NAMES_RULE).message(ENV_NAMES_MESSAGE))]
     // No CEL rule against a name set twice here: with 16 environments its cost exceeds the
-    // API server's budget; `desired::workload::check` refuses it before anything is created.
+    // API server's budget; `decide::run_spec::check` refuses it before anything is created.
     #[x_kube(validation = Rule::new(ENV_VALUE_RULE).message(ENV_VALUE_MESSAGE))]
     pub env: Vec<EnvVar>,
 

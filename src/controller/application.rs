@@ -16,22 +16,23 @@ use super::error::succeeded;
 use super::events::readable;
 use super::relations::related;
 use super::release::{newest, releases_of};
+use super::secrets;
 use super::sources::{Looked, SourceKey};
 use super::status;
 use super::{Context, Error, Guarded, next_action};
-use crate::adapters::git::Credentials;
 use crate::api::BuildJob;
 use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
 use crate::api::managers::FieldManager;
-use crate::api::{Application, Environment, Release, Secret};
+use crate::api::{Application, Environment, Release};
 use crate::decide::application::{
     self as decide, Action as Act, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
 };
 use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
-use crate::decide::secrets::{SecretAccess, SecretKeys};
-use crate::desired::workload::{self, Workload};
+use crate::decide::run_spec;
+use crate::decide::secrets::SecretAccess;
+use crate::desired::workload::Workload;
 
 /// Declares what an Application's state depends on besides itself.
 pub(super) fn relate(
@@ -89,7 +90,7 @@ pub(super) async fn reconcile(
 
     let environments = environment_facts(&context, &namespace, app).await?;
     let releases = release_owners(&context, &namespace).await;
-    let secrets = secret_access(&context, &namespace, &app.secret_refs()).await?;
+    let secrets = secrets::access(&context, &namespace, &app.secret_refs()).await?;
     let looked = look_up_source(&context, &namespace, app, &secrets).await?;
     let builds = build_names(&context, &namespace, app).await;
     let mine = releases_of(&context, &namespace, &app.name_any()).await;
@@ -148,7 +149,7 @@ pub(super) async fn reconcile(
 }
 
 /// The first listed environment whose workload cannot be made from the spec
-/// (`desired::workload::check`), with the message naming the field.
+/// (`decide::run_spec::check`), with the message naming the field.
 async fn invalid_run(
     context: &Context,
     namespace: &str,
@@ -168,7 +169,7 @@ async fn invalid_run(
         };
         let target = environment.target_namespace().unwrap_or(namespace);
         let w = Workload::of(app, entry, environment, target);
-        if let Err(message) = workload::check(
+        if let Err(message) = run_spec::check(
             &w,
             &environment.spec.health,
             environment.spec.verification.as_ref(),
@@ -197,7 +198,8 @@ async fn look_up_source(
     {
         return Ok(None);
     }
-    let credentials = git_credentials(context, namespace, &source.credentials_secret).await?;
+    let credentials =
+        secrets::git_credentials(context, namespace, &source.credentials_secret).await?;
     let key = SourceKey {
         url: source.url.clone(),
         branch: source.branch.clone(),
@@ -207,6 +209,7 @@ async fn look_up_source(
             .map(|s| format!("{namespace}/{s}")),
     };
     let looked = context
+        .external
         .sources
         .head(
             &key,
@@ -216,7 +219,7 @@ async fn look_up_source(
                 app.metadata.uid.as_deref().unwrap_or_default(),
             ),
             source.poll_interval.into(),
-            context.remote.as_ref(),
+            context.external.remote.as_ref(),
             credentials.as_ref(),
             &context.metrics,
         )
@@ -330,86 +333,4 @@ async fn release_owners(context: &Context, namespace: &str) -> BTreeMap<String, 
             (r.name_any(), owner)
         })
         .collect()
-}
-
-/// The key names of the named Secrets that exist, read with one `get` each (values are
-/// dropped at once), or that the namespace has not granted Ferry access to its Secrets.
-pub(super) async fn secret_access(
-    context: &Context,
-    namespace: &str,
-    references: &[(&'static str, &str)],
-) -> Result<SecretAccess, Error> {
-    let api = context.api::<Secret>(namespace);
-    let mut keys = SecretKeys::new();
-    for (_, name) in references {
-        if keys.contains_key(*name) {
-            continue;
-        }
-        let secret = match api.get_opt(name).await {
-            Ok(secret) => secret,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                return Ok(SecretAccess::NotGranted {
-                    service_account: context.service_account.clone(),
-                });
-            }
-            Err(error) => return Err(Error::observe(format!("Secret {namespace}/{name}"))(error)),
-        };
-        if let Some(secret) = secret {
-            let names = secret
-                .data
-                .into_iter()
-                .flat_map(|d| d.into_keys())
-                .chain(secret.string_data.into_iter().flat_map(|d| d.into_keys()))
-                .collect();
-            keys.insert((*name).to_owned(), names);
-        }
-    }
-    Ok(SecretAccess::Read(keys))
-}
-
-/// The data of a Secret, read with one `get`; `None` when it does not exist. The values
-/// never leave the caller's use of them (no logs, no status).
-pub(super) async fn secret_data(
-    context: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, Error> {
-    let secret = context
-        .api::<Secret>(namespace)
-        .get_opt(name)
-        .await
-        .map_err(Error::observe(format!("Secret {namespace}/{name}")))?;
-    Ok(secret.map(|s| {
-        let data = s.data.into_iter().flatten().map(|(k, v)| (k, v.0));
-        let strings = s
-            .string_data
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k, v.into_bytes()));
-        data.chain(strings).collect()
-    }))
-}
-
-/// The git credentials of a credentials Secret (`username` and `password`), if one is named
-/// and exists.
-pub(super) async fn git_credentials(
-    context: &Context,
-    namespace: &str,
-    secret: &Option<String>,
-) -> Result<Option<Credentials>, Error> {
-    let Some(secret) = secret else {
-        return Ok(None);
-    };
-    let Some(mut data) = secret_data(context, namespace, secret).await? else {
-        return Ok(None);
-    };
-    let mut text = |key: &str| {
-        let bytes = data.remove(key).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        // `echo secret > password` is a common way to write them.
-        text.trim_end_matches(['\r', '\n']).to_owned()
-    };
-    let username = text("username");
-    let password = text("password");
-    Ok(Some(Credentials::new(username, password)))
 }

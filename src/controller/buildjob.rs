@@ -16,11 +16,11 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::application::{git_credentials, secret_access, secret_data};
 use super::error::succeeded;
 use super::events::readable;
 use super::relations::related;
 use super::release::{application_exists, newest, releases_of};
+use super::secrets;
 use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
@@ -72,8 +72,12 @@ pub(super) async fn reconcile(
         .get(&namespace, &job.spec.application)
         .await;
     let application_exists = application_exists(&context, &namespace, &job.spec.application).await;
-    let secrets = secret_access(&context, &namespace, &job.secret_refs()).await?;
-    let pod = context.build_pods.get(&namespace, &job.name_any()).await;
+    let secrets = secrets::access(&context, &namespace, &job.secret_refs()).await?;
+    let pod = context
+        .caches
+        .build_pods
+        .get(&namespace, &job.name_any())
+        .await;
     let facts = pod.as_deref().map(PodFacts::of);
     let releases = releases_of(&context, &namespace, &job.spec.application).await;
     // Whatever its name, one commit gets one Release.
@@ -191,7 +195,7 @@ async fn create_pod(
     let since = newest(releases)
         .map(|r| r.spec.commit.clone())
         .filter(|commit| *commit != job.spec.commit);
-    let Some(pod) = build_pod(job, &context.build, since.as_deref()) else {
+    let Some(pod) = build_pod(job, &context.config.build, since.as_deref()) else {
         return Ok(());
     };
     let api = context.api::<Pod>(namespace);
@@ -227,22 +231,9 @@ async fn verify(
             let host = registry::parse_reference(repository)
                 .map(|r| r.resolve_registry().to_owned())
                 .unwrap_or_default();
-            let json = secret_data(context, namespace, secret)
-                .await?
-                .and_then(|mut data| data.remove(".dockerconfigjson"));
-            match json.map(|j| RegistryCredentials::from_docker_config(&j, &host)) {
-                Some(Ok(credentials)) => credentials,
-                // Its keys were checked before the build started; it changed since.
-                Some(Err(error)) => {
-                    return Ok(Verification::Unavailable(format!(
-                        "the push Secret {secret} cannot be used: {error}"
-                    )));
-                }
-                None => {
-                    return Ok(Verification::Unavailable(format!(
-                        "the push Secret {secret} is gone"
-                    )));
-                }
+            match secrets::registry_credentials(context, namespace, secret, &host).await? {
+                Ok(credentials) => credentials,
+                Err(why) => return Ok(Verification::Unavailable(why)),
             }
         }
     };
@@ -267,8 +258,9 @@ async fn create_release(
 ) -> Result<String, Error> {
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
     let credentials =
-        git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
+        secrets::git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
     let tags = context
+        .external
         .remote
         .tags_at(&job.spec.source.url, &job.spec.commit, credentials.as_ref())
         .await

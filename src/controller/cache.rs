@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::Guarded;
+use super::delivery::Children;
 use crate::api::{Application, BuildJob, Environment, Release};
 
 /// One kind's shared store, its writer until the watch starts, and its "synced" flag.
@@ -200,10 +202,15 @@ macro_rules! caches {
             $(pub $field: Cache<Guarded<$kind>>,)+
         }
 
-        /// What reconcilers read of the caches.
+        /// What reconcilers read of the caches: the kinds one reconciler reads of another, and
+        /// the objects Ferry makes, each from a cache of its own.
         #[derive(Clone)]
         pub struct Views {
             $(pub $field: View<Guarded<$kind>>,)+
+            /// Build pods (labelled by Ferry).
+            pub build_pods: View<Pod>,
+            /// The Deployments, Services and pods Ferry runs applications as, by label.
+            pub children: Children,
         }
 
         impl Caches {
@@ -211,8 +218,9 @@ macro_rules! caches {
                 Self { $($field: Cache::new(),)+ }
             }
 
-            pub fn views(&self) -> Views {
-                Views { $($field: self.$field.view(),)+ }
+            /// Views of these caches, and of the caches of build pods and `children`.
+            pub fn views(&self, build_pods: View<Pod>, children: Children) -> Views {
+                Views { $($field: self.$field.view(),)+ build_pods, children }
             }
 
             /// The backoff key (`error::failure_key`) of every object deleted, of any kind.

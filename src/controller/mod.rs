@@ -10,11 +10,13 @@
 //! - `managers.rs`: applies under each controller's own field manager;
 //! - `events.rs`: the one Event builder, used by status writes, the error policy and delivery;
 //! - `relations.rs`: how a change to one object reaches the objects it concerns;
+//! - `secrets.rs`: every Secret read, and what its answer means (not granted, missing, unusable);
 //! - `cache.rs`: the shared caches, one per kind;
 //! - `leader.rs`: the Lease.
 //!
 //! [`Context`] is what every reconcile gets: the client, the Event recorder, metrics, a clock
-//! tests can set, and views of the shared caches.
+//! tests can set, views of the shared caches, what Ferry keeps outside Kubernetes (git, branch
+//! heads, runs) and its settings.
 
 mod application;
 mod buildjob;
@@ -28,6 +30,7 @@ mod managers;
 mod relations;
 mod release;
 mod run;
+mod secrets;
 mod sources;
 mod status;
 
@@ -40,10 +43,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::{Api, Client, Resource};
 
-use k8s_openapi::api::core::v1::Pod;
-
 use crate::adapters::git::RemoteRefs;
+use crate::adapters::runs::Runs;
 use crate::api::Time;
+use crate::decide::delivery::runs::RunKey;
 pub use crate::desired::build_pod::Settings as BuildSettings;
 use crate::telemetry::Metrics;
 pub use cache::Views;
@@ -90,31 +93,41 @@ impl Clock for SystemClock {
     }
 }
 
-/// What every reconciler shares.
+/// What every reconciler shares, by concern: the API server (client, Event recorder), metrics,
+/// a clock tests can set, the shared caches, what Ferry keeps of the world outside Kubernetes,
+/// and its settings.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub clock: Box<dyn Clock>,
-    /// The shared caches of the kinds one reconciler reads of another.
+    /// What reconcilers read of the cluster without asking the API server.
     pub caches: Views,
-    /// Ferry's ServiceAccount as `namespace:name` (see [`Settings::service_account`]).
-    pub service_account: String,
+    /// Git servers, the branch heads looked up, and the HTTP runs beside rollouts.
+    pub external: External,
+    /// What the command line set for the reconcilers.
+    pub config: Config,
     /// Consecutive failures per object, for backoff; cleared by a success or a deletion.
     failures: error::Failures,
-    /// Build pods (labelled by Ferry), from their own cache.
-    pub build_pods: cache::View<Pod>,
-    /// What build pods need besides their BuildJob.
-    pub build: BuildSettings,
+}
+
+/// What Ferry keeps of the world outside Kubernetes.
+pub struct External {
     /// Reads branch heads and tags from git servers.
     pub remote: Arc<dyn RemoteRefs>,
     /// The branch heads looked up, shared by Applications on one branch.
     sources: sources::Sources,
-    /// The Deployments, Services and pods Ferry runs applications as, by label.
-    pub children: delivery::Children,
     /// What runs beside rollouts: the HTTP checks of their stabilization windows and their
     /// verification GETs.
-    pub runs: Arc<crate::adapters::runs::Runs<crate::decide::delivery::runs::RunKey>>,
+    pub runs: Arc<Runs<RunKey>>,
+}
+
+/// What the command line set for the reconcilers.
+pub struct Config {
+    /// Ferry's ServiceAccount as `namespace:name` (see [`Settings::service_account`]).
+    pub service_account: String,
+    /// What build pods need besides their BuildJob.
+    pub build: BuildSettings,
 }
 
 impl Context {

@@ -22,7 +22,7 @@ use super::cache::{Cache, Caches};
 use super::delivery::{Children, owner_of};
 use super::error;
 use super::leader::{Elector, LeaseSettings, run_while_leading};
-use super::{BuildSettings, Clock, Context, Settings, SystemClock};
+use super::{BuildSettings, Clock, Config, Context, External, Settings, SystemClock};
 use super::{application, buildjob, environment, release};
 use crate::adapters::git::{GixRemote, RemoteRefs};
 use crate::adapters::webhook::{KubeWebhookKeys, PushedCommit};
@@ -208,19 +208,24 @@ pub async fn run_controllers(
         recorder: Recorder::new(client.clone(), reporter()),
         metrics,
         clock,
-        caches: caches.views(),
-        service_account,
-        failures: Default::default(),
-        build_pods: build_pods.view(),
-        build,
-        remote,
-        sources: Default::default(),
-        children: Children {
-            deployments: deployments.view(),
-            services: services.view(),
-            pods: app_pods.view(),
+        caches: caches.views(
+            build_pods.view(),
+            Children {
+                deployments: deployments.view(),
+                services: services.view(),
+                pods: app_pods.view(),
+            },
+        ),
+        external: External {
+            remote,
+            sources: Default::default(),
+            runs: Default::default(),
         },
-        runs: Default::default(),
+        config: Config {
+            service_account,
+            build,
+        },
+        failures: Default::default(),
     });
 
     // A push webhook: the Application looks at its branch now.
@@ -231,7 +236,7 @@ pub async fn run_controllers(
         })
         .map(move |push: PushedCommit| {
             tracing::info!(namespace = %push.namespace, application = %push.application, commit = %push.commit, "push received");
-            context.sources.pushed(&push.namespace, &push.application);
+            context.external.sources.pushed(&push.namespace, &push.application);
             ObjectRef::new(&push.application).within(&push.namespace)
         })
     };

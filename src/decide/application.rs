@@ -105,7 +105,7 @@ pub struct Observed<'a> {
     pub released: &'a BTreeSet<String>,
     pub latest_release: Option<&'a str>,
     /// Something in `spec.run` or an environment entry that cannot become a workload
-    /// (`desired::workload::check`): the environment and the message naming the field.
+    /// (`decide::run_spec::check`): the environment and the message naming the field.
     pub invalid_run: Option<(String, String)>,
 }
 

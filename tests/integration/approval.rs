@@ -3,14 +3,12 @@
 //! approval, a pin, a manual rollback, an unpin) takes the verb `approve` on that Environment;
 //! every other change to an Application takes only the right to edit it.
 
-use std::time::Duration;
-
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::{TestNamespace, WAIT, client_as, fixtures, with_temp_ns};
+use super::{TestNamespace, client_as, eventually, fixtures, with_temp_ns};
 use ferry::api::Application;
 use ferry::api::application::{EnvironmentEntry, Pin};
 
@@ -110,8 +108,9 @@ fn pin(app: &mut Application, environment: &str, release: Option<&str>) {
 async fn await_enforcement(ns: &TestNamespace) {
     let api: Api<Application> = Api::namespaced(client_as("bob").await, &ns.name);
     let pinned = fixtures::pinned(fixtures::shop(), "prod", "shop-1.4.2", "CHG-1");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    // No object shows when the API server's own informers have loaded the policy, so this
+    // asks the API server itself, with a dry run, until it refuses.
+    eventually("the policy enforced", || async {
         let attempt = api
             .create(
                 &PostParams {
@@ -122,15 +121,11 @@ async fn await_enforcement(ns: &TestNamespace) {
             )
             .await;
         match attempt {
-            Err(kube::Error::Api(status)) if status.code == 403 => return,
-            other if tokio::time::Instant::now() > deadline => {
-                panic!(
-                    "the policy is not enforced after {WAIT:?}: bob's pinned create gave {other:?}"
-                )
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+            other => Err(format!("bob's pinned create gave {other:?}")),
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

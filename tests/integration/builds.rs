@@ -175,6 +175,8 @@ async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_
 
         // The same push again (a redelivery, or a poll racing it) builds nothing more.
         pushes.send(push).await.expect("the controller listens");
+        // A quiet period, not a wait: nothing should come of the redelivery, and the test
+        // gives it two seconds to show if it would.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut jobs = buildjobs_of(&ns, "app").await;
         jobs.sort();
@@ -225,6 +227,7 @@ async fn a_repository_that_cannot_be_read_says_why_and_builds_nothing() {
         }
         // Retried with backoff, never in a hot loop: a few reconciles in some seconds.
         let before = controller.reconciles("Application");
+        // A quiet period, not a wait: the reconciles are counted over a fixed six seconds.
         tokio::time::sleep(Duration::from_secs(6)).await;
         let retries = controller.reconciles("Application") - before;
         println!(
@@ -316,18 +319,9 @@ async fn finished_builds_beyond_the_history_limit_are_pruned() {
             }
         }
         // One finished build is kept (the newer); the older one goes.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let jobs = buildjobs_of(&ns, "app").await;
-            if jobs == [second_job.clone()] {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still there after 30 s: {jobs:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        ns.wait_gone::<BuildJob>(&first_job, "the older finished build deleted")
+            .await;
+        assert_eq!(buildjobs_of(&ns, "app").await, [second_job]);
         assert_eq!(controller.builds("FetchFailed"), 2);
         controller.stop().await;
     })

@@ -214,7 +214,9 @@ async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
                 .and_then(|s| condition(&s.conditions, READY))
                 .map(|c| c.message.clone())
         };
-        // Give the controller time to see the new namespace (its watch triggers a reconcile).
+        // A quiet period, not a wait: the new namespace triggers a reconcile (the controller
+        // watches namespaces), and the message must not change; there is no change to wait
+        // for, so the test gives it two seconds to show.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let present = ns
             .api::<Environment>()
@@ -380,6 +382,7 @@ async fn an_idle_controller_writes_nothing() {
 
         let before = versions(&ns).await;
         let events_before = event_count(&ns).await;
+        // A quiet period, not a wait: the test is that nothing is written for 30 s.
         tokio::time::sleep(Duration::from_secs(30)).await;
         let after = versions(&ns).await;
         let events_after = event_count(&ns).await;
@@ -506,6 +509,8 @@ async fn a_condition_another_manager_adds_is_kept_and_causes_no_writes() {
         apps.patch("shop", &PatchParams::default(), &Patch::Merge(&label))
             .await
             .expect("labelling the Application");
+        // A quiet period, not a wait: the status must not be written after the reconcile the
+        // label causes, and no object change marks that the reconcile is over.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
             controller.reconciles("Application") > reconciles,

@@ -4,7 +4,6 @@
 //! on SIGTERM.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -15,7 +14,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{RunningController, TestNamespace, WAIT, client_as};
+use super::{RunningController, TestNamespace, WAIT, client_as, eventually};
 use ferry::api::conditions::{self, READY, STALLED};
 use ferry::api::reasons::SECRETS_NOT_GRANTED;
 use ferry::api::{Application, Environment};
@@ -276,14 +275,7 @@ async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {
     let mut child = spawn_ferry(&ns.name, port, &[], &[]);
 
     assert_eq!(get(port, "/healthz").await.0, 200);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while get(port, "/readyz").await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(port).await;
     ns.create::<Environment>(
         "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec: {}\n",
     )
@@ -371,15 +363,15 @@ async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatu
         .expect("exit status")
 }
 
+/// Waits until the process's `/readyz` answers 200 (no watch can tell, hence `eventually`).
 async fn wait_ready(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while get(port, "/readyz").await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("/readyz answering 200", || async {
+        match get(port, "/readyz").await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
 }
 
 async fn environment_ready(ns: &TestNamespace, name: &str) {
@@ -490,19 +482,10 @@ fn free_port() -> u16 {
 /// A minimal HTTP/1.0 GET, so the tests need no HTTP client dependency. Retries until the
 /// server listens.
 async fn get(port: u16, path: &str) -> (u16, String) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut stream = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(stream) => break stream,
-            Err(error) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "nothing listens on {port}: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let mut stream = eventually(&format!("something listening on {port}"), || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+    })
+    .await;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await

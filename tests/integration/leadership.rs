@@ -88,7 +88,8 @@ async fn handover(skew_seconds: i64) -> Handover {
         Stop::WhenAsked,
     );
 
-    // Both stay up for two lease durations; A renews, B watches it renew.
+    // Both stay up for two lease durations; A renews, B watches it renew. A quiet period,
+    // not a wait: B must not take the Lease over in that time.
     tokio::time::sleep(LEASE * 2).await;
     let leases: Api<Lease> = ns.api();
     let lease = leases.get("ferry-test").await.expect("reading the Lease");
@@ -199,9 +200,16 @@ enum Stop {
 /// One stretch of a replica's work: who, when it began, when it ended (if it has).
 type Entry = (&'static str, Instant, Option<Instant>);
 
-/// When each replica's work ran, on this process's monotonic clock.
-#[derive(Clone, Default)]
-struct Journal(Arc<Mutex<Vec<Entry>>>);
+/// When each replica's work ran, on this process's monotonic clock; a `watch` channel, so
+/// that a test can wait for an entry instead of polling.
+#[derive(Clone)]
+struct Journal(Arc<watch::Sender<Vec<Entry>>>);
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Vec::new())))
+    }
+}
 
 impl Journal {
     /// Runs a replica whose work is recorded here; `shutdown` asks it to stop gracefully.
@@ -227,17 +235,20 @@ impl Journal {
     }
 
     fn begin(&self, name: &'static str) -> Working {
-        let mut entries = self.0.lock().expect("the journal");
-        entries.push((name, Instant::now(), None));
+        let mut index = 0;
+        self.0.send_modify(|entries| {
+            entries.push((name, Instant::now(), None));
+            index = entries.len() - 1;
+        });
         Working {
             journal: self.clone(),
-            index: entries.len() - 1,
+            index,
         }
     }
 
     fn intervals(&self, name: &str) -> Vec<(Instant, Option<Instant>)> {
-        let entries = self.0.lock().expect("the journal");
-        entries
+        self.0
+            .borrow()
             .iter()
             .filter(|(n, ..)| *n == name)
             .map(|(_, start, end)| (*start, *end))
@@ -245,14 +256,14 @@ impl Journal {
     }
 
     async fn wait_until_working(&self, name: &str) {
-        let deadline = Instant::now() + WAIT;
-        while self.intervals(name).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "replica {name} did not start leading within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut entries = self.0.subscribe();
+        tokio::time::timeout(
+            WAIT,
+            entries.wait_for(|entries| entries.iter().any(|(n, ..)| *n == name)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("replica {name} did not start leading within {WAIT:?}"))
+        .expect("the journal is open");
     }
 }
 
@@ -264,11 +275,11 @@ struct Working {
 
 impl Drop for Working {
     fn drop(&mut self) {
-        if let Ok(mut entries) = self.journal.0.lock()
-            && let Some(entry) = entries.get_mut(self.index)
-        {
-            entry.2 = Some(Instant::now());
-        }
+        self.journal.0.send_modify(|entries| {
+            if let Some(entry) = entries.get_mut(self.index) {
+                entry.2 = Some(Instant::now());
+            }
+        });
     }
 }
 

@@ -108,6 +108,32 @@ async fn install_crds(client: Client) {
     }
 }
 
+/// How often [`eventually`] tries again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Tries `attempt` until it succeeds, for state no watch can deliver (a process's HTTP
+/// endpoint, whether the API server enforces an admission policy yet); fails the test after
+/// [`WAIT`] with the last error. Objects are waited for with `TestNamespace::wait_for` and
+/// its siblings, never polled.
+pub async fn eventually<T, E, Fut>(what: &str, mut attempt: impl FnMut() -> Fut) -> T
+where
+    E: Debug,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tick.tick().await;
+        match attempt().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {WAIT:?}; the last attempt gave {last:?}")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// A namespace for one test. Tests get one from `with_temp_ns`, which dumps its state when the
 /// test panics and deletes it in any case; `new` and `cleanup` remain for tests that manage
 /// the namespace themselves.
@@ -249,16 +275,63 @@ impl TestNamespace {
             + Send
             + 'static,
     {
-        let api = self.api::<K>();
-        let waited = tokio::time::timeout(
-            WAIT,
-            await_condition(api.clone(), name, move |o: Option<&K>| {
-                o.is_some_and(&check)
-            }),
-        )
+        self.wait_until(name, what, move |o: Option<&K>| o.is_some_and(&check))
+            .await
+            .unwrap_or_else(|| panic!("{name} is gone, yet \"{what}\" held"))
+    }
+
+    /// Waits until the named object is gone, or going: deleted, or marked for deletion. (This
+    /// API server runs no garbage collector, so an object deleted in the foreground keeps its
+    /// `deletionTimestamp` for good.)
+    pub async fn wait_going<K>(&self, name: &str, what: &str)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
+    {
+        self.wait_until(name, what, |o: Option<&K>| {
+            o.is_none_or(|o| o.meta().deletion_timestamp.is_some())
+        })
         .await;
+    }
+
+    /// Waits until the named object is gone.
+    pub async fn wait_gone<K>(&self, name: &str, what: &str)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
+    {
+        self.wait_until(name, what, |o: Option<&K>| o.is_none())
+            .await;
+    }
+
+    /// Waits, with `await_condition`, until `check` holds for the named object or its absence
+    /// (`None`); on timeout, fails the test with a dump of the namespace.
+    pub async fn wait_until<K>(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&K>) -> bool + Send + 'static,
+    ) -> Option<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
+    {
+        let api = self.api::<K>();
+        let waited = tokio::time::timeout(WAIT, await_condition(api, name, check)).await;
         match waited {
-            Ok(Ok(Some(object))) => object,
+            Ok(Ok(object)) => object,
             other => {
                 if !self.dumped_by_wrapper {
                     self.dump().await;

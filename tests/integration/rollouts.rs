@@ -5,8 +5,6 @@
 //! finalizer), takes its workload with it. (The pods never run here: this API server has no
 //! node. `tests/e2e/rollouts.rs` runs them, with the health verdicts and rollbacks.)
 
-use std::time::Duration;
-
 use ferry::api::application::{HistoryKind, Outcome, Phase};
 use ferry::api::{Application, Environment, Release};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,9 +13,6 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 
 use crate::fixtures::{self, shop_1_4_2};
 use crate::{RunningController, with_temp_ns};
-
-/// How long a hand edit may stand before the test calls it not put back.
-const PUT_BACK: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_up() {
@@ -114,62 +109,30 @@ async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_
             )
             .await
             .expect("editing by hand");
-        tokio::time::timeout(PUT_BACK, async {
-            loop {
-                let d = deployments.get("shop-dev").await.expect("reading");
-                if d.spec.and_then(|s| s.replicas) == Some(2) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        ns.wait_for::<Deployment>("shop-dev", "the edited replicas put back", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
         })
-        .await
-        .expect("the edited replicas put back");
+        .await;
         deployments
             .delete("shop-dev", &DeleteParams::default())
             .await
             .expect("deleting by hand");
-        tokio::time::timeout(PUT_BACK, async {
-            loop {
-                if let Ok(Some(d)) = deployments.get_opt("shop-dev").await
-                    && d.metadata.deletion_timestamp.is_none()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        ns.wait_for::<Deployment>("shop-dev", "the deleted Deployment put back", |d| {
+            d.metadata.deletion_timestamp.is_none()
         })
-        .await
-        .expect("the deleted Deployment put back");
+        .await;
 
         // Deleting the Application deletes its workload, then the Application goes.
         ns.api::<Application>()
             .delete("shop", &DeleteParams::default())
             .await
             .expect("deleting the Application");
-        tokio::time::timeout(PUT_BACK, async {
-            loop {
-                let gone = ns
-                    .api::<Application>()
-                    .get_opt("shop")
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none();
-                let deployment = deployments.get_opt("shop-dev").await.ok().flatten();
-                let service = ns.api::<Service>().get_opt("shop-dev").await.ok().flatten();
-                let going = |t: Option<_>| t.is_none();
-                if gone
-                    && deployment.is_none_or(|d| !going(d.metadata.deletion_timestamp))
-                    && service.is_none()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .expect("the Application and its workload deleted");
+        ns.wait_gone::<Application>("shop", "the Application deleted")
+            .await;
+        ns.wait_going::<Deployment>("shop-dev", "its Deployment deleted")
+            .await;
+        ns.wait_gone::<Service>("shop-dev", "its Service deleted")
+            .await;
         controller.stop().await;
     })
     .await;
@@ -261,23 +224,10 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
             .expect("fixing the ports");
         ns.wait_for::<Deployment>("shop-qa", "qa's workload", |_| true)
             .await;
-        tokio::time::timeout(PUT_BACK, async {
-            loop {
-                let d = ns
-                    .api::<Deployment>()
-                    .get_opt("shop-dev")
-                    .await
-                    .ok()
-                    .flatten();
-                let s = ns.api::<Service>().get_opt("shop-dev").await.ok().flatten();
-                if d.is_none_or(|d| d.metadata.deletion_timestamp.is_some()) && s.is_none() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .expect("dev's workload deleted with its entry");
+        ns.wait_going::<Deployment>("shop-dev", "dev's Deployment deleted with its entry")
+            .await;
+        ns.wait_gone::<Service>("shop-dev", "dev's Service deleted with its entry")
+            .await;
         controller.stop().await;
     })
     .await;

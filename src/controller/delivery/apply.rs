@@ -95,11 +95,11 @@ pub(super) async fn run(
             } => {
                 let Some(ip) = addresses.get(environment.as_str()).cloned().flatten() else {
                     // No Service to send through: the check cannot run.
-                    context.runs.stop(key);
+                    context.external.runs.stop(key);
                     continue;
                 };
                 match Target::new(&ip, *port, path, *interval, *timeout) {
-                    Ok(target) => context.runs.ensure_check(key.clone(), target),
+                    Ok(target) => context.external.runs.ensure_check(key.clone(), target),
                     Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
                 }
             }
@@ -132,7 +132,10 @@ pub(super) async fn run(
                 gets,
             } => {
                 if let Some(Some(ip)) = addresses.get(environment.as_str()) {
-                    context.runs.ensure_gets(key.clone(), requests(ip, gets));
+                    context
+                        .external
+                        .runs
+                        .ensure_gets(key.clone(), requests(ip, gets));
                 }
             }
             Action::Tell { environment, told } => announce(context, app, environment, told).await,
@@ -150,7 +153,7 @@ pub(super) async fn run(
             } => context
                 .metrics
                 .release_healthy(environment, *since_release, *since_commit),
-            Action::StopRun { key } => context.runs.stop(key),
+            Action::StopRun { key } => context.external.runs.stop(key),
             Action::DeleteTestPod { name } => delete::<Pod>(context, namespace, name).await?,
         }
     }
@@ -241,7 +244,7 @@ async fn start_test_pod(
             match test_pod_refused(status.code, &status.message, namespace, &name) {
                 TestPodRefused::Exists => Ok(()),
                 TestPodRefused::Fails(message) => {
-                    context.runs.failed_to_start(key.clone(), message);
+                    context.external.runs.failed_to_start(key.clone(), message);
                     Ok(())
                 }
                 TestPodRefused::Retry => Err(Error::act(format!(

@@ -31,7 +31,7 @@ pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<()
 pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> Result<(), Error> {
     let name = app.name_any();
     delete_all(context, namespace, &name).await?;
-    stop_runs(&context.runs, namespace, &name);
+    stop_runs(&context.external.runs, namespace, &name);
     if has_children(context, namespace, &name) {
         // Deleted, but the caches have not heard yet: their deletions wake us again.
         return Ok(());

@@ -56,7 +56,7 @@ pub(super) async fn observe(
             workload,
         });
     }
-    let children = &context.children;
+    let children = &context.caches.children;
     let deployments = children_of(&children.deployments, namespace, &name, None);
     let services = children_of(&children.services, namespace, &name, None);
     let workloads = deployments
@@ -70,6 +70,7 @@ pub(super) async fn observe(
         .map(|p| test_pod_facts(p))
         .collect();
     let runs = context
+        .external
         .runs
         .progress(|k| k.of_application(namespace, &name))
         .into_iter()
@@ -176,7 +177,7 @@ fn run_progress(progress: Progress) -> RunProgress {
 
 /// The Deployments and pods of one environment in its target namespace, from the caches.
 fn workload(context: &Context, namespace: &str, app: &str, env: &str, target: &str) -> Workload {
-    let children = &context.children;
+    let children = &context.caches.children;
     let deployments = children_of(&children.deployments, namespace, app, Some(env))
         .iter()
         .filter(|d| d.namespace().as_deref() == Some(target))

@@ -23,7 +23,7 @@ where
 
 /// Deletes every Deployment and Service of the Application, in any namespace.
 pub(super) async fn delete_all(context: &Context, namespace: &str, app: &str) -> Result<(), Error> {
-    let children = &context.children;
+    let children = &context.caches.children;
     for d in children_of(&children.deployments, namespace, app, None) {
         let ns = d.namespace().unwrap_or_default();
         delete::<Deployment>(context, &ns, &d.name_any()).await?;
@@ -37,7 +37,7 @@ pub(super) async fn delete_all(context: &Context, namespace: &str, app: &str) ->
 
 /// Whether any workload of the Application is left, in any namespace.
 pub(super) fn has_children(context: &Context, namespace: &str, app: &str) -> bool {
-    let children = &context.children;
+    let children = &context.caches.children;
     !children_of(&children.deployments, namespace, app, None).is_empty()
         || !children_of(&children.services, namespace, app, None).is_empty()
 }

@@ -25,6 +25,7 @@ use super::{Finished, Observed, Plan, Policy, Serving, Told, VerificationReport,
 use crate::api::application::{EnvironmentEntry, EnvironmentState, HistoryKind, Rollout};
 use crate::api::{Application, Environment, Time};
 use crate::decide::Decision;
+use crate::decide::run_spec;
 use crate::desired::verification::test_pod_name;
 use crate::desired::workload::{self, Workload as Desired};
 
@@ -313,7 +314,7 @@ fn check_actions(
     checks
         .map(|(i, check)| {
             let key = RunKey::of(scope, rollout, Run::Check(i));
-            let action = workload::check_port(app, check)
+            let action = run_spec::check_port(app, check)
                 .ok()
                 .map(|port| Action::EnsureCheck {
                     environment: scope.2.to_owned(),
@@ -562,7 +563,7 @@ fn start_verification(
         {
             return None;
         }
-        let port = workload::tcp_port(app, None).unwrap_or(80);
+        let port = run_spec::tcp_port(app, None).unwrap_or(80);
         let service = workload::base_name(&key.application, w.environment);
         return Some(Action::StartTestPod {
             environment: w.environment.to_owned(),
@@ -578,7 +579,7 @@ fn start_verification(
         .http_gets
         .iter()
         .filter_map(|get| {
-            let port = workload::tcp_port(app, get.port.as_deref()).ok()?;
+            let port = run_spec::tcp_port(app, get.port.as_deref()).ok()?;
             Some(Get {
                 port: u16::try_from(port).ok()?,
                 path: get.path.clone(),
