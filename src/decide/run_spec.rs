@@ -158,55 +158,18 @@ fn check_probe(field: &str, probe: &Probe, ports: &[PortSpec]) -> Result<(), Str
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::api::application::EnvironmentEntry;
     use crate::api::environment::StrategyType;
+    use crate::desired::workload::fixtures::{self, RUN, app, entry};
 
-    fn app(run: &str) -> Application {
-        serde_yaml::from_str(&format!(
-            r#"
-apiVersion: ferry.dev/v1alpha1
-kind: Application
-metadata: {{name: shop, namespace: team-a}}
-spec:
-  source: {{url: "http://git.local/shop.git"}}
-  build: {{builderImage: "registry.local/builder:1", script: "make"}}
-  image: {{repository: registry.local/team-a/shop}}
-  run:
-{run}
-  environments: [{{name: dev}}]
-"#
-        ))
-        .unwrap()
-    }
-
-    fn entry(yaml: &str) -> EnvironmentEntry {
-        serde_yaml::from_str(yaml).unwrap()
+    /// The shared fixtures, with the rolling update the checks do not depend on.
+    fn workload<'a>(app: &'a Application, entry: &'a EnvironmentEntry) -> Workload<'a> {
+        fixtures::workload(app, entry, StrategyType::RollingUpdate)
     }
 
     fn health(yaml: &str) -> HealthPolicy {
         serde_yaml::from_str(yaml).unwrap()
-    }
-
-    const RUN: &str = r#"
-    replicas: 3
-    ports: [{name: http, port: 8080}, {name: metrics, port: 9090}]
-    env: [{name: LOG, value: info}, {name: DB, value: db-dev}]
-    resources: {requests: {cpu: 100m}}
-    readinessProbe: {httpGet: {path: /ready, port: http}}
-"#;
-
-    fn workload<'a>(app: &'a Application, entry: &'a EnvironmentEntry) -> Workload<'a> {
-        Workload {
-            app,
-            entry,
-            environment: "dev",
-            namespace: "shop-dev",
-            strategy: StrategyType::RollingUpdate,
-            progress_deadline: Duration::from_millis(120_500),
-        }
     }
 
     #[test]

@@ -387,12 +387,19 @@ pub fn service(w: &Workload, serving: Option<Slot>) -> Option<Service> {
     })
 }
 
+/// The workload the tests of this module and of `decide::run_spec` start from: the shop
+/// Application in dev, with the run spec they vary written as YAML.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
     use std::time::Duration;
 
-    fn app(run: &str) -> Application {
+    use super::Workload;
+    use crate::api::Application;
+    use crate::api::application::EnvironmentEntry;
+    use crate::api::environment::StrategyType;
+
+    /// The shop Application with `run` (YAML, indented under `run:`).
+    pub fn app(run: &str) -> Application {
         serde_yaml::from_str(&format!(
             r#"
 apiVersion: ferry.dev/v1alpha1
@@ -410,11 +417,12 @@ spec:
         .unwrap()
     }
 
-    fn entry(yaml: &str) -> EnvironmentEntry {
+    pub fn entry(yaml: &str) -> EnvironmentEntry {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    const RUN: &str = r#"
+    /// Three replicas of two named ports, with env, resources and a readiness probe.
+    pub const RUN: &str = r#"
     replicas: 3
     ports: [{name: http, port: 8080}, {name: metrics, port: 9090}]
     env: [{name: LOG, value: info}, {name: DB, value: db-dev}]
@@ -422,7 +430,7 @@ spec:
     readinessProbe: {httpGet: {path: /ready, port: http}}
 "#;
 
-    fn workload<'a>(
+    pub fn workload<'a>(
         app: &'a Application,
         entry: &'a EnvironmentEntry,
         strategy: StrategyType,
@@ -436,6 +444,14 @@ spec:
             progress_deadline: Duration::from_millis(120_500),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::fixtures::{RUN, app, entry, workload};
+    use super::*;
 
     const RUNNING: Running = Running {
         release: "shop-1.4.2",
