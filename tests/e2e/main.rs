@@ -14,6 +14,7 @@
 //! come; `FERRY_E2E_OUT` is where each scenario's log is written (default
 //! /tmp/ferry-e2e-<time>). A scenario that fails leaves its namespace for inspection.
 
+mod attacks;
 mod builds;
 mod git;
 mod harness;
@@ -53,7 +54,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let suites = [builds::suite(), rollouts::suite(), promotion::suite()];
+        let suites = [
+            builds::suite(),
+            rollouts::suite(),
+            promotion::suite(),
+            attacks::suite(),
+        ];
         let known: Vec<String> = suites
             .iter()
             .flat_map(|s| {

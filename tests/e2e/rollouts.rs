@@ -84,7 +84,7 @@ pub fn suite() -> Suite {
 /// The repository every scenario's Application names, with a `main` branch and no
 /// `no-builds`: pushed once, before the scenarios (forced: on a kept cluster it is there
 /// already, and what it holds does not matter).
-async fn source_repo(cluster: Cluster) -> Res {
+pub async fn source_repo(cluster: Cluster) -> Res {
     let work = WorkingCopy::new().await?;
     work.write(
         "README",
