@@ -48,6 +48,16 @@ gave_up() {
   } >&2
 }
 
+# retry_delete NS KINDS — deletes every object of KINDS in NS, again for a while if a Release
+# is refused because Ferry has not yet marked it as running nowhere.
+retry_delete() {
+  for _ in $(seq 30); do
+    kubectl -n "$1" delete "$2" --all --wait --timeout="$STORY_WAIT" 2>/dev/null && return 0
+    sleep 1
+  done
+  kubectl -n "$1" delete "$2" --all --wait --timeout="$STORY_WAIT"
+}
+
 # Deletes every Ferry object in the story's namespaces, their Events, pat's Role and binding,
 # and the consent annotation.
 reset_story() {
@@ -60,9 +70,15 @@ reset_story() {
   done
   [ -n "$found" ] || return 0
   echo "(telling it again: first removing what the last telling left in$found)"
+  # Applications first: their Releases then run nowhere (a Release that runs or waits somewhere
+  # may not be deleted, see the ferry-releases policy), and Ferry marks them so at once.
+  for ns in $found; do
+    await "the last telling's Applications in $ns to be deleted" \
+      kubectl -n "$ns" delete applications --all --wait --timeout="$STORY_WAIT"
+  done
   for ns in $found; do
     await "the last telling's Ferry objects in $ns to be deleted" \
-      kubectl -n "$ns" delete "$kinds" --all --wait --timeout="$STORY_WAIT"
+      retry_delete "$ns" "$kinds"
   done
   kubectl -n "$STORY_NS" delete events --all >/dev/null
   kubectl -n "$STORY_NS" delete rolebinding/application-editors role/application-editor \
@@ -134,12 +150,14 @@ tell_rollouts() {
   # The rollout scenarios' test server (e2e/lib/testserver.sh), built to exit at start.
   image=$(testserver_crash 9.9.9)
   commit=$(printf 'shop 9.9.9' | sha1sum | cut -c1-40)
-  echo "A Release made by hand, of an image whose container exits as soon as it starts:"
+  echo "A Release made by hand (an import: it names its importer, as the API server knows them),"
+  echo "of an image whose container exits as soon as it starts:"
+  importer=$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
   show kubectl -n "$ns" apply -f - <<YAML
 apiVersion: ferry.dev/v1alpha1
 kind: Release
 metadata: {name: shop-9.9.9}
-spec: {application: shop, version: 9.9.9, commit: $commit, image: "$image"}
+spec: {application: shop, version: 9.9.9, commit: $commit, image: "$image", importedBy: "$importer"}
 YAML
   show_await "dev to roll shop-9.9.9 back" \
     kubectl -n "$ns" wait --for=jsonpath='{.status.environments[?(@.name=="dev")].phase}'=RolledBack \

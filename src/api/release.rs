@@ -39,6 +39,12 @@ pub const SEMVER: &str = "^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)\
     ),
     printcolumn(name = "Environments", type_ = "string", json_path = ".status.summary"),
     printcolumn(
+        name = "Imported-By",
+        type_ = "string",
+        json_path = ".spec.importedBy",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -75,6 +81,15 @@ pub struct ReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub build_job: Option<String>,
+
+    /// Who imported this Release, for one made by hand rather than by Ferry's build: the
+    /// creator's username as the API server authenticated it (`kubectl auth whoami`). The
+    /// admission policy `ferry-import` refuses a Release whose `importedBy` is not its
+    /// creator's, and one that a creator other than Ferry makes without it; being part of
+    /// the immutable spec, it stays what the API server checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub imported_by: Option<String>,
 
     /// Work items referenced by commit messages since the previous release (`#123`,
     /// `PROJ-42`).
@@ -156,8 +171,12 @@ pub enum ReleaseState {
     Deployed,
     /// The candidate of a `Manual` environment, waiting for a person to pin it.
     AwaitingApproval,
+    /// The next release to come here, waiting for its turn: behind a rollout under way, or
+    /// behind a pin of another release.
+    Candidate,
     /// Failed there (rolled back, or failed its verification); never promoted further.
     Rejected,
-    /// Replaced by a newer release.
+    /// No longer there: replaced by a newer release, or the environment left its Application
+    /// (or the Application is gone).
     Superseded,
 }

@@ -52,17 +52,30 @@ fn state_in(
             )),
         ));
     }
+    // Recorded so that the Release's own status says it is wanted here: deleting it is
+    // refused while it is (the `ferry-releases` admission policy reads this state).
+    if env.candidate.as_deref() == Some(release) {
+        return Some((
+            ReleaseState::Candidate,
+            Some(format!("the next release to come to {}", env.name)),
+        ));
+    }
     match before {
         Some(ReleaseState::Deployed | ReleaseState::Deploying) => {
             let by = env.current.as_ref().map(|c| format!("replaced by {c}"));
             Some((ReleaseState::Superseded, by))
         }
-        Some(ReleaseState::AwaitingApproval) => {
+        Some(waiting @ (ReleaseState::AwaitingApproval | ReleaseState::Candidate)) => {
+            let before = if waiting == ReleaseState::AwaitingApproval {
+                "before it was approved"
+            } else {
+                "before it was rolled out here"
+            };
             let by = env
                 .candidate
                 .as_ref()
                 .or(env.current.as_ref())
-                .map(|c| format!("superseded by {c} before it was approved"));
+                .map(|c| format!("superseded by {c} {before}"));
             Some((ReleaseState::Superseded, by))
         }
         Some(kept) => Some((kept, None)),
@@ -141,13 +154,45 @@ fn environments(observed: &Observed, now: &Time) -> Vec<ReleaseEnvironment> {
         }
         out.push(entry);
     }
-    // An environment its Application no longer lists keeps the last word on it.
+    // An environment its Application no longer lists keeps the last word on it, except that
+    // the release no longer runs or waits there.
     for old in before {
         if !out.iter().any(|e| e.name == old.name) {
-            out.push(old);
+            let why = format!(
+                "{} is no longer an environment of {}",
+                old.name, observed.release.spec.application
+            );
+            out.push(gone(old, why, now));
         }
     }
     out
+}
+
+/// Whether the release runs, rolls out or waits in an environment in this state: a Release
+/// in such a state somewhere may not be deleted (the `ferry-releases` admission policy).
+fn is_live(state: ReleaseState) -> bool {
+    matches!(
+        state,
+        ReleaseState::Deploying
+            | ReleaseState::Deployed
+            | ReleaseState::AwaitingApproval
+            | ReleaseState::Candidate
+    )
+}
+
+/// `entry` once the release can no longer run or wait in its environment (the environment
+/// left the Application, or the Application is gone): a live state becomes `Superseded`,
+/// saying why; a rejection or a supersession stays as it was.
+fn gone(entry: ReleaseEnvironment, why: String, now: &Time) -> ReleaseEnvironment {
+    if !is_live(entry.state) {
+        return entry;
+    }
+    ReleaseEnvironment {
+        state: ReleaseState::Superseded,
+        since: now.clone(),
+        reason: Some(why),
+        ..entry
+    }
 }
 
 /// The Release's new status.
@@ -179,7 +224,13 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
     let environments = if observed.application_exists {
         environments(observed, &now)
     } else {
-        current.environments.clone()
+        // Its workloads went with the Application (its finalizer): the release runs nowhere.
+        let why = format!("its Application {} is gone", spec.application);
+        current
+            .environments
+            .iter()
+            .map(|e| gone(e.clone(), why.clone(), &now))
+            .collect()
     };
     let reached: Vec<String> = environments
         .iter()
@@ -326,6 +377,149 @@ spec:
         let verification = entry.verification.clone().unwrap();
         assert_eq!(verification.passed, Some(false));
         assert!(verification.log.unwrap().contains("404"));
+    }
+
+    /// Where the release stands in an environment, from the Application's account of it and
+    /// what the release recorded before: the live states (those that refuse its deletion)
+    /// include being the next in line, and end when the environment or the Application goes.
+    #[test]
+    fn the_state_in_each_environment_says_whether_the_release_runs_or_waits_there() {
+        use crate::api::application::Phase;
+        let env = |phase: Phase, current: &str, candidate: Option<&str>| EnvironmentState {
+            name: "prod".to_owned(),
+            phase: Some(phase),
+            current: Some(current.to_owned()),
+            candidate: candidate.map(str::to_owned),
+            ..EnvironmentState::default()
+        };
+        let me = "shop-1.4.2";
+        let cases: [(
+            &str,
+            Option<EnvironmentState>,
+            Option<ReleaseState>,
+            ReleaseState,
+        ); 8] = [
+            (
+                "serving",
+                Some(env(Phase::Healthy, me, None)),
+                None,
+                ReleaseState::Deployed,
+            ),
+            (
+                "the candidate of a Manual environment",
+                Some(env(Phase::AwaitingApproval, "shop-1.4.1", Some(me))),
+                None,
+                ReleaseState::AwaitingApproval,
+            ),
+            (
+                "next in line behind a pin",
+                Some(env(Phase::Healthy, "shop-1.4.1", Some(me))),
+                None,
+                ReleaseState::Candidate,
+            ),
+            (
+                "a candidate replaced by a newer one",
+                Some(env(Phase::Healthy, "shop-1.4.1", Some("shop-1.5.0"))),
+                Some(ReleaseState::Candidate),
+                ReleaseState::Superseded,
+            ),
+            (
+                "a candidate that became current",
+                Some(env(Phase::Healthy, me, None)),
+                Some(ReleaseState::Candidate),
+                ReleaseState::Deployed,
+            ),
+            (
+                "serving in an environment the Application no longer lists",
+                None,
+                Some(ReleaseState::Deployed),
+                ReleaseState::Superseded,
+            ),
+            (
+                "next in line in an environment the Application no longer lists",
+                None,
+                Some(ReleaseState::Candidate),
+                ReleaseState::Superseded,
+            ),
+            (
+                "rejected in an environment the Application no longer lists",
+                None,
+                Some(ReleaseState::Rejected),
+                ReleaseState::Rejected,
+            ),
+        ];
+        for (case, environment, before, expected) in cases {
+            let mut release = release();
+            release.status = before.map(|state| ReleaseStatus {
+                environments: vec![ReleaseEnvironment {
+                    name: "prod".to_owned(),
+                    state,
+                    since: now(),
+                    reason: None,
+                    verdict: None,
+                    verification: None,
+                }],
+                ..ReleaseStatus::default()
+            });
+            let environments: Vec<EnvironmentState> = environment.into_iter().collect();
+            let status = decide(&release, &environments);
+            let states: Vec<ReleaseState> = status.environments.iter().map(|e| e.state).collect();
+            assert_eq!(states, [expected], "{case}");
+            let live = matches!(
+                expected,
+                ReleaseState::Deploying
+                    | ReleaseState::Deployed
+                    | ReleaseState::AwaitingApproval
+                    | ReleaseState::Candidate
+            );
+            assert_eq!(is_live(expected), live, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_release_whose_application_is_gone_runs_and_waits_nowhere() {
+        let mut release = release();
+        let entry = |name: &str, state| ReleaseEnvironment {
+            name: name.to_owned(),
+            state,
+            since: now(),
+            reason: None,
+            verdict: None,
+            verification: None,
+        };
+        release.status = Some(ReleaseStatus {
+            environments: vec![
+                entry("dev", ReleaseState::Rejected),
+                entry("prod", ReleaseState::Deployed),
+            ],
+            ..ReleaseStatus::default()
+        });
+        let status = status(
+            &Observed {
+                release: &release,
+                namespace: "team-a",
+                application_exists: false,
+                environments: &[],
+            },
+            &now(),
+        )
+        .status;
+        let states: Vec<_> = status
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e.state, e.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("dev", ReleaseState::Rejected, None),
+                (
+                    "prod",
+                    ReleaseState::Superseded,
+                    Some("its Application shop is gone")
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -107,6 +107,22 @@ impl Cluster {
         Ok(Client::try_from(config)?)
     }
 
+    /// The username the API server authenticates the suite's own client as (`kubectl auth
+    /// whoami`): what a Release it imports must name in `spec.importedBy` (the `ferry-import`
+    /// admission policy).
+    pub async fn whoami(&self) -> Res<String> {
+        use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+        let reviews: Api<SelfSubjectReview> = Api::all(self.client.clone());
+        let review = reviews
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await?;
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .ok_or_else(|| "the API server did not say who the suite's client is".into())
+    }
+
     /// What the controller's `/metrics` says now, read through the API server's pod proxy.
     pub async fn metrics(&self) -> Res<String> {
         let pod = self.controller_pod().await?;

@@ -69,12 +69,20 @@ async fn apply_object(
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
 
+/// The policies whose bindings [`install_rbac`] leaves out: bound cluster-wide, they would
+/// refuse the other tests' controllers (which run with the test's admin credentials, not as
+/// Ferry's ServiceAccount) their status writes, and the Releases those tests create by hand.
+/// `tests/integration/status.rs` binds them to its own namespaces only ([`bind_in`]).
+pub(super) const BOUND_PER_TEST: [&str; 3] = ["ferry-status", "ferry-releases", "ferry-import"];
+
 /// What `kubectl apply -f manifests/ferry.yaml` creates, less the Deployment (the tests run
 /// the controller themselves): the namespace, the ServiceAccount, all of the RBAC and the
-/// approval policy.
+/// admission policies, bound except those of [`BOUND_PER_TEST`].
 pub(super) async fn install_rbac(admin: &Client) {
     for object in manifest_objects() {
-        if object["kind"] == "Deployment" {
+        let bound_per_test = object["kind"] == "ValidatingAdmissionPolicyBinding"
+            && BOUND_PER_TEST.contains(&object["spec"]["policyName"].as_str().unwrap_or_default());
+        if object["kind"] == "Deployment" || bound_per_test {
             continue;
         }
         apply_object(admin, &object, false)
@@ -86,6 +94,24 @@ pub(super) async fn install_rbac(admin: &Client) {
                 )
             });
     }
+}
+
+/// Binds the manifest's policy `policy` (one of [`BOUND_PER_TEST`]) as the manifest does, but
+/// to `namespace` only, under a name of the namespace's own.
+pub(super) async fn bind_in(admin: &Client, policy: &str, namespace: &str) {
+    let mut binding = manifest_objects()
+        .into_iter()
+        .find(|o| {
+            o["kind"] == "ValidatingAdmissionPolicyBinding" && o["spec"]["policyName"] == policy
+        })
+        .unwrap_or_else(|| panic!("manifests/ferry.yaml binds no policy {policy}"));
+    binding["metadata"]["name"] = format!("{policy}-{namespace}").into();
+    binding["spec"]["matchResources"] = serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    });
+    apply_object(admin, &binding, false)
+        .await
+        .unwrap_or_else(|e| panic!("binding {policy} in {namespace}: {e}"));
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod install;
 mod leadership;
 mod promotion;
 mod rollouts;
+mod status;
 mod validation;
 mod webhook;
 

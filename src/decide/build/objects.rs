@@ -75,6 +75,7 @@ pub fn release_for(
             commit: job.spec.commit.clone(),
             image: image.to_owned(),
             build_job: job.metadata.name.clone(),
+            imported_by: None,
             work_items,
             notes: None,
         },
