@@ -152,9 +152,11 @@ async fn setup(s: &Scenario, prod_ns: &str) -> Res<String> {
     }))?;
     s.apply(&app).await?;
     let image = testserver(&s.cluster, Behaviour::Ok, "1.0.0").await?;
+    // Imported by the administrator (who holds the verb import), as the API server knows them.
+    let importer = s.cluster.whoami().await?;
     let release: Release = serde_json::from_value(json!({
         "apiVersion": "ferry.dev/v1alpha1", "kind": "Release", "metadata": {"name": "web-1.0.0"},
-        "spec": {"application": APP, "version": "1.0.0",
+        "spec": {"application": APP, "version": "1.0.0", "importedBy": importer,
                  "commit": "1000000000000000000000000000000000000000", "image": image}
     }))?;
     s.apply(&release).await?;
@@ -269,7 +271,7 @@ async fn through(name: &str, client: Client, ns: &str, image: &str, dry: bool) -
             let forged: Release = serde_json::from_value(json!({
                 "apiVersion": "ferry.dev/v1alpha1", "kind": "Release",
                 "metadata": {"name": "web-6.6.6"},
-                "spec": {"application": APP, "version": "6.6.6",
+                "spec": {"application": APP, "version": "6.6.6", "importedBy": EDITOR,
                          "commit": "6666666666666666666666666666666666666666", "image": image}
             }))?;
             attempt(releases.create(&post, &forged)).await
