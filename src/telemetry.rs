@@ -171,7 +171,8 @@ impl Metrics {
         registry.register(
             "webhook_requests",
             "Push webhook requests by result: accepted, ignored (another branch, not a push), \
-             unsigned, forged, oversized, malformed, unknown_application, unavailable",
+             unsigned, forged, oversized, too_slow, unrecognised, malformed, \
+             unknown_application, unavailable, busy",
             self.webhook_requests.clone(),
         );
         registry.register(
