@@ -57,6 +57,16 @@ enum Command {
         /// read from its pod).
         #[arg(long, env = "FERRY_BUILD_IMAGE")]
         build_image: Option<String>,
+        /// Networks the controller never connects to when it follows a repository or registry
+        /// URL, on top of link-local addresses (always refused): the cluster's own Service
+        /// and pod ranges, for example `10.96.0.0/12,10.244.0.0/16`. Empty by default.
+        #[arg(
+            long,
+            env = "FERRY_REFUSED_NETWORKS",
+            value_delimiter = ',',
+            value_parser = clap::value_parser!(ferry::adapters::address::Network)
+        )]
+        refused_networks: Vec<ferry::adapters::address::Network>,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
@@ -163,8 +173,12 @@ async fn main() -> ExitCode {
             service_account,
             webhook_addr,
             build_image,
+            refused_networks,
         } => {
             telemetry::init_logging(log_format);
+            ferry::adapters::address::configure(ferry::adapters::address::AddressPolicy {
+                refused: refused_networks,
+            });
             let settings = Settings {
                 http_addr,
                 namespace,

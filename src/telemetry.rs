@@ -4,10 +4,18 @@
 //! counted per kind, failures per kind and error category, and timed per kind by a drop guard
 //! so that every exit path of a reconcile is measured. No object names in labels: a label per
 //! object would grow without bound.
+//!
+//! Every label value is from a fixed set written in this code (kinds, categories, reasons,
+//! strategies, results), with one exception: the `environment` label, since a pipeline's
+//! stages are what its metrics are read by. An Environment's name is chosen by whoever may
+//! create Environments, so it is bounded here: the first [`MAX_ENVIRONMENT_LABELS`] names seen
+//! are used as they are, and every later one is counted as [`OTHER_ENVIRONMENT`]. A tenant who
+//! creates Environments by the thousand cannot make the registry (and Prometheus) grow.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -59,8 +67,18 @@ struct FailureLabels {
     category: &'static str,
 }
 
+/// How many distinct Environment names label metrics; a cluster's pipelines share a handful
+/// of stage names (dev, staging, prod), so 32 leaves room without letting names grow freely.
+pub const MAX_ENVIRONMENT_LABELS: usize = 32;
+
+/// The `environment` label of every name past [`MAX_ENVIRONMENT_LABELS`]. Not a valid
+/// Kubernetes name, so it cannot be mistaken for an Environment.
+pub const OTHER_ENVIRONMENT: &str = "_other";
+
 /// The controller's metrics.
 pub struct Metrics {
+    /// The Environment names used as labels so far (at most [`MAX_ENVIRONMENT_LABELS`]).
+    environments: Mutex<BTreeSet<String>>,
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
@@ -116,6 +134,7 @@ fn minutes_buckets() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
+            environments: Mutex::new(BTreeSet::new()),
             reconciles: Family::default(),
             failures: Family::default(),
             status_writes: Family::default(),
@@ -171,7 +190,8 @@ impl Metrics {
         registry.register(
             "webhook_requests",
             "Push webhook requests by result: accepted, ignored (another branch, not a push), \
-             unsigned, forged, oversized, malformed, unknown_application, unavailable",
+             unsigned, forged, oversized, too_slow, unrecognised, malformed, \
+             unknown_application, unavailable, busy",
             self.webhook_requests.clone(),
         );
         registry.register(
@@ -234,6 +254,23 @@ impl Metrics {
         );
     }
 
+    /// The `environment` label for `environment`: the name itself while fewer than
+    /// [`MAX_ENVIRONMENT_LABELS`] names are in use (or it is one of them), else
+    /// [`OTHER_ENVIRONMENT`].
+    pub fn environment_label(&self, environment: &str) -> String {
+        let Ok(mut seen) = self.environments.lock() else {
+            return OTHER_ENVIRONMENT.to_owned();
+        };
+        if seen.contains(environment) {
+            return environment.to_owned();
+        }
+        if seen.len() < MAX_ENVIRONMENT_LABELS {
+            seen.insert(environment.to_owned());
+            return environment.to_owned();
+        }
+        OTHER_ENVIRONMENT.to_owned()
+    }
+
     /// Counts a rollout that started into an environment, by its kind (Rollout for the newest
     /// release into the first stage, Promotion, Approval, Pin, ManualRollback, Override).
     pub fn rollout_started(&self, environment: &str, kind: crate::api::application::HistoryKind) {
@@ -250,7 +287,7 @@ impl Metrics {
         };
         self.promotions
             .get_or_create(&PromotionLabels {
-                environment: environment.to_owned(),
+                environment: self.environment_label(environment),
                 kind,
             })
             .inc();
@@ -265,7 +302,7 @@ impl Metrics {
         since_commit: Option<f64>,
     ) {
         let labels = EnvironmentLabels {
-            environment: environment.to_owned(),
+            environment: self.environment_label(environment),
         };
         if let Some(seconds) = since_release {
             self.release_to_healthy
@@ -291,7 +328,7 @@ impl Metrics {
             StrategyType::BlueGreen => "BlueGreen",
         };
         let labels = RolloutLabels {
-            environment: environment.to_owned(),
+            environment: self.environment_label(environment),
             strategy,
             reason: finished.reason,
         };
@@ -455,6 +492,36 @@ async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use crate::api::application::HistoryKind;
+
+    #[test]
+    fn environment_labels_are_bounded_whatever_names_tenants_choose() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ferry");
+        metrics.register(&mut registry);
+        for n in 0..1000 {
+            metrics.rollout_started(&format!("env-{n}"), HistoryKind::Promotion);
+        }
+        // A name seen early keeps its own label.
+        metrics.rollout_started("env-0", HistoryKind::Promotion);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("ferry_promotions_total{"))
+            .count();
+        assert_eq!(series, MAX_ENVIRONMENT_LABELS + 1, "{text}");
+        assert!(
+            text.contains(r#"environment="env-0",kind="Promotion"} 2"#),
+            "{text}"
+        );
+        let others = 1000 - MAX_ENVIRONMENT_LABELS;
+        assert!(
+            text.contains(&format!(
+                r#"environment="_other",kind="Promotion"}} {others}"#
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn promotions_and_lead_times_are_exposed_per_environment() {

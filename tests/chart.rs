@@ -219,6 +219,30 @@ fn two_releases_share_no_cluster_scoped_name() {
 }
 
 #[test]
+fn refused_networks_become_the_controllers_flag_and_none_are_given_by_default() {
+    let args = |values: &[&str]| -> Vec<String> {
+        let objects = helm::render("ferry", "ferry-system", values, false);
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    };
+    assert!(
+        !args(&[])
+            .iter()
+            .any(|a| a.starts_with("--refused-networks")),
+        "{:?}",
+        args(&[])
+    );
+    let given = args(&["refusedNetworks={10.96.0.0/12,10.244.0.0/16}"]);
+    assert!(
+        given.contains(&"--refused-networks=10.96.0.0/12,10.244.0.0/16".to_owned()),
+        "{given:?}"
+    );
+}
+
+#[test]
 fn the_deployment_runs_the_given_image_as_the_release_service_account_in_the_given_namespace() {
     let objects = helm::render(
         "ferry-helm",

@@ -1,7 +1,9 @@
 //! The push webhook endpoint over real HTTP on loopback: signed pushes of each provider
 //! trigger exactly one build request, everything else triggers none and is counted and
-//! answered with its status. The Application's key comes from a map here; tests/integration
-//! reads it from a real API server.
+//! answered with its status; every refusal before the signature verifies gets one and the same
+//! answer, and the endpoint's limits (body size, body time, requests in flight, connection
+//! lifetime) hold. The Application's key comes from a map here; tests/integration reads it from
+//! a real API server.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferry::adapters::webhook::{LookupError, PushedCommit, WebhookKeys, WebhookTarget};
-use ferry::http::{Webhooks, serve_webhooks_on};
+use ferry::http::{Limits, Webhooks, serve_webhooks_with};
 use ferry::telemetry::Metrics;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
@@ -75,6 +77,10 @@ struct Endpoint {
 }
 
 async fn endpoint() -> Endpoint {
+    endpoint_with(Limits::default()).await
+}
+
+async fn endpoint_with(limits: Limits) -> Endpoint {
     logs();
     let keys = MapKeys(BTreeMap::from([(
         "team-a/shop".to_owned(),
@@ -92,9 +98,10 @@ async fn endpoint() -> Endpoint {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_webhooks_on(
+    tokio::spawn(serve_webhooks_with(
         listener,
         webhooks,
+        limits,
         std::future::pending(),
     ));
     Endpoint {
@@ -132,6 +139,16 @@ async fn post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> u16 {
+    post_answer(addr, path, headers, body).await.0
+}
+
+/// Sends one request over a fresh connection; returns the status code and the body.
+async fn post_answer(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut head = format!("POST {path} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -147,17 +164,24 @@ async fn post(
     stream.write_all(head.as_bytes()).await.unwrap();
     // The server may answer and close before it has read everything (oversized bodies).
     let _ = stream.write_all(body).await;
-    read_status(&mut stream).await
+    read_answer(&mut stream).await
 }
 
-async fn read_status(stream: &mut tokio::net::TcpStream) -> u16 {
+/// The status code and the body of the response on `stream`.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (u16, String) {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 async fn assert_no_push(pushes: &mut mpsc::Receiver<PushedCommit>) {
@@ -240,8 +264,7 @@ async fn a_push_to_another_branch_and_a_ping_trigger_nothing() {
 }
 
 #[tokio::test]
-async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_and_trigger_nothing()
- {
+async fn every_refusal_before_the_signature_verifies_gets_the_same_answer_and_triggers_nothing() {
     let mut endpoint = endpoint().await;
     let body = github_push("main");
     let good = format!("sha256={}", hmac_hex(SECRET, &body));
@@ -250,6 +273,10 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
     let malformed_signature = format!("sha256={}", hmac_hex(SECRET, &malformed));
     let chunk = vec![b' '; 64 * 1024];
 
+    // Every refusal is this answer, byte for byte: the caller cannot tell an Application that
+    // does not exist from a wrong key, a missing header or a too large body.
+    let refused = (403, ferry::adapters::webhook::REFUSED.1.to_owned());
+
     // (metric result, path, headers, body, status)
     let cases: Vec<(&str, &str, Headers, Vec<u8>, u16)> = vec![
         (
@@ -257,7 +284,7 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
             SHOP,
             vec![("X-GitHub-Event", "push")],
             body.clone(),
-            401,
+            403,
         ),
         (
             "forged",
@@ -284,11 +311,11 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
             400,
         ),
         (
-            "malformed",
+            "unrecognised",
             SHOP,
             vec![("X-Hub-Signature-256", &good)],
             body.clone(),
-            400,
+            403,
         ),
         (
             "unknown_application",
@@ -314,16 +341,16 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
                 ("Content-Length", "2097152"),
             ],
             Vec::new(),
-            413,
+            403,
         ),
     ];
     for (result, path, headers, body, status) in cases {
         let before = endpoint.metrics.webhook_requests(metric(result));
-        assert_eq!(
-            post(endpoint.addr, path, &headers, &body).await,
-            status,
-            "{result}"
-        );
+        let answer = post_answer(endpoint.addr, path, &headers, &body).await;
+        assert_eq!(answer.0, status, "{result}");
+        if status == 403 {
+            assert_eq!(answer, refused, "{result}");
+        }
         assert_eq!(
             endpoint.metrics.webhook_requests(metric(result)),
             before + 1,
@@ -346,7 +373,7 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
         }
     }
     let _ = stream.write_all(b"0\r\n\r\n").await;
-    assert_eq!(read_status(&mut stream).await, 413);
+    assert_eq!(read_answer(&mut stream).await, refused);
     assert_eq!(endpoint.metrics.webhook_requests("oversized"), 2);
     assert_no_push(&mut endpoint.pushes).await;
     assert_eq!(endpoint.metrics.webhook_requests("accepted"), 0);
@@ -386,12 +413,106 @@ async fn unsigned_forged_oversized_malformed_and_unknown_requests_get_their_4xx_
     }
 }
 
+/// Opens a connection and sends `head` (and no more).
+async fn send_head(addr: std::net::SocketAddr, head: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+fn short_limits() -> Limits {
+    Limits {
+        connections: 8,
+        connection_lifetime: Duration::from_secs(2),
+        in_flight: 1,
+        body_timeout: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn a_request_whose_headers_refuse_it_is_answered_without_waiting_for_its_body() {
+    let endpoint = endpoint().await;
+    // Declares a body and never sends it: with no event header, the answer comes anyway.
+    let mut stream = send_head(
+        endpoint.addr,
+        &format!(
+            "POST {SHOP} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\n\
+             X-Hub-Signature-256: sha256=00\r\nContent-Length: 1000\r\n\r\n"
+        ),
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut stream))
+        .await
+        .expect("answered before any of the body was sent");
+    assert_eq!(answer.0, 403);
+    assert_eq!(answer.1, ferry::adapters::webhook::REFUSED.1);
+    assert_eq!(endpoint.metrics.webhook_requests("unrecognised"), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_refused_and_frees_its_slot() {
+    let mut endpoint = endpoint_with(short_limits()).await;
+    let body = github_push("main");
+    let good = format!("sha256={}", hmac_hex(SECRET, &body));
+    let head = format!(
+        "POST {SHOP} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: {good}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut slow = send_head(endpoint.addr, &head).await;
+    slow.write_all(&body[..10]).await.unwrap();
+    // While the slow body holds the one request slot, the next request is told to retry.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = post_answer(
+        endpoint.addr,
+        SHOP,
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(endpoint.metrics.webhook_requests("busy"), 1);
+    // The slow one is refused after the body timeout, with the one answer for refusals.
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut slow))
+        .await
+        .expect("refused once the body timeout passed");
+    assert_eq!(answer.0, 403);
+    assert_eq!(answer.1, ferry::adapters::webhook::REFUSED.1);
+    assert_eq!(endpoint.metrics.webhook_requests("too_slow"), 1);
+    // And the slot is free again.
+    let (status, _) = post_answer(
+        endpoint.addr,
+        SHOP,
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert!(endpoint.pushes.try_recv().is_ok());
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed_after_its_lifetime() {
+    let endpoint = endpoint_with(short_limits()).await;
+    let mut stream = send_head(
+        endpoint.addr,
+        &format!("POST {SHOP} HTTP/1.1\r\nHost: ferry\r\nX-GitHub-Eve"),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server still holds the connection");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
 fn metric(result: &str) -> &'static str {
     match result {
         "unsigned" => "unsigned",
         "forged" => "forged",
         "malformed" => "malformed",
         "unknown_application" => "unknown_application",
+        "unrecognised" => "unrecognised",
         "oversized" => "oversized",
         other => panic!("no metric result {other}"),
     }

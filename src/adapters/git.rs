@@ -25,8 +25,8 @@ use gix::protocol::transport::client::TransportWithoutIO;
 use gix::protocol::transport::client::blocking_io::http;
 
 use crate::api::reasons::{
-    AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, GIT_PROTOCOL_ERROR, INVALID_REPOSITORY_URL,
-    NOT_A_GIT_REPOSITORY, REPOSITORY_UNREACHABLE, Reason,
+    ADDRESS_REFUSED, AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, GIT_PROTOCOL_ERROR,
+    INVALID_REPOSITORY_URL, NOT_A_GIT_REPOSITORY, REPOSITORY_UNREACHABLE, Reason,
 };
 
 /// How long one HTTP request of a ref listing may take, connection included.
@@ -117,6 +117,11 @@ pub enum GitError {
     CommitNotFound { url: String, commit: String },
     #[error("{url} is not a URL Ferry can read: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error("repository {url} is not fetched: {refused}")]
+    AddressRefused {
+        url: String,
+        refused: crate::adapters::address::AddressRefused,
+    },
     #[error("reading {url} failed: {cause}")]
     Protocol { url: String, cause: String },
     #[error("checking out {commit} into {dest}: {cause}")]
@@ -138,6 +143,7 @@ impl GitError {
             Self::NotARepository { .. } => NOT_A_GIT_REPOSITORY,
             Self::BranchNotFound { .. } => BRANCH_NOT_FOUND,
             Self::InvalidUrl { .. } => INVALID_REPOSITORY_URL,
+            Self::AddressRefused { .. } => ADDRESS_REFUSED,
             Self::Protocol { .. } | Self::CommitNotFound { .. } | Self::Checkout { .. } => {
                 GIT_PROTOCOL_ERROR
             }
@@ -321,6 +327,7 @@ pub fn list_refs(
 ) -> Result<Vec<RemoteRef>, GitError> {
     let context = ErrorContext::new(url, credentials);
     let parsed = parse_http_url(url)?;
+    refuse_address(url)?;
     let mut transport = http::connect::<http::reqwest::Remote>(
         parsed,
         gix::protocol::transport::Protocol::V2,
@@ -416,9 +423,12 @@ pub(crate) fn transport_options(timeout: Duration) -> http::Options {
     install_crypto_provider();
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(move |builder| {
+            // Names are resolved through the address policy at the moment of connecting too,
+            // so a name that changes its answer after `refuse_address` is still refused.
             Ok(builder
                 .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-                .timeout(timeout))
+                .timeout(timeout)
+                .dns_resolver(Arc::new(crate::adapters::address::GuardedResolver)))
         })),
         configure_request: None,
     };
@@ -440,6 +450,20 @@ pub(crate) fn refuse_credential_prompts(
     _action: gix::credentials::helper::Action,
 ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
     Ok(None)
+}
+
+/// Refuses a URL whose host is, or resolves to, an address the controller may not reach
+/// (`adapters::address`), before any connection; blocking (it may resolve the name).
+pub(crate) fn refuse_address(url: &str) -> Result<(), GitError> {
+    let Some(host) = crate::adapters::address::url_host(url) else {
+        return Ok(());
+    };
+    crate::adapters::address::check_host(crate::adapters::address::policy(), host).map_err(
+        |refused| GitError::AddressRefused {
+            url: redact_url(url),
+            refused,
+        },
+    )
 }
 
 /// Only HTTP(S) URLs: the other transports need an `ssh` binary or have no timeouts.
@@ -636,6 +660,20 @@ fn url_has_userinfo(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_at_a_link_local_address_is_refused_before_any_connection() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data.git",
+            "https://user:pw@[fe80::1]:8443/a.git",
+            "http://[::ffff:169.254.169.254]/a.git",
+        ] {
+            let error = list_refs(url, &[], None, Duration::from_secs(1)).unwrap_err();
+            assert_eq!(error.reason().name, "AddressRefused", "{url}: {error}");
+            assert!(!error.is_transient(), "{url}");
+            assert!(!error.to_string().contains("pw"), "{error}");
+        }
+    }
 
     fn r(name: &str, object: &str, peeled: Option<&str>) -> RemoteRef {
         RemoteRef {

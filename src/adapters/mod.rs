@@ -2,6 +2,7 @@
 //! plain function, so that `decide` never sees it, and turns its failures into errors with a
 //! stable category, so that callers never see a protocol library's types.
 //!
+//! - [`address`]: which addresses the controller may connect to for a URL a user wrote.
 //! - [`git`]: a remote's refs over smart HTTP (a branch's commit and its tags).
 //! - [`webhook`]: push webhooks (GitHub, GitLab, Gitea), verified in constant time.
 //! - [`registry`]: an OCI registry through `oci-client`: blobs, manifests, credentials from a
@@ -12,6 +13,7 @@
 //!   few times, and whether every one answered as expected.
 //! - [`runs`]: the one registry of the checks' and verifications' tasks, by a typed key.
 
+pub mod address;
 pub mod git;
 pub mod http_check;
 pub mod registry;

@@ -188,6 +188,11 @@ pub enum RegistryError {
     },
     #[error("{reference:?} is not a valid image reference: {detail}")]
     InvalidReference { reference: String, detail: String },
+    #[error("registry {registry} is not contacted: {refused}")]
+    AddressRefused {
+        registry: String,
+        refused: crate::adapters::address::AddressRefused,
+    },
 }
 
 impl RegistryError {
@@ -200,6 +205,7 @@ impl RegistryError {
             RegistryError::NotFound { .. } => "ImageNotFound",
             RegistryError::Protocol { .. } => "RegistryProtocol",
             RegistryError::InvalidReference { .. } => "InvalidReference",
+            RegistryError::AddressRefused { .. } => "AddressRefused",
         }
     }
 }
@@ -667,6 +673,7 @@ pub async fn manifest_exists(
 ) -> Result<bool, RegistryError> {
     let image = parse_reference(repository)?;
     let registry = image.resolve_registry().to_owned();
+    refuse_address(&registry).await?;
     let insecure = if insecure {
         vec![registry.clone()]
     } else {
@@ -677,9 +684,43 @@ pub async fn manifest_exists(
     client.manifest_exists(&image, digest).await
 }
 
+/// Refuses a registry whose host is, or resolves to, an address the controller may not reach
+/// (`adapters::address`), before any connection.
+async fn refuse_address(registry: &str) -> Result<(), RegistryError> {
+    let host = crate::adapters::address::url_host(&format!("https://{registry}"))
+        .unwrap_or(registry)
+        .to_owned();
+    let policy = crate::adapters::address::policy();
+    let checked =
+        tokio::task::spawn_blocking(move || crate::adapters::address::check_host(policy, &host))
+            .await;
+    match checked {
+        Ok(Err(refused)) => Err(RegistryError::AddressRefused {
+            registry: registry.to_owned(),
+            refused,
+        }),
+        // A check that could not run refuses nothing: the connection's own errors follow.
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_registry_at_the_metadata_address_is_refused_before_any_connection() {
+        let error = manifest_exists(
+            "169.254.169.254/team/shop",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            &Credentials::anonymous(),
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.category(), "AddressRefused", "{error}");
+        assert!(error.to_string().contains("link-local"), "{error}");
+    }
 
     #[test]
     fn docker_config_entries_give_credentials_by_host() {

@@ -1,24 +1,32 @@
 //! Push webhooks: GitHub-, GitLab- and Gitea-style push events, verified against the
 //! Application's webhook Secret, become a [`PushedCommit`] for the controller.
 //!
-//! [`receive`] judges one request, in this order, answering as soon as one step refuses:
+//! The endpoint is anonymous, so it must not be an oracle: **every request that is refused
+//! before its signature verifies gets the same answer** ([`REFUSED`]: 403, one fixed body),
+//! whether the namespace or Application does not exist, the Application has no webhook
+//! Secret, the Secret has no key, the signature is missing or wrong, the event header is
+//! missing, the body is too large or too slow. From outside, "no such Application" and "wrong
+//! key" look alike. The reason is kept for the operator in the log and in the bounded `result`
+//! label of `ferry_webhook_requests_total` ([`Outcome::result`]).
 //!
-//! 1. size: a body over [`MAX_BODY`] is `Oversized` (the HTTP layer stops reading there);
+//! [`check_headers`] runs on the headers alone, before the HTTP layer reads any of the body;
+//! [`receive`] judges the whole request, in this order, answering as soon as one step refuses:
+//!
+//! 1. size: a body over [`MAX_BODY`] is `Oversized` (the HTTP layer refuses a larger
+//!    `Content-Length` without reading, and stops reading a chunked body there);
 //! 2. provider, from the event header (`X-Gitea-Event`, `X-Gitlab-Event`, `X-GitHub-Event`;
-//!    Gitea also sends GitHub's headers, so it is asked first); none is `Malformed`;
-//! 3. signature header present, else `Unsigned`, before anything is looked up, so an anonymous
-//!    caller learns nothing about which Applications exist;
+//!    Gitea also sends GitHub's headers, so it is asked first); none is `Unrecognised`;
+//! 3. signature header present, else `Unsigned`, before anything is looked up;
 //! 4. the Application's key through [`WebhookKeys`]: an Application that does not exist, has
-//!    no `webhookSecret`, or whose Secret or key `secret` is missing is `UnknownApplication`,
-//!    answered exactly as a forged signature is (403, same body): from outside, "no key" and
-//!    "wrong key" look alike, so a caller cannot probe which Applications or Secrets exist.
-//!    The log and the metric tell an operator which it was;
+//!    no `webhookSecret`, or whose Secret or key `secret` is missing (or that Ferry may not
+//!    read) is `UnknownApplication`;
 //! 5. verification in constant time: GitHub `X-Hub-Signature-256: sha256=<hex HMAC-SHA256>`,
 //!    Gitea `X-Gitea-Signature: <hex HMAC-SHA256>`, GitLab `X-Gitlab-Token: <secret>`
 //!    (compared as SHA-256 digests, so not even its length leaks); a mismatch is `Forged`;
-//! 6. only then the JSON: an event that is not a push (GitHub's `ping`) is `Ignored`; a push
-//!    without ref, commit or repository is `Malformed`; a push to another branch, or one
-//!    deleting the branch, is `Ignored`; the branch's push is `Accepted` and sent on.
+//! 6. only then the JSON, to a sender that has proved it holds the key: an event that is not a
+//!    push (GitHub's `ping`) is `Ignored`; a push without ref, commit or repository is
+//!    `Malformed` (400, with the reason, for the sender's delivery log); a push to another
+//!    branch, or one deleting the branch, is `Ignored`; the branch's push is `Accepted`.
 //!
 //! Nothing here logs a body, a signature or a secret.
 
@@ -68,6 +76,10 @@ pub enum LookupError {
     NoWebhookSecret,
     #[error("Secret {0} not found or has no key `secret`")]
     NoKey(String),
+    /// The API server refused Ferry the read: answered as an unknown Application, since a
+    /// distinct answer would tell which namespaces or Secrets exist.
+    #[error("Ferry may not read the Application or its Secret: {0}")]
+    Forbidden(String),
     /// The API server did not answer (or refused Ferry): try again later.
     #[error("cannot read the Application or its Secret: {0}")]
     Unavailable(String),
@@ -98,7 +110,12 @@ impl WebhookKeys for KubeWebhookKeys {
     ) -> BoxFuture<'a, Result<WebhookTarget, LookupError>> {
         Box::pin(async move {
             use crate::api::{Application, Secret};
-            let unavailable = |e: kube::Error| LookupError::Unavailable(e.to_string());
+            let unavailable = |e: kube::Error| match &e {
+                kube::Error::Api(status) if status.code == 403 => {
+                    LookupError::Forbidden(e.to_string())
+                }
+                _ => LookupError::Unavailable(e.to_string()),
+            };
             let apps: kube::Api<Application> =
                 kube::Api::namespaced(self.client.clone(), namespace);
             let app = apps
@@ -162,11 +179,25 @@ pub enum Outcome {
     Unsigned,
     Forged,
     Oversized,
+    /// The body did not arrive within the HTTP layer's time limit.
+    TooSlow,
+    /// No event header of a known provider.
+    Unrecognised,
+    /// A verified request whose body is not a push event Ferry can read.
     Malformed(String),
     UnknownApplication,
     /// The Application could not be read, or the controller is not taking pushes.
     Unavailable,
+    /// Too many webhook requests are being served at once: the sender retries.
+    Busy,
 }
+
+/// The one answer to every refusal before a signature verifies (see the module
+/// documentation): the same status and body, whatever the reason.
+pub const REFUSED: (u16, &str) = (
+    403,
+    "refused: not a verified push for this webhook (check the URL, the event, the size and the secret)\n",
+);
 
 impl Outcome {
     /// The `result` label of `ferry_webhook_requests_total`.
@@ -177,41 +208,47 @@ impl Outcome {
             Self::Unsigned => "unsigned",
             Self::Forged => "forged",
             Self::Oversized => "oversized",
+            Self::TooSlow => "too_slow",
+            Self::Unrecognised => "unrecognised",
             Self::Malformed(_) => "malformed",
             Self::UnknownApplication => "unknown_application",
             Self::Unavailable => "unavailable",
+            Self::Busy => "busy",
         }
     }
 
-    /// The HTTP status and a short body for the sender (shown in its delivery log).
+    /// The HTTP status and a short body for the sender (shown in its delivery log). Every
+    /// refusal before the signature verifies is [`REFUSED`]; only a sender that proved it holds
+    /// the key learns more.
     pub fn answer(&self) -> (u16, String) {
-        // The same for both: see the module documentation.
-        const NOT_VERIFIED: &str =
-            "the signature does not verify against this Application's webhook secret";
         match self {
             Self::Accepted(push) => (202, format!("build of {} requested\n", push.commit)),
             Self::Ignored(why) => (202, format!("nothing to build: {why}\n")),
-            Self::Unsigned => (
-                401,
-                "unsigned: send X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token\n".into(),
-            ),
-            Self::Forged | Self::UnknownApplication => (403, format!("{NOT_VERIFIED}\n")),
-            Self::Oversized => (413, format!("the body is larger than {MAX_BODY} bytes\n")),
+            Self::Unsigned
+            | Self::Forged
+            | Self::Oversized
+            | Self::TooSlow
+            | Self::Unrecognised
+            | Self::UnknownApplication => (REFUSED.0, REFUSED.1.to_owned()),
             Self::Malformed(why) => (400, format!("malformed push event: {why}\n")),
-            Self::Unavailable => (503, "try again later\n".into()),
+            Self::Unavailable | Self::Busy => (503, "try again later\n".into()),
         }
     }
 }
 
-/// Judges one request (see the module documentation for the order). `Accepted` carries the
-/// commit the caller is to send to the controller.
-pub async fn receive(keys: &dyn WebhookKeys, request: &Request<'_>) -> Outcome {
-    if request.body.len() > MAX_BODY {
-        return Outcome::Oversized;
-    }
+/// What the headers say: the sender's provider, its event and the signature it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed<'a> {
+    pub provider: Provider,
+    pub event: &'a str,
+    pub signature: &'a str,
+}
+
+/// Judges the headers alone, so that the HTTP layer can refuse before reading the body: a
+/// known provider's event header and its signature header must be there.
+pub fn check_headers(headers: &axum::http::HeaderMap) -> Result<Signed<'_>, Outcome> {
     let header = |name: &str| {
-        request
-            .headers
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
@@ -223,17 +260,34 @@ pub async fn receive(keys: &dyn WebhookKeys, request: &Request<'_>) -> Outcome {
     } else if let Some(event) = header("x-github-event") {
         (Provider::GitHub, event)
     } else {
-        return Outcome::Malformed(
-            "no X-GitHub-Event, X-Gitlab-Event or X-Gitea-Event header".into(),
-        );
+        return Err(Outcome::Unrecognised);
     };
     let signature = match provider {
         Provider::GitHub => header("x-hub-signature-256"),
         Provider::Gitea => header("x-gitea-signature").or(header("x-hub-signature-256")),
         Provider::GitLab => header("x-gitlab-token"),
     };
-    let Some(signature) = signature else {
-        return Outcome::Unsigned;
+    let signature = signature.ok_or(Outcome::Unsigned)?;
+    Ok(Signed {
+        provider,
+        event,
+        signature,
+    })
+}
+
+/// Judges one request (see the module documentation for the order). `Accepted` carries the
+/// commit the caller is to send to the controller.
+pub async fn receive(keys: &dyn WebhookKeys, request: &Request<'_>) -> Outcome {
+    if request.body.len() > MAX_BODY {
+        return Outcome::Oversized;
+    }
+    let Signed {
+        provider,
+        event,
+        signature,
+    } = match check_headers(request.headers) {
+        Ok(signed) => signed,
+        Err(refused) => return refused,
     };
     let target = match keys.target(request.namespace, request.application).await {
         Ok(target) => target,

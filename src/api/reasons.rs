@@ -117,6 +117,10 @@ reasons! {
     /// The git server of `spec.source.url` could not be reached (DNS, connection, timeout);
     /// Ferry keeps trying with backoff.
     REPOSITORY_UNREACHABLE = "RepositoryUnreachable", Warning, ["Application"];
+    /// A URL the controller was to follow (`spec.source.url`, `spec.image.repository`) names
+    /// or resolves to an address Ferry refuses: link-local (cloud metadata at
+    /// 169.254.169.254), or a range given with `--refused-networks`. Not retried.
+    ADDRESS_REFUSED = "AddressRefused", Warning, ["Application"];
     /// The git server refused the credentials (or asked for some and none are set): check
     /// `spec.source.credentialsSecret`.
     AUTHENTICATION_REFUSED = "AuthenticationRefused", Warning, ["Application"];

@@ -27,7 +27,7 @@ use std::time::Duration;
 use gix::bstr::ByteSlice;
 
 use crate::adapters::git::{
-    Credentials, ErrorContext, GitError, parse_http_url, refuse_credential_prompts,
+    Credentials, ErrorContext, GitError, parse_http_url, refuse_address, refuse_credential_prompts,
     transport_options,
 };
 
@@ -108,6 +108,7 @@ pub fn fetch(request: &Request<'_>) -> Result<Fetched, GitError> {
         cause: context.scrub(&cause),
     };
     parse_http_url(request.url)?;
+    refuse_address(request.url)?;
     let id = parse_commit(request.commit).map_err(|e| checkout_error(e.to_owned()))?;
     let since = request
         .since

@@ -17,6 +17,13 @@
 //! bytes stay the same on every machine. Both digests are computed on the way: `diff_id`
 //! over the tar, `digest` over the gzip.
 //!
+//! Nothing outside the directory is read: a symlink is stored as a symlink with its target
+//! as written, never dereferenced (one pointing at `/etc` or `../../secrets` is, in the image,
+//! a link into the image's own tree), and a regular file is read only if the file opened is
+//! the one listed (same inode and device), so one swapped for a symlink after the listing is
+//! refused. The digests are Ferry's own hashes of the bytes it writes; no digest is taken from
+//! the registry or the base image for the new layer.
+//!
 //! The cache maps a fingerprint of the directory (each entry's path, type, mode, size,
 //! mtime, ctime, inode and device, plus the layer settings) to the layer's digests, in a small
 //! file under the cache directory. A change of content changes size, mtime or ctime (ctime
@@ -443,6 +450,15 @@ fn write_tar(
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(entry.meta.len());
             let file = File::open(&path).map_err(read)?;
+            // Opening follows a symlink: had the file been replaced by one since it was listed
+            // (pointing out of the output directory, say), this is another file. Only the
+            // file that was listed is read.
+            let opened = file.metadata().map_err(read)?;
+            if opened.ino() != entry.meta.ino() || opened.dev() != entry.meta.dev() {
+                return Err(read(io::Error::other(
+                    "it was replaced while the layer was written",
+                )));
+            }
             // Reads of up to 256 KiB: io::copy takes a BufReader's buffer as is, where it
             // would read a bare file 8 KiB at a time.
             let capacity = usize::try_from(entry.meta.len())
@@ -686,6 +702,61 @@ mod tests {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_directory_is_stored_as_a_symlink_and_never_read_through() {
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret", b"the node's credentials");
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), "index.html", b"hello");
+        let secret = outside.path().join("secret");
+        std::os::unix::fs::symlink(&secret, root.path().join("absolute")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc", root.path().join("up")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("dir")).unwrap();
+        let (_, bytes) = layer_of(root.path(), Settings::default());
+        let mut tar_bytes = Vec::new();
+        MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        assert!(
+            !tar_bytes
+                .windows(b"the node's credentials".len())
+                .any(|w| w == b"the node's credentials"),
+            "a file outside the directory was read"
+        );
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut links = BTreeMap::new();
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            if entry.header().entry_type() == tar::EntryType::Symlink {
+                let target = entry.link_name().unwrap().unwrap().display().to_string();
+                links.insert(name.clone(), target);
+            }
+            names.push(name);
+        }
+        assert_eq!(links["absolute"], secret.display().to_string());
+        assert_eq!(links["up"], "../../../../../../etc");
+        assert_eq!(links["dir"], outside.path().display().to_string());
+        // Nothing under the linked directory became an entry.
+        assert!(!names.iter().any(|n| n.starts_with("dir/")), "{names:?}");
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_symlink_after_the_listing_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret", b"the node's credentials");
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), "page", b"hello");
+        let tree = Tree::scan(root.path()).unwrap();
+        std::fs::remove_file(root.path().join("page")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("page"))
+            .unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let error = build(&tree, Settings::default(), temp.path()).unwrap_err();
+        assert!(error.to_string().contains("page"), "{error}");
     }
 
     fn layer_of(root: &Path, settings: Settings) -> (Layer, Vec<u8>) {
