@@ -135,6 +135,9 @@ async fn await_refusal<K: Kind>(ns: &TestNamespace, what: &str, object: &K) {
     .await;
 }
 
+/// A named change a user tries to make to an object.
+type Change<K> = (&'static str, fn(&mut K));
+
 fn assert_names(message: &str, words: &[&str]) {
     for words in words {
         assert!(
@@ -189,7 +192,7 @@ async fn only_who_may_approve_creates_changes_or_deletes_a_manual_environment() 
         );
 
         // Every spec change of the Manual prod that lets more in is refused for bob.
-        let changes: [(&str, fn(&mut Environment)); 4] = [
+        let changes: [Change<Environment>; 4] = [
             ("approval: Automatic", |e| {
                 e.spec.approval = Approval::Automatic
             }),
@@ -302,7 +305,7 @@ async fn only_who_may_approve_changes_adds_or_removes_the_entry_of_a_manual_envi
         })
         .await
         .expect("bob may label the shop");
-        let overrides: [(&str, fn(&mut Application)); 3] = [
+        let overrides: [Change<Application>; 3] = [
             ("replicas", |app| entry(app, "prod").replicas = Some(10)),
             ("an env var", |app| {
                 entry(app, "prod").env = vec![
