@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{TestNamespace, client_as, eventually, fixtures, with_temp_ns};
-use ferry::api::application::EnvironmentEntry;
+use ferry::api::application::{EnvironmentEntry, Pin};
 use ferry::api::environment::{Approval, StrategyType};
 use ferry::api::{Application, Environment};
 
@@ -332,6 +332,16 @@ async fn only_who_may_approve_changes_adds_or_removes_the_entry_of_a_manual_envi
                 ],
             );
         }
+        // The pin is ferry-approve's to refuse, with its own message.
+        let message = edit_as(&ns, "bob", "shop", |app: &mut Application| {
+            entry(app, "prod").pin = Some(Pin {
+                release: "shop-1.4.2".to_owned(),
+                reason: "CHG-1".to_owned(),
+            });
+        })
+        .await
+        .expect_err("bob pinned prod");
+        assert_names(&message, &["bob may not change the pin of prod:"]);
         let message = edit_as(&ns, "bob", "shop", |app: &mut Application| {
             remove_entry(app, "prod")
         })
