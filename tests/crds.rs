@@ -316,3 +316,25 @@ fn the_paragraph_check_sees_a_wrapped_sentence_and_spares_lists_and_code() {
     assert!(broken_paragraphs("One.\n\nTwo.\n- item\n1. item\n\n    code\n    more").is_empty());
     assert!(broken_paragraphs("```\nline\nline\n```").is_empty());
 }
+
+/// `ferry-environment-entries` (manifests/ferry.yaml and the chart) compares an environment
+/// entry's overrides field by field (the pin is ferry-approve's): a field added to the entry
+/// would go unguarded until the policy compares it too.
+#[test]
+fn the_entry_policy_compares_every_field_of_an_environment_entry() {
+    let schema = schema_of("Application");
+    let entry = &schema["properties"]["spec"]["properties"]["environments"]["items"];
+    let fields: std::collections::BTreeSet<&str> = entry["properties"]
+        .as_object()
+        .expect("an environment entry has properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        ["env", "name", "pin", "replicas", "resources"].into(),
+        "an environment entry's fields changed: compare the new ones in the `changed` variable \
+         of ferry-environment-entries (manifests/ferry.yaml and \
+         charts/ferry/templates/environments.yaml), then list them here"
+    );
+}

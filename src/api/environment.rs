@@ -62,7 +62,10 @@ pub struct EnvironmentSpec {
     pub upstream: Option<String>,
 
     /// Whether a healthy upstream release comes here by itself (`Automatic`, the default) or
-    /// waits for a person to pin it in the Application (`Manual`).
+    /// waits for a person to pin it in the Application (`Manual`). In a first stage (no
+    /// upstream), `Manual` makes every new release wait for a pin. Creating, deleting or
+    /// changing the spec of a `Manual` Environment, or an Application's entry for it, takes the
+    /// verb `approve` on it.
     #[serde(default)]
     pub approval: Approval,
 

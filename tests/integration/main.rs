@@ -11,6 +11,7 @@
 mod approval;
 mod builds;
 mod controller;
+mod environments;
 mod fixtures;
 #[path = "../support/gitserver.rs"]
 mod gitserver;

@@ -4,7 +4,8 @@
 //! upstream runs, once it is healthy and verified there (an upstream's `current` is set only by
 //! such a verdict), and only when it is newer than what runs here: a rollback upstream is not
 //! passed on. An `Automatic` environment rolls its candidate out at once; a `Manual` one shows
-//! it and waits for a person to pin it. A pin overrides both: pinning the candidate approves
+//! it and waits for a person to pin it. A `Manual` first stage (no upstream) is a gate on
+//! every release: the newest release is its candidate and waits for a pin like any other. A pin overrides both: pinning the candidate approves
 //! it, pinning an older release rolls back by hand, pinning a release that failed upstream or
 //! here is an override, recorded as such. A release that failed here is never the candidate
 //! again.
@@ -126,10 +127,7 @@ pub fn choose(stage: &Stage) -> Choice {
         let failed_here = state.rejected.iter().any(|r| r == pin.release);
         let kind = if (stage.rejected_upstream)(pin.release) || failed_here {
             HistoryKind::Override
-        } else if promotable == Some(pin.release)
-            && stage.upstream.is_some()
-            && stage.approval == Approval::Manual
-        {
+        } else if promotable == Some(pin.release) && stage.approval == Approval::Manual {
             // What the environment waits for: a person approved it.
             HistoryKind::Approval
         } else if older {
@@ -166,13 +164,15 @@ pub fn choose(stage: &Stage) -> Choice {
             format!("{release} is healthy and verified in {name}"),
         ),
     };
-    match (stage.upstream, stage.approval) {
-        (Some(_), Approval::Manual) => Choice {
+    match stage.approval {
+        // With or without an upstream: a first stage that needs approval lets no release in
+        // by itself either.
+        Approval::Manual => Choice {
             wanted: None,
             candidate: Some(release.to_owned()),
             awaiting_approval: true,
         },
-        _ => Choice {
+        Approval::Automatic => Choice {
             wanted: Some(Wanted {
                 release: release.to_owned(),
                 reason,
@@ -297,15 +297,95 @@ mod tests {
     }
 
     #[test]
-    fn the_first_stage_takes_the_newest_release() {
+    fn an_automatic_first_stage_takes_the_newest_release() {
         let releases = releases();
         let here = running(Some("shop-2"));
-        let choice = choose(&stage(Approval::Manual, None, &here, &releases, None));
+        let choice = choose(&stage(Approval::Automatic, None, &here, &releases, None));
         let wanted = choice.wanted.unwrap();
         assert_eq!(wanted.release, "shop-3");
         assert_eq!(wanted.kind, HistoryKind::Rollout);
         assert_eq!(choice.candidate.as_deref(), Some("shop-3"));
-        assert!(!choice.awaiting_approval, "the first stage never waits");
+        assert!(
+            !choice.awaiting_approval,
+            "an automatic first stage never waits"
+        );
+    }
+
+    /// `Manual` without an upstream used to mean nothing (the newest release came at once);
+    /// it now makes every release wait for a pin, as in any other Manual stage.
+    #[test]
+    fn a_manual_first_stage_makes_every_release_wait_for_approval() {
+        let releases = releases();
+        let pin = |release| PinRequest {
+            release,
+            reason: "CHG-7",
+            actor: Some("kubectl"),
+        };
+        struct Case {
+            name: &'static str,
+            current: Option<&'static str>,
+            pin: Option<&'static str>,
+            /// (release, kind) rolled out, if any.
+            wanted: Option<(&'static str, HistoryKind)>,
+            candidate: Option<&'static str>,
+            awaiting: bool,
+        }
+        let cases = [
+            Case {
+                name: "nothing runs yet: the newest release waits",
+                current: None,
+                pin: None,
+                wanted: None,
+                candidate: Some("shop-3"),
+                awaiting: true,
+            },
+            Case {
+                name: "an older release runs: the newest waits, the old one stays",
+                current: Some("shop-2"),
+                pin: None,
+                wanted: None,
+                candidate: Some("shop-3"),
+                awaiting: true,
+            },
+            Case {
+                name: "the newest release runs: nothing waits",
+                current: Some("shop-3"),
+                pin: None,
+                wanted: None,
+                candidate: None,
+                awaiting: false,
+            },
+            Case {
+                name: "pinning the candidate approves it",
+                current: Some("shop-2"),
+                pin: Some("shop-3"),
+                wanted: Some(("shop-3", HistoryKind::Approval)),
+                candidate: None,
+                awaiting: false,
+            },
+            Case {
+                name: "pinning an older release rolls back by hand; the newest still waits",
+                current: Some("shop-2"),
+                pin: Some("shop-1"),
+                wanted: Some(("shop-1", HistoryKind::ManualRollback)),
+                candidate: Some("shop-3"),
+                awaiting: false,
+            },
+        ];
+        for case in cases {
+            let here = running(case.current);
+            let choice = choose(&stage(
+                Approval::Manual,
+                None,
+                &here,
+                &releases,
+                case.pin.map(pin),
+            ));
+            let wanted = choice.wanted.as_ref().map(|w| (w.release.as_str(), w.kind));
+            assert_eq!(wanted, case.wanted, "{}", case.name);
+            assert_eq!(choice.candidate.as_deref(), case.candidate, "{}", case.name);
+            assert_eq!(choice.awaiting_approval, case.awaiting, "{}", case.name);
+        }
     }
 
     #[test]
