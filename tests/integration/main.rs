@@ -16,6 +16,7 @@ mod fixtures;
 mod gitserver;
 mod install;
 mod leadership;
+mod ownership;
 mod promotion;
 mod rollouts;
 mod validation;
