@@ -303,3 +303,82 @@ fn the_chart_enforces_the_approval_rule_of_the_install_manifest() {
     );
     assert_eq!(manifest, chart);
 }
+
+/// The user roles, in the manifest and the chart alike: `ferry-view` reaches the built-in
+/// view, edit and admin roles, `ferry-edit` edit and admin (their aggregation labels), and
+/// neither grants approve, import, a write to Releases or to any status, or a wildcard: a
+/// RoleBinding to edit must not let a team approve, import or rewrite Ferry's state.
+#[test]
+fn the_user_roles_aggregate_into_kubernetes_roles_without_approve_import_or_status() {
+    let sources = [
+        ("manifests/ferry.yaml", manifest()),
+        (
+            "the chart",
+            helm::render("ferry", "ferry-system", &[], false),
+        ),
+    ];
+    for (source, objects) in sources {
+        let role = |name: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{source} has the ClusterRole {name}"))
+                .clone()
+        };
+        for (name, into) in [
+            ("ferry-view", &["view", "edit", "admin"][..]),
+            ("ferry-edit", &["edit", "admin"][..]),
+        ] {
+            let role = role(name);
+            for target in into {
+                let label = format!("rbac.authorization.k8s.io/aggregate-to-{target}");
+                assert_eq!(
+                    role["metadata"]["labels"][&label], "true",
+                    "{source}: {name} is aggregated into {target}"
+                );
+            }
+            for (group, resource, _, verb) in grants(&role) {
+                assert_eq!(group, "ferry.dev", "{source}: {name}");
+                assert!(
+                    !verb.contains('*') && !resource.contains('*'),
+                    "{source}: {name} grants a wildcard"
+                );
+                assert!(
+                    !["approve", "import", "escalate", "bind"].contains(&verb.as_str()),
+                    "{source}: {name} grants {verb} on {resource}"
+                );
+                let read = ["get", "list", "watch"].contains(&verb.as_str());
+                assert!(
+                    read || (!resource.ends_with("/status") && resource != "releases"),
+                    "{source}: {name} grants {verb} on {resource}"
+                );
+            }
+        }
+        let edit = grants(&role("ferry-edit"));
+        for resource in ["applications", "environments", "buildjobs"] {
+            for verb in ["create", "update", "patch", "delete"] {
+                assert!(
+                    edit.contains(&(
+                        "ferry.dev".into(),
+                        resource.into(),
+                        String::new(),
+                        verb.into()
+                    )),
+                    "{source}: ferry-edit may {verb} {resource}"
+                );
+            }
+        }
+        let view = grants(&role("ferry-view"));
+        for resource in ["applications", "environments", "releases", "buildjobs"] {
+            assert!(
+                view.contains(&(
+                    "ferry.dev".into(),
+                    resource.into(),
+                    String::new(),
+                    "list".into()
+                )),
+                "{source}: ferry-view may list {resource}"
+            );
+        }
+    }
+}

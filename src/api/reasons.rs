@@ -136,6 +136,16 @@ reasons! {
     /// Creating or deleting an object Ferry makes (a BuildJob, build pod or Release) failed;
     /// retried with backoff.
     ACTION_FAILED = "ActionFailed", Warning, ["Application", "BuildJob"];
+    /// A pod exists under the name of the build pod or test pod Ferry would create, but it is
+    /// not Ferry's (its controller owner reference is not the BuildJob's or Application's UID,
+    /// or it lacks Ferry's labels): the build or verification fails instead of trusting it.
+    /// Ferry leaves the pod alone; the Event names it.
+    POD_NOT_OWNED = "PodNotOwned", Warning, ["BuildJob", "Application"];
+    /// A Deployment or Service exists under the name of an environment's workload but Ferry did
+    /// not create it (no Ferry labels naming this Application and environment, or no Ferry
+    /// field manager): Ferry does not take it over and retries with backoff. Delete or rename
+    /// it, or deploy the environment to another namespace.
+    WORKLOAD_NOT_OWNED = "WorkloadNotOwned", Warning, ["Application"];
     /// Listing the tags of the built commit failed, so its Release waits; retried with backoff.
     TAG_LOOKUP_FAILED = "TagLookupFailed", Warning, ["BuildJob"];
     /// The Application this object belongs to does not exist in the namespace.

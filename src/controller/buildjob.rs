@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -25,6 +26,7 @@ use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;
+use crate::api::labels::{BUILDJOB_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::api::managers::FieldManager;
 use crate::api::reasons::{BUILD_FAILED, Reason};
 use crate::api::{Application, BuildJob, BuildJobStatus, Release, Time};
@@ -33,6 +35,7 @@ use crate::decide::Decision;
 use crate::decide::build::objects::{Finished, release_for, to_prune};
 use crate::decide::build::progress::{PodFacts, StepState, Verification};
 use crate::decide::buildjob::{self as decide, Action as Act, Observed};
+use crate::decide::ownership::pod_not_ours;
 use crate::desired::build_pod::build_pod;
 
 /// Declares what a BuildJob's state depends on besides itself.
@@ -78,24 +81,54 @@ pub(super) async fn reconcile(
         .build_pods
         .get(&namespace, &job.name_any())
         .await;
-    let facts = pod.as_deref().map(PodFacts::of);
+    // A pod under the build pod's name counts only if it is the one Ferry made for this
+    // BuildJob (its UID as controller, Ferry's labels): anyone who may create pods here could
+    // have made one first, with a fake publish step.
+    let foreign = pod
+        .as_deref()
+        .and_then(|p| build_pod_not_ours(&p.metadata, job));
+    let facts = pod
+        .as_deref()
+        .filter(|_| foreign.is_none())
+        .map(PodFacts::of);
     let releases = releases_of(&context, &namespace, &job.spec.application).await;
     // Whatever its name, one commit gets one Release.
     let release = releases
         .iter()
         .find(|r| r.spec.commit == job.spec.commit)
         .map(|r| r.name_any());
+    // Why the name is taken, if creating the pod finds it taken by a pod that is not Ferry's.
+    let taken;
     let mut observed = Observed {
         job,
         namespace: &namespace,
         application_exists,
         secrets: &secrets,
         pod: facts.as_ref(),
+        foreign_pod: foreign.as_deref(),
         verification: None,
         release: release.as_deref(),
     };
     let now = context.clock.now();
     let mut decision = decide::status(&observed, &now);
+    // The pod is created before the other actions: a name taken by a pod that is not Ferry's
+    // (not in the cache, which holds only pods with Ferry's labels) fails the build now.
+    // A pod that cannot be created is retried with backoff, after the status is written.
+    let mut created = Ok(());
+    if decision.actions.contains(&Act::CreatePod) {
+        taken = match create_pod(&context, &namespace, job, &releases).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                created = Err(error);
+                None
+            }
+        };
+        if let Some(why) = &taken {
+            tracing::warn!(%why, "the build pod's name is taken by a pod that is not Ferry's");
+            observed.foreign_pod = Some(why);
+            decision = decide::status(&observed, &now);
+        }
+    }
     // The pod said it pushed an image: ask the registry, then decide with its answer.
     let asked = decision.actions.iter().find_map(|a| match a {
         Act::Verify { image } => Some(image.clone()),
@@ -108,20 +141,19 @@ pub(super) async fn reconcile(
         decision = decide::status(&observed, &now);
     }
 
-    // The status is written even when an action failed, so that what Ferry knows (a pod it
-    // cannot create, say) shows; the failure is then retried with backoff.
+    // The status is written even when an action failed, so that what Ferry knows shows; the
+    // failure is then retried with backoff.
     let acted = act(
         &context,
-        &namespace,
         job,
         &mut decision,
         application.as_deref(),
         facts.as_ref(),
-        &releases,
     )
     .await;
     let before = job.status.as_ref().and_then(|s| s.phase);
     let written = status::write(&context, job, job.status.as_ref(), &decision.status).await?;
+    created?;
     acted?;
     if finished(decision.status.phase.as_ref()) {
         if !finished(before.as_ref()) && written == Written::Stored {
@@ -142,16 +174,15 @@ pub(super) async fn reconcile(
 /// Carries out the decision's actions; a Release made is recorded in its status.
 async fn act(
     context: &Context,
-    namespace: &str,
     job: &BuildJob,
     decision: &mut Decision<BuildJobStatus, Act>,
     application: Option<&Guarded<Application>>,
     pod: Option<&PodFacts>,
-    releases: &[Release],
 ) -> Result<(), Error> {
     for action in decision.actions.clone() {
         match action {
-            Act::CreatePod => create_pod(context, namespace, job, releases).await?,
+            // Created by `reconcile` before the other actions.
+            Act::CreatePod => {}
             Act::CreateRelease { image } => {
                 // Without its Application a build makes no Release (it would be orphaned);
                 // deleting the Application deletes its BuildJobs anyway.
@@ -184,32 +215,52 @@ fn count_finished(context: &Context, status: &BuildJobStatus) {
     context.metrics.build_finished(outcome, seconds);
 }
 
+/// Why `pod` is not the build pod Ferry made for `job`, if it is not (`decide::ownership`).
+fn build_pod_not_ours(pod: &ObjectMeta, job: &BuildJob) -> Option<String> {
+    let name = job.name_any();
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    pod_not_ours(
+        pod,
+        uid,
+        &[
+            (MANAGED_BY_LABEL, MANAGED_BY),
+            (BUILDJOB_LABEL, name.as_str()),
+        ],
+    )
+}
+
 /// Creates the build pod; the newest of the Application's `releases` bounds the history the
-/// fetch step reads for work items.
+/// fetch step reads for work items. Returns why the pod under its name is not Ferry's, when
+/// one exists already and is not.
 async fn create_pod(
     context: &Context,
     namespace: &str,
     job: &BuildJob,
     releases: &[Release],
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let since = newest(releases)
         .map(|r| r.spec.commit.clone())
         .filter(|commit| *commit != job.spec.commit);
     let Some(pod) = build_pod(job, &context.config.build, since.as_deref()) else {
-        return Ok(());
+        return Ok(None);
     };
+    let name = job.name_any();
     let api = context.api::<Pod>(namespace);
     match api.create(&FieldManager::BuildJob.create(), &pod).await {
         Ok(_) => {
             tracing::info!("build pod created");
-            Ok(())
+            Ok(None)
         }
-        // Created already (by this replica before a restart, or another): the watch brings it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(Error::act(format!(
-            "creating build pod {namespace}/{}",
-            job.name_any()
-        ))(error)),
+        // A pod of that name exists: Ferry's own (made by this replica before a restart, or by
+        // another; the watch brings it), or someone else's, which is never trusted.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::observe(format!("the pod {namespace}/{name}")))?;
+            Ok(existing.and_then(|p| build_pod_not_ours(&p.metadata, job)))
+        }
+        Err(error) => Err(Error::act(format!("creating build pod {namespace}/{name}"))(error)),
     }
 }
 

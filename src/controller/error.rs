@@ -17,7 +17,7 @@ use super::Context;
 use super::events::publish;
 use crate::api::reasons::{
     self, ACTION_FAILED, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, TAG_LOOKUP_FAILED,
-    WRITE_STATUS_FAILED,
+    WORKLOAD_NOT_OWNED, WRITE_STATUS_FAILED,
 };
 use crate::decide::backoff;
 use crate::decide::events::Announcement;
@@ -43,6 +43,10 @@ pub enum Error {
     },
     #[error("listing the tags of the commit")]
     Tags(#[source] crate::adapters::git::GitError),
+    /// A Deployment or Service under a workload's name that Ferry did not create: not
+    /// applied, and tried again with backoff (someone may delete or rename it).
+    #[error("{0}")]
+    WorkloadNotOwned(String),
 }
 
 impl Error {
@@ -54,6 +58,7 @@ impl Error {
             Self::WriteStatus(_) => WRITE_STATUS_FAILED,
             Self::Act { .. } => ACTION_FAILED,
             Self::Tags(_) => TAG_LOOKUP_FAILED,
+            Self::WorkloadNotOwned(_) => WORKLOAD_NOT_OWNED,
         }
     }
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 use super::build::progress::{self, PodFacts, Progress, Verification};
 use super::secrets::{self, SecretAccess};
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
+use crate::api::buildjob::BuildFailure;
 use crate::api::buildjob::BuildPhase;
 use crate::api::conditions::{self, Desired, READY, SUCCEEDED};
 use crate::api::reasons::{
-    APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_RUNNING, BUILD_SUCCEEDED, Reason,
-    VERIFYING_IMAGE,
+    APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_RUNNING, BUILD_SUCCEEDED,
+    POD_NOT_OWNED, Reason, VERIFYING_IMAGE,
 };
 use crate::api::{BuildJob, BuildJobStatus, Time};
 
@@ -29,8 +30,11 @@ pub struct Observed<'a> {
     pub namespace: &'a str,
     pub application_exists: bool,
     pub secrets: &'a SecretAccess,
-    /// The build pod, if it exists.
+    /// The build pod, if it exists and is Ferry's.
     pub pod: Option<&'a PodFacts>,
+    /// Why the pod under the build pod's name is not Ferry's (`decide::ownership`), if it is
+    /// not: the build fails instead of following it.
+    pub foreign_pod: Option<&'a str>,
     /// The registry's answer about the image the publish step reported, once asked.
     pub verification: Option<&'a Verification>,
     /// The Release already made of this build's commit, if any.
@@ -89,11 +93,23 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Actio
                 in_progress(Readiness::Blocked(blocker))
             }
             None => {
-                let progress = progress::progress(
-                    observed.pod,
-                    &job.spec.image.repository,
-                    observed.verification,
-                );
+                let progress = match observed.foreign_pod {
+                    Some(why) => Progress::Failed {
+                        failure: BuildFailure {
+                            step: "pod".to_owned(),
+                            reason: POD_NOT_OWNED.name.to_owned(),
+                            message: why.to_owned(),
+                            log_tail: None,
+                        },
+                        started: None,
+                        finished: None,
+                    },
+                    None => progress::progress(
+                        observed.pod,
+                        &job.spec.image.repository,
+                        observed.verification,
+                    ),
+                };
                 follow(progress, &mut next, &mut actions, &mut requeue)
             }
         },
@@ -313,9 +329,38 @@ spec:
             application_exists: true,
             secrets,
             pod: None,
+            foreign_pod: None,
             verification: None,
             release: None,
         }
+    }
+
+    #[test]
+    fn a_pod_under_the_build_pods_name_that_is_not_ferrys_fails_the_build() {
+        let job = job();
+        let secrets = SecretAccess::Read(
+            [("reg".to_owned(), [".dockerconfigjson".to_owned()].into())].into(),
+        );
+        let why = "the pod shop-9fceb02 was not created by Ferry";
+        let decision = status(
+            &Observed {
+                foreign_pod: Some(why),
+                ..baseline(&job, &secrets)
+            },
+            &now(),
+        );
+        assert!(
+            decision.actions.is_empty(),
+            "no pod is created, no image verified"
+        );
+        assert_eq!(decision.status.phase, Some(BuildPhase::Failed));
+        let failure = decision.status.failure.expect("a failure");
+        assert_eq!(failure.reason, "PodNotOwned");
+        assert_eq!(failure.message, why);
+        let ready = find(&decision.status.conditions, READY).unwrap();
+        assert_eq!(ready.reason, "PodNotOwned");
+        assert!(ready.message.contains("shop-9fceb02"));
+        assert_eq!(decision.status.image, None);
     }
 
     fn decide(

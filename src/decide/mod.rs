@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod environment;
 pub mod events;
 pub mod leadership;
+pub mod ownership;
 pub mod release;
 pub mod run_spec;
 pub mod secrets;

@@ -17,6 +17,7 @@ mod fixtures;
 mod gitserver;
 mod install;
 mod leadership;
+mod ownership;
 mod promotion;
 mod rollouts;
 mod status;

@@ -11,20 +11,22 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use kube::{Resource, ResourceExt};
 
 use super::prune::delete;
-use super::{Context, Error};
+use super::{Context, Error, test_pod_not_ours};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::Get as Request;
 use crate::api::application::HistoryKind;
 use crate::api::labels::RELEASE_LABEL;
 use crate::api::managers::FieldManager;
+use crate::api::reasons::{POD_NOT_OWNED, Reason};
 use crate::api::{Application, Release};
-use crate::controller::events::publish_about;
+use crate::controller::events::{publish, publish_about};
 use crate::controller::managers;
 use crate::decide::delivery::pipeline::{Action, Get, Listed};
 use crate::decide::delivery::runs::RunKey;
 use crate::decide::delivery::verify::{TestPodRefused, test_pod_refused};
 use crate::decide::delivery::{Serving, Told};
 use crate::decide::events::Announcement;
+use crate::decide::ownership::workload_not_ours;
 use crate::desired::verification::TestPod;
 use crate::desired::workload::{self, Running, Workload, release_label_value};
 
@@ -61,6 +63,7 @@ pub(super) async fn run(
                     },
                 );
                 let deployments = context.api::<Deployment>(target);
+                ensure_ours(&deployments, name, app, environment).await?;
                 managers::apply(&deployments, name, FieldManager::Application, &desired)
                     .await
                     .map_err(Error::act(format!("applying Deployment {target}/{name}")))?;
@@ -124,7 +127,7 @@ pub(super) async fn run(
                 }) else {
                     continue;
                 };
-                start_test_pod(context, namespace, key, &pod).await?;
+                start_test_pod(context, app, namespace, key, &pod).await?;
             }
             Action::SendGets {
                 environment,
@@ -198,6 +201,7 @@ async fn apply_service(
     }
     let name = service.name_any();
     let services = context.api::<Service>(w.namespace);
+    ensure_ours(&services, &name, w.app, w.environment).await?;
     let applied = managers::apply(&services, &name, FieldManager::Application, &service)
         .await
         .map_err(Error::act(format!(
@@ -208,6 +212,33 @@ async fn apply_service(
         .spec
         .and_then(|s| s.cluster_ip)
         .filter(|ip| ip != "None"))
+}
+
+/// Refuses to apply over the object `name` of `api` when it exists and is not Ferry's
+/// workload of `app` in `environment` (`decide::ownership::workload_not_ours`). Read live, not
+/// from the cache: the cache holds only objects with Ferry's labels, without managed fields.
+async fn ensure_ours<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    app: &Application,
+    environment: &str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(Error::observe(format!("{kind} {name}")))?;
+    let app_namespace = app.metadata.namespace.as_deref().unwrap_or_default();
+    let app_name = app.metadata.name.as_deref().unwrap_or_default();
+    match existing
+        .and_then(|o| workload_not_ours(&kind, o.meta(), app_namespace, app_name, environment))
+    {
+        Some(why) => Err(Error::WorkloadNotOwned(format!("{environment}: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// The verification GETs, through the Service at `ip`.
@@ -229,20 +260,31 @@ fn requests(ip: &str, gets: &[Get]) -> Vec<Request> {
 /// (`test_pod_refused`), through its run's report.
 async fn start_test_pod(
     context: &Context,
+    app: &Application,
     namespace: &str,
     key: &RunKey,
     pod: &Pod,
 ) -> Result<(), Error> {
     let name = pod.name_any();
-    match context
-        .api::<Pod>(namespace)
-        .create(&FieldManager::Application.create(), pod)
-        .await
-    {
+    let pods = context.api::<Pod>(namespace);
+    match pods.create(&FieldManager::Application.create(), pod).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) => {
             match test_pod_refused(status.code, &status.message, namespace, &name) {
-                TestPodRefused::Exists => Ok(()),
+                // Ferry's own from an earlier pass, or someone else's, which is never trusted:
+                // the verification fails, the pod is left alone.
+                TestPodRefused::Exists => {
+                    let existing = pods
+                        .get_opt(&name)
+                        .await
+                        .map_err(Error::observe(format!("the pod {namespace}/{name}")))?;
+                    if let Some(why) = existing.and_then(|p| test_pod_not_ours(&p, app)) {
+                        tracing::warn!(%why, "a test pod's name is taken by a pod that is not Ferry's");
+                        not_owned(context, app, POD_NOT_OWNED, &why).await;
+                        context.external.runs.failed_to_start(key.clone(), why);
+                    }
+                    Ok(())
+                }
                 TestPodRefused::Fails(message) => {
                     context.external.runs.failed_to_start(key.clone(), message);
                     Ok(())
@@ -256,6 +298,17 @@ async fn start_test_pod(
             "creating the verification pod {namespace}/{name}"
         ))(error)),
     }
+}
+
+/// A Warning Event on the Application naming an object under one of its names that is not
+/// Ferry's.
+async fn not_owned(context: &Context, app: &Application, reason: Reason, why: &str) {
+    let announcement = Announcement {
+        severity: reason.severity,
+        reason: reason.name.to_owned(),
+        note: why.to_owned(),
+    };
+    publish(context, &app.object_ref(&()), &announcement).await;
 }
 
 /// Publishes an Event on the Application about `env`, its note prefixed with the environment.

@@ -31,9 +31,13 @@ use kube::Resource;
 pub use self::finalize::{ensure_finalizer, finalize};
 use super::{Context, Error};
 use crate::api::application::EnvironmentState;
-use crate::api::labels::{APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL};
+use crate::api::labels::{
+    APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, MANAGED_BY,
+    MANAGED_BY_LABEL, VERIFICATION_LABEL,
+};
 use crate::api::{Application, Release};
 use crate::decide::delivery;
+use crate::decide::ownership::pod_not_ours;
 
 /// The caches of the objects Ferry runs applications as, selected by Ferry's labels.
 #[derive(Clone)]
@@ -50,6 +54,23 @@ fn belongs(object: &impl Resource, namespace: &str, app: &str, env: Option<&str>
     label(APPLICATION_NAMESPACE_LABEL) == Some(namespace)
         && label(APPLICATION_LABEL) == Some(app)
         && env.is_none_or(|e| label(ENVIRONMENT_LABEL) == Some(e))
+}
+
+/// Why `pod` is not a test pod Ferry made for `app`, if it is not (`decide::ownership`).
+fn test_pod_not_ours(pod: &Pod, app: &Application) -> Option<String> {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    let namespace = app.metadata.namespace.as_deref().unwrap_or_default();
+    let uid = app.metadata.uid.as_deref().unwrap_or_default();
+    pod_not_ours(
+        &pod.metadata,
+        uid,
+        &[
+            (MANAGED_BY_LABEL, MANAGED_BY),
+            (VERIFICATION_LABEL, "true"),
+            (APPLICATION_NAMESPACE_LABEL, namespace),
+            (APPLICATION_LABEL, name),
+        ],
+    )
 }
 
 /// The objects of a cache that belong to the Application (in any namespace).

@@ -64,9 +64,12 @@ pub(super) async fn observe(
         .map(|d| child(Kind::Deployment, d.as_ref()))
         .chain(services.iter().map(|s| child(Kind::Service, s.as_ref())))
         .collect();
+    // A pod with a test pod's labels that is not Ferry's is not one: its outcome is never read
+    // and Ferry never deletes it. Creating the test pod under its name then fails the
+    // verification (`apply::start_test_pod`).
     let test_pods = children_of(&children.pods, namespace, &name, None)
         .iter()
-        .filter(|p| is_test_pod(p))
+        .filter(|p| is_test_pod(p) && super::test_pod_not_ours(p, app).is_none())
         .map(|p| test_pod_facts(p))
         .collect();
     let runs = context
