@@ -389,3 +389,48 @@ async fn only_who_may_approve_changes_adds_or_removes_the_entry_of_a_manual_envi
     })
     .await;
 }
+
+/// A namespace being deleted takes its Manual Environments and their entries with it: the
+/// namespace controller, which deletes what is left in it, holds no `approve` (and an editor
+/// cannot delete a namespace). Before the namespace goes, the same deletions are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_being_deleted_takes_its_manual_environments_and_entries_with_it() {
+    const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+    with_temp_ns("envguard-going", |ns| async move {
+        super::install::install_rbac(&ns.client).await;
+        grant(&ns).await;
+        await_refusal(&ns, "ferry-environments enforced", &fixtures::prod_manual()).await;
+        ns.create_object(fixtures::dev()).await;
+        ns.create_object(fixtures::prod_manual()).await;
+        ns.create_object(fixtures::shop()).await;
+        eventually("ferry-environment-entries enforced", || async {
+            let api: Api<Application> =
+                Api::namespaced(client_as(NAMESPACE_CONTROLLER).await, &ns.name);
+            let dry_run = DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match api.delete("shop", &dry_run).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+                other => Err(format!("the dry-run delete gave {other:?}")),
+            }
+        })
+        .await;
+        delete_as::<Environment>(&ns, NAMESPACE_CONTROLLER, "prod")
+            .await
+            .expect_err("prod was deleted while its namespace stays");
+
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+        namespaces
+            .delete(&ns.name, &DeleteParams::default())
+            .await
+            .expect("deleting the namespace");
+        delete_as::<Application>(&ns, NAMESPACE_CONTROLLER, "shop")
+            .await
+            .expect("the namespace controller deletes the shop, which has prod's entry");
+        delete_as::<Environment>(&ns, NAMESPACE_CONTROLLER, "prod")
+            .await
+            .expect("the namespace controller deletes the Manual prod");
+    })
+    .await;
+}
