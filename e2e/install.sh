@@ -24,6 +24,9 @@
 #      prod waits for an approval (a pin, refused to an editor who may not approve), bad and
 #      unverifiable releases stop where they fail, a pin of an older release rolls prod back
 #      (FERRY_E2E_SKIP_PROMOTION=1 skips them).
+#   6d. attacks (tests/e2e/attacks.rs): a team member with edit rights but without approve tries
+#      every door to a Manual environment; each is refused at the API server, prod's Deployment
+#      stays as it was, an approver is admitted (FERRY_E2E_SKIP_ATTACKS=1 skips them).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -268,6 +271,11 @@ main() {
     echo "FERRY_E2E_SKIP_PROMOTION=1: the promotion scenarios (tests/e2e/promotion.rs) are skipped"
   else
     step "commits flow dev → staging → prod with approval, verification and rollback (tests/e2e/promotion.rs)" e2e_scenarios promotion
+  fi
+  if [ "${FERRY_E2E_SKIP_ATTACKS:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_ATTACKS=1: the attack scenarios (tests/e2e/attacks.rs) are skipped"
+  else
+    step "an editor without approve cannot change what runs in a Manual environment (tests/e2e/attacks.rs)" e2e_scenarios attacks
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm
