@@ -494,16 +494,7 @@ spec:
             ],
             ..ReleaseStatus::default()
         });
-        let status = status(
-            &Observed {
-                release: &release,
-                namespace: "team-a",
-                application_exists: false,
-                environments: &[],
-            },
-            &now(),
-        )
-        .status;
+        let status = without_its_application(&release);
         let states: Vec<_> = status
             .environments
             .iter()
@@ -522,19 +513,24 @@ spec:
         );
     }
 
-    #[test]
-    fn a_release_without_its_application_is_stalled() {
-        let release = release();
-        let status = status(
+    /// The status decided for `release` once its Application is gone.
+    fn without_its_application(release: &Release) -> ReleaseStatus {
+        status(
             &Observed {
-                release: &release,
+                release,
                 namespace: "team-a",
                 application_exists: false,
                 environments: &[],
             },
             &now(),
         )
-        .status;
+        .status
+    }
+
+    #[test]
+    fn a_release_without_its_application_is_stalled() {
+        let release = release();
+        let status = without_its_application(&release);
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             find(&status.conditions, STALLED).unwrap().reason,
