@@ -3,12 +3,11 @@
 //! approval, a pin, a manual rollback, an unpin) takes the verb `approve` on that Environment;
 //! every other change to an Application takes only the right to edit it.
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::{TestNamespace, client_as, eventually, fixtures, with_temp_ns};
+use super::{TestNamespace, client_as, eventually, fixtures, grant_users, with_temp_ns};
 use ferry::api::Application;
 use ferry::api::application::{EnvironmentEntry, Pin};
 
@@ -16,53 +15,27 @@ use ferry::api::application::{EnvironmentEntry, Pin};
 /// approve in prod only (a Role narrowed by `resourceNames`); carol may approve in every
 /// Environment of the namespace (the shipped `ferry-approver` ClusterRole); bob may not approve.
 async fn grant(ns: &TestNamespace) {
-    let roles: Api<Role> = ns.api();
-    for (name, rules) in [
-        (
-            "shop-editor",
-            json!([{"apiGroups": ["ferry.dev"], "resources": ["applications"],
-                    "verbs": ["get", "create", "update"]}]),
-        ),
-        (
-            "prod-approver",
-            json!([{"apiGroups": ["ferry.dev"], "resources": ["environments"],
-                    "resourceNames": ["prod"], "verbs": ["approve"]}]),
-        ),
-    ] {
-        let role: Role =
-            serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))
-                .expect("a Role");
-        roles
-            .create(&PostParams::default(), &role)
-            .await
-            .unwrap_or_else(|e| panic!("creating Role {name}: {e}"));
-    }
-    let bindings: Api<RoleBinding> = ns.api();
-    for (name, kind, role, users) in [
-        (
-            "editors",
-            "Role",
-            "shop-editor",
-            &["alice", "bob", "carol"][..],
-        ),
-        ("prod-approvers", "Role", "prod-approver", &["alice"][..]),
-        ("approvers", "ClusterRole", "ferry-approver", &["carol"][..]),
-    ] {
-        let subjects: Vec<_> = users
-            .iter()
-            .map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
-            .collect();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-            "subjects": subjects,
-        }))
-        .expect("a RoleBinding");
-        bindings
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
-    }
+    grant_users(
+        ns,
+        &[
+            (
+                "shop-editor",
+                json!([{"apiGroups": ["ferry.dev"], "resources": ["applications"],
+                        "verbs": ["get", "create", "update"]}]),
+            ),
+            (
+                "prod-approver",
+                json!([{"apiGroups": ["ferry.dev"], "resources": ["environments"],
+                        "resourceNames": ["prod"], "verbs": ["approve"]}]),
+            ),
+        ],
+        &[
+            ("editors", "Role", "shop-editor", &["alice", "bob", "carol"]),
+            ("prod-approvers", "Role", "prod-approver", &["alice"]),
+            ("approvers", "ClusterRole", "ferry-approver", &["carol"]),
+        ],
+    )
+    .await;
 }
 
 /// `user` replaces the shop Application with what `change` makes of it (a read, then an

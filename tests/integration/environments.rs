@@ -10,14 +10,13 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{TestNamespace, client_as, eventually, fixtures, with_temp_ns};
+use super::{TestNamespace, client_as, eventually, fixtures, grant_users, with_temp_ns};
 use ferry::api::application::{EnvironmentEntry, Pin};
 use ferry::api::environment::{Approval, StrategyType};
 use ferry::api::{Application, Environment};
@@ -25,35 +24,19 @@ use ferry::api::{Application, Environment};
 /// bob and carol may edit Applications and Environments (every verb a team's editor has);
 /// carol also holds the shipped `ferry-approver` ClusterRole in the namespace.
 async fn grant(ns: &TestNamespace) {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "team-editor"},
-        "rules": [{"apiGroups": ["ferry.dev"], "resources": ["applications", "environments"],
-                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
-    }))
-    .expect("a Role");
-    ns.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("creating the editor Role");
-    for (name, kind, role, users) in [
-        ("editors", "Role", "team-editor", &["bob", "carol"][..]),
-        ("approvers", "ClusterRole", "ferry-approver", &["carol"][..]),
-    ] {
-        let subjects: Vec<_> = users
-            .iter()
-            .map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
-            .collect();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-            "subjects": subjects,
-        }))
-        .expect("a RoleBinding");
-        ns.api::<RoleBinding>()
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
-    }
+    grant_users(
+        ns,
+        &[(
+            "team-editor",
+            json!([{"apiGroups": ["ferry.dev"], "resources": ["applications", "environments"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]),
+        )],
+        &[
+            ("editors", "Role", "team-editor", &["bob", "carol"]),
+            ("approvers", "ClusterRole", "ferry-approver", &["carol"]),
+        ],
+    )
+    .await;
 }
 
 /// A namespaced kind the tests write as a user.

@@ -38,6 +38,7 @@ use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery, Scope, verbs};
@@ -87,6 +88,46 @@ pub async fn client_as(user: &str) -> Client {
     let mut config = kube::Config::infer().await.expect("a kubeconfig");
     config.auth_info.impersonate = Some(user.to_owned());
     Client::try_from(config).expect("an impersonating client")
+}
+
+/// A binding of a Role or ClusterRole to users, for [`grant_users`]: the binding's name, the
+/// kind (`Role` or `ClusterRole`), the role's name and the users.
+pub type UserBinding<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// Creates, in `ns`, the Roles `roles` (each a name and its rules, as JSON) and the
+/// RoleBindings `bindings`, for tests that impersonate those users with [`client_as`].
+pub async fn grant_users(
+    ns: &TestNamespace,
+    roles: &[(&str, serde_json::Value)],
+    bindings: &[UserBinding<'_>],
+) {
+    for (name, rules) in roles {
+        let role: Role =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "rules": rules}))
+                .expect("a Role");
+        ns.api::<Role>()
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap_or_else(|e| panic!("creating Role {name}: {e}"));
+    }
+    for (name, kind, role, users) in bindings {
+        let subjects: Vec<_> = users
+            .iter()
+            .map(|u| {
+                serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u})
+            })
+            .collect();
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": subjects,
+        }))
+        .expect("a RoleBinding");
+        ns.api::<RoleBinding>()
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
+    }
 }
 
 async fn install_crds(client: Client) {

@@ -20,30 +20,21 @@ use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{
-    RunningController, TestNamespace, WAIT, client_as, eventually, fixtures, with_temp_ns,
+    RunningController, TestNamespace, WAIT, client_as, eventually, fixtures, grant_users,
+    with_temp_ns,
 };
 
 /// Binds the ClusterRoles `roles` to `user` in the test namespace.
 async fn bind(ns: &TestNamespace, user: &str, roles: &[&str]) {
-    let bindings: Api<RoleBinding> = ns.api();
     for role in roles {
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": format!("{user}-{role}")},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        }))
-        .expect("a RoleBinding");
-        bindings
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap_or_else(|e| panic!("binding {role} to {user}: {e}"));
+        let name = format!("{user}-{role}");
+        grant_users(ns, &[], &[(&name, "ClusterRole", role, &[user])]).await;
     }
 }
 

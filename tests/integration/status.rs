@@ -5,13 +5,12 @@
 //! The other tests run their controllers with the test's admin credentials, so these policies
 //! are bound here to each test's own namespace only (`install::bind_in`), never cluster-wide.
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::install::{bind_in, install_rbac};
-use super::{RunningController, TestNamespace, client_as, eventually, with_temp_ns};
+use super::{RunningController, TestNamespace, client_as, eventually, grant_users, with_temp_ns};
 use ferry::api::conditions::{self, READY};
 use ferry::api::{Environment, Release};
 
@@ -23,31 +22,7 @@ const ADMIN: &str = "ferry-test-admin";
 
 /// A Role `name` in `ns` with `rules`, bound to `users`.
 async fn grant(ns: &TestNamespace, name: &str, rules: Value, users: &[&str]) {
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))
-        .expect("a Role");
-    ns.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap_or_else(|e| panic!("creating Role {name}: {e}"));
-    bind(ns, name, "Role", name, users).await;
-}
-
-/// Binds the Role or ClusterRole `role` to `users` in `ns`.
-async fn bind(ns: &TestNamespace, name: &str, kind: &str, role: &str, users: &[&str]) {
-    let subjects: Vec<_> = users
-        .iter()
-        .map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
-        .collect();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-        "subjects": subjects,
-    }))
-    .expect("a RoleBinding");
-    ns.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
+    grant_users(ns, &[(name, rules)], &[(name, "Role", name, users)]).await;
 }
 
 /// Removes the namespace's own bindings of the policies (cluster-scoped, so they outlive it).
@@ -337,12 +312,10 @@ async fn only_an_importer_creates_a_release_and_it_names_its_importer() {
             &["alice", "bob"],
         )
         .await;
-        bind(
+        grant_users(
             &ns,
-            "importers",
-            "ClusterRole",
-            "ferry-importer",
-            &["alice"],
+            &[],
+            &[("importers", "ClusterRole", "ferry-importer", &["alice"])],
         )
         .await;
 
