@@ -208,6 +208,29 @@ async fn application(s: &Scenario, name: &str, url: &str, opts: AppOpts) -> Res<
     Ok(repository)
 }
 
+/// Pushes `sha` (and `refs`) to `repo`, applies the Application `web` of it with the default
+/// options and waits until the BuildJob of `sha` exists; returns the BuildJob's name and the
+/// image repository.
+async fn web_built_from(
+    s: &Scenario,
+    work: &WorkingCopy,
+    repo: &str,
+    sha: &str,
+    refs: &[&str],
+) -> Res<(String, String)> {
+    push(s, work, repo, sha, refs).await?;
+    let repository = application(
+        s,
+        "web",
+        &repository_url(&s.cluster, repo),
+        AppOpts::default(),
+    )
+    .await?;
+    let job = format!("web-{}", short(sha));
+    buildjob_created(s, &job).await?;
+    Ok((job, repository))
+}
+
 /// Waits until the object exists; returns it.
 async fn created<K>(s: &Scenario, name: &str, what: &str, timeout: u64) -> Res<K>
 where
@@ -362,17 +385,8 @@ fn since(t0: Instant) -> String {
 async fn release(s: Arc<Scenario>) -> Res {
     let repo = repo_name(&s, "app");
     let (work, sha) = new_repo(&s, "first version").await?;
-    push(&s, &work, &repo, &sha, &[]).await?;
-    let repository = application(
-        &s,
-        "web",
-        &repository_url(&s.cluster, &repo),
-        AppOpts::default(),
-    )
-    .await?;
-    let job = format!("web-{}", short(&sha));
+    let (job, repository) = web_built_from(&s, &work, &repo, &sha, &[]).await?;
     let release = format!("web-0.0.0-{}", short(&sha));
-    buildjob_created(&s, &job).await?;
     let built = build_ends(&s, &job, BuildPhase::Succeeded, 240).await?;
     let made = release_created(&s, &release).await?;
 
@@ -519,17 +533,8 @@ async fn tag(s: Arc<Scenario>) -> Res {
     let repo = repo_name(&s, "app");
     let (work, sha) = new_repo(&s, "version 1.2.0").await?;
     work.tag("v1.2.0", Some("release 1.2.0")).await?;
-    push(&s, &work, &repo, &sha, &["refs/tags/v1.2.0"]).await?;
-    application(
-        &s,
-        "web",
-        &repository_url(&s.cluster, &repo),
-        AppOpts::default(),
-    )
-    .await?;
-    let job = format!("web-{}", short(&sha));
+    let (job, _) = web_built_from(&s, &work, &repo, &sha, &["refs/tags/v1.2.0"]).await?;
     let release = "web-1.2.0";
-    buildjob_created(&s, &job).await?;
     build_ends(&s, &job, BuildPhase::Succeeded, 240).await?;
     let untagged = format!("web-0.0.0-{}", short(&sha));
     let made = s
@@ -578,16 +583,7 @@ async fn tag(s: Arc<Scenario>) -> Res {
 async fn work_items(s: Arc<Scenario>) -> Res {
     let repo = repo_name(&s, "app");
     let (work, first) = new_repo(&s, "first version (#5)").await?;
-    push(&s, &work, &repo, &first, &[]).await?;
-    application(
-        &s,
-        "web",
-        &repository_url(&s.cluster, &repo),
-        AppOpts::default(),
-    )
-    .await?;
-    let first_job = format!("web-{}", short(&first));
-    buildjob_created(&s, &first_job).await?;
+    let (first_job, _) = web_built_from(&s, &work, &repo, &first, &[]).await?;
     build_ends(&s, &first_job, BuildPhase::Succeeded, 240).await?;
     release_created(&s, &format!("web-0.0.0-{}", short(&first))).await?;
 
@@ -633,16 +629,7 @@ async fn failing_test(s: Arc<Scenario>) -> Res {
         "break the cart test",
     )
     .await?;
-    push(&s, &work, &repo, &sha, &[]).await?;
-    application(
-        &s,
-        "web",
-        &repository_url(&s.cluster, &repo),
-        AppOpts::default(),
-    )
-    .await?;
-    let job = format!("web-{}", short(&sha));
-    buildjob_created(&s, &job).await?;
+    let (job, _) = web_built_from(&s, &work, &repo, &sha, &[]).await?;
     let failed = build_ends(&s, &job, BuildPhase::Failed, 240).await?;
     let failure = failed
         .status
@@ -1065,20 +1052,11 @@ async fn unchanged_rebuild(s: Arc<Scenario>) -> Res {
     let repo = repo_name(&s, "app");
     let (work, first) = new_repo(&s, "first version").await?;
     let lines_before = server_log(&s, "registry")?.len();
-    push(&s, &work, &repo, &first, &[]).await?;
-    let repository = application(
-        &s,
-        "web",
-        &repository_url(&s.cluster, &repo),
-        AppOpts::default(),
-    )
-    .await?;
+    let (job1, repository) = web_built_from(&s, &work, &repo, &first, &[]).await?;
     let path = repository
         .split_once('/')
         .map(|(_, p)| p.to_owned())
         .unwrap_or_default();
-    let job1 = format!("web-{}", short(&first));
-    buildjob_created(&s, &job1).await?;
     let built1 = build_ends(&s, &job1, BuildPhase::Succeeded, 240).await?;
     let image1 = built1
         .status
