@@ -288,6 +288,29 @@ impl Scenario {
         Ok(self.api::<K>().get_opt(name).await?)
     }
 
+    /// Waits until the Environment `name` is Ready (its condition `Ready` is `True`); fails
+    /// after a minute.
+    pub async fn until_environment_ready(&self, name: &str) -> Res {
+        self.until::<Environment, _>(
+            name,
+            &format!("Environment {name} to be Ready"),
+            Duration::from_secs(60),
+            |e| {
+                let ready = e.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                if ready {
+                    Judged::Done(())
+                } else {
+                    Judged::Wait
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits (a watch, kube's `await_condition`) until `judge` finds the named object done, or
     /// that it never will be; fails after `timeout` with the last state it saw.
     pub async fn until<K, T>(

@@ -730,24 +730,7 @@ spec:
         names.push(environment.name_any());
     }
     for name in names {
-        s.until::<Environment, _>(
-            &name,
-            &format!("Environment {name} to be Ready"),
-            secs(60),
-            |e| {
-                let ready = e.status.as_ref().is_some_and(|st| {
-                    st.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                });
-                if ready {
-                    Judged::Done(())
-                } else {
-                    Judged::Wait
-                }
-            },
-        )
-        .await?;
+        s.until_environment_ready(&name).await?;
     }
     s.say(format!(
         "applied Environments dev (progressDeadline {dev_deadline}, stabilizationWindow {dev_window}) → staging (Automatic, test pod) → prod (Manual, HTTP GET)"

@@ -214,19 +214,7 @@ impl Web {
             verification: None,
         };
         s.apply(&Environment::new(ENV, spec)).await?;
-        s.until::<Environment, _>(ENV, "Environment dev to be Ready", secs(60), |e| {
-            let ready = e.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
-            if ready {
-                Judged::Done(())
-            } else {
-                Judged::Wait
-            }
-        })
-        .await?;
+        s.until_environment_ready(ENV).await?;
         s.say(format!(
             "applied Environment {ENV}: {:?}, progressDeadline {}, stabilizationWindow {}, automatic rollback {}{}",
             env.strategy,
