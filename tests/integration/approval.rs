@@ -7,7 +7,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::{TestNamespace, client_as, eventually, fixtures, grant_users, with_temp_ns};
+use super::{TestNamespace, client_as, eventually, fixtures, grant_users, refusal, with_temp_ns};
 use ferry::api::Application;
 use ferry::api::application::{EnvironmentEntry, Pin};
 
@@ -51,11 +51,10 @@ async fn edit_as(
         .await
         .map_err(|e| format!("{user} cannot read the shop: {e}"))?;
     change(&mut app);
-    match api.replace("shop", &PostParams::default(), &app).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 403 => Err(status.message),
-        Err(e) => panic!("{user}'s write failed otherwise than by a refusal: {e}"),
-    }
+    refusal(
+        user,
+        api.replace("shop", &PostParams::default(), &app).await,
+    )
 }
 
 /// `app`'s entry for `environment`.

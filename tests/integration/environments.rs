@@ -7,16 +7,13 @@
 //! overrides, the entry itself) changes, and an Application that has one is deleted, only with
 //! `approve` on that Environment. Automatic Environments and their entries need only edit.
 
-use std::fmt::Debug;
-
-use k8s_openapi::NamespaceResourceScope;
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{TestNamespace, client_as, eventually, fixtures, grant_users, with_temp_ns};
+use super::{
+    Kind, TestNamespace, client_as, eventually, fixtures, grant_users, refusal, with_temp_ns,
+};
 use ferry::api::application::{EnvironmentEntry, Pin};
 use ferry::api::environment::{Approval, StrategyType};
 use ferry::api::{Application, Environment};
@@ -37,34 +34,6 @@ async fn grant(ns: &TestNamespace) {
         ],
     )
     .await;
-}
-
-/// A namespaced kind the tests write as a user.
-trait Kind:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + Debug
-{
-}
-
-impl<K> Kind for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-{
-}
-
-/// The API server's answer to `user`'s write: `Err` is its refusal (403), as its message.
-fn refusal<T>(user: &str, result: Result<T, kube::Error>) -> Result<(), String> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 403 => Err(status.message),
-        Err(e) => panic!("{user}'s write failed otherwise than by a refusal: {e}"),
-    }
 }
 
 /// `user` replaces the named object with what `change` makes of it (a read, then an update,

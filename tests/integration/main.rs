@@ -90,6 +90,64 @@ pub async fn client_as(user: &str) -> Client {
     Client::try_from(config).expect("an impersonating client")
 }
 
+/// A namespaced kind the tests write.
+pub trait Kind:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+{
+}
+
+/// A namespaced kind the tests wait on.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static
+{
+}
+
+/// The API server's answer to `user`'s write: `Err` is its refusal (403), as its message.
+pub fn refusal<T>(user: &str, result: Result<T, kube::Error>) -> Result<(), String> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(status.message),
+        Err(e) => panic!("{user}'s write failed otherwise than by a refusal: {e}"),
+    }
+}
+
+/// The API server's refusal (403) of `result`, as its message; fails the test if `what` was
+/// accepted or failed otherwise.
+pub fn refused<T: Debug>(what: &str, result: Result<T, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => status.message,
+        other => panic!("{what} was not refused: {other:?}"),
+    }
+}
+
 /// A binding of a Role or ClusterRole to users, for [`grant_users`]: the binding's name, the
 /// kind (`Role` or `ClusterRole`), the role's name and the users.
 pub type UserBinding<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
@@ -276,27 +334,13 @@ impl TestNamespace {
     }
 
     /// Creates an object given as YAML.
-    pub async fn create<K>(&self, yaml: &str) -> K
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + Debug,
-    {
+    pub async fn create<K: Kind>(&self, yaml: &str) -> K {
         let object: K = serde_yaml::from_str(yaml).expect("test YAML parses");
         self.create_object(object).await
     }
 
     /// Creates an object, such as one from `fixtures`, in this namespace.
-    pub async fn create_object<K>(&self, object: K) -> K
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + Debug,
-    {
+    pub async fn create_object<K: Kind>(&self, object: K) -> K {
         self.api::<K>()
             .create(&PostParams::default(), &object)
             .await
@@ -305,20 +349,12 @@ impl TestNamespace {
 
     /// Waits until the named object satisfies `check`; on timeout, fails the test with a dump
     /// of the namespace.
-    pub async fn wait_for<K>(
+    pub async fn wait_for<K: Watched>(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&K) -> bool + Send + 'static,
-    ) -> K
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-    {
+    ) -> K {
         self.wait_until(name, what, move |o: Option<&K>| o.is_some_and(&check))
             .await
             .unwrap_or_else(|| panic!("{name} is gone, yet \"{what}\" held"))
@@ -327,15 +363,7 @@ impl TestNamespace {
     /// Waits until the named object is gone, or going: deleted, or marked for deletion. (This
     /// API server runs no garbage collector, so an object deleted in the foreground keeps its
     /// `deletionTimestamp` for good.)
-    pub async fn wait_going<K>(&self, name: &str, what: &str)
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-    {
+    pub async fn wait_going<K: Watched>(&self, name: &str, what: &str) {
         self.wait_until(name, what, |o: Option<&K>| {
             o.is_none_or(|o| o.meta().deletion_timestamp.is_some())
         })
@@ -343,35 +371,19 @@ impl TestNamespace {
     }
 
     /// Waits until the named object is gone.
-    pub async fn wait_gone<K>(&self, name: &str, what: &str)
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-    {
+    pub async fn wait_gone<K: Watched>(&self, name: &str, what: &str) {
         self.wait_until(name, what, |o: Option<&K>| o.is_none())
             .await;
     }
 
     /// Waits, with `await_condition`, until `check` holds for the named object or its absence
     /// (`None`); on timeout, fails the test with a dump of the namespace.
-    pub async fn wait_until<K>(
+    pub async fn wait_until<K: Watched>(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(Option<&K>) -> bool + Send + 'static,
-    ) -> Option<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-    {
+    ) -> Option<K> {
         let api = self.api::<K>();
         let waited = tokio::time::timeout(WAIT, await_condition(api, name, check)).await;
         match waited {

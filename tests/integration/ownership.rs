@@ -26,7 +26,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{
-    RunningController, TestNamespace, WAIT, client_as, eventually, fixtures, grant_users,
+    RunningController, TestNamespace, WAIT, client_as, eventually, fixtures, grant_users, refused,
     with_temp_ns,
 };
 
@@ -35,15 +35,6 @@ async fn bind(ns: &TestNamespace, user: &str, roles: &[&str]) {
     for role in roles {
         let name = format!("{user}-{role}");
         grant_users(ns, &[], &[(&name, "ClusterRole", role, &[user])]).await;
-    }
-}
-
-/// The API server's refusal of `attempt`, as its message; panics if it was accepted or failed
-/// otherwise.
-fn refusal<T: std::fmt::Debug>(what: &str, attempt: Result<T, kube::Error>) -> String {
-    match attempt {
-        Err(kube::Error::Api(status)) if status.code == 403 => status.message,
-        other => panic!("{what}: not refused ({other:?})"),
     }
 }
 
@@ -124,7 +115,7 @@ async fn an_editor_edits_ferrys_objects_but_cannot_approve_import_or_write_statu
 
         // A Release made by hand is an import, not an edit.
         let releases: Api<Release> = Api::namespaced(client_as("dave").await, &ns.name);
-        let message = refusal(
+        let message = refused(
             "dave's Release",
             releases
                 .create(&PostParams::default(), &fixtures::shop_1_4_2())
@@ -139,7 +130,7 @@ async fn an_editor_edits_ferrys_objects_but_cannot_approve_import_or_write_statu
         // The status belongs to Ferry.
         let status =
             json!({"status": {"latestCommit": "0000000000000000000000000000000000000000"}});
-        refusal(
+        refused(
             "dave's status write",
             applications
                 .patch_status("shop", &PatchParams::default(), &Patch::Merge(&status))

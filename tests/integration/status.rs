@@ -10,7 +10,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::install::{bind_in, install_rbac};
-use super::{RunningController, TestNamespace, client_as, eventually, grant_users, with_temp_ns};
+use super::{
+    RunningController, TestNamespace, client_as, eventually, grant_users, refused, with_temp_ns,
+};
 use ferry::api::conditions::{self, READY};
 use ferry::api::{Environment, Release};
 
@@ -33,14 +35,6 @@ async fn unbind(admin: &Client, namespace: &str, policies: &[&str]) {
         let _ = api
             .delete(&format!("{policy}-{namespace}"), &DeleteParams::default())
             .await;
-    }
-}
-
-/// The API server's refusal of `result` (403), as its message; anything else fails the test.
-fn refusal<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> String {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 403 => status.message,
-        other => panic!("{what} was not refused: {other:?}"),
     }
 }
 
@@ -155,7 +149,7 @@ async fn only_ferry_writes_the_status_of_its_kinds_cluster_admin_included() {
         .await;
 
         let as_bob: Api<Environment> = Api::namespaced(client_as("bob").await, &ns.name);
-        let message = refusal(
+        let message = refused(
             "bob's patch of prod's status",
             as_bob
                 .patch_status("prod", &PatchParams::default(), &forged)
@@ -179,7 +173,7 @@ async fn only_ferry_writes_the_status_of_its_kinds_cluster_admin_included() {
         forged_release.status = Some(serde_json::from_value(json!({
             "environments": [{"name": "prod", "state": "Superseded", "since": "2026-01-01T00:00:00Z"}]
         })).expect("a status"));
-        let message = refusal(
+        let message = refused(
             "the admin's update of a Release's status",
             releases
                 .replace_status("shop-1.4.2", &PostParams::default(), &forged_release)
@@ -254,7 +248,7 @@ async fn a_release_that_runs_or_waits_somewhere_is_not_deleted() {
             ("shop-1.1.0", "staging (Deployed), prod (AwaitingApproval)"),
             ("shop-1.2.0", "dev (Deploying), staging (Candidate)"),
         ] {
-            let message = refusal(
+            let message = refused(
                 &format!("carol's deletion of {name}"),
                 as_carol.delete(name, &DeleteParams::default()).await,
             );
@@ -270,7 +264,7 @@ async fn a_release_that_runs_or_waits_somewhere_is_not_deleted() {
             );
         }
         // Nor the cluster's admin, nor Ferry itself.
-        let message = refusal(
+        let message = refused(
             "the admin's deletion of shop-1.0.0",
             ns.api::<Release>()
                 .delete("shop-1.0.0", &DeleteParams::default())
@@ -331,7 +325,7 @@ async fn only_an_importer_creates_a_release_and_it_names_its_importer() {
         .await;
 
         // bob may create Releases by RBAC, but not import them.
-        let message = refusal(
+        let message = refused(
             "bob's import",
             as_bob.create(&PostParams::default(), &bobs).await,
         );
@@ -366,7 +360,7 @@ async fn only_an_importer_creates_a_release_and_it_names_its_importer() {
                 "an imported Release names no spec.buildJob",
             ),
         ] {
-            let message = refusal(
+            let message = refused(
                 &format!("alice's import {case}"),
                 as_alice.create(&PostParams::default(), &attempt).await,
             );
@@ -392,7 +386,7 @@ async fn only_an_importer_creates_a_release_and_it_names_its_importer() {
 
         // Ferry's own Releases name no importer.
         let as_ferry: Api<Release> = Api::namespaced(client_as(FERRY).await, &ns.name);
-        let message = refusal(
+        let message = refused(
             "Ferry's Release naming an importer",
             as_ferry
                 .create(&PostParams::default(), &release("1.2.0", Some(FERRY), None))
