@@ -4,17 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 
 use super::fixtures::{
     dev, environment_after, environment_targeting, pinned, prod_manual, secret, shop, shop_1_4_2,
     shop_build, shop_through,
 };
-use super::{RunningController, TestNamespace, WAIT, with_temp_ns};
+use super::{RunningController, TestNamespace, with_temp_ns};
 use ferry::api::conditions::{self, READY, RECONCILING, STALLED};
 use ferry::api::{Application, BuildJob, Condition, Environment, Namespace, Release, Secret};
 
@@ -39,18 +37,6 @@ async fn event_count(ns: &TestNamespace) -> usize {
         .expect("listing Events")
         .items
         .len()
-}
-
-/// Waits for an Event with this reason (Events are written just after the status).
-async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
-    let events = watcher(ns.api::<Event>(), watcher::Config::default())
-        .applied_objects()
-        .try_filter(|e| std::future::ready(e.reason.as_deref() == Some(reason)));
-    futures::pin_mut!(events);
-    match tokio::time::timeout(WAIT, events.try_next()).await {
-        Ok(Ok(Some(event))) => event,
-        other => panic!("no Event with reason {reason} within {WAIT:?} ({other:?})"),
-    }
 }
 
 /// The dev and prod Environments, and a controller for the namespace.
@@ -91,7 +77,7 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
             stalled.message
         );
         assert_eq!(status.observed_generation, app.metadata.generation);
-        let event = event_with_reason(&ns, "EnvironmentNotFound").await;
+        let event = ns.event_with_reason("EnvironmentNotFound").await;
         assert_eq!(event.type_.as_deref(), Some("Warning"));
 
         ns.create_object(dev()).await;
@@ -108,7 +94,7 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
         );
         assert_eq!(status.summary.as_deref(), Some("dev=Pending, prod=Pending"));
         assert_eq!(
-            event_with_reason(&ns, "Ready").await.type_.as_deref(),
+            ns.event_with_reason("Ready").await.type_.as_deref(),
             Some("Normal")
         );
         let envs = ns

@@ -35,7 +35,7 @@ use ferry::adapters::git::GixRemote;
 use ferry::api::{CustomResourceDefinition, Namespace};
 use ferry::controller::{BuildSettings, SystemClock, Wiring, pushes, run_controllers, wait_for};
 use ferry::telemetry::{Endpoints, Metrics};
-use futures::{Future, FutureExt};
+use futures::{Future, FutureExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -43,6 +43,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery, Scope, verbs};
 use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -374,6 +375,24 @@ impl TestNamespace {
     pub async fn wait_gone<K: Watched>(&self, name: &str, what: &str) {
         self.wait_until(name, what, |o: Option<&K>| o.is_none())
             .await;
+    }
+
+    /// Waits for an Event with this reason (Events are written just after the status); on
+    /// timeout, fails the test with a dump of the namespace.
+    pub async fn event_with_reason(&self, reason: &str) -> Event {
+        let events = watcher(self.api::<Event>(), watcher::Config::default())
+            .applied_objects()
+            .try_filter(|e| std::future::ready(e.reason.as_deref() == Some(reason)));
+        futures::pin_mut!(events);
+        match tokio::time::timeout(WAIT, events.try_next()).await {
+            Ok(Ok(Some(event))) => event,
+            other => {
+                if !self.dumped_by_wrapper {
+                    self.dump().await;
+                }
+                panic!("no Event with reason {reason} within {WAIT:?} ({other:?})")
+            }
+        }
     }
 
     /// Waits, with `await_condition`, until `check` holds for the named object or its absence

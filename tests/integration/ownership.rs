@@ -16,17 +16,14 @@
 
 use ferry::api::buildjob::BuildPhase;
 use ferry::api::{Application, BuildJob, Environment, Release};
-use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{
-    RunningController, TestNamespace, WAIT, client_as, eventually, fixtures, grant_users, refused,
+    RunningController, TestNamespace, client_as, eventually, fixtures, grant_users, refused,
     with_temp_ns,
 };
 
@@ -35,21 +32,6 @@ async fn bind(ns: &TestNamespace, user: &str, roles: &[&str]) {
     for role in roles {
         let name = format!("{user}-{role}");
         grant_users(ns, &[], &[(&name, "ClusterRole", role, &[user])]).await;
-    }
-}
-
-/// Waits for an Event with this reason (Events are written just after the status).
-async fn event_with_reason(ns: &TestNamespace, reason: &str) -> Event {
-    let events = watcher(ns.api::<Event>(), watcher::Config::default())
-        .applied_objects()
-        .try_filter(|e| std::future::ready(e.reason.as_deref() == Some(reason)));
-    futures::pin_mut!(events);
-    match tokio::time::timeout(WAIT, events.try_next()).await {
-        Ok(Ok(Some(event))) => event,
-        other => {
-            ns.dump().await;
-            panic!("no Event with reason {reason} within {WAIT:?} ({other:?})")
-        }
     }
 }
 
@@ -196,7 +178,7 @@ async fn a_pod_made_beforehand_under_the_build_pods_name_fails_the_build() {
             let pod = ns.api::<Pod>().get(&name).await.expect("the pod is left");
             assert_eq!(pod.metadata.owner_references, None, "{name}: not adopted");
         }
-        let event = event_with_reason(&ns, "PodNotOwned").await;
+        let event = ns.event_with_reason("PodNotOwned").await;
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert!(
             event
@@ -241,7 +223,7 @@ async fn a_deployment_ferry_did_not_create_is_not_taken_over() {
         ns.create_object::<Application>(fixtures::shop_through(&["dev"]))
             .await;
 
-        let event = event_with_reason(&ns, "WorkloadNotOwned").await;
+        let event = ns.event_with_reason("WorkloadNotOwned").await;
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert_eq!(
             event.regarding.as_ref().and_then(|r| r.name.as_deref()),
