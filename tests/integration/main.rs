@@ -91,25 +91,6 @@ pub async fn client_as(user: &str) -> Client {
     Client::try_from(config).expect("an impersonating client")
 }
 
-/// A namespaced kind the tests write.
-pub trait Kind:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + Debug
-{
-}
-
-impl<K> Kind for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-{
-}
-
 /// A namespaced kind the tests wait on.
 pub trait Watched:
     Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -148,6 +129,11 @@ pub fn refused<T: Debug>(what: &str, result: Result<T, kube::Error>) -> String {
         other => panic!("{what} was not refused: {other:?}"),
     }
 }
+
+/// A namespaced kind the tests write.
+pub trait Kind: Watched + Serialize {}
+
+impl<K: Watched + Serialize> Kind for K {}
 
 /// A binding of a Role or ClusterRole to users, for [`grant_users`]: the binding's name, the
 /// kind (`Role` or `ClusterRole`), the role's name and the users.
