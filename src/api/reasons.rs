@@ -114,6 +114,13 @@ reasons! {
     PINNED_RELEASE_NOT_FOUND = "PinnedReleaseNotFound", Warning, ["Application"];
     /// An environment is pinned to a Release of another Application.
     PINNED_RELEASE_OF_ANOTHER_APPLICATION = "PinnedReleaseOfAnotherApplication", Warning, ["Application"];
+    /// An environment is pinned to a Release that fixes no run configuration yet: imported
+    /// without `spec.run`, and Ferry has not recorded the Application's in its `status.run`
+    /// (it does as soon as it sees the Release and its Application).
+    PINNED_RELEASE_NOT_CONFIGURED = "PinnedReleaseNotConfigured", Warning, ["Application"];
+    /// The Application's `spec.run` changed: Ferry made a Release of the newest image with
+    /// the new run configuration, promoted through the environments like a new commit.
+    RECONFIGURED = "Reconfigured", Normal, ["Application"];
     /// The git server of `spec.source.url` could not be reached (DNS, connection, timeout);
     /// Ferry keeps trying with backoff.
     REPOSITORY_UNREACHABLE = "RepositoryUnreachable", Warning, ["Application"];

@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::application::RunSpec;
 use super::{Condition, Time};
 
 /// Semantic version 2.0.0, as a CEL regular expression (no `v` prefix: Ferry strips it).
@@ -20,6 +21,7 @@ pub const SEMVER: &str = "^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)\
     version = "v1alpha1",
     kind = "Release",
     namespaced,
+    derive = "PartialEq",
     status = "ReleaseStatus",
     shortname = "rel",
     category = "ferry",
@@ -101,6 +103,16 @@ pub struct ReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32768))]
     pub notes: Option<String>,
+
+    /// The run configuration this release fixes: what its pods run with in every environment
+    /// (the Application's `spec.run` when the release was made). Ferry copies it into every
+    /// Release it makes, and a change of the Application's `spec.run` becomes a new Release
+    /// with the same image and the new configuration (version `<version>+run.<hash>`),
+    /// promoted through the environments like a new commit. An imported Release may leave it
+    /// out: it then runs with the Application's configuration as it was when Ferry first saw
+    /// the Release, which Ferry records in `status.run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunSpec>,
 }
 
 /// Where the release runs and where it was turned away.
@@ -123,6 +135,23 @@ pub struct ReleaseStatus {
     /// Per environment it reached: deployed, verified, promoted, or rejected and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<ReleaseEnvironment>,
+
+    /// For a Release without `spec.run`: the run configuration Ferry fixed for it, the
+    /// Application's `spec.run` when Ferry first saw the Release. Written once, by Ferry only
+    /// (status is refused to anyone else at admission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunSpec>,
+}
+
+impl Release {
+    /// The run configuration this release fixes: `spec.run`, else the one Ferry recorded in
+    /// `status.run`. `None` until Ferry recorded one: such a Release is not rolled out yet.
+    pub fn fixed_run(&self) -> Option<&RunSpec> {
+        self.spec
+            .run
+            .as_ref()
+            .or_else(|| self.status.as_ref()?.run.as_ref())
+    }
 }
 
 /// The release in one environment.

@@ -13,7 +13,7 @@ use tracing::instrument;
 use super::delivery;
 use super::environment::target_namespace;
 use super::error::succeeded;
-use super::events::readable;
+use super::events::{publish, readable};
 use super::relations::related;
 use super::release::{newest, releases_of};
 use super::secrets;
@@ -24,12 +24,14 @@ use crate::api::BuildJob;
 use crate::api::application::EnvironmentEntry;
 use crate::api::conditions::{self, READY};
 use crate::api::managers::FieldManager;
+use crate::api::reasons::RECONFIGURED;
 use crate::api::{Application, Environment, Release};
 use crate::decide::application::{
     self as decide, Action as Act, EnvironmentFacts, LiveTarget, Observed, environment_readiness,
 };
 use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
+use crate::decide::events::Announcement;
 use crate::decide::run_spec;
 use crate::decide::secrets::SecretAccess;
 use crate::desired::workload::Workload;
@@ -95,7 +97,11 @@ pub(super) async fn reconcile(
     let builds = build_names(&context, &namespace, app).await;
     let mine = releases_of(&context, &namespace, &app.name_any()).await;
     let released: BTreeSet<String> = mine.iter().map(|r| r.spec.commit.clone()).collect();
-    let latest_release = newest(&mine).map(|r| r.name_any());
+    let unconfigured: BTreeSet<String> = mine
+        .iter()
+        .filter(|r| r.fixed_run().is_none())
+        .map(|r| r.name_any())
+        .collect();
     let invalid_run = invalid_run(&context, &namespace, app).await;
     let decision = decide::status(
         &Observed {
@@ -107,7 +113,8 @@ pub(super) async fn reconcile(
             source: looked.as_ref().map(|l| &l.head),
             builds: &builds,
             released: &released,
-            latest_release: latest_release.as_deref(),
+            newest: newest(&mine),
+            unconfigured: &unconfigured,
             invalid_run,
         },
         &context.clock.now(),
@@ -117,6 +124,9 @@ pub(super) async fn reconcile(
     for action in &decision.actions {
         match action {
             Act::CreateBuildJob { commit } => create_buildjob(&context, app, commit).await?,
+            Act::CreateRelease { release, from } => {
+                create_release(&context, app, release, from).await?;
+            }
             Act::Deliver { order } => {
                 if !app.spec.environments.is_empty() {
                     delivery::ensure_finalizer(&context, app).await?;
@@ -246,6 +256,40 @@ async fn create_buildjob(context: &Context, app: &Application, commit: &str) -> 
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(error) => Err(Error::act(format!("creating BuildJob {namespace}/{name}"))(
+            error,
+        )),
+    }
+}
+
+/// Creates the Release of a changed run configuration and says so on the Application; one
+/// that exists already (made in an earlier pass the cache has not shown yet) is fine.
+async fn create_release(
+    context: &Context,
+    app: &Application,
+    release: &Release,
+    from: &str,
+) -> Result<(), Error> {
+    let namespace = release.namespace().ok_or(Error::MissingNamespace)?;
+    let name = release.name_any();
+    match context
+        .api::<Release>(&namespace)
+        .create(&FieldManager::Application.create(), release)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(release = %name, "run configuration changed; release created");
+            let announcement = Announcement {
+                severity: RECONFIGURED.severity,
+                reason: RECONFIGURED.name.to_owned(),
+                note: format!(
+                    "spec.run changed: Release {name} runs the image of {from} with the new run configuration, promoted through the environments like a new commit"
+                ),
+            };
+            publish(context, &app.object_ref(&()), &announcement).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(Error::act(format!("creating Release {namespace}/{name}"))(
             error,
         )),
     }

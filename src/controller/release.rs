@@ -49,9 +49,8 @@ pub(super) async fn reconcile(
         .get(&namespace, &release.spec.application)
         .await;
     let application_exists = application.is_some();
-    let environments = application
-        .as_ref()
-        .and_then(|a| a.0.as_ref().ok())
+    let readable = application.as_ref().and_then(|a| a.0.as_ref().ok());
+    let environments = readable
         .and_then(|a| a.status.as_ref())
         .map(|s| s.environments.clone())
         .unwrap_or_default();
@@ -60,6 +59,7 @@ pub(super) async fn reconcile(
             release,
             namespace: &namespace,
             application_exists,
+            application_run: readable.map(|a| &a.spec.run),
             environments: &environments,
         },
         &context.clock.now(),

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::build::naming::buildjob_name;
+use super::build::objects::reconfigured;
 use super::environment::not_consenting;
 use super::secrets::{self, SecretAccess};
 use super::{Blocker, Decision, Readiness, join_names, readiness, whole_seconds};
@@ -14,10 +15,10 @@ use crate::api::application::{EnvironmentState, Phase};
 use crate::api::conditions::{self, TRUE};
 use crate::api::reasons::{
     ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, INVALID_RUN_SPEC,
-    PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION, READY, Reason, UPSTREAM_CYCLE,
-    UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
+    PINNED_RELEASE_NOT_CONFIGURED, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION,
+    READY, Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
 };
-use crate::api::{Application, ApplicationStatus, Condition, Time};
+use crate::api::{Application, ApplicationStatus, Condition, Release, Time};
 
 /// What the git server said of the Application's branch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum SourceHead {
 }
 
 /// What the shell does for an Application besides writing its status.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create the BuildJob of this commit (`build::objects::buildjob_for`).
     CreateBuildJob { commit: String },
@@ -37,6 +38,9 @@ pub enum Action {
     /// nothing stands in the way of running releases there. A repository that cannot be read
     /// stops builds, not deliveries.
     Deliver { order: Vec<String> },
+    /// Create this Release: the image of the newest Release with the Application's run
+    /// configuration, which that Release does not fix (`build::objects::reconfigured`).
+    CreateRelease { release: Box<Release>, from: String },
 }
 
 /// An Environment as the Application controller sees it.
@@ -101,9 +105,12 @@ pub struct Observed<'a> {
     pub source: Option<&'a SourceHead>,
     /// The names of this Application's BuildJobs.
     pub builds: &'a BTreeSet<String>,
-    /// This Application's Releases: the commits released, and the newest Release's name.
+    /// This Application's Releases: the commits released, and the newest Release.
     pub released: &'a BTreeSet<String>,
-    pub latest_release: Option<&'a str>,
+    pub newest: Option<&'a Release>,
+    /// The names of this Application's Releases that fix no run configuration yet
+    /// (`Release::fixed_run`): not rolled out, so a pin on one waits.
+    pub unconfigured: &'a BTreeSet<String>,
     /// Something in `spec.run` or an environment entry that cannot become a workload
     /// (`decide::run_spec::check`): the environment and the message naming the field.
     pub invalid_run: Option<(String, String)>,
@@ -153,6 +160,13 @@ fn pin_blocker(observed: &Observed) -> Option<Blocker> {
                 PINNED_RELEASE_OF_ANOTHER_APPLICATION,
                 format!(
                     "Environment \"{}\" is pinned to Release \"{}\", which is a release of Application \"{owner}\", not \"{app}\"; correct {field}",
+                    entry.name, pin.release
+                ),
+            )),
+            Some(_) if observed.unconfigured.contains(&pin.release) => Some(Blocker::new(
+                PINNED_RELEASE_NOT_CONFIGURED,
+                format!(
+                    "Environment \"{}\" is pinned to Release \"{}\", which fixes no run configuration yet (spec.run, or status.run once Ferry records it); Ferry records it as soon as it sees the Release's Application",
                     entry.name, pin.release
                 ),
             )),
@@ -374,6 +388,17 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
             latest_build = Some(name);
         }
     }
+    // What runs is promoted, not live: a run configuration the newest Release does not fix
+    // becomes a Release of its own, unless it cannot become a workload.
+    if let Some(newest) = observed.newest
+        && observed.invalid_run.is_none()
+        && let Some(release) = reconfigured(app, newest)
+    {
+        actions.push(Action::CreateRelease {
+            release: Box::new(release),
+            from: newest.metadata.name.clone().unwrap_or_default(),
+        });
+    }
     let latest_commit = match observed.source {
         Some(SourceHead::Commit { commit, .. }) => Some(commit.clone()),
         _ => current.latest_commit.clone(),
@@ -384,8 +409,8 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
         latest_commit,
         latest_build,
         latest_release: observed
-            .latest_release
-            .map(str::to_owned)
+            .newest
+            .and_then(|r| r.metadata.name.clone())
             .or(current.latest_release.clone()),
         conditions: conditions::merge(
             &current.conditions,
@@ -524,7 +549,8 @@ spec:
             source: None,
             builds: &NONE,
             released: &NONE,
-            latest_release: None,
+            newest: None,
+            unconfigured: &NONE,
             invalid_run: None,
         }
     }
@@ -702,16 +728,24 @@ spec:
                 "cart-1.0.0",
                 "PinnedReleaseOfAnotherApplication",
             ),
+            (
+                "a release that fixes no run configuration",
+                "shop-1.0.0",
+                "PinnedReleaseNotConfigured",
+            ),
         ];
         let releases = BTreeMap::from([
             ("shop-1.4.2".to_owned(), "shop".to_owned()),
+            ("shop-1.0.0".to_owned(), "shop".to_owned()),
             ("cart-1.0.0".to_owned(), "cart".to_owned()),
         ]);
+        let unconfigured = BTreeSet::from(["shop-1.0.0".to_owned()]);
         let (envs, secrets) = (three_stages(), git_cred());
         for (name, release, reason) in cases {
             let app = app(&pinned(release));
             let observed = Observed {
                 releases: &releases,
+                unconfigured: &unconfigured,
                 ..baseline(&app, &envs, &secrets)
             };
             let status = status(&observed, &now()).status;
@@ -721,6 +755,63 @@ spec:
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_run_configuration_the_newest_release_does_not_fix_becomes_a_release() {
+        let mut app = app(SHOP);
+        app.metadata.uid = Some("0000-1".into());
+        let (envs, secrets) = (three_stages(), git_cred());
+        let newest: Release = serde_yaml::from_str(&format!(
+            r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Release
+metadata: {{name: shop-1.4.2, namespace: team-a}}
+spec:
+  application: shop
+  version: 1.4.2
+  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
+  image: "registry.local/team-a/shop@sha256:{}"
+"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let created = |newest: &Release, invalid_run: Option<(String, String)>| {
+            let observed = Observed {
+                newest: Some(newest),
+                invalid_run,
+                ..baseline(&app, &envs, &secrets)
+            };
+            status(&observed, &now())
+                .actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::CreateRelease { release, from } => {
+                        Some((from, release.spec.version.clone(), release.spec.run.clone()))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Imported without a run configuration, before Ferry recorded the one it fixes.
+        assert_eq!(created(&newest, None), [], "nothing to compare with yet");
+
+        let mut configured = newest.clone();
+        configured.spec.run = Some(app.spec.run.clone());
+        assert_eq!(created(&configured, None), [], "it runs as configured");
+
+        configured.spec.run.as_mut().unwrap().replicas = 4;
+        let made = created(&configured, None);
+        assert_eq!(made.len(), 1, "spec.run changed: {made:?}");
+        assert_eq!(made[0].0, "shop-1.4.2");
+        assert!(made[0].1.starts_with("1.4.2+run."), "{}", made[0].1);
+        assert_eq!(made[0].2.as_ref(), Some(&app.spec.run));
+        let invalid = Some(("dev".to_owned(), "spec.run.env[0]: bad".to_owned()));
+        assert_eq!(
+            created(&configured, invalid),
+            [],
+            "a configuration that cannot become a workload is not released"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
-use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase};
+use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase, RunSpec};
 use crate::api::conditions;
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED, VERIFICATION_FAILED};
 use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification};
@@ -13,6 +13,9 @@ pub struct Observed<'a> {
     pub release: &'a Release,
     pub namespace: &'a str,
     pub application_exists: bool,
+    /// Its Application's run configuration now, when Ferry can read the Application: what a
+    /// Release without `spec.run` fixes once recorded (`status.run`).
+    pub application_run: Option<&'a RunSpec>,
     /// The environments of its Application, as its status tells them.
     pub environments: &'a [EnvironmentState],
 }
@@ -241,6 +244,11 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         conditions: conditions::merge(&current.conditions, &readiness(&state), generation, &now),
         summary: (!reached.is_empty()).then(|| reached.join(" ")),
         environments,
+        // Recorded once, for an import without spec.run: what it runs with from now on.
+        run: match &spec.run {
+            Some(_) => None,
+            None => current.run.or_else(|| observed.application_run.cloned()),
+        },
     })
 }
 
@@ -277,11 +285,47 @@ spec:
                 release,
                 namespace: "team-a",
                 application_exists: true,
+                application_run: None,
                 environments,
             },
             &now(),
         )
         .status
+    }
+
+    #[test]
+    fn an_import_without_a_run_configuration_fixes_the_application_s_once() {
+        let at_import = RunSpec {
+            replicas: 2,
+            ..RunSpec::default()
+        };
+        let later = RunSpec::default();
+        let decide = |release: &Release, run: Option<&RunSpec>| {
+            status(
+                &Observed {
+                    release,
+                    namespace: "team-a",
+                    application_exists: true,
+                    application_run: run,
+                    environments: &[],
+                },
+                &now(),
+            )
+            .status
+        };
+        let mut imported = release();
+        let first = decide(&imported, Some(&at_import));
+        assert_eq!(first.run.as_ref(), Some(&at_import));
+        imported.status = Some(first);
+        assert_eq!(imported.fixed_run(), Some(&at_import));
+        // The Application's spec.run changed since: what the Release fixes does not.
+        let again = decide(&imported, Some(&later));
+        assert_eq!(again.run.as_ref(), Some(&at_import));
+        // A Release that fixes its own records nothing.
+        let mut built = release();
+        built.spec.run = Some(later.clone());
+        assert_eq!(decide(&built, Some(&at_import)).run, None);
+        assert_eq!(built.fixed_run(), Some(&later));
     }
 
     #[test]
@@ -520,6 +564,7 @@ spec:
                 release,
                 namespace: "team-a",
                 application_exists: false,
+                application_run: None,
                 environments: &[],
             },
             &now(),

@@ -10,8 +10,7 @@
 use k8s_openapi::api::core::v1::{EnvVar, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::Application;
-use crate::api::application::{PortSpec, Protocol};
+use crate::api::application::{PortSpec, Protocol, RunSpec};
 use crate::api::environment::{HealthPolicy, HttpCheck, Verification};
 use crate::desired::workload::Workload;
 
@@ -40,7 +39,7 @@ pub fn check(
         }
     }
     for (i, http) in health.http_checks.iter().enumerate() {
-        check_port(w.app, http).map_err(|e| {
+        check_port(run, http).map_err(|e| {
             format!(
                 "Environment {}: spec.health.httpChecks[{i}] ({}): {e}",
                 w.environment, http.path
@@ -51,7 +50,7 @@ pub fn check(
         .map(|v| v.http_gets.as_slice())
         .unwrap_or_default();
     for (i, get) in gets.iter().enumerate() {
-        tcp_port(w.app, get.port.as_deref()).map_err(|e| {
+        tcp_port(run, get.port.as_deref()).map_err(|e| {
             format!(
                 "Environment {}: spec.verification.httpGets[{i}] ({}): {e}",
                 w.environment, get.path
@@ -67,15 +66,16 @@ pub fn check(
     Ok(())
 }
 
-/// Where an HTTP check goes: the port number on the Service. Err when its port names no port.
-pub fn check_port(app: &Application, check: &HttpCheck) -> Result<i32, String> {
-    tcp_port(app, check.port.as_deref())
+/// Where an HTTP check goes: the port number on the Service of a release with `run`. Err when
+/// its port names no port.
+pub fn check_port(run: &RunSpec, check: &HttpCheck) -> Result<i32, String> {
+    tcp_port(run, check.port.as_deref())
 }
 
-/// The TCP port of the Application named `name` (the first one when `None`), for requests Ferry
-/// sends through the Service. Err, in words, when there is none.
-pub fn tcp_port(app: &Application, name: Option<&str>) -> Result<i32, String> {
-    let ports = &app.spec.run.ports;
+/// The TCP port named `name` (the first one when `None`) of a release with `run`, for
+/// requests Ferry sends through the Service. Err, in words, when there is none.
+pub fn tcp_port(run: &RunSpec, name: Option<&str>) -> Result<i32, String> {
+    let ports = &run.ports;
     let port = match name {
         Some(name) => ports.iter().find(|p| p.name == name).ok_or_else(|| {
             format!(
@@ -159,6 +159,7 @@ fn check_probe(field: &str, probe: &Probe, ports: &[PortSpec]) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Application;
     use crate::api::application::EnvironmentEntry;
     use crate::api::environment::StrategyType;
     use crate::desired::workload::fixtures::{self, RUN, app, entry};
@@ -176,9 +177,9 @@ mod tests {
     fn an_http_check_goes_to_its_port_or_the_first_one() {
         let app = app(RUN);
         let first: HttpCheck = serde_yaml::from_str("path: /healthz").unwrap();
-        assert_eq!(check_port(&app, &first), Ok(8080));
+        assert_eq!(check_port(&app.spec.run, &first), Ok(8080));
         let metrics: HttpCheck = serde_yaml::from_str("{path: /m, port: metrics}").unwrap();
-        assert_eq!(check_port(&app, &metrics), Ok(9090));
+        assert_eq!(check_port(&app.spec.run, &metrics), Ok(9090));
     }
 
     #[test]

@@ -478,7 +478,7 @@ spec:
             strategy: StrategyType::RollingUpdate,
             progress_deadline: Duration::from_secs(60),
         };
-        let selector = service(&workload, None)
+        let selector = service(&workload, &app.spec.run, None)
             .and_then(|s| s.spec)
             .and_then(|s| s.selector)
             .expect("a Service with a selector");

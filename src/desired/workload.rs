@@ -1,9 +1,10 @@
 //! The objects one Application runs as in one Environment: a Deployment per running release
 //! (one for `RollingUpdate`, one per slot for `BlueGreen`) and the Service in front of them.
 //!
-//! Data flows one way: the Application's `spec.run`, its entry for the environment (overrides),
-//! the Environment's strategy and deadline and what the rollout decided to run (`Running`) go
-//! in; the objects come out, for the controller to apply in the environment's target
+//! Data flows one way: what the rollout decided to run (`Running`: a release's image and the
+//! run configuration that release fixes, never the Application's live `spec.run`), the
+//! Application's entry for the environment (overrides) and the Environment's strategy and
+//! deadline go in; the objects come out, for the controller to apply in the environment's target
 //! namespace. They carry no owner reference: they live in another namespace than the
 //! Application, so the controller finds them by `child_labels` and removes them with a
 //! finalizer.
@@ -32,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, ServiceType, Slot};
+use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, RunSpec, ServiceType, Slot};
 use crate::api::environment::StrategyType;
 use crate::api::labels::{
     APPLICATION_LABEL, APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL, MANAGED_BY,
@@ -59,7 +60,7 @@ const LABEL_HASH: usize = 10;
 /// One Application in one Environment: what the builders need.
 #[derive(Clone, Copy, Debug)]
 pub struct Workload<'a> {
-    /// metadata.name/namespace, spec.run
+    /// metadata.name/namespace (what runs comes from the release: `Running::run`)
     pub app: &'a Application,
     /// per-environment overrides (replicas, env, resources)
     pub entry: &'a EnvironmentEntry,
@@ -92,11 +93,12 @@ impl<'a> Workload<'a> {
     }
 }
 
-/// What one Deployment runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What one Deployment runs: a release's image with the run configuration it fixes.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Running<'a> {
     pub release: &'a str,
     pub image: &'a str,
+    pub run: &'a RunSpec,
     pub replicas: i32,
     pub slot: Option<Slot>,
 }
@@ -115,9 +117,10 @@ pub fn deployment_name(app: &str, environment: &str, slot: Option<Slot>) -> Stri
     }
 }
 
-/// Pods in this environment: the entry's override, else `run.replicas`.
-pub fn replicas(w: &Workload) -> i32 {
-    w.entry.replicas.unwrap_or(w.app.spec.run.replicas)
+/// Pods in this environment of a release with `run`: the entry's override, else
+/// `run.replicas`.
+pub fn replicas(entry: &EnvironmentEntry, run: &RunSpec) -> i32 {
+    entry.replicas.unwrap_or(run.replicas)
 }
 
 /// Labels on every child of (application namespace, application, environment): what the controller's
@@ -250,7 +253,7 @@ pub fn deployment(w: &Workload, running: &Running) -> Deployment {
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(w, running.image)),
+                spec: Some(pod_spec(w, running)),
             },
             ..DeploymentSpec::default()
         }),
@@ -258,8 +261,8 @@ pub fn deployment(w: &Workload, running: &Running) -> Deployment {
     }
 }
 
-fn pod_spec(w: &Workload, image: &str) -> PodSpec {
-    let run = &w.app.spec.run;
+fn pod_spec(w: &Workload, running: &Running) -> PodSpec {
+    let (run, image) = (running.run, running.image);
     let ports: Vec<ContainerPort> = run
         .ports
         .iter()
@@ -345,10 +348,10 @@ fn protocol(port: &PortSpec) -> &'static str {
     }
 }
 
-/// The Service in front of the pods; `serving` is the `BlueGreen` slot that gets the traffic.
+/// The Service in front of the pods, with the ports and type of `run` (the run configuration
+/// of the release that gets the traffic); `serving` is the `BlueGreen` slot that gets it.
 /// None when the application listens on no port.
-pub fn service(w: &Workload, serving: Option<Slot>) -> Option<Service> {
-    let run = &w.app.spec.run;
+pub fn service(w: &Workload, run: &RunSpec, serving: Option<Slot>) -> Option<Service> {
     if run.ports.is_empty() {
         return None;
     }
@@ -453,12 +456,16 @@ mod tests {
     use super::fixtures::{RUN, app, entry, workload};
     use super::*;
 
-    const RUNNING: Running = Running {
-        release: "shop-1.4.2",
-        image: "registry.local/team-a/shop@sha256:aa",
-        replicas: 3,
-        slot: None,
-    };
+    /// Release shop-1.4.2, which fixes the run configuration `app` has.
+    fn running(app: &Application) -> Running<'_> {
+        Running {
+            release: "shop-1.4.2",
+            image: "registry.local/team-a/shop@sha256:aa",
+            run: &app.spec.run,
+            replicas: 3,
+            slot: None,
+        }
+    }
 
     fn container(d: &Deployment) -> &Container {
         &d.spec
@@ -515,7 +522,7 @@ mod tests {
         let app = app(RUN);
         let entry = entry("name: dev");
         let w = workload(&app, &entry, StrategyType::RollingUpdate);
-        let d = deployment(&w, &RUNNING);
+        let d = deployment(&w, &running(&app));
         assert_eq!(d.metadata.name.as_deref(), Some("shop-dev"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("shop-dev"));
         assert_eq!(d.metadata.owner_references, None);
@@ -545,7 +552,7 @@ mod tests {
         }
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.revision_history_limit, Some(3));
-        assert_eq!(container(&d).image.as_deref(), Some(RUNNING.image));
+        assert_eq!(container(&d).image.as_deref(), Some(running(&app).image));
         assert_eq!(container(&d).name, CONTAINER);
     }
 
@@ -555,7 +562,7 @@ mod tests {
         let entry = entry("name: dev");
         let d = deployment(
             &workload(&app, &entry, StrategyType::RollingUpdate),
-            &RUNNING,
+            &running(&app),
         );
         let spec = d.spec.unwrap();
         let strategy = spec.strategy.unwrap();
@@ -573,7 +580,7 @@ mod tests {
         let entry = entry("name: dev");
         let mut w = workload(&app, &entry, StrategyType::RollingUpdate);
         w.progress_deadline = Duration::ZERO;
-        let d = deployment(&w, &RUNNING);
+        let d = deployment(&w, &running(&app));
         assert_eq!(d.spec.unwrap().progress_deadline_seconds, Some(1));
     }
 
@@ -589,8 +596,8 @@ resources: {limits: {memory: 256Mi}}
 "#,
         );
         let w = workload(&app, &entry, StrategyType::RollingUpdate);
-        assert_eq!(replicas(&w), 5);
-        let d = deployment(&w, &RUNNING);
+        assert_eq!(replicas(&entry, &app.spec.run), 5);
+        let d = deployment(&w, &running(&app));
         let env: Vec<(&str, &str)> = container(&d)
             .env
             .iter()
@@ -604,8 +611,8 @@ resources: {limits: {memory: 256Mi}}
 
         let plain = super::tests::entry("name: dev");
         let w = workload(&app, &plain, StrategyType::RollingUpdate);
-        assert_eq!(replicas(&w), 3);
-        let d = deployment(&w, &RUNNING);
+        assert_eq!(replicas(&plain, &app.spec.run), 3);
+        let d = deployment(&w, &running(&app));
         assert!(
             container(&d)
                 .resources
@@ -619,12 +626,28 @@ resources: {limits: {memory: 256Mi}}
     }
 
     #[test]
+    fn what_runs_is_the_release_s_run_configuration_not_the_application_s() {
+        let released = app(RUN);
+        let edited = app(&RUN.replace("value: info", "value: trace"));
+        let entry = entry("name: dev");
+        // The Application was edited after the release was made: its Deployment and Service
+        // still run what the release fixes.
+        let w = workload(&edited, &entry, StrategyType::RollingUpdate);
+        let d = deployment(&w, &running(&released));
+        let env = container(&d).env.clone().unwrap_or_default();
+        assert_eq!(env[0].value.as_deref(), Some("info"));
+        let no_ports = app("    replicas: 1");
+        let w = workload(&no_ports, &entry, StrategyType::RollingUpdate);
+        assert!(service(&w, &released.spec.run, None).is_some());
+    }
+
+    #[test]
     fn ports_probes_and_a_pre_stop_sleep_are_on_the_container() {
         let app = app(RUN);
         let entry = entry("name: dev");
         let d = deployment(
             &workload(&app, &entry, StrategyType::RollingUpdate),
-            &RUNNING,
+            &running(&app),
         );
         let c = container(&d);
         let ports: Vec<(Option<&str>, i32, Option<&str>)> = c
@@ -652,7 +675,7 @@ resources: {limits: {memory: 256Mi}}
         let entry = entry("name: dev");
         let d = deployment(
             &workload(&app, &entry, StrategyType::RollingUpdate),
-            &RUNNING,
+            &running(&app),
         );
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let security = pod.security_context.as_ref().unwrap();
@@ -685,7 +708,7 @@ resources: {limits: {memory: 256Mi}}
         let w = workload(&app, &entry, StrategyType::BlueGreen);
         let green = Running {
             slot: Some(Slot::Green),
-            ..RUNNING
+            ..running(&app)
         };
         let d = deployment(&w, &green);
         assert_eq!(d.metadata.name.as_deref(), Some("shop-dev-green"));
@@ -706,7 +729,7 @@ resources: {limits: {memory: 256Mi}}
             "green"
         );
 
-        let service = service(&w, Some(Slot::Blue)).unwrap();
+        let service = service(&w, &app.spec.run, Some(Slot::Blue)).unwrap();
         assert_eq!(service.metadata.name.as_deref(), Some("shop-dev"));
         assert_eq!(
             service.metadata.labels,
@@ -747,13 +770,16 @@ resources: {limits: {memory: 256Mi}}
         let with_ports = app(&format!("{RUN}    service: {{type: NodePort}}\n"));
         let entry = entry("name: dev");
         let w = workload(&with_ports, &entry, StrategyType::RollingUpdate);
-        let spec = service(&w, None).unwrap().spec.unwrap();
+        let spec = service(&w, &with_ports.spec.run, None)
+            .unwrap()
+            .spec
+            .unwrap();
         assert!(!spec.selector.unwrap().contains_key(SLOT_LABEL));
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
 
         let without = app("    replicas: 1");
         let w = workload(&without, &entry, StrategyType::RollingUpdate);
-        assert_eq!(service(&w, None), None);
+        assert_eq!(service(&w, &without.spec.run, None), None);
     }
 
     #[test]
@@ -785,7 +811,7 @@ resources: {limits: {memory: 256Mi}}
             &workload(&app, &entry, StrategyType::RollingUpdate),
             &Running {
                 release: &long,
-                ..RUNNING
+                ..running(&app)
             },
         );
         assert_eq!(

@@ -276,6 +276,7 @@ spec:
                 imported_by: Some(importer),
                 work_items: Vec::new(),
                 notes: None,
+                run: None,
             },
         );
         self.s.apply(&release).await?;

@@ -14,7 +14,7 @@ use super::prune::delete;
 use super::{Context, Error, test_pod_not_ours};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::Get as Request;
-use crate::api::application::HistoryKind;
+use crate::api::application::{HistoryKind, RunSpec};
 use crate::api::labels::RELEASE_LABEL;
 use crate::api::managers::FieldManager;
 use crate::api::reasons::{POD_NOT_OWNED, Reason};
@@ -49,6 +49,7 @@ pub(super) async fn run(
                 placement,
                 release,
                 image,
+                run,
             } => {
                 let Some(w) = workload_of(app, environments, environment, target) else {
                     continue;
@@ -58,7 +59,8 @@ pub(super) async fn run(
                     &Running {
                         release,
                         image,
-                        replicas: workload::replicas(&w),
+                        run,
+                        replicas: workload::replicas(w.entry, run),
                         slot: *placement,
                     },
                 );
@@ -69,7 +71,7 @@ pub(super) async fn run(
                     .map_err(Error::act(format!("applying Deployment {target}/{name}")))?;
             }
             Action::LeaveDeployment { release, .. } => {
-                tracing::warn!(%release, "the Release of a running workload does not exist; left as it is");
+                tracing::warn!(%release, "the Release of a running workload does not exist or fixes no run configuration; left as it is");
             }
             Action::DeleteDeployment { namespace, name } => {
                 delete::<Deployment>(context, namespace, name).await?;
@@ -78,11 +80,12 @@ pub(super) async fn run(
                 environment,
                 namespace: target,
                 serving,
+                run,
             } => {
                 let Some(w) = workload_of(app, environments, environment, target) else {
                     continue;
                 };
-                let address = apply_service(context, &w, serving).await?;
+                let address = apply_service(context, &w, serving, run).await?;
                 addresses.insert(environment, address);
             }
             Action::DeleteService { namespace, name } => {
@@ -190,8 +193,9 @@ async fn apply_service(
     context: &Context,
     w: &Workload<'_>,
     serving: &Serving,
+    run: &RunSpec,
 ) -> Result<Option<String>, Error> {
-    let Some(mut service) = workload::service(w, None) else {
+    let Some(mut service) = workload::service(w, run, None) else {
         return Ok(None);
     };
     if let (Serving::Release(release), Some(spec)) = (serving, service.spec.as_mut())

@@ -112,6 +112,7 @@ async fn release_facts(
         facts.push(ReleaseFacts {
             name,
             image: release.spec.image.clone(),
+            run: release.fixed_run().cloned(),
             created: release
                 .metadata
                 .creation_timestamp

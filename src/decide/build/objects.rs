@@ -6,6 +6,7 @@
 //! second create of the same thing is refused by the API server instead of made twice.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
 
 use super::naming::{buildjob_name, release_name};
 use super::version;
@@ -78,6 +79,55 @@ pub fn release_for(
             imported_by: None,
             work_items,
             notes: None,
+            run: Some(app.spec.run.clone()),
+        },
+    );
+    release.metadata = ObjectMeta {
+        name: release.metadata.name,
+        ..owned_by(app)?
+    };
+    Some(release)
+}
+
+/// The Release that runs the image of `from` (the newest Release) with the Application's run
+/// configuration now, when `from` fixes another one; `None` when it fixes the same, or none
+/// yet (`Release::fixed_run`). Same commit, image and build, version
+/// `<version of from>+run.<hash>`; made by Ferry, so it names no importer. The hash covers
+/// `from`'s name and the configuration, so a configuration changed back and forth still gives
+/// a new Release each time (newer than the one it follows), and the same change seen twice
+/// gives the same name (the second create is refused, not made twice).
+pub fn reconfigured(app: &Application, from: &Release) -> Option<Release> {
+    if from.fixed_run()? == &app.spec.run {
+        return None;
+    }
+    let name = from.metadata.name.as_deref()?;
+    let run = serde_json::to_vec(&app.spec.run).ok()?;
+    let mut digest = Sha256::new();
+    digest.update(name.as_bytes());
+    digest.update([0]);
+    digest.update(&run);
+    let hash: String = digest
+        .finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let version = version::reconfigured(&from.spec.version, &hash);
+    let application = &from.spec.application;
+    let mut release = Release::new(
+        &release_name(application, &version),
+        ReleaseSpec {
+            application: application.clone(),
+            version,
+            commit: from.spec.commit.clone(),
+            image: from.spec.image.clone(),
+            build_job: from.spec.build_job.clone(),
+            imported_by: None,
+            work_items: Vec::new(),
+            notes: Some(format!(
+                "The image of {name} with the Application's new run configuration (spec.run)."
+            )),
+            run: Some(app.spec.run.clone()),
         },
     );
     release.metadata = ObjectMeta {
@@ -163,6 +213,67 @@ spec:
             untagged.metadata.name.as_deref(),
             Some("shop-0.0.0-9fceb02")
         );
+        assert_eq!(tagged.spec.run.as_ref(), Some(&app().spec.run));
+        assert_eq!(reconfigured(&app(), &tagged), None, "it runs as configured");
+    }
+
+    #[test]
+    fn a_changed_run_configuration_becomes_a_release_of_the_same_image() {
+        let job = buildjob_for(&app(), COMMIT).unwrap();
+        let image = format!("registry.local/team-a/shop@sha256:{}", "ab".repeat(32));
+        let built = release_for(&app(), &job, &image, &["v1.2.0".into()], Vec::new()).unwrap();
+        let mut changed = app();
+        changed.spec.run.env = vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "MODE".into(),
+            value: Some("fast".into()),
+            value_from: None,
+        }];
+        let new = reconfigured(&changed, &built).unwrap();
+        assert_eq!(new.spec.run.as_ref(), Some(&changed.spec.run));
+        assert_eq!(reconfigured(&changed, &new), None);
+        assert_eq!(
+            (&new.spec.image, &new.spec.commit, &new.spec.build_job),
+            (&built.spec.image, &built.spec.commit, &built.spec.build_job),
+            "the same image, commit and build"
+        );
+        assert!(
+            new.spec.version.starts_with("1.2.0+run."),
+            "{}",
+            new.spec.version
+        );
+        let name = new.metadata.name.clone().unwrap();
+        assert!(name.starts_with("shop-1.2.0-run."), "{name}");
+        assert_eq!(
+            new.metadata.owner_references,
+            built.metadata.owner_references
+        );
+        assert_eq!(
+            reconfigured(&changed, &built)
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
+            Some(name.as_str()),
+            "the same change seen twice, the same name"
+        );
+
+        // Changed back: a new Release again, not the built one.
+        let back = reconfigured(&app(), &new).unwrap();
+        assert_eq!(back.spec.run.as_ref(), Some(&app().spec.run));
+        assert_ne!(back.metadata.name, built.metadata.name);
+        assert_ne!(back.metadata.name, new.metadata.name);
+        assert!(back.spec.version.starts_with("1.2.0+run."));
+
+        // An import without spec.run: nothing until Ferry recorded what it fixes.
+        let mut imported = built.clone();
+        imported.spec.run = None;
+        assert_eq!(reconfigured(&changed, &imported), None);
+        imported.status = Some(crate::api::ReleaseStatus {
+            run: Some(app().spec.run),
+            ..Default::default()
+        });
+        assert!(reconfigured(&app(), &imported).is_none());
+        assert!(reconfigured(&changed, &imported).is_some());
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub fn for_commit(commit: &str, tags: &[String]) -> String {
     )
 }
 
+/// The version of a Release that reuses the image of one at `version` with another run
+/// configuration: the same version, its build metadata replaced by `run.<hash>`, which tells
+/// it apart and says why it exists. Build metadata does not change a version's precedence, so
+/// it sorts with the release whose image it runs.
+pub fn reconfigured(version: &str, hash: &str) -> String {
+    let base = version.split_once('+').map_or(version, |(base, _)| base);
+    format!("{base}+run.{hash}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +68,20 @@ mod tests {
         for (name, tags, want) in cases {
             assert_eq!(for_commit(COMMIT, &tags), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_reconfigured_version_keeps_the_version_and_says_run() {
+        assert_eq!(reconfigured("1.4.2", "3f9a1c2b"), "1.4.2+run.3f9a1c2b");
+        assert_eq!(
+            reconfigured("1.4.2+run.3f9a1c2b", "00aa11bb"),
+            "1.4.2+run.00aa11bb"
+        );
+        assert_eq!(
+            reconfigured("0.0.0-9fceb02", "00aa11bb"),
+            "0.0.0-9fceb02+run.00aa11bb"
+        );
+        let version = reconfigured("1.0.0-rc.1+build.5", "00aa11bb");
+        assert!(semver::Version::parse(&version).is_ok(), "{version}");
     }
 }

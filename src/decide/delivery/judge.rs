@@ -23,7 +23,7 @@ impl Work {
             return;
         }
         let health = observed.policy.health;
-        let replicas = observed.replicas;
+        let replicas = (observed.replicas)(&rollout.release);
         let workload = observed.workload;
         let ready_now = health::all_ready(workload, rollout.slot, &rollout.release, replicas);
         let since = |t: &Time| elapsed(t, now);

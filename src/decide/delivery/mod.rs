@@ -115,8 +115,9 @@ pub struct Observed<'a> {
     pub choice: promotion::Choice,
     /// How many history entries to keep.
     pub history_limit: usize,
-    /// Pods per Deployment in this environment.
-    pub replicas: i32,
+    /// Pods per Deployment of a release in this environment (the entry's override, else what
+    /// the release's run configuration says).
+    pub replicas: &'a dyn Fn(&str) -> i32,
     pub workload: &'a Workload,
     /// The figures of the HTTP checks of the rollout in its window (empty without checks).
     pub checks: &'a [CheckFigures],

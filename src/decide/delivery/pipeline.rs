@@ -22,7 +22,7 @@ use super::health::{CheckFigures, Placement, Workload, percentage};
 use super::retain::{self, Child, TestPodFacts};
 use super::runs::{Run, RunKey, RunProgress, RunReport};
 use super::{Finished, Observed, Plan, Policy, Serving, Told, VerificationReport, plan, promotion};
-use crate::api::application::{EnvironmentEntry, EnvironmentState, HistoryKind, Rollout};
+use crate::api::application::{EnvironmentEntry, EnvironmentState, HistoryKind, Rollout, RunSpec};
 use crate::api::{Application, Environment, Time};
 use crate::decide::Decision;
 use crate::decide::run_spec;
@@ -40,10 +40,12 @@ pub struct Listed {
 }
 
 /// A Release of the Application.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReleaseFacts {
     pub name: String,
     pub image: String,
+    /// The run configuration it fixes; a Release without one is never rolled out.
+    pub run: Option<RunSpec>,
     /// When the Release was created, and when its commit was seen (its BuildJob's creation).
     pub created: Option<Time>,
     pub commit_seen: Option<Time>,
@@ -79,7 +81,8 @@ pub struct Get {
 /// What the shell does, in this order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Apply the Deployment at `placement` of `environment`, running `release`.
+    /// Apply the Deployment at `placement` of `environment`, running `release`: its image
+    /// with the run configuration it fixes.
     ApplyDeployment {
         environment: String,
         namespace: String,
@@ -87,8 +90,10 @@ pub enum Action {
         placement: Placement,
         release: String,
         image: String,
+        run: Box<RunSpec>,
     },
-    /// The Release a Deployment should run no longer exists: the Deployment is left as it is.
+    /// The Release a Deployment should run no longer exists, or fixes no run configuration:
+    /// the Deployment is left as it is.
     LeaveDeployment {
         environment: String,
         release: String,
@@ -97,12 +102,14 @@ pub enum Action {
         namespace: String,
         name: String,
     },
-    /// Apply the Service of `environment`, sending traffic as `serving` says. Its cluster IP
+    /// Apply the Service of `environment`, sending traffic as `serving` says, with the ports
+    /// of `run` (the run configuration of the release that gets the traffic). Its cluster IP
     /// is where the environment's checks and verification GETs go.
     ApplyService {
         environment: String,
         namespace: String,
         serving: Serving,
+        run: Box<RunSpec>,
     },
     DeleteService {
         namespace: String,
@@ -170,7 +177,14 @@ pub enum Action {
 pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>, Action> {
     let app = input.app;
     let name = app.metadata.name.as_deref().unwrap_or_default();
-    let releases: Vec<String> = input.releases.iter().map(|r| r.name.clone()).collect();
+    // A Release that fixes no run configuration is never promoted: Ferry makes one from it
+    // that does (`build::objects::reconfigured`).
+    let releases: Vec<String> = input
+        .releases
+        .iter()
+        .filter(|r| r.run.is_some())
+        .map(|r| r.name.clone())
+        .collect();
     let mut states = input.stored.to_vec();
     let mut actions = Vec::new();
     let mut requeue: Option<Duration> = None;
@@ -222,7 +236,12 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
                 },
                 choice,
                 history_limit: usize::try_from(app.spec.history_limit).unwrap_or(1),
-                replicas: workload::replicas(&w),
+                replicas: &|release| {
+                    workload::replicas(
+                        entry,
+                        run_of(input.releases, release).unwrap_or(&app.spec.run),
+                    )
+                },
                 workload: &listed.workload,
                 checks: &checks,
                 verification: report,
@@ -246,7 +265,8 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             .as_ref()
             .filter(|_| plan.checks.is_some())
         {
-            for (key, check) in check_actions(app, environment, scope, rollout) {
+            let run = run_of(input.releases, &rollout.release).unwrap_or(&app.spec.run);
+            for (key, check) in check_actions(run, environment, scope, rollout) {
                 runs_kept.insert(key);
                 actions.extend(check);
             }
@@ -305,7 +325,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
 /// The HTTP checks of `rollout` (one run key each) and the action that keeps each running; a
 /// check whose port names no port of the Application has no action.
 fn check_actions(
-    app: &Application,
+    run: &RunSpec,
     environment: &Environment,
     scope: (&str, &str, &str),
     rollout: &Rollout,
@@ -314,7 +334,7 @@ fn check_actions(
     checks
         .map(|(i, check)| {
             let key = RunKey::of(scope, rollout, Run::Check(i));
-            let action = run_spec::check_port(app, check)
+            let action = run_spec::check_port(run, check)
                 .ok()
                 .map(|port| Action::EnsureCheck {
                     environment: scope.2.to_owned(),
@@ -509,7 +529,8 @@ fn workload_actions(
 ) {
     let app = w.app.metadata.name.as_deref().unwrap_or_default();
     for (placement, release) in &plan.deployments {
-        let Some(found) = releases.iter().find(|r| &r.name == release) else {
+        let found = releases.iter().find(|r| &r.name == release);
+        let Some((found, run)) = found.and_then(|r| Some((r, r.run.as_ref()?))) else {
             actions.push(Action::LeaveDeployment {
                 environment: w.environment.to_owned(),
                 release: release.clone(),
@@ -523,6 +544,7 @@ fn workload_actions(
             placement: *placement,
             release: release.clone(),
             image: found.image.clone(),
+            run: Box::new(run.clone()),
         });
     }
     for placement in observed.deployments.keys() {
@@ -533,14 +555,36 @@ fn workload_actions(
             });
         }
     }
-    // Nothing runs yet (no release chosen): no Service in front of nothing.
-    if !plan.deployments.is_empty() {
+    // Nothing runs yet (no release chosen): no Service in front of nothing. Its ports are
+    // those of the release that gets the traffic: with `RollingUpdate`, the one rolling out
+    // (else the one running).
+    let traffic = match &plan.serving {
+        Serving::Release(release) => Some(release),
+        Serving::All => plan
+            .state
+            .rollout
+            .as_ref()
+            .map(|r| &r.release)
+            .filter(|r| plan.deployments.values().any(|d| d == *r))
+            .or_else(|| plan.deployments.values().next()),
+    };
+    if let Some(run) = traffic.and_then(|r| run_of(releases, r)) {
         actions.push(Action::ApplyService {
             environment: w.environment.to_owned(),
             namespace: w.namespace.to_owned(),
             serving: plan.serving.clone(),
+            run: Box::new(run.clone()),
         });
     }
+}
+
+/// The run configuration `release` fixes, if it is a Release of the Application that fixes
+/// one.
+fn run_of<'a>(releases: &'a [ReleaseFacts], release: &str) -> Option<&'a RunSpec> {
+    releases
+        .iter()
+        .find(|r| r.name == release)
+        .and_then(|r| r.run.as_ref())
 }
 
 /// Starts (or keeps running) the verification of `rollout`: its test pod in the Application's
@@ -553,7 +597,7 @@ fn start_verification(
     key: RunKey,
 ) -> Option<Action> {
     let verification = environment.spec.verification.as_ref()?;
-    let app = input.app;
+    let run = run_of(input.releases, &rollout.release).unwrap_or(&input.app.spec.run);
     if let Some(image) = &verification.image {
         let name = test_pod_name(&key.application, &key.environment, &key.to_string());
         if input
@@ -563,7 +607,7 @@ fn start_verification(
         {
             return None;
         }
-        let port = run_spec::tcp_port(app, None).unwrap_or(80);
+        let port = run_spec::tcp_port(run, None).unwrap_or(80);
         let service = workload::base_name(&key.application, w.environment);
         return Some(Action::StartTestPod {
             environment: w.environment.to_owned(),
@@ -579,7 +623,7 @@ fn start_verification(
         .http_gets
         .iter()
         .filter_map(|get| {
-            let port = run_spec::tcp_port(app, get.port.as_deref()).ok()?;
+            let port = run_spec::tcp_port(run, get.port.as_deref()).ok()?;
             Some(Get {
                 port: u16::try_from(port).ok()?,
                 path: get.path.clone(),
@@ -671,6 +715,7 @@ spec:
             .map(|n| ReleaseFacts {
                 name: n.to_string(),
                 image: format!("registry.local/team-a/shop@sha256:{n}"),
+                run: Some(app().spec.run),
                 ..ReleaseFacts::default()
             })
             .collect()
@@ -762,6 +807,147 @@ spec:
                 .collect();
             assert_eq!(rolling(&decision.status), expected, "{name}");
         }
+    }
+
+    /// The Deployments the decision applies: (environment, release, the value of env var
+    /// `MODE` in the run configuration it applies with).
+    fn applied(actions: &[Action]) -> Vec<(String, String, Option<String>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ApplyDeployment {
+                    environment,
+                    release,
+                    run,
+                    ..
+                } => Some((
+                    environment.clone(),
+                    release.clone(),
+                    run.env
+                        .iter()
+                        .find(|e| e.name == "MODE")
+                        .and_then(|e| e.value.clone()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn what_runs_is_the_run_configuration_of_the_release_not_the_application_s() {
+        // The Application's spec.run was edited after shop-1 was released: every environment
+        // still runs shop-1 as shop-1 fixes it, and its Service keeps shop-1's ports.
+        let mut edited = app();
+        edited.spec.run.env = vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "MODE".into(),
+            value: Some("edited".into()),
+            value_from: None,
+        }];
+        edited.spec.run.ports[0].port = 9999;
+        let stored = [
+            state("dev", "shop-1", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        let decide = |releases: &[ReleaseFacts]| {
+            pipeline(
+                &Pipeline {
+                    app: &edited,
+                    namespace: "team-a",
+                    environments: &pipeline_of_three(),
+                    stored: &stored,
+                    releases,
+                    children: &[],
+                    test_pods: &[],
+                    runs: &BTreeMap::new(),
+                },
+                &now(),
+            )
+        };
+        let decision = decide(&releases(&["shop-1"]));
+        let unchanged = |env: &str| (env.to_owned(), "shop-1".to_owned(), None);
+        assert_eq!(
+            applied(&decision.actions),
+            [unchanged("dev"), unchanged("staging"), unchanged("prod")]
+        );
+        let ports: Vec<i32> = decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ApplyService { run, .. } => Some(run.ports[0].port),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ports, [8080, 8080, 8080]);
+
+        // The Release of the new configuration rolls out where the newest release goes first,
+        // with what it fixes, and nowhere else yet.
+        let mut released = releases(&["shop-1", "shop-1-run.1"]);
+        released[1].run = Some(edited.spec.run.clone());
+        let decision = decide(&released);
+        assert_eq!(
+            rolling(&decision.status)[0].1.as_deref(),
+            Some("shop-1-run.1")
+        );
+        assert_eq!(
+            applied(&decision.actions),
+            [
+                ("dev".into(), "shop-1-run.1".into(), Some("edited".into())),
+                unchanged("staging"),
+                unchanged("prod")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_release_that_fixes_no_run_configuration_is_never_rolled_out() {
+        let stored = [
+            state("dev", "shop-1", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        let mut released = releases(&["shop-1", "shop-2"]);
+        released[1].run = None;
+        let decision = decide_with(&stored, &released);
+        assert_eq!(
+            rolling(&decision.status),
+            [
+                ("dev".to_owned(), None),
+                ("staging".to_owned(), None),
+                ("prod".to_owned(), None)
+            ]
+        );
+        // One that runs already (made by an older Ferry) is left as it runs.
+        let mut released = releases(&["shop-1"]);
+        released[0].run = None;
+        let decision = decide_with(&stored, &released);
+        assert!(applied(&decision.actions).is_empty());
+        let left = decision
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::LeaveDeployment { .. }))
+            .count();
+        assert_eq!(left, 3, "{:?}", decision.actions);
+    }
+
+    fn decide_with(
+        stored: &[EnvironmentState],
+        releases: &[ReleaseFacts],
+    ) -> Decision<Vec<EnvironmentState>, Action> {
+        let app = app();
+        pipeline(
+            &Pipeline {
+                app: &app,
+                namespace: "team-a",
+                environments: &pipeline_of_three(),
+                stored,
+                releases,
+                children: &[],
+                test_pods: &[],
+                runs: &BTreeMap::new(),
+            },
+            &now(),
+        )
     }
 
     #[test]

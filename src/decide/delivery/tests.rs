@@ -91,7 +91,7 @@ impl Env {
                     awaiting_approval: self.awaiting,
                 },
                 history_limit: self.history_limit,
-                replicas: 2,
+                replicas: &|_| 2,
                 workload,
                 checks,
                 verification: self.report.clone(),
