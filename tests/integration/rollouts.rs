@@ -138,6 +138,101 @@ async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_
     .await;
 }
 
+/// The value of env var `COLOR` in the Deployment's container.
+fn color(deployment: &Deployment) -> Option<String> {
+    let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
+    let env = pod.containers.first()?.env.as_ref()?;
+    env.iter().find(|e| e.name == "COLOR")?.value.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_run_configuration_is_a_new_release_and_never_reaches_a_workload_live() {
+    with_temp_ns("reconfigured", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<Environment>(fixtures::dev()).await;
+        // Imported without spec.run: it fixes the Application's configuration when Ferry
+        // first sees it.
+        ns.create_object::<Release>(shop_1_4_2()).await;
+        let mut app = fixtures::pinned(
+            fixtures::shop_through(&["dev"]),
+            "dev",
+            "shop-1.4.2",
+            "CHG-1 approved",
+        );
+        app.spec.run = serde_yaml::from_str(
+            "{ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}]}",
+        )
+        .expect("run spec");
+        ns.create_object::<Application>(app).await;
+        let deployment = ns
+            .wait_for::<Deployment>("shop-dev", "the pinned release", |_| true)
+            .await;
+        assert_eq!(color(&deployment).as_deref(), Some("blue"));
+        let imported = ns
+            .wait_for::<Release>("shop-1.4.2", "its run configuration recorded", |r| {
+                r.fixed_run().is_some()
+            })
+            .await;
+        assert!(imported.spec.run.is_none());
+
+        ns.api::<Application>()
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "spec": {"run": {"env": [{"name": "COLOR", "value": "green"}]}}
+                })),
+            )
+            .await
+            .expect("editing spec.run");
+        let event = ns.event_with_reason("Reconfigured").await;
+        let note = event.note.unwrap_or_default();
+        assert!(note.contains("shop-1.4.2"), "{note}");
+        let releases = ns
+            .api::<Release>()
+            .list(&Default::default())
+            .await
+            .expect("listing releases");
+        let made: Vec<&Release> = releases
+            .items
+            .iter()
+            .filter(|r| r.metadata.name.as_deref() != Some("shop-1.4.2"))
+            .collect();
+        assert_eq!(made.len(), 1, "one new Release");
+        let made = made[0];
+        assert!(
+            made.spec.version.starts_with("1.4.2+run."),
+            "{}",
+            made.spec.version
+        );
+        assert_eq!(made.spec.image, imported.spec.image);
+        assert_eq!(made.spec.imported_by, None, "made by Ferry");
+        let run = made.spec.run.clone().expect("the new configuration");
+        assert_eq!(run.env[0].value.as_deref(), Some("green"));
+
+        // dev is pinned to shop-1.4.2: it keeps running what shop-1.4.2 fixes.
+        let generation = ns
+            .api::<Application>()
+            .get("shop")
+            .await
+            .expect("the Application")
+            .metadata
+            .generation;
+        ns.wait_for::<Application>("shop", "the change observed", move |a| {
+            a.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+        let deployment = ns
+            .api::<Deployment>()
+            .get("shop-dev")
+            .await
+            .expect("the Deployment");
+        assert_eq!(color(&deployment).as_deref(), Some("blue"));
+        controller.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_spec_creates_nothing()
  {
