@@ -8,8 +8,10 @@
 //! herself (impersonated): the pin, the prod Environment (approval, upstream, target namespace,
 //! health, deletion), prod's entry in the Application (its overrides, its removal), the
 //! Release prod runs (deleted to be recreated with another image), a Release of her own, and
-//! the Application's status. Each must be refused by the API server with a message that names
-//! the missing right; prod's Deployment must run the same image and pod template afterwards.
+//! the Application's status, and `spec.run`. Each must be refused by the API server with a
+//! message that names the missing right, or (a change of `spec.run`, which is eve's to make)
+//! made harmless: it becomes a Release that dev runs and prod only names as its candidate.
+//! prod's Deployment must run the same image and pod template afterwards.
 //! The changes a person may make with `approve` are made as rita with a server-side dry run
 //! (admission runs, nothing is stored): the same doors open for her.
 //!
@@ -195,6 +197,30 @@ async fn awaits_phase(s: &Scenario, env: &'static str, phase: Phase, what: &str)
     .await
 }
 
+/// eve's change of spec.run became a Release of web-1.0.0's image with her configuration,
+/// which dev runs and prod (pinned to web-1.0.0) only names as its candidate.
+async fn promoted_not_live(s: &Scenario) -> Res {
+    let what = "eve's configuration to be a Release that dev runs and prod names as candidate";
+    s.until::<Application, _>(APP, what, Duration::from_secs(120), move |app| {
+        let state = |env: &str| {
+            app.status
+                .as_ref()
+                .and_then(|st| st.environments.iter().find(|e| e.name == env))
+        };
+        let new = |r: Option<&String>| r.is_some_and(|r| r.starts_with("web-1.0.0-run."));
+        let dev = state("dev").is_some_and(|d| new(d.current.as_ref()));
+        let prod = state("prod").is_some_and(|p| {
+            new(p.candidate.as_ref()) && p.current.as_deref() == Some("web-1.0.0")
+        });
+        if dev && prod {
+            Judged::Done(())
+        } else {
+            Judged::Wait
+        }
+    })
+    .await
+}
+
 /// What runs in prod: the Deployment's pod template, as JSON.
 async fn prod_runs(s: &Scenario, prod_ns: &str) -> Res<Value> {
     let deployments: Api<Deployment> = Api::namespaced(s.client(), prod_ns);
@@ -211,6 +237,9 @@ struct Door {
     name: &'static str,
     /// Whether the same request, made by rita as a dry run, must be admitted.
     approver_may: bool,
+    /// Admitted by the API server and made harmless by Ferry instead: what it changes reaches
+    /// prod only as a new Release that waits for approval.
+    harmless: bool,
 }
 
 /// Sends the request of door `name` as `client` (a dry run when `dry`).
@@ -304,55 +333,72 @@ const CLOSED: &[Door] = &[
     Door {
         name: "pin-prod",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-approval-automatic",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-upstream-removed",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-target-namespace-changed",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-health-loosened",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-environment-deleted",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-entry-overridden",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-entry-removed",
         approver_may: true,
+        harmless: false,
     },
     Door {
         name: "prod-release-deleted",
         approver_may: false,
+        harmless: false,
     },
     Door {
         name: "release-forged",
         approver_may: false,
+        harmless: false,
     },
     Door {
         name: "status-written",
         approver_may: false,
+        harmless: false,
     },
     Door {
         name: "application-deleted",
         approver_may: true,
+        harmless: false,
+    },
+    Door {
+        name: "run-config-changed",
+        approver_may: true,
+        harmless: true,
     },
 ];
 
-/// The doors not closed yet (issue 21): tried last, after prod was checked, and reported.
-const OPEN: &[&str] = &["run-config-changed"];
+/// The doors not closed yet: tried last, after prod was checked, and reported.
+const OPEN: &[&str] = &[];
 
 async fn editor_without_approve(s: Arc<Scenario>) -> Res {
     people(&s).await?;
@@ -382,6 +428,14 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
             Attempt::Refused(message) => {
                 refused += 1;
                 s.say(format!("refused {EDITOR}: {}: {message}", door.name));
+            }
+            Attempt::Accepted if door.harmless => {
+                promoted_not_live(&s).await?;
+                refused += 1;
+                s.say(format!(
+                    "made harmless: {}: admitted, it became a Release that prod only names as its next candidate",
+                    door.name
+                ));
             }
             Attempt::Accepted => failures.push(format!("{EDITOR} got through {}", door.name)),
         }

@@ -35,6 +35,10 @@
 //! - superseded: two commits pushed while dev still rolls out the one before: that rollout
 //!   finishes (no half rollouts), then the newest wins, the skipped one is recorded Superseded;
 //!   in prod a candidate replaced by a newer one before approval is recorded Superseded.
+//! - config-change: a change of `spec.run` alone (an env var) becomes a Release of the same
+//!   image (`<version>+run.<hash>`) that flows dev → staging → prod like a commit, prod keeping
+//!   what it ran until the new one is approved; then a change that breaks the app (readiness
+//!   on a page it does not have) is rolled back in dev and never reaches staging or prod.
 //!
 //! The scenarios run side by side, except pipeline, which measures times and runs alone after
 //! them.
@@ -76,6 +80,7 @@ pub fn suite() -> Suite {
             case!("verification-fails", verification_fails, 360),
             case!("manual-rollback", manual_rollback, 420),
             case!("superseded", superseded, 420),
+            case!("config-change", config_change, 420),
         ],
         alone: vec![case!("pipeline", pipeline, 300)],
     }
@@ -286,7 +291,14 @@ struct Pipeline {
     url: String,
     /// The run's time, which names the repository and the image repository.
     run: i64,
+    /// The Application's `spec.run` as YAML (a flow mapping), which `configure` changes.
+    config: Mutex<String>,
 }
+
+/// The Application's `spec.run` until a scenario changes it: one replica of the httpd app,
+/// ready when / answers.
+const RUN: &str = "{replicas: 1, ports: [{name: http, port: 8080}], \
+     readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1, failureThreshold: 1}}";
 
 impl Pipeline {
     /// The Environments (dev with `dev_window` and `dev_deadline`), the webhook Secret, an
@@ -321,6 +333,7 @@ impl Pipeline {
             s,
             work,
             run,
+            config: Mutex::new(RUN.to_owned()),
         };
         pipeline.application(None, None).await?;
         Ok(pipeline)
@@ -346,13 +359,11 @@ spec:
     baseImage: "{busybox}"
     entrypoint: ["httpd", "-f", "-p", "8080", "-h", "/www"]
   image: {{repository: "{repository}", insecure: true}}
-  run:
-    replicas: 1
-    ports: [{{name: http, port: 8080}}]
-    readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1, failureThreshold: 1}}
+  run: {config}
   environments: [{{name: dev}}, {{name: staging}}, {{name: prod}}]
 "#,
-            url = self.url
+            url = self.url,
+            config = self.config()
         ))?;
         app.spec.build.script = SCRIPT.into();
         if let Some((release, reason)) = pin
@@ -390,6 +401,76 @@ spec:
                 .say(format!("applied Application {APP} without pins")),
         }
         Ok(())
+    }
+
+    /// The Application's `spec.run` now, as YAML.
+    fn config(&self) -> String {
+        self.config
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Changes the Application's `spec.run` to `config` (YAML), keeping prod's pin `pin`, and
+    /// waits for the Release Ferry makes of it: the image of `from` (the newest Release) with
+    /// the new configuration. Returns its name.
+    async fn configure(&self, config: &str, from: &str, pin: Option<(&str, &str)>) -> Res<String> {
+        match self.config.lock() {
+            Ok(mut c) => *c = config.to_owned(),
+            Err(e) => *e.into_inner() = config.to_owned(),
+        }
+        let before: BTreeSet<String> = self
+            .s
+            .api::<Release>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        self.application(pin, None).await?;
+        self.s
+            .say(format!("changed the Application's spec.run to {config}"));
+        // A Release of a configuration has its version's build metadata replaced: its name is
+        // that of the built Release with `-run.<hash>`.
+        let built = from.split("-run.").next().unwrap_or(from);
+        let prefix = format!("{built}-run.");
+        let release = self
+            .s
+            .poll(
+                &format!("the Release of the new run configuration ({prefix}*)"),
+                secs(60),
+                secs(1),
+                || async {
+                    let releases = self.s.api::<Release>().list(&ListParams::default()).await?;
+                    Ok(releases.items.into_iter().find(|r| {
+                        r.name_any().starts_with(&prefix) && !before.contains(&r.name_any())
+                    }))
+                },
+            )
+            .await?;
+        let image = self
+            .s
+            .get::<Release>(from)
+            .await?
+            .map(|r| r.spec.image)
+            .unwrap_or_default();
+        ensure!(
+            release.spec.image == image,
+            "the Release of the new configuration runs {}, not {from}'s image {image}",
+            release.spec.image
+        );
+        ensure!(
+            release.spec.version.contains("+run."),
+            "its version {} does not say it is a new run configuration",
+            release.spec.version
+        );
+        let name = release.name_any();
+        self.s.say(format!(
+            "Ferry made Release {name} (version {}): {from}'s image with the new run configuration",
+            release.spec.version
+        ));
+        Ok(name)
     }
 
     /// Commits a `kind` variant of the working copy's www/ (labelled `label`) and pushes it.
@@ -1344,6 +1425,125 @@ async fn manual_rollback(s: Arc<Scenario>) -> Res {
     p.prod_serves("v1").await?;
     p.s.say(format!("summary: {}", p.summary().await?));
     p.events_include(&["Approved", "ManualRollback", "AwaitingApproval"])
+        .await
+}
+
+/// spec.run with a variable the app ignores: a harmless change of configuration.
+const GREETING_RUN: &str = "{replicas: 1, ports: [{name: http, port: 8080}], \
+     env: [{name: GREETING, value: hello}], \
+     readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1, failureThreshold: 1}}";
+/// spec.run whose readiness probe asks for a page the app does not have: never ready.
+const BROKEN_RUN: &str = "{replicas: 1, ports: [{name: http, port: 8080}], \
+     env: [{name: GREETING, value: hello}], \
+     readinessProbe: {httpGet: {path: /missing.html, port: http}, periodSeconds: 1, failureThreshold: 1}}";
+
+/// The image and the env of the Deployment of `env` that runs `release`.
+async fn deployed(s: &Scenario, env: &str, release: &str) -> Res<(String, Vec<(String, String)>)> {
+    let selector = format!("{}={env}", ferry::api::labels::ENVIRONMENT_LABEL);
+    let deployments = s
+        .api::<Deployment>()
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let deployment = deployments
+        .items
+        .into_iter()
+        .find(|d| {
+            d.annotations()
+                .get(ferry::api::labels::RELEASE_ANNOTATION)
+                .map(String::as_str)
+                == Some(release)
+        })
+        .ok_or_else(|| format!("no Deployment of {env} runs {release}"))?;
+    let container = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .ok_or("a Deployment without a container")?;
+    let env = container
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    Ok((container.image.unwrap_or_default(), env))
+}
+
+/// A change of configuration only: no commit, a new Release of the same image that flows
+/// dev -> staging -> (approved) prod like a commit; then one that breaks the app, rolled back
+/// in dev and never promoted.
+async fn config_change(s: Arc<Scenario>) -> Res {
+    let p = Pipeline::setup(s, STABILIZATION_WINDOW, PROGRESS_DEADLINE).await?;
+    let r1 = p.push(Commit::Good, "v1").await?.release;
+    p.approve(&r1).await?;
+    p.verified("prod", &r1, Phase::Pinned, 180).await?;
+    let (image, _) = deployed(&p.s, "prod", &r1).await?;
+
+    // An env var added, and prod's pin removed: prod waits for approval of what comes.
+    let changed_at = Instant::now();
+    let c1 = p.configure(GREETING_RUN, &r1, None).await?;
+    p.verified("dev", &c1, Phase::Healthy, 120).await?;
+    p.verified("staging", &c1, Phase::Healthy, 120).await?;
+    p.s.measured(
+        "run configuration changed → Healthy and verified in staging",
+        two(changed_at.elapsed().as_secs_f64()),
+        "s",
+    );
+    p.awaiting_approval(&c1, 60).await?;
+    let (_, vars) = deployed(&p.s, "prod", &r1).await?;
+    ensure!(
+        vars.iter().all(|(name, _)| name != "GREETING"),
+        "prod, not approved yet, runs with the new configuration already: {vars:?}"
+    );
+    p.s.say(format!(
+        "prod still runs {r1} as it fixes it, and awaits approval of {c1}"
+    ));
+    p.approve(&c1).await?;
+    p.verified("prod", &c1, Phase::Pinned, 120).await?;
+    let (prod_image, vars) = deployed(&p.s, "prod", &c1).await?;
+    ensure!(
+        prod_image == image,
+        "prod runs {prod_image} with {c1}, not {r1}'s image {image}"
+    );
+    ensure!(
+        vars.contains(&("GREETING".to_owned(), "hello".to_owned())),
+        "prod runs {c1} without its configuration: {vars:?}"
+    );
+    p.s.say(format!("prod runs {c1}: {r1}'s image, with GREETING=hello"));
+    p.prod_serves("v1").await?;
+
+    // A configuration that breaks the app, prod still pinned to c1.
+    let ticket = c1.rsplit('-').next().unwrap_or(&c1);
+    let reason = format!("CHG-{ticket} approved by the change board");
+    let c2 = p.configure(BROKEN_RUN, &c1, Some((&c1, &reason))).await?;
+    let (c1_, c2_) = (c1.clone(), c2.clone());
+    p.until(
+        &format!("dev to be RolledBack to {c1}"),
+        120,
+        move |app| match mention(env(app, "staging"), &c2_) {
+            Some(named) => Judged::Never(named),
+            None => is(env(app, "dev"), Phase::RolledBack, &c1_),
+        },
+    )
+    .await?;
+    let dev = p.state("dev").await?;
+    p.s.say(show(&dev));
+    p.s.say(show_history(&dev));
+    ensure!(
+        dev.rejected.contains(&c2),
+        "dev's rejected does not name {c2}: {:?}",
+        dev.rejected
+    );
+    p.no_mention("staging", &c2).await?;
+    p.no_mention("prod", &c2).await?;
+    let (_, vars) = deployed(&p.s, "dev", &c1).await?;
+    ensure!(
+        vars.contains(&("GREETING".to_owned(), "hello".to_owned())),
+        "dev was rolled back to {c1} without its configuration: {vars:?}"
+    );
+    p.s.say(format!(
+        "{c2} (readiness on /missing.html) was rolled back in dev to {c1} and never reached staging or prod"
+    ));
+    p.events_include(&["Reconfigured", "RolledBack", "Approved"])
         .await
 }
 
