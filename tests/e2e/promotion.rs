@@ -1481,7 +1481,6 @@ async fn config_change(s: Arc<Scenario>) -> Res {
     // An env var added, and prod's pin removed: prod waits for approval of what comes.
     let changed_at = Instant::now();
     let c1 = p.configure(GREETING_RUN, &r1, None).await?;
-    p.verified("dev", &c1, Phase::Healthy, 120).await?;
     p.verified("staging", &c1, Phase::Healthy, 120).await?;
     p.s.measured(
         "run configuration changed → Healthy and verified in staging",
