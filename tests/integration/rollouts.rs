@@ -138,6 +138,18 @@ async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_
     .await;
 }
 
+/// shop through dev, dev pinned to shop-1.4.2, with `run` (YAML) as its spec.run.
+fn shop_pinned_in_dev(run: &str) -> Application {
+    let mut app = fixtures::pinned(
+        fixtures::shop_through(&["dev"]),
+        "dev",
+        "shop-1.4.2",
+        "CHG-1 approved",
+    );
+    app.spec.run = serde_yaml::from_str(run).expect("run spec");
+    app
+}
+
 /// The value of env var `COLOR` in the Deployment's container.
 fn color(deployment: &Deployment) -> Option<String> {
     let pod = deployment.spec.as_ref()?.template.spec.as_ref()?;
@@ -153,17 +165,10 @@ async fn a_changed_run_configuration_is_a_new_release_and_never_reaches_a_worklo
         // Imported without spec.run: it fixes the Application's configuration when Ferry
         // first sees it.
         ns.create_object::<Release>(shop_1_4_2()).await;
-        let mut app = fixtures::pinned(
-            fixtures::shop_through(&["dev"]),
-            "dev",
-            "shop-1.4.2",
-            "CHG-1 approved",
-        );
-        app.spec.run = serde_yaml::from_str(
+        ns.create_object::<Application>(shop_pinned_in_dev(
             "{ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}]}",
-        )
-        .expect("run spec");
-        ns.create_object::<Application>(app).await;
+        ))
+        .await;
         let deployment = ns
             .wait_for::<Deployment>("shop-dev", "the pinned release", |_| true)
             .await;
@@ -245,14 +250,8 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
         ))
         .await;
         ns.create_object::<Release>(shop_1_4_2()).await;
-        let mut app = fixtures::pinned(
-            fixtures::shop_through(&["dev"]),
-            "dev",
-            "shop-1.4.2",
-            "CHG-1 approved",
-        );
-        app.spec.run = serde_yaml::from_str("{ports: [{name: http, port: 8080}]}").expect("run");
-        ns.create_object::<Application>(app).await;
+        ns.create_object::<Application>(shop_pinned_in_dev("{ports: [{name: http, port: 8080}]}"))
+            .await;
         ns.wait_for::<Service>("shop-dev", "the Service", |_| true)
             .await;
         let app = ns

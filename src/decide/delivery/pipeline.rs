@@ -727,14 +727,24 @@ spec:
         released: &[&str],
         runs: &BTreeMap<RunKey, RunProgress>,
     ) -> Decision<Vec<EnvironmentState>, Action> {
-        let app = app();
+        decide_releases(&app(), environments, stored, &releases(released), runs)
+    }
+
+    /// The pipeline of `app` with these releases, nothing else observed.
+    fn decide_releases(
+        app: &Application,
+        environments: &[Listed],
+        stored: &[EnvironmentState],
+        releases: &[ReleaseFacts],
+        runs: &BTreeMap<RunKey, RunProgress>,
+    ) -> Decision<Vec<EnvironmentState>, Action> {
         pipeline(
             &Pipeline {
-                app: &app,
+                app,
                 namespace: "team-a",
                 environments,
                 stored,
-                releases: &releases(released),
+                releases,
                 children: &[],
                 test_pods: &[],
                 runs,
@@ -850,18 +860,12 @@ spec:
             state("prod", "shop-1", &[]),
         ];
         let decide = |releases: &[ReleaseFacts]| {
-            pipeline(
-                &Pipeline {
-                    app: &edited,
-                    namespace: "team-a",
-                    environments: &pipeline_of_three(),
-                    stored: &stored,
-                    releases,
-                    children: &[],
-                    test_pods: &[],
-                    runs: &BTreeMap::new(),
-                },
-                &now(),
+            decide_releases(
+                &edited,
+                &pipeline_of_three(),
+                &stored,
+                releases,
+                &BTreeMap::new(),
             )
         };
         let decision = decide(&releases(&["shop-1"]));
@@ -934,19 +938,12 @@ spec:
         stored: &[EnvironmentState],
         releases: &[ReleaseFacts],
     ) -> Decision<Vec<EnvironmentState>, Action> {
-        let app = app();
-        pipeline(
-            &Pipeline {
-                app: &app,
-                namespace: "team-a",
-                environments: &pipeline_of_three(),
-                stored,
-                releases,
-                children: &[],
-                test_pods: &[],
-                runs: &BTreeMap::new(),
-            },
-            &now(),
+        decide_releases(
+            &app(),
+            &pipeline_of_three(),
+            stored,
+            releases,
+            &BTreeMap::new(),
         )
     }
 
