@@ -17,7 +17,7 @@ use super::shared::{
     REQUESTS_WITHIN_LIMITS_MESSAGE, REQUESTS_WITHIN_LIMITS_RULE, SourceSpec, bound_env,
     bound_resources,
 };
-use super::{Condition, EnvVar, Probe, ResourceRequirements, Time};
+use super::{CommonStatus, Condition, EnvVar, Probe, ResourceRequirements, Time};
 
 /// Application names are at most this long, so that `<application>-<environment>` (the name of
 /// the Deployment and Service Ferry runs in each environment) is a valid 63-character label.
@@ -290,15 +290,13 @@ pub struct Pin {
 /// What Ferry observed and did for the application.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = CommonStatus::describe_conditions(
+    "`Ready`, and `Stalled` or `Reconciling` while something is abnormal."
+))]
 pub struct ApplicationStatus {
-    /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// `Ready`, and `Stalled` or `Reconciling` while something is abnormal.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
+    /// The generation this status describes and the conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
 
     /// The newest commit seen on the branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

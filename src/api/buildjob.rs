@@ -13,7 +13,7 @@ use super::shared::{
     BuildSpec, GIT_URL_MESSAGE, GIT_URL_RULE, ImageSpec, SECRET_NAME_MESSAGE, SECRET_NAME_RULE,
     SUB_PATH_MESSAGE, SUB_PATH_RULE,
 };
-use super::{Condition, Time};
+use super::{CommonStatus, Time};
 
 /// One build of one commit of an Application.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -96,15 +96,13 @@ pub struct BuildSource {
 /// What happened to the build.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = CommonStatus::describe_conditions(
+    "`Ready`, `Succeeded`, and `Stalled` or `Reconciling` while abnormal or under way."
+))]
 pub struct BuildJobStatus {
-    /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// `Ready`, `Succeeded`, and `Stalled` or `Reconciling` while abnormal or under way.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
+    /// The generation this status describes and the conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
 
     /// Pending, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

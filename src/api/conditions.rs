@@ -5,7 +5,10 @@
 //! `Reconciling` or `Stalled` are present and `True` only while something is abnormal, so
 //! `kubectl wait --for=condition=Ready`, Argo CD and Flux read Ferry objects without plugins.
 //! A condition keeps its `lastTransitionTime` until its status flips, so a steady state writes
-//! nothing.
+//! nothing. The status of every kind starts with the same two fields, [`CommonStatus`].
+
+use schemars::{JsonSchema, Schema};
+use serde::{Deserialize, Serialize};
 
 use super::{Condition, Time};
 
@@ -85,6 +88,52 @@ pub fn merge(
             }
         })
         .collect()
+}
+
+/// What the status of every Ferry kind starts with, the two fields kstatus reads: the generation
+/// of the spec it describes and the conditions. Each status flattens it in and says which
+/// conditions its kind carries with [`CommonStatus::describe_conditions`].
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, and `Stalled` or `Reconciling` while something is abnormal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl CommonStatus {
+    /// The status of `generation` with the `desired` conditions merged into the `existing`
+    /// ones (see [`merge`]).
+    pub fn decided(
+        existing: &[Condition],
+        desired: &[Desired],
+        generation: Option<i64>,
+        now: &Time,
+    ) -> Self {
+        Self {
+            observed_generation: generation,
+            conditions: merge(existing, desired, generation, now),
+        }
+    }
+
+    /// A schema transform for a status that flattens this in: `description` becomes the
+    /// description of its `conditions`, naming the conditions of that kind.
+    pub fn describe_conditions(description: &'static str) -> impl FnMut(&mut Schema) {
+        move |schema| {
+            if let Some(conditions) = schema
+                .get_mut("properties")
+                .and_then(|properties| properties.get_mut("conditions"))
+                .and_then(|conditions| conditions.as_object_mut())
+            {
+                conditions.insert("description".to_owned(), description.into());
+            }
+        }
+    }
 }
 
 /// Finds a condition by type.
@@ -174,6 +223,26 @@ mod tests {
         );
         assert_eq!(second.len(), 1);
         assert!(find(&second, STALLED).is_none());
+    }
+
+    #[test]
+    fn the_common_status_stands_at_the_top_of_each_kinds_status() {
+        let status = crate::api::ReleaseStatus {
+            common: CommonStatus::decided(
+                &[],
+                &[Desired::new(READY, true, "Recorded", "")],
+                Some(3),
+                &at(10),
+            ),
+            summary: Some("dev=Deployed".into()),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["observedGeneration"], 3);
+        assert_eq!(json["conditions"][0]["type"], READY);
+        assert_eq!(json["summary"], "dev=Deployed");
+        let read: crate::api::ReleaseStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(read, status);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::shared::{
     DNS_LABEL, DURATION_SYNTAX, IMAGE_REF_MESSAGE, IMAGE_REF_RULE, REQUEST_PATH_MESSAGE,
     REQUEST_PATH_RULE,
 };
-use super::{Condition, Duration};
+use super::{CommonStatus, Duration};
 
 /// Environment names are at most this long; see `application::MAX_NAME_LENGTH`.
 pub const MAX_NAME_LENGTH: usize = 20;
@@ -275,16 +275,13 @@ pub struct HttpGet {
 /// What Ferry observed about the environment.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = CommonStatus::describe_conditions(
+    "`Ready`, and `Stalled` while abnormal (missing upstream, a cycle, a target namespace that does not exist or does not consent)."
+))]
 pub struct EnvironmentStatus {
-    /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// `Ready`, and `Stalled` while abnormal (missing upstream, a cycle, a target namespace
-    /// that does not exist or does not consent).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
+    /// The generation this status describes and the conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
 
     /// The namespace applications run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]

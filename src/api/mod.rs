@@ -25,6 +25,7 @@ pub mod shared;
 
 pub use application::{Application, ApplicationSpec, ApplicationStatus};
 pub use buildjob::{BuildJob, BuildJobSpec, BuildJobStatus};
+pub use conditions::CommonStatus;
 pub use environment::{Environment, EnvironmentSpec, EnvironmentStatus};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};
 

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::application::RunSpec;
-use super::{Condition, Time};
+use super::{CommonStatus, Time};
 
 /// Semantic version 2.0.0, as a CEL regular expression (no `v` prefix: Ferry strips it).
 pub const SEMVER: &str = "^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)\
@@ -118,15 +118,13 @@ pub struct ReleaseSpec {
 /// Where the release runs and where it was turned away.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = CommonStatus::describe_conditions(
+    "`Ready`, and `Stalled` while abnormal."
+))]
 pub struct ReleaseStatus {
-    /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// `Ready`, and `Stalled` while abnormal.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
+    /// The generation this status describes and the conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
 
     /// One line for `kubectl get`: each environment it reached, with its state there.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -324,7 +324,7 @@ async fn environment_facts(
         let env = guard.0.as_ref().ok();
         let ready = env.and_then(|e| {
             let status = e.status.as_ref()?;
-            conditions::find(&status.conditions, READY).cloned()
+            conditions::find(&status.common.conditions, READY).cloned()
         });
         let listed = app.spec.environments.iter().any(|e| e.name == name);
         let target = match env.and_then(Environment::target_namespace) {

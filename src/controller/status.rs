@@ -118,17 +118,17 @@ where
     Ok(Written::Stored)
 }
 
-/// Implements [`OwnedStatus`] for a status type with a `conditions` field.
+/// Implements [`OwnedStatus`] for a status type that flattens in `CommonStatus` as `common`.
 macro_rules! owned_status {
     ($($status:ty => $manager:ident, [$($condition:expr),+];)+) => {$(
         impl OwnedStatus for $status {
             const MANAGER: FieldManager = FieldManager::$manager;
             const MANAGED_CONDITIONS: &'static [&'static str] = &[$($condition),+];
             fn conditions(&self) -> &[Condition] {
-                &self.conditions
+                &self.common.conditions
             }
             fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-                &mut self.conditions
+                &mut self.common.conditions
             }
         }
     )+};

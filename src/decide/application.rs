@@ -11,8 +11,9 @@ use super::build::objects::reconfigured;
 use super::environment::not_consenting;
 use super::secrets::{self, SecretAccess};
 use super::{Blocker, Decision, Readiness, join_names, readiness, whole_seconds};
+use crate::api::CommonStatus;
 use crate::api::application::{EnvironmentState, Phase};
-use crate::api::conditions::{self, TRUE};
+use crate::api::conditions::TRUE;
 use crate::api::reasons::{
     ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, INVALID_RUN_SPEC,
     PINNED_RELEASE_NOT_CONFIGURED, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION,
@@ -405,19 +406,18 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ApplicationStatus, Ac
     };
 
     let status = ApplicationStatus {
-        observed_generation: generation,
+        common: CommonStatus::decided(
+            &current.common.conditions,
+            &readiness(&state),
+            generation,
+            &whole_seconds(now),
+        ),
         latest_commit,
         latest_build,
         latest_release: observed
             .newest
             .and_then(|r| r.metadata.name.clone())
             .or(current.latest_release.clone()),
-        conditions: conditions::merge(
-            &current.conditions,
-            &readiness(&state),
-            generation,
-            &whole_seconds(now),
-        ),
         summary: None,
         environments: Vec::new(),
     };
@@ -600,8 +600,8 @@ spec:
         let envs = three_stages();
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
-        assert!(is_true(&status.conditions, READY));
-        assert_eq!(status.observed_generation, Some(2));
+        assert!(is_true(&status.common.conditions, READY));
+        assert_eq!(status.common.observed_generation, Some(2));
         let names: Vec<&str> = status
             .environments
             .iter()
@@ -654,14 +654,14 @@ spec:
         let envs = envs(&[("dev", None)]);
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
-        let stalled = find(&status.conditions, STALLED).unwrap();
+        let stalled = find(&status.common.conditions, STALLED).unwrap();
         assert_eq!(stalled.reason, "EnvironmentNotFound");
         assert!(
             stalled.message.contains("\"prod\" and \"staging\""),
             "{}",
             stalled.message
         );
-        assert!(!is_true(&status.conditions, READY));
+        assert!(!is_true(&status.common.conditions, READY));
     }
 
     #[test]
@@ -671,7 +671,9 @@ spec:
         let no_secrets = SecretAccess::Read(BTreeMap::new());
         let decision = status(&baseline(&app, &envs, &no_secrets), &now());
         assert_eq!(
-            find(&decision.status.conditions, READY).unwrap().reason,
+            find(&decision.status.common.conditions, READY)
+                .unwrap()
+                .reason,
             "SecretNotFound"
         );
         assert_eq!(
@@ -689,7 +691,7 @@ spec:
             EnvironmentReadiness::NotReady("UpstreamCycle".to_owned());
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
-        let ready = find(&status.conditions, READY).unwrap();
+        let ready = find(&status.common.conditions, READY).unwrap();
         assert_eq!(ready.reason, "EnvironmentNotReady");
         assert!(ready.message.contains("UpstreamCycle"));
     }
@@ -701,9 +703,9 @@ spec:
         envs.get_mut("staging").unwrap().readiness = EnvironmentReadiness::Pending;
         let secrets = git_cred();
         let status = decide(&app, &envs, &secrets);
-        assert!(find(&status.conditions, STALLED).is_none());
+        assert!(find(&status.common.conditions, STALLED).is_none());
         assert_eq!(
-            find(&status.conditions, RECONCILING).unwrap().reason,
+            find(&status.common.conditions, RECONCILING).unwrap().reason,
             "WaitingForEnvironments"
         );
     }
@@ -750,7 +752,7 @@ spec:
             };
             let status = status(&observed, &now()).status;
             assert_eq!(
-                find(&status.conditions, READY).unwrap().reason,
+                find(&status.common.conditions, READY).unwrap().reason,
                 reason,
                 "{name}"
             );
@@ -835,7 +837,7 @@ spec:
             consents: false,
         });
         let status = decide(&app, &envs, &git_cred());
-        let stalled = find(&status.conditions, STALLED).unwrap();
+        let stalled = find(&status.common.conditions, STALLED).unwrap();
         assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
         assert!(
             stalled
@@ -849,7 +851,7 @@ spec:
             consents: true,
         });
         let status = decide(&app, &envs, &git_cred());
-        assert!(is_true(&status.conditions, READY));
+        assert!(is_true(&status.common.conditions, READY));
     }
 
     #[test]
@@ -1002,7 +1004,7 @@ spec:
         };
         let failed = decide(&shop, &unreachable, &none, &none);
         assert!(failed.actions.is_empty());
-        let ready = find(&failed.status.conditions, READY).unwrap();
+        let ready = find(&failed.status.common.conditions, READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "RepositoryUnreachable")

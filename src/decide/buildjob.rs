@@ -12,9 +12,10 @@ use std::time::Duration;
 use super::build::progress::{self, PodFacts, Progress, Verification};
 use super::secrets::{self, SecretAccess};
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
+use crate::api::CommonStatus;
 use crate::api::buildjob::BuildFailure;
 use crate::api::buildjob::BuildPhase;
-use crate::api::conditions::{self, Desired, READY, SUCCEEDED};
+use crate::api::conditions::{Desired, READY, SUCCEEDED};
 use crate::api::reasons::{
     APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_RUNNING, BUILD_SUCCEEDED,
     POD_NOT_OWNED, Reason, VERIFYING_IMAGE,
@@ -115,9 +116,8 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<BuildJobStatus, Actio
         },
     };
     let status = BuildJobStatus {
-        observed_generation: generation,
-        conditions: conditions::merge(
-            &current.conditions,
+        common: CommonStatus::decided(
+            &current.common.conditions,
             &wanted,
             generation,
             &whole_seconds(now),
@@ -291,7 +291,7 @@ spec:
         let no_secrets = SecretAccess::Read(Default::default());
         let status = status(&baseline(&job, &no_secrets), &now()).status;
         assert_eq!(
-            find(&status.conditions, STALLED).unwrap().reason,
+            find(&status.common.conditions, STALLED).unwrap().reason,
             "SecretNotFound"
         );
         assert_eq!(status.phase, Some(BuildPhase::Pending));
@@ -312,12 +312,12 @@ spec:
         });
         let no_secrets = SecretAccess::Read(Default::default());
         let status = status(&baseline(&job, &no_secrets), &now()).status;
-        assert!(!is_true(&status.conditions, READY));
+        assert!(!is_true(&status.common.conditions, READY));
         assert_eq!(
-            find(&status.conditions, SUCCEEDED).unwrap().reason,
+            find(&status.common.conditions, SUCCEEDED).unwrap().reason,
             "ScriptFailed"
         );
-        assert!(find(&status.conditions, STALLED).is_none());
+        assert!(find(&status.common.conditions, STALLED).is_none());
     }
 
     /// What the shell observes of `job` in team-a, its Application present, before its pod
@@ -357,7 +357,7 @@ spec:
         let failure = decision.status.failure.expect("a failure");
         assert_eq!(failure.reason, "PodNotOwned");
         assert_eq!(failure.message, why);
-        let ready = find(&decision.status.conditions, READY).unwrap();
+        let ready = find(&decision.status.common.conditions, READY).unwrap();
         assert_eq!(ready.reason, "PodNotOwned");
         assert!(ready.message.contains("shop-9fceb02"));
         assert_eq!(decision.status.image, None);
@@ -431,7 +431,7 @@ spec:
         assert_eq!(verified.status.image.as_deref(), Some(image.as_str()));
         assert_eq!(verified.status.start_time, Some(at(10)));
         assert_eq!(verified.status.completion_time, Some(at(30)));
-        assert!(is_true(&verified.status.conditions, SUCCEEDED));
+        assert!(is_true(&verified.status.common.conditions, SUCCEEDED));
 
         // The controller stopped before the Release was made: the next pass makes it.
         let mut stored = job.clone();
@@ -475,7 +475,7 @@ spec:
         assert!(later.actions.is_empty());
         assert_eq!(later.requeue_after, Some(VERIFY_RETRY));
         assert_eq!(
-            find(&later.status.conditions, READY).unwrap().reason,
+            find(&later.status.common.conditions, READY).unwrap().reason,
             "VerifyingImage"
         );
     }

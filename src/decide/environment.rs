@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
-use crate::api::conditions;
+use crate::api::CommonStatus;
 use crate::api::labels::CONSENT_ANNOTATION;
 use crate::api::reasons::{
     READY, TARGET_NAMESPACE_NOT_CONSENTING, UPSTREAM_CYCLE, UPSTREAM_NOT_FOUND,
@@ -134,11 +134,10 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
     };
     let existing = observed
         .current
-        .map(|s| s.conditions.as_slice())
+        .map(|s| s.common.conditions.as_slice())
         .unwrap_or_default();
     Decision::status(EnvironmentStatus {
-        observed_generation: observed.generation,
-        conditions: conditions::merge(
+        common: CommonStatus::decided(
             existing,
             &readiness(&state),
             observed.generation,
@@ -152,7 +151,7 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::{STALLED, find, is_true};
+    use crate::api::conditions::{READY, STALLED, find, is_true};
 
     fn upstreams(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
         pairs
@@ -247,7 +246,7 @@ mod tests {
                 ..prod(&ups)
             };
             let status = status(&observed, &now()).status;
-            let stalled = find(&status.conditions, STALLED).unwrap().clone();
+            let stalled = find(&status.common.conditions, STALLED).unwrap().clone();
             (stalled.reason, stalled.message)
         };
         assert_eq!(message(TargetNamespace::Missing), message(present(&[])));
@@ -278,23 +277,23 @@ mod tests {
             ..prod(&ups)
         };
         let status = status(&observed, &now()).status;
-        let stalled = find(&status.conditions, STALLED).unwrap();
+        let stalled = find(&status.common.conditions, STALLED).unwrap();
         assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
         assert!(
             stalled
                 .message
                 .contains("kubectl annotate namespace team-a-prod")
         );
-        assert!(!is_true(&status.conditions, conditions::READY));
-        assert_eq!(status.observed_generation, Some(3));
+        assert!(!is_true(&status.common.conditions, READY));
+        assert_eq!(status.common.observed_generation, Some(3));
     }
 
     #[test]
     fn a_resolved_environment_is_ready_and_shows_its_pipeline() {
         let ups = upstreams(&[("dev", None), ("prod", Some("dev"))]);
         let status = status(&prod(&ups), &now()).status;
-        assert!(is_true(&status.conditions, conditions::READY));
-        assert!(find(&status.conditions, STALLED).is_none());
+        assert!(is_true(&status.common.conditions, READY));
+        assert!(find(&status.common.conditions, STALLED).is_none());
         assert_eq!(status.pipeline, ["dev", "prod"]);
     }
 }

@@ -2,8 +2,8 @@
 
 use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
+use crate::api::CommonStatus;
 use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase, RunSpec};
-use crate::api::conditions;
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED, VERIFICATION_FAILED};
 use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification};
 use crate::api::{Release, ReleaseStatus, Time};
@@ -240,8 +240,12 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         .map(|e| format!("{}={:?}", e.name, e.state))
         .collect();
     Decision::status(ReleaseStatus {
-        observed_generation: generation,
-        conditions: conditions::merge(&current.conditions, &readiness(&state), generation, &now),
+        common: CommonStatus::decided(
+            &current.common.conditions,
+            &readiness(&state),
+            generation,
+            &now,
+        ),
         summary: (!reached.is_empty()).then(|| reached.join(" ")),
         environments,
         // Recorded once, for an import without spec.run: what it runs with from now on.
@@ -331,7 +335,7 @@ spec:
     #[test]
     fn a_release_of_an_existing_application_is_recorded() {
         let status = decide(&release(), &[]);
-        let ready = find(&status.conditions, READY).unwrap();
+        let ready = find(&status.common.conditions, READY).unwrap();
         assert_eq!(ready.reason, "Recorded");
         assert!(ready.message.contains("9fceb02"));
     }
@@ -576,9 +580,9 @@ spec:
     fn a_release_without_its_application_is_stalled() {
         let release = release();
         let status = without_its_application(&release);
-        assert!(!is_true(&status.conditions, READY));
+        assert!(!is_true(&status.common.conditions, READY));
         assert_eq!(
-            find(&status.conditions, STALLED).unwrap().reason,
+            find(&status.common.conditions, STALLED).unwrap().reason,
             "ApplicationNotFound"
         );
     }

@@ -309,7 +309,7 @@ fn ready(conditions: &[Condition]) -> Option<&Condition> {
 }
 
 fn app_ready(app: &Application) -> Option<&Condition> {
-    ready(&app.status.as_ref()?.conditions)
+    ready(&app.status.as_ref()?.common.conditions)
 }
 
 fn pod_phase(pod: &Pod) -> Option<&str> {
@@ -675,7 +675,7 @@ async fn script_running(s: &Scenario, job: &str) -> Res {
     s.until::<BuildJob, _>(job, &what, secs(60), |b| {
         let status = b.status.as_ref();
         let message = status
-            .and_then(|st| ready(&st.conditions))
+            .and_then(|st| ready(&st.common.conditions))
             .map(|c| c.message.as_str());
         match status.and_then(|st| st.phase) {
             _ if message == Some("step build is running") => Judged::Done(()),

@@ -297,7 +297,8 @@ impl Scenario {
             Duration::from_secs(60),
             |e| {
                 let ready = e.status.as_ref().is_some_and(|st| {
-                    st.conditions
+                    st.common
+                        .conditions
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True")
                 });

@@ -132,7 +132,7 @@ async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_
             .expect("writing the pod's status");
         ns.wait_for::<BuildJob>(&first_job, "Running at step fetch", |j| {
             j.status.as_ref().is_some_and(|s| {
-                conditions::find(&s.conditions, READY)
+                conditions::find(&s.common.conditions, READY)
                     .is_some_and(|c| c.message == "step fetch is running")
             })
         })
@@ -148,7 +148,7 @@ async fn the_branch_head_becomes_one_buildjob_and_a_push_builds_the_next_commit_
             })
             .await;
         assert!(conditions::is_true(
-            &app.status.expect("a status").conditions,
+            &app.status.expect("a status").common.conditions,
             READY
         ));
 
@@ -216,11 +216,11 @@ async fn a_repository_that_cannot_be_read_says_why_and_builds_nothing() {
                 .wait_for::<Application>(name, reason, move |a| {
                     a.status
                         .as_ref()
-                        .and_then(|s| conditions::find(&s.conditions, READY))
+                        .and_then(|s| conditions::find(&s.common.conditions, READY))
                         .is_some_and(|c| c.reason == reason && c.status == "False")
                 })
                 .await;
-            let ready = conditions::find(&app.status.expect("a status").conditions, READY)
+            let ready = conditions::find(&app.status.expect("a status").common.conditions, READY)
                 .cloned()
                 .expect("Ready");
             println!("{name}: {}", ready.message);

@@ -22,7 +22,7 @@ fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditi
 
 fn app_reason(app: &Application) -> Option<String> {
     let status = app.status.as_ref()?;
-    condition(&status.conditions, READY).map(|c| c.reason.clone())
+    condition(&status.common.conditions, READY).map(|c| c.reason.clone())
 }
 
 fn is_ready(conditions: Option<&[Condition]>) -> bool {
@@ -51,7 +51,7 @@ async fn ready_shop(ns: &TestNamespace) -> RunningController {
     let controller = pipeline_and_controller(ns).await;
     ns.create_object(shop()).await;
     ns.wait_for::<Application>("shop", "Ready", |a| {
-        is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+        is_ready(a.status.as_ref().map(|s| s.common.conditions.as_slice()))
     })
     .await;
     controller
@@ -69,14 +69,14 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
             })
             .await;
         let status = app.status.expect("a status");
-        let stalled = condition(&status.conditions, STALLED).expect("a Stalled condition");
+        let stalled = condition(&status.common.conditions, STALLED).expect("a Stalled condition");
         assert_eq!(stalled.status, "True");
         assert!(
             stalled.message.contains("\"dev\" and \"prod\""),
             "{}",
             stalled.message
         );
-        assert_eq!(status.observed_generation, app.metadata.generation);
+        assert_eq!(status.common.observed_generation, app.metadata.generation);
         let event = ns.event_with_reason("EnvironmentNotFound").await;
         assert_eq!(event.type_.as_deref(), Some("Warning"));
 
@@ -84,12 +84,12 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
         ns.create_object(prod_manual()).await;
         let app = ns
             .wait_for::<Application>("shop", "Ready", |a| {
-                is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+                is_ready(a.status.as_ref().map(|s| s.common.conditions.as_slice()))
             })
             .await;
         let status = app.status.expect("a status");
         assert!(
-            condition(&status.conditions, STALLED).is_none(),
+            condition(&status.common.conditions, STALLED).is_none(),
             "Stalled is gone once Ready"
         );
         assert_eq!(status.summary.as_deref(), Some("dev=Pending, prod=Pending"));
@@ -99,7 +99,7 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
         );
         let envs = ns
             .wait_for::<Environment>("prod", "Ready", |e| {
-                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+                is_ready(e.status.as_ref().map(|s| s.common.conditions.as_slice()))
             })
             .await;
         assert_eq!(envs.status.expect("a status").pipeline, ["dev", "prod"]);
@@ -150,7 +150,7 @@ async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed
             .await
             .expect("fixing the Secret");
         ns.wait_for::<Application>("shop", "Ready", |a| {
-            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+            is_ready(a.status.as_ref().map(|s| s.common.conditions.as_slice()))
         })
         .await;
         for event in ns
@@ -181,7 +181,7 @@ async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
         let reason = |e: &Environment| {
             e.status
                 .as_ref()
-                .and_then(|s| condition(&s.conditions, READY))
+                .and_then(|s| condition(&s.common.conditions, READY))
                 .map(|c| c.reason.clone())
         };
         // A namespace that does not exist reads like one that does not consent, so a tenant
@@ -197,7 +197,7 @@ async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
         let message = |e: &Environment| {
             e.status
                 .as_ref()
-                .and_then(|s| condition(&s.conditions, READY))
+                .and_then(|s| condition(&s.common.conditions, READY))
                 .map(|c| c.message.clone())
         };
         // A quiet period, not a wait: the new namespace triggers a reconcile (the controller
@@ -220,7 +220,7 @@ async fn an_environment_waits_for_its_target_namespace_to_exist_and_consent() {
             .expect("annotating the target namespace");
         let env = ns
             .wait_for::<Environment>("prod", "Ready", |e| {
-                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+                is_ready(e.status.as_ref().map(|s| s.common.conditions.as_slice()))
             })
             .await;
         assert_eq!(
@@ -244,7 +244,7 @@ async fn an_upstream_cycle_stalls_every_environment_in_it() {
             ns.wait_for::<Environment>(name, "UpstreamCycle", |e| {
                 e.status
                     .as_ref()
-                    .and_then(|s| condition(&s.conditions, STALLED))
+                    .and_then(|s| condition(&s.common.conditions, STALLED))
                     .is_some_and(|c| c.reason == "UpstreamCycle")
             })
             .await;
@@ -271,13 +271,16 @@ async fn observed_generation_follows_spec_changes() {
         assert!(generation > Some(1));
         let app = ns
             .wait_for::<Application>("shop", "observedGeneration caught up", move |a| {
-                a.status.as_ref().and_then(|s| s.observed_generation) == generation
+                a.status.as_ref().and_then(|s| s.common.observed_generation) == generation
             })
             .await;
         assert_eq!(app_reason(&app).as_deref(), Some("EnvironmentNotFound"));
-        let ready = condition(&app.status.as_ref().expect("a status").conditions, READY)
-            .expect("Ready")
-            .clone();
+        let ready = condition(
+            &app.status.as_ref().expect("a status").common.conditions,
+            READY,
+        )
+        .expect("Ready")
+        .clone();
         assert_eq!(ready.observed_generation, generation);
 
         controller.stop().await;
@@ -293,13 +296,13 @@ async fn releases_and_buildjobs_report_their_state() {
         ns.wait_for::<Release>("shop-1.4.2", "ApplicationNotFound", |r| {
             r.status
                 .as_ref()
-                .and_then(|s| condition(&s.conditions, STALLED))
+                .and_then(|s| condition(&s.common.conditions, STALLED))
                 .is_some_and(|c| c.reason == "ApplicationNotFound")
         })
         .await;
         ns.create_object(shop_through(&[])).await;
         ns.wait_for::<Release>("shop-1.4.2", "Recorded", |r| {
-            is_ready(r.status.as_ref().map(|s| s.conditions.as_slice()))
+            is_ready(r.status.as_ref().map(|s| s.common.conditions.as_slice()))
         })
         .await;
 
@@ -308,7 +311,7 @@ async fn releases_and_buildjobs_report_their_state() {
             .wait_for::<BuildJob>("shop-9fceb02", "Reconciling", |j| {
                 j.status
                     .as_ref()
-                    .is_some_and(|s| conditions::is_true(&s.conditions, RECONCILING))
+                    .is_some_and(|s| conditions::is_true(&s.common.conditions, RECONCILING))
             })
             .await;
         assert_eq!(
@@ -335,7 +338,7 @@ async fn an_idle_controller_writes_nothing() {
         broken.metadata.name = Some("broken".to_owned());
         ns.create_object(broken).await;
         ns.wait_for::<Application>("shop", "Ready", |a| {
-            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+            is_ready(a.status.as_ref().map(|s| s.common.conditions.as_slice()))
         })
         .await;
         ns.wait_for::<Application>("broken", "Stalled", |a| {
@@ -344,7 +347,7 @@ async fn an_idle_controller_writes_nothing() {
         .await;
         for env in ["dev", "prod"] {
             ns.wait_for::<Environment>(env, "Ready", |e| {
-                is_ready(e.status.as_ref().map(|s| s.conditions.as_slice()))
+                is_ready(e.status.as_ref().map(|s| s.common.conditions.as_slice()))
             })
             .await;
         }
@@ -428,7 +431,7 @@ async fn deleting_an_environment_stalls_the_applications_that_name_it() {
                 app_reason(a).as_deref() == Some("EnvironmentNotFound")
             })
             .await;
-        let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+        let stalled = condition(&app.status.expect("a status").common.conditions, STALLED)
             .expect("Stalled")
             .clone();
         assert!(stalled.message.contains("\"prod\""), "{}", stalled.message);
@@ -451,7 +454,7 @@ async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
                 app_reason(a).as_deref() == Some("PinnedReleaseNotFound")
             })
             .await;
-        let stalled = condition(&app.status.expect("a status").conditions, STALLED)
+        let stalled = condition(&app.status.expect("a status").common.conditions, STALLED)
             .expect("Stalled")
             .clone();
         assert!(
@@ -464,7 +467,7 @@ async fn a_pin_on_a_missing_release_stalls_until_the_release_exists() {
 
         ns.create_object(shop_1_4_2()).await;
         ns.wait_for::<Application>("shop", "Ready", |a| {
-            is_ready(a.status.as_ref().map(|s| s.conditions.as_slice()))
+            is_ready(a.status.as_ref().map(|s| s.common.conditions.as_slice()))
         })
         .await;
 
@@ -519,7 +522,10 @@ async fn a_condition_another_manager_adds_is_kept_and_causes_no_writes() {
             "the controller wrote the status although nothing it manages changed"
         );
         let after = apps.get("shop").await.expect("reading shop");
-        let conditions = after.status.map(|s| s.conditions).unwrap_or_default();
+        let conditions = after
+            .status
+            .map(|s| s.common.conditions)
+            .unwrap_or_default();
         assert!(
             condition(&conditions, "ExternalCheck").is_some(),
             "{conditions:?}"
@@ -600,7 +606,7 @@ async fn an_upgrade_from_the_single_field_manager_drops_what_ferry_no_longer_wri
         let controller = RunningController::start(&ns.client, &ns.name);
         let app = ns
             .wait_for::<Application>("shop", "Ready, and Stalled gone", |a| {
-                let conditions = a.status.as_ref().map(|s| s.conditions.as_slice());
+                let conditions = a.status.as_ref().map(|s| s.common.conditions.as_slice());
                 is_ready(conditions) && conditions.is_some_and(|c| condition(c, STALLED).is_none())
             })
             .await;

@@ -210,12 +210,12 @@ async fn grant_tenant(ns: &TestNamespace) {
 fn ready(app: &Application) -> bool {
     app.status
         .as_ref()
-        .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+        .is_some_and(|s| conditions::is_true(&s.common.conditions, READY))
 }
 
 fn ready_reason(app: &Application) -> Option<&str> {
     let status = app.status.as_ref()?;
-    conditions::find(&status.conditions, READY).map(|c| c.reason.as_str())
+    conditions::find(&status.common.conditions, READY).map(|c| c.reason.as_str())
 }
 
 /// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
@@ -274,7 +274,7 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
         })
         .await;
     let status = app.status.expect("a status");
-    let stalled = conditions::find(&status.conditions, STALLED).expect("Stalled");
+    let stalled = conditions::find(&status.common.conditions, STALLED).expect("Stalled");
     assert_eq!(stalled.status, conditions::TRUE);
     let command = format!(
         "kubectl -n {} create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry",
@@ -309,7 +309,7 @@ async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {
     ns.wait_for::<Environment>("dev", "Ready", |e| {
         e.status
             .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+            .is_some_and(|s| conditions::is_true(&s.common.conditions, READY))
     })
     .await;
     let (status, metrics) = get(port, "/metrics").await;
@@ -408,7 +408,7 @@ async fn environment_ready(ns: &TestNamespace, name: &str) {
     ns.wait_for::<Environment>(name, "Ready", |e| {
         e.status
             .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+            .is_some_and(|s| conditions::is_true(&s.common.conditions, READY))
     })
     .await;
 }

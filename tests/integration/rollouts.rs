@@ -224,7 +224,7 @@ async fn a_changed_run_configuration_is_a_new_release_and_never_reaches_a_worklo
             .metadata
             .generation;
         ns.wait_for::<Application>("shop", "the change observed", move |a| {
-            a.status.as_ref().and_then(|s| s.observed_generation) == generation
+            a.status.as_ref().and_then(|s| s.common.observed_generation) == generation
         })
         .await;
         let deployment = ns
@@ -280,13 +280,13 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
         let app = ns
             .wait_for::<Application>("shop", "InvalidRunSpec", |a| {
                 a.status.as_ref().is_some_and(|s| {
-                    ferry::api::conditions::find(&s.conditions, "Ready")
+                    ferry::api::conditions::find(&s.common.conditions, "Ready")
                         .is_some_and(|c| c.reason == "InvalidRunSpec")
                 })
             })
             .await;
         let ready = ferry::api::conditions::find(
-            &app.status.clone().unwrap_or_default().conditions,
+            &app.status.clone().unwrap_or_default().common.conditions,
             "Ready",
         )
         .cloned()

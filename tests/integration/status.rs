@@ -200,7 +200,7 @@ async fn only_ferry_writes_the_status_of_its_kinds_cluster_admin_included() {
         ns.wait_for::<Environment>("prod", "Ready, written by Ferry", |e| {
             e.status
                 .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+                .is_some_and(|s| conditions::is_true(&s.common.conditions, READY))
         })
         .await;
         controller.stop().await;
