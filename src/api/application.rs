@@ -567,7 +567,7 @@ impl Application {
         [
             (
                 "spec.source.credentialsSecret",
-                source.credentials_secret.as_deref(),
+                source.repository.credentials_secret.as_deref(),
             ),
             (
                 "spec.source.webhookSecret",

@@ -9,10 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::shared::{
-    BuildSpec, GIT_URL_MESSAGE, GIT_URL_RULE, ImageSpec, SECRET_NAME_MESSAGE, SECRET_NAME_RULE,
-    SUB_PATH_MESSAGE, SUB_PATH_RULE,
-};
+use super::shared::{BuildSpec, ImageSpec, Repository};
 use super::{CommonStatus, Time};
 
 /// One build of one commit of an Application.
@@ -61,36 +58,14 @@ pub struct BuildJobSpec {
         .message("must be a full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits; resolve a branch or tag with `git rev-parse` first"))]
     pub commit: String,
 
-    /// Where to fetch the commit from.
-    pub source: BuildSource,
+    /// Where to fetch the commit from: the repository, not a branch, since the commit is fixed.
+    pub source: Repository,
 
     /// How to build it.
     pub build: BuildSpec,
 
     /// Where to push the image.
     pub image: ImageSpec,
-}
-
-/// The source of one build: the repository, not a branch, since the commit is fixed.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BuildSource {
-    /// Git URL of the repository.
-    #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(GIT_URL_RULE).message(GIT_URL_MESSAGE))]
-    pub url: String,
-
-    /// Directory inside the repository to build, relative to its root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(SUB_PATH_RULE).message(SUB_PATH_MESSAGE))]
-    pub path: Option<String>,
-
-    /// Secret with credentials for fetching the repository.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
-    pub credentials_secret: Option<String>,
 }
 
 /// What happened to the build.

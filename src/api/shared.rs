@@ -14,14 +14,14 @@ use super::{Duration, ResourceRequirements};
 /// A DNS-1035 label: what Kubernetes requires of Service names and most object names.
 pub const DNS_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 
-pub(crate) const GIT_URL_RULE: &str = "self.matches('^(https?|ssh|git)://[^ ]+$') || \
+const GIT_URL_RULE: &str = "self.matches('^(https?|ssh|git)://[^ ]+$') || \
      self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ ]+$')";
-pub(crate) const GIT_URL_MESSAGE: &str = "must be a git URL with scheme http, https, ssh or git \
+const GIT_URL_MESSAGE: &str = "must be a git URL with scheme http, https, ssh or git \
      (for example https://git.example.com/team/app.git) or scp-like user@host:path; local paths \
      and file:// URLs are not allowed";
 
-pub(crate) const SUB_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
-pub(crate) const SUB_PATH_MESSAGE: &str = "must be a path relative to the repository root \
+const SUB_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+const SUB_PATH_MESSAGE: &str = "must be a path relative to the repository root \
      without '..' segments, for example services/shop";
 
 pub(crate) const SECRET_NAME_RULE: &str =
@@ -127,21 +127,16 @@ pub(crate) fn bound_resources(schema: &mut schemars::Schema) {
 /// Go-style duration syntax, as `kubectl` and every Kubernetes API use it ("90s", "1m30s").
 pub(crate) const DURATION_SYNTAX: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')";
 
-/// The git repository an Application is built from.
+/// A git repository to build from: where it is, which directory, and the credentials to fetch
+/// it with. An Application's source holds one with its branch; a BuildJob holds a copy, without
+/// a branch, since its commit is fixed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct SourceSpec {
+pub struct Repository {
     /// Git URL of the repository: http(s)://, ssh://, git:// or scp-like user@host:path.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new(GIT_URL_RULE).message(GIT_URL_MESSAGE))]
     pub url: String,
-
-    /// Branch whose new commits Ferry builds.
-    #[serde(default = "default_branch")]
-    #[schemars(length(min = 1, max = 255))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/-]+$') && !self.startsWith('-') && !self.contains('..') && !self.endsWith('/')")
-        .message("must be a git branch name such as main or release/1.x: letters, digits, '.', '_', '-' and '/', not starting with '-' and without '..'"))]
-    pub branch: String,
 
     /// Directory inside the repository to build, relative to its root. The whole repository
     /// is built when unset.
@@ -156,6 +151,22 @@ pub struct SourceSpec {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
     pub credentials_secret: Option<String>,
+}
+
+/// The git repository an Application is built from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// The repository, the directory to build and the credentials to fetch it with.
+    #[serde(flatten)]
+    pub repository: Repository,
+
+    /// Branch whose new commits Ferry builds.
+    #[serde(default = "default_branch")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/-]+$') && !self.startsWith('-') && !self.contains('..') && !self.endsWith('/')")
+        .message("must be a git branch name such as main or release/1.x: letters, digits, '.', '_', '-' and '/', not starting with '-' and without '..'"))]
+    pub branch: String,
 
     /// Secret whose key `secret` holds the HMAC-SHA256 key that signs push webhooks for this
     /// Application. Without it the webhook endpoint refuses this Application's pushes and

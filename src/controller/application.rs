@@ -200,20 +200,21 @@ async fn look_up_source(
     secrets: &SecretAccess,
 ) -> Result<Option<Looked>, Error> {
     let source = &app.spec.source;
+    let repository = &source.repository;
     let SecretAccess::Read(keys) = secrets else {
         return Ok(None);
     };
-    if let Some(secret) = &source.credentials_secret
+    if let Some(secret) = &repository.credentials_secret
         && !keys.contains_key(secret)
     {
         return Ok(None);
     }
     let credentials =
-        secrets::git_credentials(context, namespace, &source.credentials_secret).await?;
+        secrets::git_credentials(context, namespace, &repository.credentials_secret).await?;
     let key = SourceKey {
-        url: source.url.clone(),
+        url: repository.url.clone(),
         branch: source.branch.clone(),
-        credentials: source
+        credentials: repository
             .credentials_secret
             .as_ref()
             .map(|s| format!("{namespace}/{s}")),

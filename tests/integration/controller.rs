@@ -114,7 +114,7 @@ async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed
     with_temp_ns("missing-secret", |ns| async move {
         let controller = pipeline_and_controller(&ns).await;
         let mut app = shop();
-        app.spec.source.credentials_secret = Some("git-cred".to_owned());
+        app.spec.source.repository.credentials_secret = Some("git-cred".to_owned());
         ns.create_object(app).await;
 
         ns.wait_for::<Application>("shop", "SecretNotFound", |a| {

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use super::naming::{buildjob_name, release_name};
 use super::version;
-use crate::api::buildjob::BuildSource;
 use crate::api::labels::{APPLICATION_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::api::{Application, BuildJob, BuildJobSpec, Release, ReleaseSpec, Time, controlled_by};
 
@@ -34,17 +33,12 @@ fn owned_by(app: &Application) -> Option<ObjectMeta> {
 /// for an Application not stored yet.
 pub fn buildjob_for(app: &Application, commit: &str) -> Option<BuildJob> {
     let name = app.metadata.name.as_deref()?;
-    let source = &app.spec.source;
     let mut job = BuildJob::new(
         &buildjob_name(name, commit),
         BuildJobSpec {
             application: name.to_owned(),
             commit: commit.to_owned(),
-            source: BuildSource {
-                url: source.url.clone(),
-                path: source.path.clone(),
-                credentials_secret: source.credentials_secret.clone(),
-            },
+            source: app.spec.source.repository.clone(),
             build: app.spec.build.clone(),
             image: app.spec.image.clone(),
         },
