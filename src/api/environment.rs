@@ -157,12 +157,11 @@ impl Default for HealthPolicy {
     }
 }
 
-/// A periodic HTTP check with error-rate and latency thresholds.
+/// Where a request Ferry sends to the application through its Service goes: an HTTP check's
+/// or a verification's.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.timeout) <= duration(self.interval)")
-    .message("an HTTP check's timeout must not be longer than its interval"))]
-pub struct HttpCheck {
+pub struct ServiceRequest {
     /// Request path, for example /healthz.
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new(REQUEST_PATH_RULE).message(REQUEST_PATH_MESSAGE))]
@@ -172,6 +171,17 @@ pub struct HttpCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 15))]
     pub port: Option<String>,
+}
+
+/// A periodic HTTP check with error-rate and latency thresholds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.timeout) <= duration(self.interval)")
+    .message("an HTTP check's timeout must not be longer than its interval"))]
+pub struct HttpCheck {
+    /// Where the requests go.
+    #[serde(flatten)]
+    pub request: ServiceRequest,
 
     /// Time between requests (default 2s).
     #[serde(default = "default_check_interval")]
@@ -256,15 +266,9 @@ pub struct Verification {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpGet {
-    /// Request path.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(REQUEST_PATH_RULE).message(REQUEST_PATH_MESSAGE))]
-    pub path: String,
-
-    /// Name of the application port (default the first one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15))]
-    pub port: Option<String>,
+    /// Where the request goes.
+    #[serde(flatten)]
+    pub request: ServiceRequest,
 
     /// Expected HTTP status (default 200).
     #[serde(default = "default_expect_status")]

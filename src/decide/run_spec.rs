@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{EnvVar, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::application::{PortSpec, Protocol, RunSpec};
-use crate::api::environment::{HealthPolicy, HttpCheck, Verification};
+use crate::api::environment::{HealthPolicy, ServiceRequest, Verification};
 use crate::desired::workload::Workload;
 
 /// What only the controller can check before creating anything, naming the field: an HTTP
@@ -38,24 +38,28 @@ pub fn check(
             check_probe(field, probe, &run.ports)?;
         }
     }
-    for (i, http) in health.http_checks.iter().enumerate() {
-        check_port(run, http).map_err(|e| {
-            format!(
-                "Environment {}: spec.health.httpChecks[{i}] ({}): {e}",
-                w.environment, http.path
-            )
-        })?;
-    }
     let gets = verification
         .map(|v| v.http_gets.as_slice())
         .unwrap_or_default();
-    for (i, get) in gets.iter().enumerate() {
-        tcp_port(run, get.port.as_deref()).map_err(|e| {
-            format!(
-                "Environment {}: spec.verification.httpGets[{i}] ({}): {e}",
-                w.environment, get.path
-            )
-        })?;
+    let requests: [(&str, Vec<&ServiceRequest>); 2] = [
+        (
+            "spec.health.httpChecks",
+            health.http_checks.iter().map(|c| &c.request).collect(),
+        ),
+        (
+            "spec.verification.httpGets",
+            gets.iter().map(|g| &g.request).collect(),
+        ),
+    ];
+    for (field, requests) in requests {
+        for (i, request) in requests.into_iter().enumerate() {
+            request_port(run, request).map_err(|e| {
+                format!(
+                    "Environment {}: {field}[{i}] ({}): {e}",
+                    w.environment, request.path
+                )
+            })?;
+        }
     }
     if verification.is_some_and(|v| v.image.is_some()) && w.app.spec.run.ports.is_empty() {
         return Err(format!(
@@ -66,10 +70,10 @@ pub fn check(
     Ok(())
 }
 
-/// Where an HTTP check goes: the port number on the Service of a release with `run`. Err when
-/// its port names no port.
-pub fn check_port(run: &RunSpec, check: &HttpCheck) -> Result<i32, String> {
-    tcp_port(run, check.port.as_deref())
+/// Where a request goes: the port number on the Service of a release with `run`. Err when its
+/// port names no port.
+pub fn request_port(run: &RunSpec, request: &ServiceRequest) -> Result<i32, String> {
+    tcp_port(run, request.port.as_deref())
 }
 
 /// The TCP port named `name` (the first one when `None`) of a release with `run`, for
@@ -174,12 +178,12 @@ mod tests {
     }
 
     #[test]
-    fn an_http_check_goes_to_its_port_or_the_first_one() {
+    fn a_request_goes_to_its_port_or_the_first_one() {
         let app = app(RUN);
-        let first: HttpCheck = serde_yaml::from_str("path: /healthz").unwrap();
-        assert_eq!(check_port(&app.spec.run, &first), Ok(8080));
-        let metrics: HttpCheck = serde_yaml::from_str("{path: /m, port: metrics}").unwrap();
-        assert_eq!(check_port(&app.spec.run, &metrics), Ok(9090));
+        let first: ServiceRequest = serde_yaml::from_str("path: /healthz").unwrap();
+        assert_eq!(request_port(&app.spec.run, &first), Ok(8080));
+        let metrics: ServiceRequest = serde_yaml::from_str("{path: /m, port: metrics}").unwrap();
+        assert_eq!(request_port(&app.spec.run, &metrics), Ok(9090));
     }
 
     #[test]
@@ -242,6 +246,19 @@ mod tests {
             let error = check(&w, &health(health_yaml), None).expect_err(case);
             assert!(error.contains(expected), "{case}: {error}");
         }
+    }
+
+    #[test]
+    fn a_verification_get_naming_no_port_names_its_field() {
+        let app = app(RUN);
+        let entry = entry("name: dev");
+        let verification: Verification =
+            serde_yaml::from_str("httpGets: [{path: /ready}, {path: /x, port: admin}]").unwrap();
+        let error = check(&workload(&app, &entry), &health("{}"), Some(&verification));
+        assert_eq!(
+            error,
+            Err("Environment dev: spec.verification.httpGets[1] (/x): port \"admin\" names no port of the Application's spec.run.ports (http, metrics)".to_owned())
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use ferry::api::application::{EnvironmentState, HistoryKind, Outcome, Phase, Slot, Verdict};
 use ferry::api::environment::{
-    Approval, HealthPolicy, HttpCheck, RollbackPolicy, Strategy, StrategyType,
+    Approval, HealthPolicy, HttpCheck, RollbackPolicy, ServiceRequest, Strategy, StrategyType,
 };
 use ferry::api::{Application, Environment, EnvironmentSpec, Release, ReleaseSpec};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -200,8 +200,10 @@ impl Web {
                 stabilization_window: duration(env.window)?,
                 max_restarts: 2,
                 http_checks: vec![HttpCheck {
-                    path: "/healthz".into(),
-                    port: Some("http".into()),
+                    request: ServiceRequest {
+                        path: "/healthz".into(),
+                        port: Some("http".into()),
+                    },
                     interval: duration(env.interval)?,
                     timeout: duration(env.timeout)?,
                     max_error_rate: "10%".into(),

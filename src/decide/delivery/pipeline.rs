@@ -334,13 +334,13 @@ fn check_actions(
     checks
         .map(|(i, check)| {
             let key = RunKey::of(scope, rollout, Run::Check(i));
-            let action = run_spec::check_port(run, check)
+            let action = run_spec::request_port(run, &check.request)
                 .ok()
                 .map(|port| Action::EnsureCheck {
                     environment: scope.2.to_owned(),
                     key: key.clone(),
                     port: u16::try_from(port).unwrap_or_default(),
-                    path: check.path.clone(),
+                    path: check.request.path.clone(),
                     interval: check.interval.into(),
                     timeout: check.timeout.into(),
                 });
@@ -464,7 +464,7 @@ fn figures(
                 _ => Default::default(),
             };
             CheckFigures {
-                path: check.path.clone(),
+                path: check.request.path.clone(),
                 interval: check.interval.into(),
                 max_error_rate: percentage(&check.max_error_rate),
                 max_latency_p95: check.max_latency_p95.map(Into::into),
@@ -623,10 +623,10 @@ fn start_verification(
         .http_gets
         .iter()
         .filter_map(|get| {
-            let port = run_spec::tcp_port(run, get.port.as_deref()).ok()?;
+            let port = run_spec::request_port(run, &get.request).ok()?;
             Some(Get {
                 port: u16::try_from(port).ok()?,
-                path: get.path.clone(),
+                path: get.request.path.clone(),
                 expect_status: u16::try_from(get.expect_status).ok()?,
             })
         })
