@@ -8,6 +8,18 @@ pub mod workload;
 use k8s_openapi::api::core::v1::{
     Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
 };
+use sha2::{Digest, Sha256};
+
+/// Hex digits of the sha256 that a name cut to fit a length limit ends with ([`short_hash`]).
+pub const HASH_DIGITS: usize = 10;
+
+/// The first [`HASH_DIGITS`] hex digits of the sha256 of `bytes`: what a name cut to fit a
+/// length limit ends with, so that two long names sharing a prefix still differ.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let mut hash = hex::encode(Sha256::digest(bytes));
+    hash.truncate(HASH_DIGITS);
+    hash
+}
 
 /// A container under the `restricted` Pod Security Standard, with a read-only root file
 /// system (a container whose image writes where it likes sets it back to `false`).

@@ -27,10 +27,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sha2::{Digest, Sha256};
 
-use super::workload::{APP_USER, child_labels};
-use super::{restricted, restricted_pod};
+use super::workload::{APP_USER, base_name, child_labels};
+use super::{restricted, restricted_pod, short_hash};
 use crate::api::conditions::truncate;
 use crate::api::labels::{NAME_LABEL, RELEASE_ANNOTATION, VERIFICATION_LABEL};
 use crate::api::{Application, controlled_by};
@@ -47,8 +46,6 @@ pub const LOG_TAIL_BYTES: usize = 2048;
 /// What a smoke test needs and a node can spare beside the application it tests.
 const REQUESTS: (&str, &str) = ("50m", "64Mi");
 const LIMITS: (&str, &str) = ("1", "512Mi");
-/// Hex digits of the run's hash in the pod's name.
-const NAME_HASH: usize = 10;
 /// The longest pod name: a DNS label, as the pod's hostname is its name.
 const MAX_NAME: usize = 63;
 /// The longest reason or message from the pod's status an outcome quotes, in bytes.
@@ -80,15 +77,14 @@ pub struct TestPod<'a> {
 /// environment and run together: where long names are cut to fit, two runs of different
 /// environments still get different names.
 pub fn test_pod_name(app: &str, environment: &str, run: &str) -> String {
-    let mut hasher = Sha256::new();
+    let mut parts = Vec::new();
     for part in [app, environment, run] {
-        hasher.update(part.as_bytes());
+        parts.extend_from_slice(part.as_bytes());
         // A separator no name holds, so ("a-b", "c") and ("a", "b-c") differ.
-        hasher.update([0]);
+        parts.push(0);
     }
-    let hash = hex::encode(hasher.finalize());
-    let suffix = format!("-verify-{}", &hash[..NAME_HASH]);
-    let prefix: String = format!("{app}-{environment}")
+    let suffix = format!("-verify-{}", short_hash(&parts));
+    let prefix: String = base_name(app, environment)
         .chars()
         .take(MAX_NAME - suffix.len())
         .collect();
@@ -502,8 +498,14 @@ spec:
     fn the_test_pod_name_is_a_dns_label_that_differs_per_run() {
         let short = test_pod_name("shop", "dev", "run-1");
         assert!(short.starts_with("shop-dev-verify-"), "{short}");
-        assert_eq!(short.len(), "shop-dev-verify-".len() + NAME_HASH);
-        assert_eq!(short, test_pod_name("shop", "dev", "run-1"), "stable");
+        assert_eq!(
+            short.len(),
+            "shop-dev-verify-".len() + crate::desired::HASH_DIGITS
+        );
+        assert_eq!(
+            short, "shop-dev-verify-7bf86a9c8d",
+            "stable across versions"
+        );
         assert_ne!(short, test_pod_name("shop", "dev", "run-2"));
         // The longest names the API allows: a 42-character Application, a 20-character
         // Environment.
