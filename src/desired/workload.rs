@@ -25,14 +25,13 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, SleepAction,
+    Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::short_hash;
+use super::{restricted, restricted_pod, short_hash};
 use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, RunSpec, ServiceType, Slot};
 use crate::api::environment::StrategyType;
 use crate::api::labels::{
@@ -294,16 +293,9 @@ fn pod_spec(w: &Workload, running: &Running) -> PodSpec {
         // A crash's last log lines become the termination message the health verdict quotes.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            run_as_non_root: Some(true),
             // Applications may write (caches, temporary files) where their image lets them.
             read_only_root_filesystem: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
+            ..restricted()
         }),
         ..Container::default()
     };
@@ -312,15 +304,11 @@ fn pod_spec(w: &Workload, running: &Running) -> PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        // No fsGroup: the pod has no volumes for it to own, and setting it would change the
+        // template of every Deployment Ferry runs, rolling them all.
         security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(APP_USER),
-            run_as_group: Some(APP_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
+            fs_group: None,
+            ..restricted_pod(APP_USER)
         }),
         ..PodSpec::default()
     }
@@ -680,6 +668,7 @@ resources: {limits: {memory: 256Mi}}
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.run_as_user, Some(APP_USER));
         assert_eq!(security.run_as_group, Some(APP_USER));
+        assert_eq!(security.fs_group, None);
         assert_eq!(
             security.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
             Some("RuntimeDefault")
@@ -691,6 +680,7 @@ resources: {limits: {memory: 256Mi}}
         let c = container(&d).security_context.as_ref().unwrap();
         assert_eq!(c.allow_privilege_escalation, Some(false));
         assert_eq!(c.privileged, Some(false));
+        assert_eq!(c.run_as_non_root, Some(true));
         assert_eq!(c.read_only_root_filesystem, Some(false));
         assert_eq!(
             c.capabilities.as_ref().unwrap().drop,
