@@ -263,22 +263,20 @@ mod tests {
     use super::*;
     use crate::api::buildjob::BuildFailure;
     use crate::api::conditions::{STALLED, find, is_true};
+    use crate::decide::secrets::SecretKeys;
+    use crate::desired::build_pod::fixtures::job;
 
-    fn job() -> BuildJob {
-        serde_yaml::from_str(
-            r#"
-apiVersion: ferry.dev/v1alpha1
-kind: BuildJob
-metadata: {name: shop-9fceb02, namespace: team-a, generation: 1}
-spec:
-  application: shop
-  commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
-  source: {url: "http://git.local/shop.git"}
-  build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
-  image: {repository: registry.local/team-a/shop, pushSecret: reg}
-"#,
-        )
-        .unwrap()
+    /// The Secrets of team-a: `job`'s git credentials and, unless `push` is false, its push
+    /// Secret.
+    fn secrets(push: bool) -> SecretAccess {
+        let mut secrets = SecretKeys::from([(
+            "git-cred".to_owned(),
+            ["username".to_owned(), "password".to_owned()].into(),
+        )]);
+        if push {
+            secrets.insert("reg".to_owned(), [".dockerconfigjson".to_owned()].into());
+        }
+        SecretAccess::Read(secrets)
     }
 
     fn now() -> Time {
@@ -288,11 +286,12 @@ spec:
     #[test]
     fn a_build_with_a_missing_push_secret_is_stalled_not_failed() {
         let job = job();
-        let no_secrets = SecretAccess::Read(Default::default());
-        let status = status(&baseline(&job, &no_secrets), &now()).status;
-        assert_eq!(
-            find(&status.common.conditions, STALLED).unwrap().reason,
-            "SecretNotFound"
+        let status = status(&baseline(&job, &secrets(false)), &now()).status;
+        let stalled = find(&status.common.conditions, STALLED).unwrap();
+        assert_eq!(stalled.reason, "SecretNotFound");
+        assert!(
+            stalled.message.contains("spec.image.pushSecret"),
+            "{stalled:?}"
         );
         assert_eq!(status.phase, Some(BuildPhase::Pending));
     }
@@ -338,9 +337,7 @@ spec:
     #[test]
     fn a_pod_under_the_build_pods_name_that_is_not_ferrys_fails_the_build() {
         let job = job();
-        let secrets = SecretAccess::Read(
-            [("reg".to_owned(), [".dockerconfigjson".to_owned()].into())].into(),
-        );
+        let secrets = secrets(true);
         let why = "the pod shop-9fceb02 was not created by Ferry";
         let decision = status(
             &Observed {
@@ -368,9 +365,7 @@ spec:
         pod: Option<&PodFacts>,
         verification: Option<&Verification>,
     ) -> Decision<BuildJobStatus, Action> {
-        let secrets = SecretAccess::Read(
-            [("reg".to_owned(), [".dockerconfigjson".to_owned()].into())].into(),
-        );
+        let secrets = secrets(true);
         status(
             &Observed {
                 pod,

@@ -247,28 +247,35 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// The BuildJob the tests of this module and of `decide::buildjob` start from.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use crate::api::BuildJob;
 
-    fn job(extra: &str) -> BuildJob {
-        let mut job: BuildJob = serde_yaml::from_str(&format!(
+    /// Commit 9fceb02 of the shop Application in team-a, stored (UID 1234, generation 1),
+    /// fetched with the Secret git-cred and pushed with reg.
+    pub fn job() -> BuildJob {
+        serde_yaml::from_str(
             r#"
 apiVersion: ferry.dev/v1alpha1
 kind: BuildJob
-metadata: {{name: shop-9fceb02, namespace: team-a, uid: 1234}}
+metadata: {name: shop-9fceb02, namespace: team-a, uid: "1234", generation: 1}
 spec:
   application: shop
   commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
-  source: {{url: "http://git.local/shop.git", credentialsSecret: git-cred}}
-  build: {{builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}}
-  image: {{repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}}
-{extra}"#
-        ))
-        .unwrap();
-        job.metadata.uid = Some("1234".into());
-        job
+  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred}
+  build: {builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}
+  image: {repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}
+"#,
+        )
+        .unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::job;
+    use super::*;
 
     fn settings() -> Settings {
         Settings {
@@ -287,7 +294,7 @@ spec:
 
     #[test]
     fn the_steps_run_in_order_each_in_its_own_container() {
-        let pod = build_pod(&job(""), &settings(), None).unwrap();
+        let pod = build_pod(&job(), &settings(), None).unwrap();
         let spec = pod.spec.unwrap();
         let steps: Vec<&str> = spec
             .init_containers
@@ -322,10 +329,7 @@ spec:
 
     #[test]
     fn credentials_are_mounted_only_into_the_step_that_needs_them() {
-        let spec = build_pod(&job(""), &settings(), None)
-            .unwrap()
-            .spec
-            .unwrap();
+        let spec = build_pod(&job(), &settings(), None).unwrap().spec.unwrap();
         let inits = spec.init_containers.unwrap();
         let (fetch, build, publish) = (&inits[0], &inits[1], &spec.containers[0]);
         assert!(mounts(fetch).contains(&"git-credentials"));
@@ -345,10 +349,7 @@ spec:
 
     #[test]
     fn the_pod_meets_the_restricted_pod_security_standard() {
-        let spec = build_pod(&job(""), &settings(), None)
-            .unwrap()
-            .spec
-            .unwrap();
+        let spec = build_pod(&job(), &settings(), None).unwrap().spec.unwrap();
         let pod_security = spec.security_context.clone().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(
@@ -381,7 +382,7 @@ spec:
 
     #[test]
     fn an_oci_layout_is_published_as_it_is() {
-        let mut job = job("");
+        let mut job = job();
         job.spec.build.base_image = None;
         job.spec.build.entrypoint = vec![];
         job.spec.build.oci_layout_dir = Some("/layout".into());
@@ -402,7 +403,7 @@ spec:
 
     #[test]
     fn a_build_without_secrets_mounts_none() {
-        let mut job = job("");
+        let mut job = job();
         job.spec.source.credentials_secret = None;
         job.spec.image.push_secret = None;
         let spec = build_pod(&job, &settings(), None).unwrap().spec.unwrap();
@@ -420,7 +421,7 @@ spec:
     #[test]
     fn the_fetch_step_reports_work_items_since_the_previous_release() {
         let since = "1111111111111111111111111111111111111111";
-        let spec = build_pod(&job(""), &settings(), Some(since))
+        let spec = build_pod(&job(), &settings(), Some(since))
             .unwrap()
             .spec
             .unwrap();
@@ -436,7 +437,7 @@ spec:
 
     #[test]
     fn a_job_not_yet_stored_has_no_pod() {
-        let mut job = job("");
+        let mut job = job();
         job.metadata.uid = None;
         assert!(build_pod(&job, &settings(), None).is_none());
     }
