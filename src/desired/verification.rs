@@ -315,24 +315,11 @@ mod tests {
     use crate::api::application::EnvironmentEntry;
     use crate::api::environment::StrategyType;
     use crate::api::labels::{APPLICATION_NAMESPACE_LABEL, ENVIRONMENT_LABEL};
-    use crate::desired::workload::{Workload, service};
+    use crate::desired::workload::{Workload, fixtures, service};
 
-    fn app(name: &str) -> Application {
-        let mut app: Application = serde_yaml::from_str(&format!(
-            r#"
-apiVersion: ferry.dev/v1alpha1
-kind: Application
-metadata: {{name: {name}, namespace: team-a, uid: 1234}}
-spec:
-  source: {{url: "http://git.local/shop.git"}}
-  build: {{builderImage: "registry.local/builder:1", script: "make"}}
-  image: {{repository: registry.local/team-a/shop}}
-  run:
-    ports: [{{name: http, port: 8080}}]
-  environments: [{{name: dev}}]
-"#
-        ))
-        .unwrap();
+    /// The shared shop Application, stored (UID 1234), with one port.
+    fn app() -> Application {
+        let mut app = fixtures::app("    ports: [{name: http, port: 8080}]");
         app.metadata.uid = Some("1234".into());
         app
     }
@@ -366,7 +353,7 @@ spec:
 
     #[test]
     fn the_test_pod_meets_the_restricted_pod_security_standard() {
-        let app = app("shop");
+        let app = app();
         let pod = pod_of(&input(&app, None));
         let spec = pod.spec.as_ref().unwrap();
         let pod_security = spec.security_context.as_ref().unwrap();
@@ -401,7 +388,7 @@ spec:
 
     #[test]
     fn the_test_pod_runs_in_the_application_namespace_owned_by_it() {
-        let app = app("shop");
+        let app = app();
         let pod = pod_of(&input(&app, None));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team-a"));
         let owners = pod.metadata.owner_references.clone().unwrap_or_default();
@@ -427,7 +414,7 @@ spec:
     #[test]
     fn the_test_pod_is_labelled_for_its_application_and_environment_and_annotated_with_the_release()
     {
-        let app = app("shop");
+        let app = app();
         let pod = pod_of(&input(&app, None));
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let expected: BTreeMap<String, String> = [
@@ -464,7 +451,7 @@ spec:
     fn the_service_never_sends_traffic_to_the_test_pod() {
         // The environment's target namespace is the Application's own: the Service and the
         // test pod meet there.
-        let app = app("shop");
+        let app = app();
         let entry: EnvironmentEntry = serde_yaml::from_str("name: dev").unwrap();
         let workload = Workload {
             app: &app,
@@ -527,7 +514,7 @@ spec:
         // A cut that ends on '-' does not leave "--".
         let dashed = test_pod_name(&"a".repeat(44), "dev", "run-1");
         assert!(!dashed.contains("--"), "{dashed}");
-        let pod_app = super::tests::app("shop");
+        let pod_app = super::tests::app();
         assert_eq!(
             pod_of(&input(&pod_app, None)).metadata.name,
             Some(test_pod_name(
@@ -540,7 +527,7 @@ spec:
 
     #[test]
     fn the_test_container_gets_the_service_url_and_the_command() {
-        let app = app("shop");
+        let app = app();
         let command = command();
         let pod = pod_of(&input(&app, Some(&command)));
         let c = container(&pod);
@@ -571,7 +558,7 @@ spec:
 
     #[test]
     fn the_deadline_is_the_timeout_in_whole_seconds_rounded_up_and_at_least_one() {
-        let app = app("shop");
+        let app = app();
         for (timeout, seconds) in [
             (Duration::from_secs(300), 300),
             (Duration::from_millis(1500), 2),
