@@ -102,85 +102,83 @@ mod tests {
         serde_yaml::from_str(yaml).expect("valid metadata")
     }
 
+    /// Checks what was said of the object of case `name`: nothing when the case expects it to be
+    /// Ferry's, else a reason that holds the `expected` part and names the `object`.
+    fn judge(name: &str, why: Option<String>, expected: Option<&str>, object: &str) {
+        match expected {
+            None => assert_eq!(why, None, "{name}"),
+            Some(part) => {
+                let why = why.unwrap_or_else(|| panic!("{name}: taken as ours"));
+                assert!(why.contains(part), "{name}: {why}");
+                assert!(why.contains(object), "{name}: names the object: {why}");
+            }
+        }
+    }
+
     const BUILD_LABELS: &[(&str, &str)] = &[
         ("app.kubernetes.io/managed-by", "ferry"),
         ("ferry.dev/buildjob", "shop-9fceb02"),
     ];
+    /// The labels of the build pod Ferry makes, as flow YAML.
+    const FERRYS_LABELS: &str =
+        "{app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}";
+    /// The owner reference of the build pod Ferry makes, past its kind and name.
+    const FERRYS_OWNER: &str = "uid: job-uid, controller: true";
+
+    /// The build pod's metadata with these `labels` and, if any, an owner reference to the
+    /// BuildJob with these fields past its kind and name.
+    fn pod(labels: &str, owner: Option<&str>) -> ObjectMeta {
+        let mut yaml = format!("name: shop-9fceb02\nlabels: {labels}\n");
+        if let Some(owner) = owner {
+            yaml.push_str(&format!(
+                "ownerReferences:\n- {{apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, {owner}}}\n"
+            ));
+        }
+        meta(&yaml)
+    }
 
     #[test]
     fn a_pod_is_ours_only_with_its_owners_uid_as_controller_and_ferrys_labels() {
         let cases = [
             (
                 "the pod Ferry made",
-                r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}
-ownerReferences:
-- {apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, uid: job-uid, controller: true}
-"#,
+                pod(FERRYS_LABELS, Some(FERRYS_OWNER)),
                 None,
             ),
             (
                 "a pod made beforehand under the same name, without owner",
-                r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}
-"#,
+                pod(FERRYS_LABELS, None),
                 Some("not created by Ferry"),
             ),
             (
                 "a pod owned by a BuildJob of the same name that was deleted and recreated",
-                r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}
-ownerReferences:
-- {apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, uid: old-uid, controller: true}
-"#,
+                pod(FERRYS_LABELS, Some("uid: old-uid, controller: true")),
                 Some("UID job-uid"),
             ),
             (
                 "an owner reference that is not the controller",
-                r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}
-ownerReferences:
-- {apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, uid: job-uid}
-"#,
+                pod(FERRYS_LABELS, Some("uid: job-uid")),
                 Some("not created by Ferry"),
             ),
             (
                 "the right owner but not Ferry's labels",
-                r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: someone}
-ownerReferences:
-- {apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, uid: job-uid, controller: true}
-"#,
+                pod(
+                    "{app.kubernetes.io/managed-by: someone}",
+                    Some(FERRYS_OWNER),
+                ),
                 Some("lacks Ferry's label app.kubernetes.io/managed-by=ferry"),
             ),
         ];
-        for (name, yaml, expected) in cases {
-            let why = pod_not_ours(&meta(yaml), "job-uid", BUILD_LABELS);
-            match expected {
-                None => assert_eq!(why, None, "{name}"),
-                Some(part) => {
-                    let why = why.unwrap_or_else(|| panic!("{name}: taken as ours"));
-                    assert!(why.contains(part), "{name}: {why}");
-                    assert!(why.contains("shop-9fceb02"), "{name}: names the pod: {why}");
-                }
-            }
+        for (name, meta, expected) in cases {
+            let why = pod_not_ours(&meta, "job-uid", BUILD_LABELS);
+            judge(name, why, expected, "shop-9fceb02");
         }
     }
 
     #[test]
     fn an_owner_without_a_uid_owns_nothing() {
-        let yaml = r#"
-name: shop-9fceb02
-labels: {app.kubernetes.io/managed-by: ferry, ferry.dev/buildjob: shop-9fceb02}
-ownerReferences:
-- {apiVersion: ferry.dev/v1alpha1, kind: BuildJob, name: shop-9fceb02, uid: "", controller: true}
-"#;
-        assert!(pod_not_ours(&meta(yaml), "", BUILD_LABELS).is_some());
+        let meta = pod(FERRYS_LABELS, Some("uid: \"\", controller: true"));
+        assert!(pod_not_ours(&meta, "", BUILD_LABELS).is_some());
     }
 
     #[test]
@@ -196,6 +194,9 @@ labels:
 managedFields:
 - {manager: ferry-application, operation: Apply}
 "#;
+        let not_ours =
+            |yaml: &str| workload_not_ours("Deployment", &meta(yaml), "team-a", "shop", "prod");
+        let object = "Deployment shop-prod/shop-prod";
         let cases = [
             ("the Deployment Ferry applied", ferrys.to_owned(), None),
             (
@@ -213,35 +214,20 @@ managedFields:
                 ferrys.replace("ferry-application", "kubectl-client-side-apply"),
                 Some("no field of it is managed by ferry-application"),
             ),
-            (
-                "the workload of another Application",
-                ferrys.replace("application: shop", "application: cart"),
-                Some("lacks the label ferry.dev/application=shop"),
-            ),
-            (
-                "the workload of an Application of another namespace",
-                ferrys.replace("application-namespace: team-a", "application-namespace: team-b"),
-                Some("lacks the label ferry.dev/application-namespace=team-a"),
-            ),
-            (
-                "the workload of another environment",
-                ferrys.replace("environment: prod", "environment: dev"),
-                Some("lacks the label ferry.dev/environment=prod"),
-            ),
         ];
         for (name, yaml, expected) in cases {
-            let why = workload_not_ours("Deployment", &meta(&yaml), "team-a", "shop", "prod");
-            match expected {
-                None => assert_eq!(why, None, "{name}"),
-                Some(part) => {
-                    let why = why.unwrap_or_else(|| panic!("{name}: taken as ours"));
-                    assert!(why.contains(part), "{name}: {why}");
-                    assert!(
-                        why.contains("Deployment shop-prod/shop-prod"),
-                        "{name}: names the object: {why}"
-                    );
-                }
-            }
+            judge(name, not_ours(&yaml), expected, object);
+        }
+        // The workload of another Application, of an Application of another namespace, of
+        // another environment.
+        for (label, ours, theirs) in [
+            ("ferry.dev/application", "shop", "cart"),
+            ("ferry.dev/application-namespace", "team-a", "team-b"),
+            ("ferry.dev/environment", "prod", "dev"),
+        ] {
+            let yaml = ferrys.replace(&format!("{label}: {ours}"), &format!("{label}: {theirs}"));
+            let expected = format!("lacks the label {label}={ours}");
+            judge(label, not_ours(&yaml), Some(&expected), object);
         }
     }
 }
