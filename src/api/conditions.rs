@@ -167,62 +167,43 @@ mod tests {
         Time(Timestamp::from_second(seconds).unwrap())
     }
 
-    #[test]
-    fn an_unchanged_status_keeps_its_transition_time() {
-        let first = merge(
-            &[],
-            &[Desired::new(READY, true, "Ok", "fine")],
-            Some(1),
-            &at(10),
-        );
-        let second = merge(
-            &first,
-            &[Desired::new(READY, true, "Ok", "still fine")],
-            Some(2),
-            &at(20),
-        );
-        assert_eq!(second[0].last_transition_time, at(10));
-        assert_eq!(second[0].message, "still fine");
-        assert_eq!(second[0].observed_generation, Some(2));
+    /// The conditions after `first` was decided at generation 1 and time 10, then `second` at
+    /// `generation` and time 20.
+    fn merged_twice(first: &[Desired], second: &[Desired], generation: i64) -> Vec<Condition> {
+        let before = merge(&[], first, Some(1), &at(10));
+        merge(&before, second, Some(generation), &at(20))
     }
 
     #[test]
-    fn a_flipped_status_gets_a_new_transition_time() {
-        let first = merge(
-            &[],
-            &[Desired::new(READY, true, "Ok", "")],
-            Some(1),
-            &at(10),
-        );
-        let second = merge(
-            &first,
-            &[Desired::new(READY, false, "Broken", "")],
-            Some(1),
-            &at(20),
-        );
-        assert_eq!(second[0].last_transition_time, at(20));
-        assert_eq!(second[0].status, FALSE);
+    fn the_transition_time_moves_only_when_the_status_flips() {
+        for (first, second) in [(true, true), (false, false), (true, false), (false, true)] {
+            let after = merged_twice(
+                &[Desired::new(READY, first, "Before", "before")],
+                &[Desired::new(READY, second, "After", "after")],
+                2,
+            );
+            let case = format!("{first} then {second}");
+            let moved = if first == second { at(10) } else { at(20) };
+            assert_eq!(after[0].last_transition_time, moved, "{case}");
+            assert_eq!(after[0].status, if second { TRUE } else { FALSE }, "{case}");
+            assert_eq!(after[0].reason, "After", "{case}");
+            assert_eq!(after[0].message, "after", "{case}");
+            assert_eq!(after[0].observed_generation, Some(2), "{case}");
+        }
     }
 
     #[test]
     fn conditions_no_longer_desired_are_dropped() {
-        let first = merge(
-            &[],
+        let after = merged_twice(
             &[
                 Desired::new(READY, false, "X", ""),
                 Desired::new(STALLED, true, "X", ""),
             ],
-            Some(1),
-            &at(10),
-        );
-        let second = merge(
-            &first,
             &[Desired::new(READY, true, "Ok", "")],
-            Some(1),
-            &at(20),
+            1,
         );
-        assert_eq!(second.len(), 1);
-        assert!(find(&second, STALLED).is_none());
+        assert_eq!(after.len(), 1);
+        assert!(find(&after, STALLED).is_none());
     }
 
     #[test]
