@@ -459,17 +459,17 @@ async fn a_body_that_does_not_arrive_in_time_is_refused_and_frees_its_slot() {
          X-Hub-Signature-256: {good}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
+    // The same signed push, sent whole.
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-Hub-Signature-256", good.as_str()),
+    ];
+    let signed_push = || post_answer(endpoint.addr, SHOP, &headers, &body);
     let mut slow = send_head(endpoint.addr, &head).await;
     slow.write_all(&body[..10]).await.unwrap();
     // While the slow body holds the one request slot, the next request is told to retry.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, _) = post_answer(
-        endpoint.addr,
-        SHOP,
-        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)],
-        &body,
-    )
-    .await;
+    let (status, _) = signed_push().await;
     assert_eq!(status, 503);
     assert_eq!(endpoint.metrics.webhook_requests("busy"), 1);
     // The slow one is refused after the body timeout, with the one answer for refusals.
@@ -480,13 +480,7 @@ async fn a_body_that_does_not_arrive_in_time_is_refused_and_frees_its_slot() {
     assert_eq!(answer.1, ferry::adapters::webhook::REFUSED.1);
     assert_eq!(endpoint.metrics.webhook_requests("too_slow"), 1);
     // And the slot is free again.
-    let (status, _) = post_answer(
-        endpoint.addr,
-        SHOP,
-        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)],
-        &body,
-    )
-    .await;
+    let (status, _) = signed_push().await;
     assert_eq!(status, 202);
     assert!(endpoint.pushes.try_recv().is_ok());
 }
