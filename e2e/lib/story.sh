@@ -176,23 +176,28 @@ YAML
     -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note --sort-by=.metadata.creationTimestamp
 }
 
-# The example's Application with prod pinned to RELEASE for REASON (no pin when RELEASE is
-# empty): what an administrator (or a GitOps repository) applies to approve or roll back.
+# The example's Application with prod pinned to RELEASE for REASON by BY (no pin when RELEASE
+# is empty): what an administrator (or a GitOps repository) applies to approve or roll back.
+# BY is who writes it as the API server authenticates them (the ferry-approve policy checks it).
 shop_pinned() {
   if [ -z "$1" ]; then
     example shop.yaml
   else
-    example shop.yaml | sed "/^    - name: prod\$/a\\      pin: {release: $1, reason: \"$2\"}"
+    example shop.yaml | sed "/^    - name: prod\$/a\\      pin: {release: $1, reason: \"$2\", by: \"$3\"}"
   fi
 }
+
+# The user kubectl is authenticated as.
+whoami() { kubectl auth whoami -o jsonpath='{.status.userInfo.username}'; }
 
 # apply_pin [RELEASE REASON] — shows and applies the example's Application with prod pinned to
 # RELEASE for REASON (without a pin when RELEASE is empty), as an administrator would.
 apply_pin() {
-  local note="prod without its pin"
-  [ -z "$1" ] || note="prod: pin: {release: $1, reason: \"$2\"}"
+  local note="prod without its pin" me
+  me=$(whoami)
+  [ -z "$1" ] || note="prod: pin: {release: $1, reason: \"$2\", by: $me}"
   printf '\033[2m$ %s\033[0m\n' "kubectl -n $STORY_NS apply -f shop.yaml    # $note"
-  shop_pinned "$1" "$2" | kubectl -n "$STORY_NS" apply -f - >/dev/null
+  shop_pinned "$1" "$2" "$me" | kubectl -n "$STORY_NS" apply -f - >/dev/null
 }
 
 # The Application of a YAML stream (shop.yaml also holds its webhook Secret, which pat may
@@ -248,9 +253,9 @@ tell_promotion() {
   show kubectl -n "$ns" create role application-editor --verb=get,list,watch,create,patch,update \
     --resource=applications.ferry.dev
   show kubectl -n "$ns" create rolebinding application-editors --role=application-editor --user=pat
-  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply --server-side -f shop-application.yaml --as=pat    # prod: pin: {release: $first, reason: \"looks fine to me\"}"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns apply --server-side -f shop-application.yaml --as=pat    # prod: pin: {release: $first, reason: \"looks fine to me\", by: pat}"
   local refusal
-  if refusal=$(shop_pinned "$first" "looks fine to me" | application_only |
+  if refusal=$(shop_pinned "$first" "looks fine to me" pat | application_only |
     kubectl -n "$ns" apply --server-side --as=pat -f - 2>&1); then
     echo "The API server accepted pat's pin: the approval policy is not enforced. $refusal" >&2
     return 1

@@ -285,6 +285,14 @@ pub struct Pin {
     #[x_kube(validation = Rule::new("self.trim().size() > 0")
         .message("a pin needs a reason, for example \"CHG-1234 approved by the change board\" or \"rollback: INC-77\""))]
     pub reason: String,
+
+    /// Who pins: your user name as the API server authenticates it (`kubectl auth whoami`).
+    /// The `ferry-approve` admission policy refuses a pin whose `by` is not the user writing
+    /// it, so the history records the person who approved, pinned or rolled back, not a name
+    /// any client could choose. Required on every pin set or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub by: Option<String>,
 }
 
 /// What Ferry observed and did for the application.
@@ -503,8 +511,8 @@ pub struct HistoryEntry {
     /// Why it happened, in words: the pin's reason, the upstream it came from, or the failing
     /// signal.
     pub reason: String,
-    /// Who asked for it: `ferry` for what Ferry does by itself; for a pin, the field manager
-    /// that wrote it (`kubectl-client-side-apply`, `kubectl`, `argocd-controller`, ...).
+    /// Who asked for it: `ferry` for what Ferry does by itself; for a pin, its `by`: the user
+    /// the API server authenticated when the pin was written (checked by `ferry-approve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// For a rollout a person pinned: the pin's reason, as written. A release that failed here

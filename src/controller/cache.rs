@@ -121,12 +121,10 @@ where
         let mut listed: Vec<Arc<K>> = Vec::new();
         watcher(api, config)
             .default_backoff()
-            // Managed fields and kubectl's copy of the last applied object are bulky; only
-            // the managed fields that own an environment's pin are read (who pinned).
+            // Managed fields and kubectl's copy of the last applied object are bulky and never
+            // read from the cache (who pinned is the pin's `by`, checked at admission).
             .modify(|object| {
-                object
-                    .managed_fields_mut()
-                    .retain(crate::decide::delivery::promotion::owns_a_pin);
+                object.managed_fields_mut().clear();
                 object
                     .annotations_mut()
                     .remove("kubectl.kubernetes.io/last-applied-configuration");

@@ -172,9 +172,9 @@ async fn setup(s: &Scenario, prod_ns: &str) -> Res<String> {
         "web-1.0.0 to await approval in prod",
     )
     .await?;
-    // The administrator approves it.
+    // The administrator approves it, in their own name.
     let pin = json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod",
-        "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board"}}]}});
+        "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board", "by": importer}}]}});
     s.api::<Application>()
         .patch(APP, &PatchParams::default(), &Patch::Merge(&pin))
         .await?;
@@ -242,8 +242,16 @@ struct Door {
     harmless: bool,
 }
 
-/// Sends the request of door `name` as `client` (a dry run when `dry`).
-async fn through(name: &str, client: Client, ns: &str, image: &str, dry: bool) -> Res<Attempt> {
+/// Sends the request of door `name` as `client`, authenticated as `user` (a dry run when
+/// `dry`). `admin` pinned prod in the setup: a write that keeps that pin names `admin` as `by`.
+async fn through(
+    name: &str,
+    (client, user): (Client, &str),
+    admin: &str,
+    ns: &str,
+    image: &str,
+    dry: bool,
+) -> Res<Attempt> {
     let patch = PatchParams {
         dry_run: dry,
         ..PatchParams::default()
@@ -263,7 +271,7 @@ async fn through(name: &str, client: Client, ns: &str, image: &str, dry: bool) -
     match name {
         "pin-prod" => {
             let pin = json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod",
-                "pin": {"release": "web-1.0.0", "reason": "eve wants it"}}]}});
+                "pin": {"release": "web-1.0.0", "reason": "eve wants it", "by": user}}]}});
             attempt(applications.patch(APP, &patch, &Patch::Merge(&pin))).await
         }
         "prod-approval-automatic" => {
@@ -288,7 +296,7 @@ async fn through(name: &str, client: Client, ns: &str, image: &str, dry: bool) -
         "prod-environment-deleted" => attempt(environments.delete("prod", &delete)).await,
         "prod-entry-overridden" => {
             let entries = json!({"spec": {"environments": [{"name": "dev"}, {"name": "prod",
-                "replicas": 3, "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board"}}]}});
+                "replicas": 3, "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board", "by": admin}}]}});
             attempt(applications.patch(APP, &patch, &Patch::Merge(&entries))).await
         }
         "prod-entry-removed" => {
@@ -316,7 +324,7 @@ async fn through(name: &str, client: Client, ns: &str, image: &str, dry: bool) -
         "application-deleted" => attempt(applications.delete(APP, &delete)).await,
         "dev-entry-overridden" => {
             let entries = json!({"spec": {"environments": [{"name": "dev", "replicas": 2}, {"name": "prod",
-                "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board"}}]}});
+                "pin": {"release": "web-1.0.0", "reason": "CHG-1 approved by the change board", "by": admin}}]}});
             attempt(applications.patch(APP, &patch, &Patch::Merge(&entries))).await
         }
         "dev-health-changed" => {
@@ -407,10 +415,11 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
     let before = prod_runs(&s, &prod_ns).await?;
     let eve = s.cluster.client_as(EDITOR).await?;
     let rita = s.cluster.client_as(APPROVER).await?;
+    let admin = s.cluster.whoami().await?;
     // eve does edit Ferry's objects: what does not reach a guarded environment is hers to
     // change (a dry run each), so a refusal below is Ferry's rule, not a missing role.
     for door in ["dev-entry-overridden", "dev-health-changed"] {
-        match through(door, eve.clone(), &s.ns, &image, true).await? {
+        match through(door, (eve.clone(), EDITOR), &admin, &s.ns, &image, true).await? {
             Attempt::Accepted => s.say(format!("admitted {EDITOR} (dry run): {door}")),
             Attempt::Refused(message) => {
                 crate::fail!(
@@ -424,7 +433,16 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
     let mut failures = Vec::new();
     for door in CLOSED {
         tried += 1;
-        match through(door.name, eve.clone(), &s.ns, &image, false).await? {
+        match through(
+            door.name,
+            (eve.clone(), EDITOR),
+            &admin,
+            &s.ns,
+            &image,
+            false,
+        )
+        .await?
+        {
             Attempt::Refused(message) => {
                 refused += 1;
                 s.say(format!("refused {EDITOR}: {}: {message}", door.name));
@@ -440,7 +458,16 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
             Attempt::Accepted => failures.push(format!("{EDITOR} got through {}", door.name)),
         }
         if door.approver_may {
-            match through(door.name, rita.clone(), &s.ns, &image, true).await? {
+            match through(
+                door.name,
+                (rita.clone(), APPROVER),
+                &admin,
+                &s.ns,
+                &image,
+                true,
+            )
+            .await?
+            {
                 Attempt::Accepted => s.say(format!("admitted {APPROVER} (dry run): {}", door.name)),
                 Attempt::Refused(message) => failures.push(format!(
                     "{APPROVER}, who may approve, was refused {}: {message}",
@@ -460,7 +487,7 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
     let mut open = Vec::new();
     for name in OPEN {
         tried += 1;
-        match through(name, eve.clone(), &s.ns, &image, false).await? {
+        match through(name, (eve.clone(), EDITOR), &admin, &s.ns, &image, false).await? {
             Attempt::Refused(message) => {
                 refused += 1;
                 s.say(format!("refused {EDITOR}: {name}: {message}"));

@@ -369,9 +369,15 @@ spec:
         if let Some((release, reason)) = pin
             && let Some(prod) = app.spec.environments.iter_mut().find(|e| e.name == "prod")
         {
+            // Who pins, as the API server authenticates the writer (`ferry-approve` checks it).
+            let by = match user {
+                Some(user) => user.to_owned(),
+                None => cluster.whoami().await?,
+            };
             prod.pin = Some(Pin {
                 release: release.into(),
                 reason: reason.into(),
+                by: Some(by),
             });
         }
         let client = match user {
@@ -659,13 +665,14 @@ spec:
         Ok(self.release_env(release, name).await?.map(|e| e.state))
     }
 
-    /// prod's history has a `kind` of `release` with `reason`, an actor and the outcome
-    /// Succeeded; returns that entry.
+    /// prod's history has a `kind` of `release` with `reason`, pinned by `by` (the user the
+    /// API server authenticated) and the outcome Succeeded; returns that entry.
     async fn pin_recorded(
         &self,
         kind: HistoryKind,
         release: &str,
         reason: &str,
+        by: &str,
     ) -> Res<HistoryEntry> {
         let prod = self.state("prod").await?;
         let Some(entry) = history_entry(&prod, release, kind) else {
@@ -677,8 +684,8 @@ spec:
             "the {kind:?}'s reason is not \"{reason}\": {text}"
         );
         ensure!(
-            entry.actor.as_deref().is_some_and(|a| !a.is_empty()),
-            "the {kind:?} names no actor: {text}"
+            entry.actor.as_deref() == Some(by),
+            "the {kind:?} does not name {by} as its actor: {text}"
         );
         ensure!(
             entry.outcome == Outcome::Succeeded,
@@ -1068,7 +1075,8 @@ async fn pipeline(s: Arc<Scenario>) -> Res {
     );
     p.show("prod").await?;
     p.show_history("prod").await?;
-    p.pin_recorded(HistoryKind::Approval, r1, reason).await?;
+    p.pin_recorded(HistoryKind::Approval, r1, reason, "rita")
+        .await?;
     p.prod_serves("v1").await?;
     let index = p.answers("prod", "/index.html").await?;
     p.s.say(format!(
@@ -1396,8 +1404,9 @@ async fn manual_rollback(s: Arc<Scenario>) -> Res {
     );
     p.show("prod").await?;
     p.show_history("prod").await?;
+    let me = p.s.cluster.whoami().await?;
     let entry = p
-        .pin_recorded(HistoryKind::ManualRollback, &r1, reason)
+        .pin_recorded(HistoryKind::ManualRollback, &r1, reason, &me)
         .await?;
     ensure!(
         entry.from.as_deref() == Some(r2.as_str()),

@@ -66,11 +66,12 @@ fn entry<'a>(app: &'a mut Application, environment: &str) -> &'a mut Environment
         .unwrap_or_else(|| panic!("the shop goes through {environment}"))
 }
 
-/// `app` with `environment` pinned to `release` (None: unpinned).
-fn pin(app: &mut Application, environment: &str, release: Option<&str>) {
+/// `app` with `environment` pinned to `release` by `by` (None: unpinned).
+fn pin(app: &mut Application, environment: &str, release: Option<&str>, by: &str) {
     entry(app, environment).pin = release.map(|release| Pin {
         release: release.to_owned(),
         reason: "CHG-1".to_owned(),
+        by: Some(by.to_owned()),
     });
 }
 
@@ -79,7 +80,7 @@ fn pin(app: &mut Application, environment: &str, release: Option<&str>) {
 /// shop is refused.
 async fn await_enforcement(ns: &TestNamespace) {
     let api: Api<Application> = Api::namespaced(client_as("bob").await, &ns.name);
-    let pinned = fixtures::pinned(fixtures::shop(), "prod", "shop-1.4.2", "CHG-1");
+    let pinned = fixtures::pinned_by(fixtures::shop(), "prod", "shop-1.4.2", "CHG-1", "bob");
     // No object shows when the API server's own informers have loaded the policy, so this
     // asks the API server itself, with a dry run, until it refuses.
     eventually("the policy enforced", || async {
@@ -112,7 +113,7 @@ async fn only_who_may_approve_an_environment_sets_changes_or_removes_its_pin() {
         let refused = as_bob
             .create(
                 &PostParams::default(),
-                &fixtures::pinned(fixtures::shop(), "prod", "shop-1.4.2", "CHG-1"),
+                &fixtures::pinned_by(fixtures::shop(), "prod", "shop-1.4.2", "CHG-1", "bob"),
             )
             .await;
         let message = match refused {
@@ -139,16 +140,21 @@ async fn only_who_may_approve_an_environment_sets_changes_or_removes_its_pin() {
         edit_as(&ns, "bob", |app| entry(app, "dev").replicas = Some(3))
             .await
             .expect("bob may change dev's replicas");
-        let refused = edit_as(&ns, "bob", |app| pin(app, "prod", Some("shop-1.4.2"))).await;
+        let refused = edit_as(&ns, "bob", |app| {
+            pin(app, "prod", Some("shop-1.4.2"), "bob")
+        })
+        .await;
         assert!(refused.is_err_and(|m| m.contains("bob may not change the pin of prod:")));
 
         // alice approves in prod only.
-        edit_as(&ns, "alice", |app| pin(app, "prod", Some("shop-1.4.2")))
-            .await
-            .expect("alice may pin prod");
+        edit_as(&ns, "alice", |app| {
+            pin(app, "prod", Some("shop-1.4.2"), "alice")
+        })
+        .await
+        .expect("alice may pin prod");
         let refused = edit_as(&ns, "alice", |app| {
-            pin(app, "dev", Some("shop-1.4.2"));
-            pin(app, "prod", Some("shop-1.4.1"));
+            pin(app, "dev", Some("shop-1.4.2"), "alice");
+            pin(app, "prod", Some("shop-1.4.1"), "alice");
         })
         .await;
         assert!(
@@ -162,16 +168,16 @@ async fn only_who_may_approve_an_environment_sets_changes_or_removes_its_pin() {
         edit_as(&ns, "bob", |app| entry(app, "prod").replicas = Some(4))
             .await
             .expect("bob may change prod's replicas while its pin stays");
-        let refused = edit_as(&ns, "bob", |app| pin(app, "prod", None)).await;
+        let refused = edit_as(&ns, "bob", |app| pin(app, "prod", None, "bob")).await;
         assert!(refused.is_err(), "bob removed prod's pin");
-        edit_as(&ns, "alice", |app| pin(app, "prod", None))
+        edit_as(&ns, "alice", |app| pin(app, "prod", None, "alice"))
             .await
             .expect("alice may unpin prod");
 
         // carol holds ferry-approver in the namespace: every environment.
         edit_as(&ns, "carol", |app| {
-            pin(app, "dev", Some("shop-1.4.2"));
-            pin(app, "prod", Some("shop-1.4.2"));
+            pin(app, "dev", Some("shop-1.4.2"), "carol");
+            pin(app, "prod", Some("shop-1.4.2"), "carol");
         })
         .await
         .expect("carol may pin dev and prod");
@@ -196,6 +202,74 @@ async fn only_who_may_approve_an_environment_sets_changes_or_removes_its_pin() {
                 ("prod", Some("shop-1.4.2"), Some(4))
             ],
             "only the allowed writes took effect"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_names_who_wrote_it_as_the_api_server_authenticated_them() {
+    with_temp_ns("approve-by", |ns| async move {
+        super::install::install_rbac(&ns.client).await;
+        grant(&ns).await;
+        await_enforcement(&ns).await;
+        ns.api::<Application>()
+            .create(&PostParams::default(), &fixtures::shop())
+            .await
+            .expect("the admin creates the shop");
+
+        // alice may approve prod, but not in carol's name, nor without a name.
+        let refused = edit_as(&ns, "alice", |app| {
+            pin(app, "prod", Some("shop-1.4.2"), "carol")
+        })
+        .await;
+        let message = refused.expect_err("alice pinned prod in carol's name");
+        assert!(
+            message.contains("the pin of prod must name who pins it")
+                && message.contains("by: \"alice\""),
+            "the refusal names the pin and the user to name: {message}"
+        );
+        let refused = edit_as(&ns, "alice", |app| {
+            pin(app, "prod", Some("shop-1.4.2"), "alice");
+            if let Some(pin) = entry(app, "prod").pin.as_mut() {
+                pin.by = None;
+            }
+        })
+        .await;
+        assert!(
+            refused.is_err_and(|m| m.contains("by: \"alice\"")),
+            "a pin without by"
+        );
+        edit_as(&ns, "alice", |app| {
+            pin(app, "prod", Some("shop-1.4.2"), "alice")
+        })
+        .await
+        .expect("alice pins prod in her own name");
+
+        // The pin stays alice's while others change the rest; taking it over is a change of
+        // the pin: an approver may (in her own name only), an editor may not.
+        edit_as(&ns, "bob", |app| entry(app, "dev").replicas = Some(2))
+            .await
+            .expect("bob edits dev while alice's pin stays");
+        let retitle = |by: &'static str| {
+            move |app: &mut Application| {
+                if let Some(pin) = entry(app, "prod").pin.as_mut() {
+                    pin.by = Some(by.to_owned());
+                }
+            }
+        };
+        assert!(edit_as(&ns, "bob", retitle("bob")).await.is_err());
+        assert!(edit_as(&ns, "carol", retitle("dave")).await.is_err());
+        edit_as(&ns, "carol", retitle("carol"))
+            .await
+            .expect("carol, an approver, takes the pin over in her own name");
+
+        let app: Application = ns.api().get("shop").await.expect("the shop");
+        let prod = app.spec.environments.iter().find(|e| e.name == "prod");
+        assert_eq!(
+            prod.and_then(|e| e.pin.as_ref())
+                .and_then(|p| p.by.as_deref()),
+            Some("carol")
         );
     })
     .await;

@@ -289,6 +289,7 @@ async fn only_who_may_approve_changes_adds_or_removes_the_entry_of_a_manual_envi
             entry(app, "prod").pin = Some(Pin {
                 release: "shop-1.4.2".to_owned(),
                 reason: "CHG-1".to_owned(),
+                by: Some("bob".to_owned()),
             });
         })
         .await

@@ -72,8 +72,22 @@ spec:
     ))
 }
 
-/// `app` with the Environment `environment` pinned to `release`.
-pub fn pinned(mut app: Application, environment: &str, release: &str, reason: &str) -> Application {
+/// The user the tests' admin credentials authenticate as (`e2e/apiserver.sh`'s token).
+pub const ADMIN: &str = "ferry-test-admin";
+
+/// `app` with the Environment `environment` pinned to `release` by the tests' admin.
+pub fn pinned(app: Application, environment: &str, release: &str, reason: &str) -> Application {
+    pinned_by(app, environment, release, reason, ADMIN)
+}
+
+/// `app` with the Environment `environment` pinned to `release`, the pin naming `by`.
+pub fn pinned_by(
+    mut app: Application,
+    environment: &str,
+    release: &str,
+    reason: &str,
+    by: &str,
+) -> Application {
     let entry = app
         .spec
         .environments
@@ -83,6 +97,7 @@ pub fn pinned(mut app: Application, environment: &str, release: &str, reason: &s
     entry.pin = Some(Pin {
         release: release.to_owned(),
         reason: reason.to_owned(),
+        by: Some(by.to_owned()),
     });
     app
 }

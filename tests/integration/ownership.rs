@@ -83,7 +83,7 @@ async fn an_editor_edits_ferrys_objects_but_cannot_approve_import_or_write_statu
         // Approving is not editing: the ferry-approve policy refuses dave's pin.
         let pinned = eventually("the approval policy enforced", || async {
             let shop = applications.get("shop").await.map_err(|e| e.to_string())?;
-            let shop = fixtures::pinned(shop, "prod", "shop-1.4.2", "CHG-1");
+            let shop = fixtures::pinned_by(shop, "prod", "shop-1.4.2", "CHG-1", "dave");
             match applications.replace("shop", &dry_run, &shop).await {
                 Err(kube::Error::Api(status)) if status.code == 403 => Ok(status.message),
                 other => Err(format!("dave's pin gave {other:?}")),

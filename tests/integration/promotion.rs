@@ -12,7 +12,7 @@ use crate::fixtures::{self, shop_1_4_2};
 use crate::{RunningController, with_temp_ns};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pin_is_recorded_with_its_reason_and_the_field_manager_that_wrote_it() {
+async fn a_pin_is_recorded_with_its_reason_and_the_user_who_wrote_it() {
     with_temp_ns("pin-writer", |ns| async move {
         let _controller = RunningController::start(&ns.client, &ns.name);
         ns.create_object::<Environment>(fixtures::environment(
@@ -26,7 +26,8 @@ async fn a_pin_is_recorded_with_its_reason_and_the_field_manager_that_wrote_it()
         ))
         .await;
         ns.create_object::<Release>(shop_1_4_2()).await;
-        // Written as a GitOps tool writes it: server-side apply under its own field manager.
+        // Written as a GitOps tool writes it: server-side apply under its own field manager,
+        // which is the client's choice; who pinned is the authenticated user the pin names.
         let app = fixtures::pinned(
             fixtures::shop_through(&["dev", "prod"]),
             "prod",
@@ -63,7 +64,7 @@ async fn a_pin_is_recorded_with_its_reason_and_the_field_manager_that_wrote_it()
         assert_eq!(entry.kind, HistoryKind::Pin);
         assert_eq!(entry.outcome, Outcome::InProgress);
         assert_eq!(entry.reason, "CHG-9 approved by the change board");
-        assert_eq!(entry.actor.as_deref(), Some("gitops-bot"));
+        assert_eq!(entry.actor.as_deref(), Some(fixtures::ADMIN));
         let dev = status
             .environments
             .iter()

@@ -311,6 +311,7 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
         fixed.spec.environments[0].pin = Some(ferry::api::application::Pin {
             release: "shop-1.4.2".to_owned(),
             reason: "CHG-2".to_owned(),
+            by: Some(super::fixtures::ADMIN.to_owned()),
         });
         ns.api::<Application>()
             .replace("shop", &Default::default(), &fixed)

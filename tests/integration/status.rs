@@ -20,7 +20,7 @@ use ferry::api::{Environment, Release};
 const FERRY: &str = "system:serviceaccount:ferry-system:ferry";
 
 /// The test API server's admin (`e2e/apiserver.sh`: group system:masters, as cluster-admin).
-const ADMIN: &str = "ferry-test-admin";
+use super::fixtures::ADMIN;
 
 /// A Role `name` in `ns` with `rules`, bound to `users`.
 async fn grant(ns: &TestNamespace, name: &str, rules: Value, users: &[&str]) {

@@ -214,7 +214,6 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             });
         let failed_upstream = failed.of(spec.upstream.as_deref());
         let choice = choose(
-            app,
             entry,
             environment,
             &stored,
@@ -400,11 +399,10 @@ impl FailedUpstream {
 }
 
 /// Which release the environment should run and which waits (`promotion::choose`), with the
-/// pin's writer read from the Application's managed fields. `decided` holds the states decided
+/// pin's writer from its `by`. `decided` holds the states decided
 /// so far in this pass: upstreams come first, so a release that just became healthy upstream
 /// is promoted in the same pass.
 fn choose(
-    app: &Application,
     entry: &EnvironmentEntry,
     environment: &Environment,
     stored: &EnvironmentState,
@@ -418,19 +416,13 @@ fn choose(
         .as_deref()
         .and_then(|up| Some((up, decided.iter().find(|e| e.name == up)?)));
     let rejected_upstream = |release: &str| failed_upstream.contains(release);
-    let actor = entry.pin.as_ref().and_then(|_| {
-        promotion::pin_writer(
-            app.metadata.managed_fields.as_deref().unwrap_or_default(),
-            &entry.name,
-        )
-    });
     promotion::choose(&promotion::Stage {
         approval: spec.approval,
         upstream,
         pin: entry.pin.as_ref().map(|pin| promotion::PinRequest {
             release: &pin.release,
             reason: &pin.reason,
-            actor: actor.as_deref(),
+            actor: pin.by.as_deref(),
         }),
         state: stored,
         releases,
@@ -817,6 +809,47 @@ spec:
                 .collect();
             assert_eq!(rolling(&decision.status), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn who_pinned_is_the_pins_by_never_a_field_manager() {
+        let mut app = app();
+        app.spec.environments[2].pin =
+            serde_yaml::from_str("{release: shop-1, reason: CHG-1, by: alice@example.com}")
+                .unwrap();
+        // A field manager's name is the client's choice: it must not be taken for the approver.
+        app.metadata.managed_fields = serde_yaml::from_str(
+            r#"[{manager: kubectl, operation: Apply, fieldsType: FieldsV1,
+                fieldsV1: {"f:spec": {"f:environments": {"k:{\"name\":\"prod\"}": {"f:pin": {}}}}}}]"#,
+        )
+        .unwrap();
+        let stored = [
+            state("dev", "shop-2", &[]),
+            state("staging", "shop-2", &[]),
+            state("prod", "shop-2", &[]),
+        ];
+        let decision = decide_releases(
+            &app,
+            &pipeline_of_three(),
+            &stored,
+            &releases(&["shop-1", "shop-2"]),
+            &BTreeMap::new(),
+        );
+        let prod = &decision.status[2];
+        let started = &prod.history[0];
+        assert_eq!(started.release, "shop-1", "the pin rolls prod back");
+        assert_eq!(started.actor.as_deref(), Some("alice@example.com"));
+
+        // A pin written before pins carried `by` names no one.
+        app.spec.environments[2].pin.as_mut().unwrap().by = None;
+        let decision = decide_releases(
+            &app,
+            &pipeline_of_three(),
+            &stored,
+            &releases(&["shop-1", "shop-2"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(decision.status[2].history[0].actor, None);
     }
 
     /// The Deployments the decision applies: (environment, release, the value of env var

@@ -10,11 +10,8 @@
 //! here is an override, recorded as such. A release that failed here is never the candidate
 //! again.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-
 use crate::api::application::{EnvironmentState, HistoryKind};
 use crate::api::environment::Approval;
-use crate::api::managers::is_ferrys;
 
 use super::Wanted;
 
@@ -26,7 +23,8 @@ pub const FERRY: &str = "ferry";
 pub struct PinRequest<'a> {
     pub release: &'a str,
     pub reason: &'a str,
-    /// The field manager that wrote the pin, when known.
+    /// Who wrote the pin: its `by`, the user the API server authenticated (`ferry-approve`
+    /// refuses any other name). `None` for a pin written before pins carried `by`.
     pub actor: Option<&'a str>,
 }
 
@@ -52,51 +50,6 @@ pub struct Choice {
     pub candidate: Option<String>,
     /// The candidate waits for a person's approval (a pin).
     pub awaiting_approval: bool,
-}
-
-/// The pins of environments a managed-fields entry owns, by environment name.
-fn pinned_environments(entry: &ManagedFieldsEntry) -> Vec<String> {
-    if entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Vec::new();
-    }
-    let environments = entry
-        .fields_v1
-        .as_ref()
-        .and_then(|f| f.0.get("f:spec"))
-        .and_then(|s| s.get("f:environments"))
-        .and_then(|e| e.as_object());
-    let Some(items) = environments else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter(|(_, item)| item.get("f:pin").is_some())
-        .filter_map(|(key, _)| {
-            let key: serde_json::Value = serde_json::from_str(key.strip_prefix("k:")?).ok()?;
-            Some(key.get("name")?.as_str()?.to_owned())
-        })
-        .collect()
-}
-
-/// Whether a managed-fields entry owns any environment's pin: the caches keep only those.
-pub fn owns_a_pin(entry: &ManagedFieldsEntry) -> bool {
-    !pinned_environments(entry).is_empty()
-}
-
-/// Who wrote the pin of environment `env`: the field manager that owns
-/// `spec.environments[name=env].pin` in the Application's managed fields (the latest, if
-/// several share it). That is what the API server records of every writer (`kubectl`,
-/// `kubectl-client-side-apply`, a GitOps controller's name); the requesting user is only known
-/// to admission. Ferry's own managers are never taken for the writer: Ferry writes no pins.
-pub fn pin_writer(managed: &[ManagedFieldsEntry], env: &str) -> Option<String> {
-    let owns_pin = |entry: &ManagedFieldsEntry| pinned_environments(entry).iter().any(|e| e == env);
-    let by_a_person = |entry: &ManagedFieldsEntry| !entry.manager.as_deref().is_some_and(is_ferrys);
-    managed
-        .iter()
-        .filter(|e| owns_pin(e) && by_a_person(e))
-        .max_by_key(|e| e.time.as_ref().map(|t| t.0))
-        .and_then(|e| e.manager.clone())
-        .map(|m| m.chars().take(128).collect())
 }
 
 /// Chooses for one environment.
@@ -234,66 +187,6 @@ mod tests {
         releases: &'a [String],
     ) -> Stage<'a> {
         stage(approval, Some(("dev", dev)), here, releases, None)
-    }
-
-    #[test]
-    fn the_pin_writer_is_the_latest_manager_owning_the_pin() {
-        let entry = |manager: &str, second: i64, env: &str, pin: bool| {
-            let item = if pin {
-                serde_json::json!({"f:pin": {"f:release": {}, "f:reason": {}}})
-            } else {
-                serde_json::json!({"f:replicas": {}})
-            };
-            let key = format!("k:{{\"name\":\"{env}\"}}");
-            ManagedFieldsEntry {
-                manager: Some(manager.to_owned()),
-                operation: Some("Update".to_owned()),
-                time: Some(crate::api::Time(
-                    jiff::Timestamp::from_second(1_800_000_000 + second).unwrap_or_default(),
-                )),
-                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                    serde_json::json!({"f:spec": {"f:environments": {key: item}}}),
-                )),
-                ..ManagedFieldsEntry::default()
-            }
-        };
-        let managed = vec![
-            entry("kubectl-client-side-apply", 1, "prod", true),
-            entry("argocd-controller", 5, "prod", true),
-            entry("helm", 9, "prod", false),
-            entry("kubectl", 9, "staging", true),
-        ];
-        assert_eq!(
-            pin_writer(&managed, "prod").as_deref(),
-            Some("argocd-controller")
-        );
-        assert_eq!(pin_writer(&managed, "staging").as_deref(), Some("kubectl"));
-        assert_eq!(pin_writer(&managed, "dev"), None);
-    }
-
-    #[test]
-    fn ferrys_own_managers_are_never_taken_for_the_pin_writer() {
-        let entry = |manager: &str, second: i64| ManagedFieldsEntry {
-            manager: Some(manager.to_owned()),
-            operation: Some("Apply".to_owned()),
-            time: Some(crate::api::Time(
-                jiff::Timestamp::from_second(1_800_000_000 + second).unwrap_or_default(),
-            )),
-            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                serde_json::json!({"f:spec": {"f:environments": {
-                    "k:{\"name\":\"prod\"}": {"f:pin": {"f:release": {}}}}}}),
-            )),
-            ..ManagedFieldsEntry::default()
-        };
-        // A person pinned first; Ferry's managers, old and new, own the pin later (a shared
-        // apply, say): the person is still the writer.
-        let managed = vec![
-            entry("kubectl", 1),
-            entry("ferry", 5),
-            entry("ferry-application", 9),
-        ];
-        assert_eq!(pin_writer(&managed, "prod").as_deref(), Some("kubectl"));
-        assert_eq!(pin_writer(&managed[1..], "prod"), None);
     }
 
     #[test]
