@@ -371,6 +371,25 @@ pub struct EnvironmentState {
     /// never rolled out here again unless a person pins one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<String>,
+
+    /// The Releases this environment runs, ran before (`previous`) or rolls out, each as it was
+    /// when first rolled out here: its UID and content digest. A Release of that name whose UID
+    /// or digest differs now (deleted and made again, say) is not the one that was judged and
+    /// approved: it is never rolled out, and what runs stays as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound: Vec<BoundRelease>,
+}
+
+/// A Release as an environment first rolled it out.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundRelease {
+    /// The Release's name.
+    pub name: String,
+    /// Its `metadata.uid` then.
+    pub uid: String,
+    /// Its content digest then (`status.digest` of the Release).
+    pub digest: String,
 }
 
 /// One rollout of one release into an environment, from its start to its verdict.

@@ -21,11 +21,15 @@ pub const STALLED: &str = "Stalled";
 pub const SUCCEEDED: &str = "Succeeded";
 
 // Each of an Application's environments (`status.environments[].conditions`). The last two
-// are spelt like the reasons `RolledBack` and `AwaitingApproval`, hence the suffix.
+// are spelt like the reasons `RolledBack` and `AwaitingApproval`, hence the suffix, and so is
+// `ReleaseChanged`.
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const ROLLED_BACK_CONDITION: &str = "RolledBack";
 pub const AWAITING_APPROVAL_CONDITION: &str = "AwaitingApproval";
+/// Present (`True`) only while a Release the environment bound differs from what it was
+/// (`decide::delivery::identity`).
+pub const RELEASE_CHANGED_CONDITION: &str = "ReleaseChanged";
 
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";

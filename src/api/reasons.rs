@@ -121,6 +121,10 @@ reasons! {
     /// The Application's `spec.run` changed: Ferry made a Release of the newest image with
     /// the new run configuration, promoted through the environments like a new commit.
     RECONFIGURED = "Reconfigured", Normal, ["Application"];
+    /// A Release an environment runs, ran or rolls out is not the one it rolled out: its UID
+    /// or content digest differs (deleted and made again under the same name). It is never
+    /// rolled out; what runs stays as it is until another release is rolled out there.
+    RELEASE_CHANGED = "ReleaseChanged", Warning, ["Application"];
     /// The git server of `spec.source.url` could not be reached (DNS, connection, timeout);
     /// Ferry keeps trying with backoff.
     REPOSITORY_UNREACHABLE = "RepositoryUnreachable", Warning, ["Application"];

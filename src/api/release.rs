@@ -139,9 +139,22 @@ pub struct ReleaseStatus {
     /// (status is refused to anyone else at admission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunSpec>,
+
+    /// What this Release runs, as one value: `sha256:` over its image, commit and the run
+    /// configuration it fixes, computed by Ferry once the run configuration is fixed. Each
+    /// environment records it, with the Release's UID, when it first rolls the Release out;
+    /// a Release whose UID or digest no longer matches is never rolled out there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl Release {
+    /// The content digest of what this Release runs (see [`ReleaseStatus::digest`]), from its
+    /// spec and the run configuration it fixes; `None` while it fixes none.
+    pub fn content_digest(&self) -> Option<String> {
+        content_digest(&self.spec.image, &self.spec.commit, self.fixed_run()?)
+    }
+
     /// The run configuration this release fixes: `spec.run`, else the one Ferry recorded in
     /// `status.run`. `None` until Ferry recorded one: such a Release is not rolled out yet.
     pub fn fixed_run(&self) -> Option<&RunSpec> {
@@ -150,6 +163,20 @@ impl Release {
             .as_ref()
             .or_else(|| self.status.as_ref()?.run.as_ref())
     }
+}
+
+/// `sha256:<hex>` over the JSON of `{image, commit, run}`: what decides what runs. Serde
+/// writes struct fields in declaration order and maps sorted, so the same content always gives
+/// the same digest. `None` only if the run configuration cannot be serialized.
+pub fn content_digest(image: &str, commit: &str, run: &RunSpec) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let content = serde_json::json!({"image": image, "commit": commit, "run": run});
+    let bytes = serde_json::to_vec(&content).ok()?;
+    let hash = Sha256::digest(&bytes);
+    Some(format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 /// The release in one environment.

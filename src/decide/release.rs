@@ -5,7 +5,7 @@ use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::CommonStatus;
 use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase, RunSpec};
 use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED, VERIFICATION_FAILED};
-use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification};
+use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification, content_digest};
 use crate::api::{Release, ReleaseStatus, Time};
 
 /// What the reconciler observed for one Release.
@@ -239,6 +239,10 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         .iter()
         .map(|e| format!("{}={:?}", e.name, e.state))
         .collect();
+    let run = match &spec.run {
+        Some(_) => None,
+        None => current.run.or_else(|| observed.application_run.cloned()),
+    };
     Decision::status(ReleaseStatus {
         common: CommonStatus::decided(
             &current.common.conditions,
@@ -249,10 +253,11 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
         summary: (!reached.is_empty()).then(|| reached.join(" ")),
         environments,
         // Recorded once, for an import without spec.run: what it runs with from now on.
-        run: match &spec.run {
-            Some(_) => None,
-            None => current.run.or_else(|| observed.application_run.cloned()),
-        },
+        run: run.clone(),
+        digest: run
+            .as_ref()
+            .or(spec.run.as_ref())
+            .and_then(|run| content_digest(&spec.image, &spec.commit, run)),
     })
 }
 
@@ -330,6 +335,51 @@ spec:
         built.spec.run = Some(later.clone());
         assert_eq!(decide(&built, Some(&at_import)).run, None);
         assert_eq!(built.fixed_run(), Some(&later));
+    }
+
+    #[test]
+    fn the_content_digest_covers_image_commit_and_run_configuration() {
+        let mut built = release();
+        assert_eq!(
+            decide(&built, &[]).digest,
+            None,
+            "no run configuration: no digest"
+        );
+        built.spec.run = Some(RunSpec::default());
+        let digest = decide(&built, &[]).digest.expect("a digest");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 7 + 64,
+            "{digest}"
+        );
+        assert_eq!(Some(&digest), built.content_digest().as_ref());
+        // The same content, the same digest; any of the three changed, another one.
+        assert_eq!(decide(&built.clone(), &[]).digest.as_ref(), Some(&digest));
+        let mut other = built.clone();
+        other.spec.image = format!("{}0", other.spec.image);
+        let mut commit = built.clone();
+        commit.spec.commit = "1".repeat(40);
+        let mut run = built.clone();
+        run.spec.run = Some(RunSpec {
+            replicas: 3,
+            ..RunSpec::default()
+        });
+        for changed in [other, commit, run] {
+            assert_ne!(decide(&changed, &[]).digest.as_ref(), Some(&digest));
+        }
+        // An import fixes its run configuration in status.run: the digest covers that one.
+        let imported = release();
+        let status = status(
+            &Observed {
+                release: &imported,
+                namespace: "team-a",
+                application_exists: true,
+                application_run: Some(&RunSpec::default()),
+                environments: &[],
+            },
+            &now(),
+        )
+        .status;
+        assert_eq!(status.digest.as_ref(), Some(&digest));
     }
 
     #[test]

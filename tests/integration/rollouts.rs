@@ -138,6 +138,85 @@ async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_
     .await;
 }
 
+/// Ferry finds Releases by name: a Release deleted and made again under the name of the one
+/// dev runs, with another image, must not reach dev's Deployment (`decide::delivery::identity`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_made_again_under_the_name_of_what_runs_never_reaches_the_workload() {
+    with_temp_ns("release-identity", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<Environment>(fixtures::dev()).await;
+        ns.create_object::<Release>(shop_1_4_2()).await;
+        ns.create_object::<Application>(shop_pinned_in_dev("{ports: [{name: http, port: 8080}]}"))
+            .await;
+        let first = ns
+            .wait_for::<Deployment>("shop-dev", "dev's Deployment", |_| true)
+            .await;
+        let image = |d: &Deployment| {
+            d.spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.clone())
+        };
+        let was = image(&first).expect("an image");
+        let release: Release = ns.api().get("shop-1.4.2").await.expect("the Release");
+        let uid = release.metadata.uid.clone().expect("a UID");
+        let bound_uid = uid.clone();
+        ns.wait_for::<Application>("shop", "dev bound to shop-1.4.2", move |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.environments.iter().any(|e| {
+                    e.bound
+                        .iter()
+                        .any(|b| b.name == "shop-1.4.2" && b.uid == bound_uid)
+                })
+            })
+        })
+        .await;
+
+        // Deleted (no admission policy is bound in this namespace) and made again.
+        ns.api::<Release>()
+            .delete("shop-1.4.2", &DeleteParams::default())
+            .await
+            .expect("deleting the Release");
+        ns.wait_gone::<Release>("shop-1.4.2", "the Release deleted")
+            .await;
+        let mut again = shop_1_4_2();
+        again.spec.image = format!("registry.local/team-a/shop@sha256:{}", "e".repeat(64));
+        ns.create_object::<Release>(again).await;
+
+        let app = ns
+            .wait_for::<Application>("shop", "ReleaseChanged in dev", |a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.environments.iter().any(|e| {
+                        e.conditions
+                            .iter()
+                            .any(|c| c.type_ == "ReleaseChanged" && c.status == "True")
+                    })
+                })
+            })
+            .await;
+        let dev = &app.status.unwrap_or_default().environments[0];
+        let changed = dev
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ReleaseChanged")
+            .expect("the condition");
+        assert!(
+            changed.message.contains("shop-1.4.2") && changed.message.contains(&uid),
+            "{}",
+            changed.message
+        );
+        // A quiet period: anything let through would have been applied by now.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let now: Deployment = ns.api().get("shop-dev").await.expect("dev's Deployment");
+        assert_eq!(image(&now), Some(was), "dev runs what it ran");
+        let event = ns.event_with_reason("ReleaseChanged").await;
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        controller.stop().await;
+    })
+    .await;
+}
+
 /// shop through dev, dev pinned to shop-1.4.2, with `run` (YAML) as its spec.run.
 fn shop_pinned_in_dev(run: &str) -> Application {
     let mut app = fixtures::pinned(

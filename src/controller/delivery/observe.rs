@@ -111,6 +111,8 @@ async fn release_facts(
         }
         facts.push(ReleaseFacts {
             name,
+            uid: release.metadata.uid.clone(),
+            digest: release.content_digest(),
             image: release.spec.image.clone(),
             run: release.fixed_run().cloned(),
             created: release

@@ -39,6 +39,7 @@
 
 mod candidate;
 pub mod health;
+mod identity;
 mod judge;
 pub mod pipeline;
 pub mod promotion;
@@ -89,7 +90,7 @@ pub struct Wanted {
     /// What kind of change rolling it out is: `Rollout`, `Promotion`, or for a pin `Approval`,
     /// `Pin`, `ManualRollback` or `Override`.
     pub kind: HistoryKind,
-    /// Who asked: `ferry`, or the field manager that wrote the pin.
+    /// Who asked: `ferry`, or the pin's `by` (the user who wrote it).
     pub actor: Option<String>,
 }
 

@@ -21,7 +21,9 @@ use std::time::Duration;
 use super::health::{CheckFigures, Placement, Workload, percentage};
 use super::retain::{self, Child, TestPodFacts};
 use super::runs::{Run, RunKey, RunProgress, RunReport};
-use super::{Finished, Observed, Plan, Policy, Serving, Told, VerificationReport, plan, promotion};
+use super::{
+    Finished, Observed, Plan, Policy, Serving, Told, VerificationReport, identity, plan, promotion,
+};
 use crate::api::application::{EnvironmentEntry, EnvironmentState, HistoryKind, Rollout, RunSpec};
 use crate::api::{Application, Environment, Time};
 use crate::decide::Decision;
@@ -43,6 +45,10 @@ pub struct Listed {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReleaseFacts {
     pub name: String,
+    /// Its `metadata.uid` and content digest (`Release::content_digest`), to tell it from a
+    /// Release made again under the same name (`identity`).
+    pub uid: Option<String>,
+    pub digest: Option<String>,
     pub image: String,
     /// The run configuration it fixes; a Release without one is never rolled out.
     pub run: Option<RunSpec>,
@@ -177,6 +183,15 @@ pub enum Action {
 pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>, Action> {
     let app = input.app;
     let name = app.metadata.name.as_deref().unwrap_or_default();
+    // A Release that is not what an environment rolled out under its name is never rolled
+    // out, and the workloads running it are left as they are (`identity`).
+    let changed = identity::changed(input.stored, input.releases);
+    let facts: Vec<ReleaseFacts> = input
+        .releases
+        .iter()
+        .filter(|r| !changed.contains(&r.name))
+        .cloned()
+        .collect();
     // A Release that fixes no run configuration is never promoted: Ferry makes one from it
     // that does (`build::objects::reconfigured`).
     let releases: Vec<String> = input
@@ -213,7 +228,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
                 ..EnvironmentState::default()
             });
         let failed_upstream = failed.of(spec.upstream.as_deref());
-        let choice = choose(
+        let mut choice = choose(
             entry,
             environment,
             &stored,
@@ -221,10 +236,27 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             &failed_upstream,
             &releases,
         );
+        // A changed Release keeps its place in the order (what runs is not "older" than
+        // anything) but is neither rolled out nor offered.
+        if choice
+            .wanted
+            .as_ref()
+            .is_some_and(|w| changed.contains(&w.release))
+        {
+            choice.wanted = None;
+        }
+        if choice
+            .candidate
+            .as_ref()
+            .is_some_and(|c| changed.contains(c))
+        {
+            choice.candidate = None;
+            choice.awaiting_approval = false;
+        }
         let scope = (input.namespace, name, env);
         let checks = figures(&stored, environment, input.runs, scope);
         let report = verification_report(input, &stored, environment, scope);
-        let plan = plan(
+        let mut plan = plan(
             &Observed {
                 state: &stored,
                 policy: Policy {
@@ -236,10 +268,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
                 choice,
                 history_limit: usize::try_from(app.spec.history_limit).unwrap_or(1),
                 replicas: &|release| {
-                    workload::replicas(
-                        entry,
-                        run_of(input.releases, release).unwrap_or(&app.spec.run),
-                    )
+                    workload::replicas(entry, run_of(&facts, release).unwrap_or(&app.spec.run))
                 },
                 workload: &listed.workload,
                 checks: &checks,
@@ -247,7 +276,14 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             },
             now,
         );
-        workload_actions(&w, &plan, input.releases, &listed.workload, &mut actions);
+        plan.state.bound = identity::bind(&stored.bound, &plan.state, input.releases);
+        plan.events.extend(identity::note(
+            &mut plan.state,
+            &stored,
+            input.releases,
+            now,
+        ));
+        workload_actions(&w, &plan, &facts, &listed.workload, &mut actions);
         if !plan.deployments.is_empty() {
             keep.workloads
                 .insert((target.to_owned(), workload::base_name(name, env)));
@@ -264,7 +300,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             .as_ref()
             .filter(|_| plan.checks.is_some())
         {
-            let run = run_of(input.releases, &rollout.release).unwrap_or(&app.spec.run);
+            let run = run_of(&facts, &rollout.release).unwrap_or(&app.spec.run);
             for (key, check) in check_actions(run, environment, scope, rollout) {
                 runs_kept.insert(key);
                 actions.extend(check);
@@ -282,7 +318,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
                 .insert(test_pod_name(name, env, &key.to_string()));
             actions.extend(start_verification(input, &w, environment, rollout, key));
         }
-        actions.extend(told_and_counted(env, &plan, input.releases, now));
+        actions.extend(told_and_counted(env, &plan, &facts, now));
         failed.record(env, failed_upstream, &plan.state.rejected);
         requeue = [requeue, plan.requeue_after].into_iter().flatten().min();
         match states.iter_mut().find(|e| e.name == env) {
@@ -645,7 +681,7 @@ fn lead_time(env: &str, release: &str, releases: &[ReleaseFacts], now: &Time) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::application::Rollout;
+    use crate::api::application::{BoundRelease, Rollout};
 
     /// dev -> staging -> prod, as a user would write them.
     const SHOP: &str = r#"
@@ -808,6 +844,151 @@ spec:
                 .map(|(e, r)| (e.to_string(), r.map(str::to_owned)))
                 .collect();
             assert_eq!(rolling(&decision.status), expected, "{name}");
+        }
+    }
+
+    /// `releases(names)` with a UID and content digest each, `u-<name>` and `d-<name>`.
+    fn identified(names: &[&str]) -> Vec<ReleaseFacts> {
+        releases(names)
+            .into_iter()
+            .map(|r| ReleaseFacts {
+                uid: Some(format!("u-{}", r.name)),
+                digest: Some(format!("d-{}", r.name)),
+                ..r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_environment_binds_what_it_runs_by_uid_and_digest() {
+        let stored = [
+            state("dev", "shop-2", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        let decision = decide_releases(
+            &app(),
+            &pipeline_of_three(),
+            &stored,
+            &identified(&["shop-1", "shop-2"]),
+            &BTreeMap::new(),
+        );
+        let bound = |env: usize| {
+            decision.status[env]
+                .bound
+                .iter()
+                .map(|b| (b.name.as_str(), b.uid.as_str(), b.digest.as_str()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bound(0), [("shop-2", "u-shop-2", "d-shop-2")]);
+        // staging starts rolling out shop-2 from shop-1: both are bound.
+        assert_eq!(
+            bound(1),
+            [
+                ("shop-1", "u-shop-1", "d-shop-1"),
+                ("shop-2", "u-shop-2", "d-shop-2")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_release_made_again_under_its_name_is_never_rolled_out_and_what_runs_stays() {
+        let bound = |name: &str| BoundRelease {
+            name: name.into(),
+            uid: format!("u-{name}"),
+            digest: format!("d-{name}"),
+        };
+        let with = |mut state: EnvironmentState, names: &[&str]| {
+            state.bound = names.iter().map(|n| bound(n)).collect();
+            state
+        };
+        let stored = vec![
+            with(state("dev", "shop-2", &[]), &["shop-2"]),
+            with(state("staging", "shop-1", &[]), &["shop-1"]),
+            with(state("prod", "shop-1", &[]), &["shop-1"]),
+        ];
+        for (what, remade) in [
+            (
+                "deleted and made again",
+                ReleaseFacts {
+                    uid: Some("u-other".into()),
+                    ..identified(&["shop-2"])[0].clone()
+                },
+            ),
+            (
+                "same UID, other content",
+                ReleaseFacts {
+                    digest: Some("d-other".into()),
+                    image: "registry.local/team-a/shop@sha256:evil".into(),
+                    ..identified(&["shop-2"])[0].clone()
+                },
+            ),
+        ] {
+            let facts = vec![identified(&["shop-1"])[0].clone(), remade];
+            let decision = decide_releases(
+                &app(),
+                &pipeline_of_three(),
+                &stored,
+                &facts,
+                &BTreeMap::new(),
+            );
+            // Not promoted to staging, and dev's Deployment is left as it is.
+            assert_eq!(
+                rolling(&decision.status),
+                [
+                    ("dev".to_owned(), None),
+                    ("staging".to_owned(), None),
+                    ("prod".to_owned(), None)
+                ],
+                "{what}"
+            );
+            let applied = applied(&decision.actions);
+            assert!(
+                !applied.iter().any(|(_, release, _)| release == "shop-2"),
+                "{what}: {applied:?}"
+            );
+            assert!(
+                decision.actions.iter().any(|a| matches!(a,
+                    Action::LeaveDeployment { environment, release } if environment == "dev" && release == "shop-2")),
+                "{what}: {:?}",
+                decision.actions
+            );
+            // staging and prod go on running shop-1.
+            assert!(applied.contains(&("prod".to_owned(), "shop-1".to_owned(), None)));
+            // dev says so: a condition, and a Warning Event once.
+            let dev = &decision.status[0];
+            let condition = dev
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ReleaseChanged")
+                .expect("ReleaseChanged");
+            assert!(
+                condition.status == "True" && condition.message.contains("shop-2"),
+                "{what}: {condition:?}"
+            );
+            assert_eq!(dev.bound, [bound("shop-2")], "the old binding stays");
+            let told = |actions: &[Action]| {
+                actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Tell { told, .. } if told.announcement.reason == "ReleaseChanged"))
+                    .count()
+            };
+            assert_eq!(told(&decision.actions), 1, "{what}");
+            let again = decide_releases(
+                &app(),
+                &pipeline_of_three(),
+                &decision.status,
+                &facts,
+                &BTreeMap::new(),
+            );
+            assert_eq!(told(&again.actions), 0, "{what}: said once");
+            assert!(
+                again.status[0]
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "ReleaseChanged"),
+                "{what}: the condition stays"
+            );
         }
     }
 
