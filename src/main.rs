@@ -100,6 +100,9 @@ enum BuildStep {
         /// A directory with `username` and `password` files (a mounted basic-auth Secret).
         #[arg(long)]
         credentials: Option<std::path::PathBuf>,
+        /// Send the credentials over a plain http:// URL too (the source's `insecure`).
+        #[arg(long)]
+        insecure: bool,
         /// The previous Release's commit: the report lists the work items after it.
         #[arg(long)]
         since: Option<String>,
@@ -132,6 +135,7 @@ async fn main() -> ExitCode {
                     commit,
                     dest,
                     credentials,
+                    insecure,
                     since,
                     report,
                 },
@@ -142,7 +146,7 @@ async fn main() -> ExitCode {
                     &url,
                     &commit,
                     &dest,
-                    credentials.as_deref(),
+                    (credentials.as_deref(), insecure),
                     since.as_deref(),
                     report.as_deref(),
                 )

@@ -3,8 +3,11 @@
 //!
 //! Needs `git` and `go` on the PATH; the server is built once per test binary.
 
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::adapters::git::{self, Credentials, GitError, GixRemote, RemoteRefs};
@@ -17,7 +20,9 @@ mod gitserver;
 use gitserver::{GitServer, TempDir, WorkingCopy, free_port};
 
 async fn head(url: &str, branch: &str) -> Result<git::BranchHead, GitError> {
-    GixRemote { timeout: TIMEOUT }.head(url, branch, None).await
+    GixRemote { timeout: TIMEOUT }
+        .head(url, branch, None, false)
+        .await
 }
 
 #[tokio::test]
@@ -89,6 +94,7 @@ async fn an_unreachable_server_a_missing_repository_and_a_missing_branch_have_th
     assert_eq!(error.category(), "InvalidRepositoryUrl", "{error}");
 }
 
+/// The test git server speaks plain http: credentials go to it only with `insecure`.
 #[tokio::test]
 async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_in_the_message() {
     let server = GitServer::start(Some("ci:right-password"));
@@ -99,7 +105,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
 
     let wrong = Credentials::new("ci", "wrong-password-4711");
     let error = remote
-        .head(&server.url("app"), "main", Some(&wrong))
+        .head(&server.url("app"), "main", Some(&wrong), true)
         .await
         .unwrap_err();
     assert_eq!(error.category(), "AuthenticationRefused", "{error}");
@@ -107,7 +113,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
     assert!(!shown.contains("wrong-password-4711"), "{shown}");
 
     let error = remote
-        .head(&server.url("app"), "main", None)
+        .head(&server.url("app"), "main", None, false)
         .await
         .unwrap_err();
     assert_eq!(error.category(), "AuthenticationRefused", "{error}");
@@ -118,7 +124,12 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
 
     // A password in the URL itself is not shown either.
     let error = remote
-        .head(&server.url_as("app", "ci:url-password-0815"), "main", None)
+        .head(
+            &server.url_as("app", "ci:url-password-0815"),
+            "main",
+            None,
+            true,
+        )
         .await
         .unwrap_err();
     assert_eq!(error.category(), "AuthenticationRefused", "{error}");
@@ -126,10 +137,180 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
 
     let right = Credentials::new("ci", "right-password");
     let seen = remote
-        .head(&server.url("app"), "main", Some(&right))
+        .head(&server.url("app"), "main", Some(&right), true)
         .await
         .unwrap();
     assert_eq!(seen.commit, tip);
+}
+
+/// A loopback port that records the head of every request made to it and answers none: it
+/// shows what a client sent, or that it sent nothing.
+struct Witness {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Witness {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        // Lives as long as the test process; it only ever reads.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                    head.extend_from_slice(&buffer[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+            }
+        });
+        Self { port, requests }
+    }
+
+    fn url(&self, userinfo: &str) -> String {
+        format!("http://{userinfo}127.0.0.1:{}/app.git", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
+    let server = GitServer::start(Some("ci:pw-in-clear-2718"));
+    let work = WorkingCopy::new();
+    let tip = work.commit("first", "a.txt", "1");
+    work.git(&["tag", "v1.0.0"]);
+    work.push(&server.url_as("app", "ci:pw-in-clear-2718"), "main");
+    work.push(&server.url_as("app", "ci:pw-in-clear-2718"), "--tags");
+    let remote = GixRemote { timeout: TIMEOUT };
+    let right = Credentials::new("ci", "pw-in-clear-2718");
+
+    // The right credentials for a server that wants them, but over plain http: refused,
+    // by the branch look-up and by the tag look-up alike.
+    let url = server.url("app");
+    let error = remote
+        .head(&url, "main", Some(&right), false)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "CredentialsInClear", "{error}");
+    assert!(!error.is_transient());
+    assert!(
+        error.to_string().contains("spec.source.insecure"),
+        "{error}"
+    );
+    let error = remote
+        .tags_at(&url, &tip, Some(&right), false)
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "CredentialsInClear", "{error}");
+    let in_url = server.url_as("app", "ci:pw-in-clear-2718");
+    let error = remote.head(&in_url, "main", None, false).await.unwrap_err();
+    assert_eq!(error.category(), "CredentialsInClear", "{error}");
+    assert!(!format!("{error} {error:?}").contains("pw-in-clear-2718"));
+
+    // With the source's consent they are sent, and the server answers.
+    let seen = remote.head(&url, "main", Some(&right), true).await.unwrap();
+    assert_eq!(seen.commit, tip);
+    let tags = remote
+        .tags_at(&url, &tip, Some(&right), true)
+        .await
+        .unwrap();
+    assert_eq!(tags, ["v1.0.0"]);
+
+    // Refused means nothing reached the network: not a connection, let alone the password.
+    let witness = Witness::start();
+    for (url, credentials) in [
+        (witness.url(""), Some(&right)),
+        (witness.url("ci:pw-in-clear-2718@"), None),
+    ] {
+        let error = remote
+            .head(&url, "main", credentials, false)
+            .await
+            .unwrap_err();
+        assert_eq!(error.category(), "CredentialsInClear", "{error}");
+    }
+    assert_eq!(witness.requests(), Vec::<String>::new());
+    // The witness does see what is sent: with `insecure`, the credentials go with the first
+    // request.
+    remote
+        .head(&witness.url(""), "main", Some(&right), true)
+        .await
+        .unwrap_err();
+    let requests = witness.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn the_fetch_step_sends_credentials_over_plain_http_only_with_insecure() {
+    let witness = Witness::start();
+    let dest = TempDir::new("checkout");
+    let credentials = Credentials::new("ci", "pw-in-clear-2718");
+    let url = witness.url("");
+    let commit = "1234567890123456789012345678901234567890";
+    let checkout = dest.0.join("src");
+    let request = fetch::Request {
+        insecure: false,
+        ..fetch_request(&url, commit, &checkout, Some(&credentials), None)
+    };
+    let error = fetch::fetch(&request).unwrap_err();
+    assert_eq!(error.category(), "CredentialsInClear", "{error}");
+    assert_eq!(witness.requests(), Vec::<String>::new());
+    assert!(
+        !checkout.exists(),
+        "nothing was prepared for a refused fetch"
+    );
+
+    // Through the command line, as the build pod runs it, without `--insecure`.
+    let credentials_dir = TempDir::new("credentials");
+    std::fs::write(credentials_dir.0.join("username"), "ci\n").unwrap();
+    std::fs::write(credentials_dir.0.join("password"), "pw-in-clear-2718\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["build", "fetch"])
+        .arg(format!("--url={url}"))
+        .arg(format!("--commit={commit}"))
+        .arg(format!("--dest={}", dest.0.join("cli").display()))
+        .arg(format!("--credentials={}", credentials_dir.0.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CredentialsInClear"), "{stderr}");
+    assert!(!stderr.contains("pw-in-clear-2718"), "{stderr}");
+    assert_eq!(witness.requests(), Vec::<String>::new());
+
+    // With the source's consent the request goes out, credentials included.
+    let request = fetch::Request {
+        insecure: true,
+        dest: &dest.0.join("insecure"),
+        ..request
+    };
+    fetch::fetch(&request).unwrap_err();
+    let requests = witness.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
+        "{requests:?}"
+    );
 }
 
 fn fetch_request<'a>(
@@ -144,6 +325,8 @@ fn fetch_request<'a>(
         commit,
         dest,
         credentials,
+        // The test git server speaks plain http.
+        insecure: credentials.is_some(),
         since,
         timeout: TIMEOUT,
     }
@@ -229,6 +412,7 @@ fn fetch_reports_the_work_items_since_the_previous_release() {
         .arg(format!("--commit={tip}"))
         .arg(format!("--dest={}", checkout.display()))
         .arg(format!("--credentials={}", credentials_dir.0.display()))
+        .arg("--insecure")
         .arg(format!("--since={previous}"))
         .arg(format!("--report={}", report.display()))
         .env_remove("HOME")
@@ -258,6 +442,7 @@ fn fetch_reports_the_work_items_since_the_previous_release() {
         .arg(format!("--commit={tip}"))
         .arg(format!("--dest={}", dest.0.join("again").display()))
         .arg(format!("--credentials={}", credentials_dir.0.display()))
+        .arg("--insecure")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

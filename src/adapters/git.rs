@@ -10,10 +10,12 @@
 //! fetch step has them and reports the work items it finds (`crate::build::fetch`), so the
 //! controller never downloads a repository.
 //!
-//! Every request has a timeout. Credentials are sent as HTTP basic authentication (also over
-//! plain `http://`, as `git` does, for in-cluster servers) and never appear in an error
-//! message: errors name the URL without its user information, and every message is scrubbed of
-//! the password before it leaves this module.
+//! Every request has a timeout. Credentials are sent as HTTP basic authentication over
+//! `https://`, and over plain `http://` only when the source says `insecure` (an in-cluster
+//! server): otherwise the request is refused before any connection
+//! ([`GitError::CredentialsInClear`]). They never appear in an error message: errors name the
+//! URL without its user information, and every message is scrubbed of the password before it
+//! leaves this module.
 
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
@@ -25,9 +27,11 @@ use gix::protocol::transport::client::TransportWithoutIO;
 use gix::protocol::transport::client::blocking_io::http;
 
 use crate::api::reasons::{
-    ADDRESS_REFUSED, AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, GIT_PROTOCOL_ERROR,
-    INVALID_REPOSITORY_URL, NOT_A_GIT_REPOSITORY, REPOSITORY_UNREACHABLE, Reason,
+    ADDRESS_REFUSED, AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, CREDENTIALS_IN_CLEAR,
+    GIT_PROTOCOL_ERROR, INVALID_REPOSITORY_URL, NOT_A_GIT_REPOSITORY, REPOSITORY_UNREACHABLE,
+    Reason,
 };
+use crate::api::shared::url_has_user;
 
 /// How long one HTTP request of a ref listing may take, connection included.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -117,6 +121,12 @@ pub enum GitError {
     CommitNotFound { url: String, commit: String },
     #[error("{url} is not a URL Ferry can read: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error(
+        "repository {url} is plain http://, so its credentials would be sent unencrypted; \
+        nothing was sent: use an https:// URL, or set spec.source.insecure: true for a git \
+        server on a private network"
+    )]
+    CredentialsInClear { url: String },
     #[error("repository {url} is not fetched: {refused}")]
     AddressRefused {
         url: String,
@@ -144,6 +154,7 @@ impl GitError {
             Self::BranchNotFound { .. } => BRANCH_NOT_FOUND,
             Self::InvalidUrl { .. } => INVALID_REPOSITORY_URL,
             Self::AddressRefused { .. } => ADDRESS_REFUSED,
+            Self::CredentialsInClear { .. } => CREDENTIALS_IN_CLEAR,
             Self::Protocol { .. } | Self::CommitNotFound { .. } | Self::Checkout { .. } => {
                 GIT_PROTOCOL_ERROR
             }
@@ -171,12 +182,14 @@ impl GitError {
 /// Lists what a remote branch points at. The controller holds one behind an `Arc<dyn _>` so
 /// that tests can give it another.
 pub trait RemoteRefs: Send + Sync {
-    /// The commit of `refs/heads/<branch>` at `url` and the tags pointing at it.
+    /// The commit of `refs/heads/<branch>` at `url` and the tags pointing at it. Credentials
+    /// go over plain `http://` only when `insecure` (the source's `insecure`) is true.
     fn head<'a>(
         &'a self,
         url: &'a str,
         branch: &'a str,
         credentials: Option<&'a Credentials>,
+        insecure: bool,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>>;
 
     /// The tags at `url` that point at `commit` (directly or through an annotated tag),
@@ -186,6 +199,7 @@ pub trait RemoteRefs: Send + Sync {
         url: &'a str,
         commit: &'a str,
         credentials: Option<&'a Credentials>,
+        insecure: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>>;
 }
 
@@ -210,10 +224,11 @@ impl RemoteRefs for GixRemote {
         url: &'a str,
         branch: &'a str,
         credentials: Option<&'a Credentials>,
+        insecure: bool,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>> {
         let branch = branch.to_owned();
         self.blocking(url, credentials, move |url, credentials, timeout| {
-            branch_head(url, &branch, credentials, timeout)
+            branch_head(url, &branch, credentials, insecure, timeout)
         })
     }
 
@@ -222,10 +237,12 @@ impl RemoteRefs for GixRemote {
         url: &'a str,
         commit: &'a str,
         credentials: Option<&'a Credentials>,
+        insecure: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>> {
         let commit = commit.to_owned();
         self.blocking(url, credentials, move |url, credentials, timeout| {
-            let refs = list_refs(url, &["refs/tags/".to_owned()], credentials, timeout)?;
+            let tags = ["refs/tags/".to_owned()];
+            let refs = list_refs(url, &tags, credentials, insecure, timeout)?;
             Ok(tags_pointing_at(&refs, &commit))
         })
     }
@@ -266,12 +283,14 @@ pub fn branch_head(
     url: &str,
     branch: &str,
     credentials: Option<&Credentials>,
+    insecure: bool,
     timeout: Duration,
 ) -> Result<BranchHead, GitError> {
     let refs = list_refs(
         url,
         &[format!("refs/heads/{branch}"), "refs/tags/".to_owned()],
         credentials,
+        insecure,
         timeout,
     )?;
     head_of(&refs, branch).ok_or_else(|| GitError::BranchNotFound {
@@ -318,15 +337,18 @@ pub fn tags_pointing_at(refs: &[RemoteRef], commit: &str) -> Vec<String> {
 }
 
 /// Blocking: the refs at `url` whose names start with one of `prefixes` (the server may
-/// filter by them; the result is filtered here too).
+/// filter by them; the result is filtered here too). Credentials over plain `http://` without
+/// `insecure` are refused before any connection.
 pub fn list_refs(
     url: &str,
     prefixes: &[String],
     credentials: Option<&Credentials>,
+    insecure: bool,
     timeout: Duration,
 ) -> Result<Vec<RemoteRef>, GitError> {
     let context = ErrorContext::new(url, credentials);
     let parsed = parse_http_url(url)?;
+    refuse_credentials_in_clear(&parsed, &context, insecure)?;
     refuse_address(url)?;
     let mut transport = http::connect::<http::reqwest::Remote>(
         parsed,
@@ -452,6 +474,22 @@ pub(crate) fn refuse_credential_prompts(
     Ok(None)
 }
 
+/// Refuses to send credentials (the Secret's, or a user in the URL) over plain `http://`
+/// unless the source says `insecure`; checked before any connection, so nothing is sent.
+/// (gitoxide itself refuses a redirect from `https://` to `http://`.)
+pub(crate) fn refuse_credentials_in_clear(
+    parsed: &gix::Url,
+    context: &ErrorContext,
+    insecure: bool,
+) -> Result<(), GitError> {
+    if parsed.scheme == gix::url::Scheme::Http && context.had_credentials && !insecure {
+        return Err(GitError::CredentialsInClear {
+            url: context.url.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a URL whose host is, or resolves to, an address the controller may not reach
 /// (`adapters::address`), before any connection; blocking (it may resolve the name).
 pub(crate) fn refuse_address(url: &str) -> Result<(), GitError> {
@@ -524,7 +562,7 @@ impl ErrorContext {
         Self {
             url: redact_url(url),
             secrets,
-            had_credentials: credentials.is_some() || url_has_userinfo(url),
+            had_credentials: credentials.is_some() || url_has_user(url),
         }
     }
 
@@ -651,12 +689,6 @@ impl ErrorContext {
     }
 }
 
-fn url_has_userinfo(url: &str) -> bool {
-    url.split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,7 +700,7 @@ mod tests {
             "https://user:pw@[fe80::1]:8443/a.git",
             "http://[::ffff:169.254.169.254]/a.git",
         ] {
-            let error = list_refs(url, &[], None, Duration::from_secs(1)).unwrap_err();
+            let error = list_refs(url, &[], None, true, Duration::from_secs(1)).unwrap_err();
             assert_eq!(error.reason().name, "AddressRefused", "{url}: {error}");
             assert!(!error.is_transient(), "{url}");
             assert!(!error.to_string().contains("pw"), "{error}");
@@ -774,6 +806,7 @@ mod tests {
                 url: url.clone(),
                 reason: cause.clone(),
             },
+            GitError::CredentialsInClear { url: url.clone() },
             GitError::Protocol {
                 url: url.clone(),
                 cause: cause.clone(),
@@ -786,6 +819,32 @@ mod tests {
         ];
         for error in errors {
             assert!(error.reason().kinds.contains(&"Application"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_over_plain_http_are_refused_before_any_connection_unless_insecure() {
+        // Nothing listens on port 9 (discard) at a documentation address: a connection
+        // attempt would be Unreachable, not CredentialsInClear.
+        let url = "http://192.0.2.1:9/shop.git";
+        let credentials = Credentials::new("ci", "hunter2");
+        let list = |url: &str, credentials, insecure| {
+            list_refs(url, &[], credentials, insecure, Duration::from_millis(200))
+        };
+        let error = list(url, Some(&credentials), false).unwrap_err();
+        assert_eq!(error.reason(), CREDENTIALS_IN_CLEAR, "{error}");
+        assert!(!error.is_transient());
+        assert!(
+            error.to_string().contains("spec.source.insecure"),
+            "{error}"
+        );
+        let error = list("http://ci:hunter2@192.0.2.1:9/shop.git", None, false).unwrap_err();
+        assert_eq!(error.reason(), CREDENTIALS_IN_CLEAR, "{error}");
+        assert!(!format!("{error} {error:?}").contains("hunter2"), "{error}");
+        // With the consent, or without credentials, the request is made (and fails here).
+        for (credentials, insecure) in [(Some(&credentials), true), (None, false)] {
+            let error = list(url, credentials, insecure).unwrap_err();
+            assert_ne!(error.reason(), CREDENTIALS_IN_CLEAR, "{error}");
         }
     }
 

@@ -105,8 +105,14 @@ reasons! {
     TARGET_NAMESPACE_NOT_CONSENTING = "TargetNamespaceNotConsenting", Warning, ["Environment", "Application"];
     /// A Secret named in the spec does not exist in the namespace.
     SECRET_NOT_FOUND = "SecretNotFound", Warning, ["Application", "BuildJob"];
-    /// A Secret named in the spec lacks the keys its use needs (key names only are read).
+    /// A Secret named in the spec lacks the keys its use needs, or is not of the type it needs
+    /// (git credentials: `kubernetes.io/basic-auth` or `kubernetes.io/ssh-auth`); only key
+    /// names and the type are read.
     SECRET_INVALID = "SecretInvalid", Warning, ["Application", "BuildJob"];
+    /// Git credentials (`spec.source.credentialsSecret`, or a user in the URL) would go over a
+    /// plain `http://` or `git://` URL, unencrypted: use `https://`, or set
+    /// `spec.source.insecure: true` for a git server on a private network. Nothing is fetched.
+    CREDENTIALS_IN_CLEAR = "CredentialsInClear", Warning, ["Application", "BuildJob"];
     /// Ferry may not read Secrets in this namespace: an administrator grants it with a
     /// RoleBinding to the `ferry-tenant` ClusterRole (see the README, "Install").
     SECRETS_NOT_GRANTED = "SecretsNotGranted", Warning, ["Application", "BuildJob"];

@@ -127,11 +127,21 @@ pub(crate) fn bound_resources(schema: &mut schemars::Schema) {
 /// Go-style duration syntax, as `kubectl` and every Kubernetes API use it ("90s", "1m30s").
 pub(crate) const DURATION_SYNTAX: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')";
 
+/// Credentials travel only encrypted: a `credentialsSecret`, or a user in the URL, with a
+/// plain-text `http://` or `git://` URL needs `insecure: true`.
+const CREDENTIALS_IN_CLEAR_RULE: &str = "(has(self.insecure) && self.insecure) || \
+     !self.url.matches('^(http|git)://') || \
+     (!has(self.credentialsSecret) && !self.url.matches('^(http|git)://[^/]*@'))";
+const CREDENTIALS_IN_CLEAR_MESSAGE: &str = "git credentials (credentialsSecret, or a user in \
+     the URL) are sent only over https:// or ssh; use an https:// URL, or set insecure: true for \
+     a git server on a private network that speaks only plain http://";
+
 /// A git repository to build from: where it is, which directory, and the credentials to fetch
 /// it with. An Application's source holds one with its branch; a BuildJob holds a copy, without
 /// a branch, since its commit is fixed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(CREDENTIALS_IN_CLEAR_RULE).message(CREDENTIALS_IN_CLEAR_MESSAGE))]
 pub struct Repository {
     /// Git URL of the repository: http(s)://, ssh://, git:// or scp-like user@host:path.
     #[schemars(length(min = 1, max = 2048))]
@@ -146,11 +156,56 @@ pub struct Repository {
     pub path: Option<String>,
 
     /// Secret with credentials for fetching the repository: type `kubernetes.io/basic-auth`
-    /// (keys `username`, `password`) or `kubernetes.io/ssh-auth` (key `ssh-privatekey`).
+    /// (keys `username`, `password`) for an http(s) URL, `kubernetes.io/ssh-auth` (key
+    /// `ssh-privatekey`) for an ssh one. Sent only over https unless `insecure` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(SECRET_NAME_RULE).message(SECRET_NAME_MESSAGE))]
     pub credentials_secret: Option<String>,
+
+    /// Send the credentials over a plain `http://` URL (or a `git://` one) too, unencrypted.
+    /// Only for git servers on a private network, such as a test cluster's own; without
+    /// credentials, plain `http://` needs no such consent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+impl Repository {
+    /// Whether the URL is read in plain text: `http://` or `git://`.
+    pub fn is_plain_text(&self) -> bool {
+        is_plain_text(&self.url)
+    }
+
+    /// Whether the URL itself carries a user (and maybe a password): `http://user:pw@host/…`.
+    pub fn url_has_user(&self) -> bool {
+        url_has_user(&self.url)
+    }
+
+    /// Whether fetching would send credentials (the Secret's, or a user in the URL)
+    /// unencrypted without the Application saying `insecure`: refused before anything is sent.
+    pub fn credentials_in_clear(&self) -> bool {
+        !self.insecure
+            && self.is_plain_text()
+            && (self.credentials_secret.is_some() || self.url_has_user())
+    }
+
+    /// Whether the URL speaks ssh: `ssh://` or scp-like `user@host:path`.
+    pub fn is_ssh(&self) -> bool {
+        self.url.starts_with("ssh://") || (!self.url.contains("://") && self.url.contains('@'))
+    }
+}
+
+/// Whether a git URL is read in plain text: `http://` or `git://` (case-insensitive scheme).
+pub fn is_plain_text(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("git")
+    })
+}
+
+/// Whether a URL with a scheme carries user information before its host.
+pub fn url_has_user(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
 }
 
 /// The git repository an Application is built from.

@@ -18,7 +18,9 @@
 //! It runs as an unprivileged user with a read-only root filesystem and no usable `HOME`:
 //! the repository is opened isolated from the environment and from global and system git
 //! configuration, and credentials come only from `--credentials` (a mounted basic-auth
-//! Secret), never from credential helpers or prompts.
+//! Secret), never from credential helpers or prompts. They are sent over `https://`, and over
+//! plain `http://` only with `--insecure` (the source's `insecure`); otherwise the step fails
+//! before connecting.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -28,7 +30,7 @@ use gix::bstr::ByteSlice;
 
 use crate::adapters::git::{
     Credentials, ErrorContext, GitError, parse_http_url, refuse_address, refuse_credential_prompts,
-    transport_options,
+    refuse_credentials_in_clear, transport_options,
 };
 
 /// How long one HTTP request of the fetch may take, the pack download included. The build's
@@ -48,6 +50,8 @@ pub struct Request<'a> {
     /// An empty or missing directory that becomes the checkout (with its `.git`).
     pub dest: &'a Path,
     pub credentials: Option<&'a Credentials>,
+    /// Whether credentials may go over plain `http://` (the source's `insecure`).
+    pub insecure: bool,
     /// The previous Release's commit: messages are collected after it, up to `commit`.
     pub since: Option<&'a str>,
     pub timeout: Duration,
@@ -107,7 +111,8 @@ pub fn fetch(request: &Request<'_>) -> Result<Fetched, GitError> {
         dest: request.dest.display().to_string(),
         cause: context.scrub(&cause),
     };
-    parse_http_url(request.url)?;
+    let parsed = parse_http_url(request.url)?;
+    refuse_credentials_in_clear(&parsed, &context, request.insecure)?;
     refuse_address(request.url)?;
     let id = parse_commit(request.commit).map_err(|e| checkout_error(e.to_owned()))?;
     let since = request
@@ -355,12 +360,12 @@ fn newest_first_since(
 }
 
 /// The command line of the step: `ferry build fetch --url --commit --dest [--credentials]
-/// [--since] [--report]`. Returns one line saying what went wrong.
+/// [--insecure] [--since] [--report]`. Returns one line saying what went wrong.
 pub fn run(
     url: &str,
     commit: &str,
     dest: &Path,
-    credentials: Option<&Path>,
+    (credentials, insecure): (Option<&Path>, bool),
     since: Option<&str>,
     report: Option<&Path>,
 ) -> Result<Fetched, String> {
@@ -373,6 +378,7 @@ pub fn run(
         commit,
         dest,
         credentials: credentials.as_ref(),
+        insecure,
         since,
         timeout: FETCH_TIMEOUT,
     })

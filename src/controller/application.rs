@@ -33,7 +33,7 @@ use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
 use crate::decide::events::Announcement;
 use crate::decide::run_spec;
-use crate::decide::secrets::SecretAccess;
+use crate::decide::secrets::{SecretAccess, source_blocker};
 use crate::desired::workload::Workload;
 
 /// Declares what an Application's state depends on besides itself.
@@ -192,7 +192,8 @@ async fn invalid_run(
 
 /// The head of the Application's branch, shared with every Application on the same
 /// repository, branch and credentials (`sources.rs`); not looked up while the credentials
-/// Secret cannot be read (the Secret blocker says why).
+/// would go unencrypted or their Secret cannot be used (`decide::secrets::source_blocker`,
+/// whose blocker the decision names).
 async fn look_up_source(
     context: &Context,
     namespace: &str,
@@ -201,12 +202,7 @@ async fn look_up_source(
 ) -> Result<Option<Looked>, Error> {
     let source = &app.spec.source;
     let repository = &source.repository;
-    let SecretAccess::Read(keys) = secrets else {
-        return Ok(None);
-    };
-    if let Some(secret) = &repository.credentials_secret
-        && !keys.contains_key(secret)
-    {
+    if source_blocker(repository, secrets, namespace).is_some() {
         return Ok(None);
     }
     let credentials =
@@ -218,6 +214,7 @@ async fn look_up_source(
             .credentials_secret
             .as_ref()
             .map(|s| format!("{namespace}/{s}")),
+        insecure: repository.insecure,
     };
     let looked = context
         .external

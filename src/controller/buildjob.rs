@@ -313,7 +313,12 @@ async fn create_release(
     let tags = context
         .external
         .remote
-        .tags_at(&job.spec.source.url, &job.spec.commit, credentials.as_ref())
+        .tags_at(
+            &job.spec.source.url,
+            &job.spec.commit,
+            credentials.as_ref(),
+            job.spec.source.insecure,
+        )
         .await
         .map_err(Error::Tags)?;
     let work_items = pod

@@ -11,17 +11,17 @@ use super::{Context, Error};
 use crate::adapters::git::Credentials;
 use crate::adapters::registry::Credentials as RegistryCredentials;
 use crate::api::Secret;
-use crate::decide::secrets::{SecretAccess, SecretKeys};
+use crate::decide::secrets::{BASIC_AUTH, OPAQUE, SecretAccess, SecretShape, SecretShapes};
 
-/// The key names of the named Secrets that exist, read with one `get` each (values are
-/// dropped at once), or that the namespace has not granted Ferry access to its Secrets.
+/// The types and key names of the named Secrets that exist, read with one `get` each (values
+/// are dropped at once), or that the namespace has not granted Ferry access to its Secrets.
 pub(super) async fn access(
     context: &Context,
     namespace: &str,
     references: &[(&'static str, &str)],
 ) -> Result<SecretAccess, Error> {
     let api = context.api::<Secret>(namespace);
-    let mut keys = SecretKeys::new();
+    let mut keys = SecretShapes::new();
     for (_, name) in references {
         if keys.contains_key(*name) {
             continue;
@@ -36,43 +36,48 @@ pub(super) async fn access(
             Err(error) => return Err(Error::observe(format!("Secret {namespace}/{name}"))(error)),
         };
         if let Some(secret) = secret {
-            let names = secret
-                .data
-                .into_iter()
-                .flat_map(|d| d.into_keys())
-                .chain(secret.string_data.into_iter().flat_map(|d| d.into_keys()))
-                .collect();
-            keys.insert((*name).to_owned(), names);
+            let shape = SecretShape {
+                type_: secret.type_.unwrap_or_else(|| OPAQUE.to_owned()),
+                keys: secret
+                    .data
+                    .into_iter()
+                    .flat_map(|d| d.into_keys())
+                    .chain(secret.string_data.into_iter().flat_map(|d| d.into_keys()))
+                    .collect(),
+            };
+            keys.insert((*name).to_owned(), shape);
         }
     }
     Ok(SecretAccess::Read(keys))
 }
 
-/// The data of a Secret, read with one `get`; `None` when it does not exist. The values
-/// never leave the caller's use of them (no logs, no status).
+/// The type and data of a Secret, read with one `get`; `None` when it does not exist. The
+/// values never leave the caller's use of them (no logs, no status).
 async fn data(
     context: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, Error> {
+) -> Result<Option<(String, BTreeMap<String, Vec<u8>>)>, Error> {
     let secret = context
         .api::<Secret>(namespace)
         .get_opt(name)
         .await
         .map_err(Error::observe(format!("Secret {namespace}/{name}")))?;
     Ok(secret.map(|s| {
+        let type_ = s.type_.unwrap_or_else(|| OPAQUE.to_owned());
         let data = s.data.into_iter().flatten().map(|(k, v)| (k, v.0));
         let strings = s
             .string_data
             .into_iter()
             .flatten()
             .map(|(k, v)| (k, v.into_bytes()));
-        data.chain(strings).collect()
+        (type_, data.chain(strings).collect())
     }))
 }
 
-/// The git credentials of a credentials Secret (`username` and `password`), if one is named
-/// and exists.
+/// The git credentials of a credentials Secret (`username` and `password`), if one is named,
+/// exists and is of type `kubernetes.io/basic-auth`. `decide::secrets` blocks any other type
+/// before a look-up or a build; one replaced since is not read.
 pub(super) async fn git_credentials(
     context: &Context,
     namespace: &str,
@@ -81,9 +86,12 @@ pub(super) async fn git_credentials(
     let Some(secret) = secret else {
         return Ok(None);
     };
-    let Some(mut data) = data(context, namespace, secret).await? else {
+    let Some((type_, mut data)) = data(context, namespace, secret).await? else {
         return Ok(None);
     };
+    if type_ != BASIC_AUTH {
+        return Ok(None);
+    }
     let mut text = |key: &str| {
         let bytes = data.remove(key).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -106,7 +114,7 @@ pub(super) async fn registry_credentials(
 ) -> Result<Result<RegistryCredentials, String>, Error> {
     let json = data(context, namespace, secret)
         .await?
-        .and_then(|mut data| data.remove(".dockerconfigjson"));
+        .and_then(|(_, mut data)| data.remove(".dockerconfigjson"));
     Ok(
         match json.map(|j| RegistryCredentials::from_docker_config(&j, host)) {
             Some(Ok(credentials)) => Ok(credentials),

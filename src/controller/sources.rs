@@ -2,8 +2,9 @@
 //! once per poll interval, however many Applications build it, and at once after a push
 //! webhook for one of them.
 //!
-//! Entries are keyed by URL, branch and the credentials Secret (namespace and name), so an
-//! Application never sees a head looked up with another namespace's credentials. Concurrent
+//! Entries are keyed by URL, branch, the credentials Secret (namespace and name) and
+//! `insecure`, so an Application never sees a head looked up with another namespace's
+//! credentials, or with a consent to plain http it did not give. Concurrent
 //! reconciles of Applications on one key wait for the one look-up under way instead of
 //! starting their own. A failed look-up is retried with the per-key backoff of
 //! `decide::backoff`, capped by the poll interval: however many Applications ask, only a push
@@ -25,6 +26,8 @@ pub struct SourceKey {
     pub branch: String,
     /// `namespace/name` of the credentials Secret, if any.
     pub credentials: Option<String>,
+    /// Whether the credentials may go over plain `http://` (the source's `insecure`).
+    pub insecure: bool,
 }
 
 #[derive(Default)]
@@ -85,7 +88,9 @@ impl Sources {
                 next_look: *until - now,
             };
         }
-        let answer = remote.head(&key.url, &key.branch, credentials).await;
+        let answer = remote
+            .head(&key.url, &key.branch, credentials, key.insecure)
+            .await;
         let (head, wait) = match answer {
             Ok(BranchHead { commit, tags }) => {
                 metrics.source_lookup("head");

@@ -134,6 +134,13 @@ fn to_build(observed: &Observed, latest_build: Option<&str>) -> Option<(String, 
     let SourceHead::Commit { commit, .. } = observed.source? else {
         return None;
     };
+    // Nothing is built from a source that may not be fetched as it is written (credentials
+    // that would go unencrypted, a credentials Secret that cannot be used): the controller
+    // does not look it up, and a head seen before does not count.
+    let repository = &observed.app.spec.source.repository;
+    if secrets::source_blocker(repository, observed.secrets, observed.namespace).is_some() {
+        return None;
+    }
     let name = buildjob_name(observed.app.metadata.name.as_deref()?, commit);
     let known = observed.builds.contains(&name)
         || latest_build == Some(name.as_str())
@@ -249,6 +256,7 @@ fn blocker(observed: &Observed, listed: &[String]) -> Option<Blocker> {
         ));
     }
     if let Some(blocker) = secrets::check(
+        &observed.app.spec.source.repository,
         &observed.app.secret_refs(),
         observed.secrets,
         observed.namespace,
@@ -499,7 +507,7 @@ apiVersion: ferry.dev/v1alpha1
 kind: Application
 metadata: {name: shop, namespace: team-a, generation: 2}
 spec:
-  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred}
+  source: {url: "https://git.local/shop.git", credentialsSecret: git-cred}
   build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
   image: {repository: registry.local/team-a/shop}
   environments: [{name: prod}, {name: dev}, {name: staging}]
@@ -570,7 +578,7 @@ spec:
     fn git_cred() -> SecretAccess {
         SecretAccess::Read(BTreeMap::from([(
             "git-cred".to_owned(),
-            BTreeSet::from(["username".to_owned(), "password".to_owned()]),
+            secrets::SecretShape::new(secrets::BASIC_AUTH, ["username", "password"]),
         )]))
     }
 
@@ -944,6 +952,62 @@ spec:
     }
 
     #[test]
+    fn credentials_over_plain_http_stall_the_application_and_build_nothing_unless_insecure() {
+        let mut plain = app(SHOP);
+        plain.spec.source.repository.url = "http://git.team-a.svc/shop.git".into();
+        let envs = three_stages();
+        let secrets = git_cred();
+        let head = SourceHead::Commit {
+            commit: "9fceb02d0ae598e95dc970b74767f19372d61af8".into(),
+            tags: vec![],
+        };
+        let decide = |app: &Application| {
+            status(
+                &Observed {
+                    source: Some(&head),
+                    ..baseline(app, &envs, &secrets)
+                },
+                &now(),
+            )
+        };
+        let refused = decide(&plain);
+        let ready = find(&refused.status.common.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "CredentialsInClear")
+        );
+        assert!(
+            ready.message.contains("http://git.team-a.svc/shop.git")
+                && ready.message.contains("spec.source.insecure: true"),
+            "{}",
+            ready.message
+        );
+        assert!(is_true(&refused.status.common.conditions, STALLED));
+        assert!(
+            !refused
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateBuildJob { .. })),
+            "{:?}",
+            refused.actions
+        );
+        assert_eq!(
+            refused.requeue_after, None,
+            "a spec change fixes it, not time"
+        );
+
+        plain.spec.source.repository.insecure = true;
+        let consented = decide(&plain);
+        assert!(is_true(&consented.status.common.conditions, READY));
+        assert!(
+            consented
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateBuildJob { .. }))
+        );
+    }
+
+    #[test]
     fn the_branch_head_is_built_once_and_an_unreadable_branch_says_why() {
         let mut shop = app(SHOP);
         shop.spec.environments.clear();
@@ -996,6 +1060,27 @@ spec:
         assert!(decide(&remembered, &head, &none, &none).actions.is_empty());
         let released = BTreeSet::from([HEAD.to_owned()]);
         assert!(decide(&shop, &head, &none, &released).actions.is_empty());
+
+        // The credentials Secret replaced by one of another type: nothing is built.
+        let opaque = SecretAccess::Read(BTreeMap::from([(
+            "git-cred".to_owned(),
+            secrets::SecretShape::new(secrets::OPAQUE, ["username", "password"]),
+        )]));
+        let blocked = status(
+            &Observed {
+                source: Some(&head),
+                ..baseline(&shop, &BTreeMap::new(), &opaque)
+            },
+            &now(),
+        );
+        assert!(
+            !blocked
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateBuildJob { .. })),
+            "{:?}",
+            blocked.actions
+        );
 
         let unreachable = SourceHead::Failed {
             reason: REPOSITORY_UNREACHABLE,

@@ -252,6 +252,7 @@ fn blocker(observed: &Observed) -> Option<Blocker> {
         ));
     }
     secrets::check(
+        &observed.job.spec.source,
         &observed.job.secret_refs(),
         observed.secrets,
         observed.namespace,
@@ -263,18 +264,21 @@ mod tests {
     use super::*;
     use crate::api::buildjob::BuildFailure;
     use crate::api::conditions::{STALLED, find, is_true};
-    use crate::decide::secrets::SecretKeys;
+    use crate::decide::secrets::{BASIC_AUTH, SecretShape, SecretShapes};
     use crate::desired::build_pod::fixtures::job;
 
     /// The Secrets of team-a: `job`'s git credentials and, unless `push` is false, its push
     /// Secret.
     fn secrets(push: bool) -> SecretAccess {
-        let mut secrets = SecretKeys::from([(
+        let mut secrets = SecretShapes::from([(
             "git-cred".to_owned(),
-            ["username".to_owned(), "password".to_owned()].into(),
+            SecretShape::new(BASIC_AUTH, ["username", "password"]),
         )]);
         if push {
-            secrets.insert("reg".to_owned(), [".dockerconfigjson".to_owned()].into());
+            secrets.insert(
+                "reg".to_owned(),
+                SecretShape::new("kubernetes.io/dockerconfigjson", [".dockerconfigjson"]),
+            );
         }
         SecretAccess::Read(secrets)
     }
@@ -294,6 +298,39 @@ mod tests {
             "{stalled:?}"
         );
         assert_eq!(status.phase, Some(BuildPhase::Pending));
+    }
+
+    #[test]
+    fn no_build_pod_for_credentials_over_plain_http_without_insecure_or_of_another_type() {
+        let mut plain = job();
+        plain.spec.source.insecure = false;
+        let decision = status(&baseline(&plain, &secrets(true)), &now());
+        assert!(decision.actions.is_empty(), "{:?}", decision.actions);
+        let ready = find(&decision.status.common.conditions, READY).unwrap();
+        assert_eq!(ready.reason, "CredentialsInClear");
+        assert_eq!(decision.status.phase, Some(BuildPhase::Pending));
+
+        // `job` says insecure: its pod is made, unless the Secret is not basic-auth.
+        let job = job();
+        let decision = status(&baseline(&job, &secrets(true)), &now());
+        assert_eq!(decision.actions, [Action::CreatePod]);
+        let SecretAccess::Read(mut opaque) = secrets(true) else {
+            unreachable!()
+        };
+        opaque.insert(
+            "git-cred".to_owned(),
+            SecretShape::new("Opaque", ["username", "password"]),
+        );
+        let decision = status(&baseline(&job, &SecretAccess::Read(opaque)), &now());
+        assert!(decision.actions.is_empty(), "{:?}", decision.actions);
+        let ready = find(&decision.status.common.conditions, READY).unwrap();
+        assert_eq!(ready.reason, "SecretInvalid");
+        assert!(
+            ready.message.contains("\"Opaque\"")
+                && ready.message.contains("\"kubernetes.io/basic-auth\""),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
         fetch_args.push(format!("--credentials={GIT_CREDENTIALS}"));
         fetch_mounts.push(read_only(mount("git-credentials", GIT_CREDENTIALS)));
     }
+    // The step itself refuses credentials over plain http without this consent.
+    if spec.source.insecure {
+        fetch_args.push("--insecure".to_owned());
+    }
     let fetch = Container {
         name: "fetch".into(),
         image: Some(settings.ferry_image.clone()),
@@ -253,7 +257,7 @@ pub(crate) mod fixtures {
     use crate::api::BuildJob;
 
     /// Commit 9fceb02 of the shop Application in team-a, stored (UID 1234, generation 1),
-    /// fetched with the Secret git-cred and pushed with reg.
+    /// fetched with the Secret git-cred over plain http (`insecure`) and pushed with reg.
     pub fn job() -> BuildJob {
         serde_yaml::from_str(
             r#"
@@ -263,7 +267,7 @@ metadata: {name: shop-9fceb02, namespace: team-a, uid: "1234", generation: 1}
 spec:
   application: shop
   commit: 9fceb02d0ae598e95dc970b74767f19372d61af8
-  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred}
+  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred, insecure: true}
   build: {builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}
   image: {repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}
 "#,
@@ -345,6 +349,21 @@ mod tests {
                 .any(|a| a == "--docker-config=/var/run/ferry/push/.dockerconfigjson")
         );
         assert!(publish.args.iter().flatten().any(|a| a == "--insecure"));
+    }
+
+    #[test]
+    fn the_fetch_step_may_send_credentials_over_plain_http_only_when_the_source_says_insecure() {
+        let fetch_args = |job: &BuildJob| {
+            let spec = build_pod(job, &settings(), None).unwrap().spec.unwrap();
+            spec.init_containers.unwrap()[0].args.clone().unwrap()
+        };
+        assert!(fetch_args(&job()).contains(&"--insecure".to_owned()));
+        let mut https = job();
+        https.spec.source.url = "https://git.local/shop.git".into();
+        https.spec.source.insecure = false;
+        let args = fetch_args(&https);
+        assert!(!args.contains(&"--insecure".to_owned()), "{args:?}");
+        assert!(args.contains(&"--credentials=/var/run/ferry/git".to_owned()));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 
 use super::fixtures::{
-    dev, environment_after, environment_targeting, pinned, prod_manual, secret, shop, shop_1_4_2,
-    shop_build, shop_through,
+    dev, environment_after, environment_targeting, pinned, prod_manual, shop, shop_1_4_2,
+    shop_build, shop_through, typed_secret,
 };
 use super::{RunningController, TestNamespace, with_temp_ns};
 use ferry::api::conditions::{self, READY, RECONCILING, STALLED};
@@ -110,11 +110,13 @@ async fn a_missing_environment_stalls_the_application_until_it_appears() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed() {
+async fn a_missing_incomplete_or_mistyped_secret_stalls_the_application_until_it_is_fixed() {
     with_temp_ns("missing-secret", |ns| async move {
         let controller = pipeline_and_controller(&ns).await;
         let mut app = shop();
         app.spec.source.repository.credentials_secret = Some("git-cred".to_owned());
+        // The test git server speaks plain http: credentials go to it only with this.
+        app.spec.source.repository.insecure = true;
         ns.create_object(app).await;
 
         ns.wait_for::<Application>("shop", "SecretNotFound", |a| {
@@ -123,15 +125,46 @@ async fn a_missing_or_incomplete_secret_stalls_the_application_until_it_is_fixed
         .await;
 
         let password = "hunter2-never-shown";
-        // "pasword": the Secret lacks the key `password`.
-        ns.create_object(secret(
+        // The right keys in a Secret of the wrong type: its type is named, not its values.
+        ns.create_object(typed_secret(
             "git-cred",
+            "Opaque",
+            &[("username", "ferry"), ("password", password)],
+        ))
+        .await;
+        let app = ns
+            .wait_for::<Application>("shop", "SecretInvalid (type)", |a| {
+                app_reason(a).as_deref() == Some("SecretInvalid")
+            })
+            .await;
+        let text = serde_json::to_string(&app.status).expect("status serializes");
+        assert!(!text.contains(password), "a secret value leaked: {text}");
+        assert!(
+            text.contains("\\\"git-cred\\\"")
+                && text.contains("\\\"Opaque\\\"")
+                && text.contains("\\\"kubernetes.io/basic-auth\\\""),
+            "the message names the Secret, its type and the type needed: {text}"
+        );
+        // A Secret's type cannot change: it is made again.
+        ns.api::<Secret>()
+            .delete("git-cred", &Default::default())
+            .await
+            .expect("deleting the Opaque Secret");
+
+        // "pasword": the Secret lacks the key `password`.
+        ns.create_object(typed_secret(
+            "git-cred",
+            "kubernetes.io/basic-auth",
             &[("username", "ferry"), ("pasword", password)],
         ))
         .await;
         let app = ns
-            .wait_for::<Application>("shop", "SecretInvalid", |a| {
+            .wait_for::<Application>("shop", "SecretInvalid (keys)", |a| {
                 app_reason(a).as_deref() == Some("SecretInvalid")
+                    && a.status.as_ref().is_some_and(|s| {
+                        condition(&s.common.conditions, READY)
+                            .is_some_and(|c| c.message.contains("lacks"))
+                    })
             })
             .await;
         let text = serde_json::to_string(&app.status).expect("status serializes");

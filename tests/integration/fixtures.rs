@@ -137,12 +137,18 @@ spec:
 
 /// An Opaque Secret holding `data` as string data.
 pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    typed_secret(name, "Opaque", data)
+}
+
+/// A Secret of type `type_` (`kubernetes.io/basic-auth` for git credentials) holding `data`
+/// as string data.
+pub fn typed_secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Secret {
     let data = data
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
         .join(", ");
     parse(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{data}}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: {type_}\nstringData: {{{data}}}\n"
     ))
 }

@@ -172,3 +172,51 @@ async fn a_buildjob_spec_cannot_change() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_credentials_over_plain_http_need_the_source_to_say_insecure() {
+    with_temp_ns("insecure-source", |ns| async move {
+        let app = |url: &str, insecure: bool| {
+            serde_json::json!({
+                "apiVersion": "ferry.dev/v1alpha1",
+                "kind": "Application",
+                "metadata": {"name": "shop"},
+                "spec": {
+                    "source": {"url": url, "credentialsSecret": "git-cred", "insecure": insecure},
+                    "build": {"builderImage": "registry.local/builder:1", "script": "make",
+                              "baseImage": "registry.local/base:1"},
+                    "image": {"repository": "registry.local/team-a/shop"},
+                },
+            })
+        };
+        let refused = "are sent only over https:// or ssh";
+        for url in [
+            "http://git.team-a.svc/shop.git",
+            "git://git.team-a.svc/shop.git",
+        ] {
+            let error = create(&ns, &app(url, false))
+                .await
+                .expect_err("credentials over plain text are refused");
+            assert!(is_invalid_with(&error, refused), "{url}: {error}");
+        }
+        create(&ns, &app("http://git.team-a.svc/shop.git", true))
+            .await
+            .expect("with insecure: true they are accepted");
+        // Taking the consent back while the credentials stay is refused too.
+        let change = serde_json::json!({"spec": {"source": {"insecure": false}}});
+        let error = ns
+            .dynamic("Application")
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect_err("dropping insecure over http with credentials is refused");
+        assert!(is_invalid_with(&error, refused), "{error}");
+        // Over https the consent is not needed.
+        let change = serde_json::json!({"spec": {"source": {
+            "url": "https://git.example.com/team-a/shop.git", "insecure": null}}});
+        ns.dynamic("Application")
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect("credentials over https need no consent");
+    })
+    .await;
+}

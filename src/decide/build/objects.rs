@@ -157,7 +157,7 @@ apiVersion: ferry.dev/v1alpha1
 kind: Application
 metadata: {name: shop, namespace: team-a}
 spec:
-  source: {url: "http://git.local/shop.git", path: svc, credentialsSecret: git-cred}
+  source: {url: "http://git.local/shop.git", path: svc, credentialsSecret: git-cred, insecure: true}
   build: {builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}
   image: {repository: registry.local/team-a/shop, pushSecret: reg}
 "#,
@@ -175,6 +175,10 @@ spec:
         assert_eq!(job.metadata.name.as_deref(), Some("shop-9fceb02"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("team-a"));
         assert_eq!(job.spec.source.path.as_deref(), Some("svc"));
+        assert!(
+            job.spec.source.insecure,
+            "the consent to plain-http credentials goes with the source"
+        );
         assert_eq!(job.spec.image.push_secret.as_deref(), Some("reg"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
