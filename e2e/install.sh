@@ -100,8 +100,10 @@ runs_unprivileged() {
 fresh_namespaces() {
   kc delete namespace "$TEAM" "$TARGET" --ignore-not-found --wait --timeout=120s
   kc create namespace "$TEAM"
-  # Ferry reads Secrets only where it is granted; the README's one command grants it.
+  # Ferry reads Secrets and writes workloads only where it is granted; the README's two
+  # commands grant it.
   grant_tenant "$TEAM"
+  grant_deployer "$TEAM"
 }
 
 application_waits_for_environments() {
@@ -160,6 +162,12 @@ YAML
   kc -n "$TEAM" wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=TargetNamespaceNotConsenting \
     environment/prod-isolated --timeout=60s
   kc annotate namespace "$TARGET" --overwrite "ferry.dev/allow-deploy-from=$TEAM"
+  # Consent says who may deploy there; Ferry may write there only once the namespace binds
+  # ferry-deployer (asked again every 30 s: RoleBindings are not watched).
+  kc -n "$TEAM" wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=DeploymentNotGranted \
+    environment/prod-isolated --timeout=60s
+  kc -n "$TEAM" get environment prod-isolated -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}{"\n"}'
+  grant_deployer "$TARGET"
   kc -n "$TEAM" wait --for=condition=Ready environment/prod-isolated --timeout=60s
 }
 
@@ -194,7 +202,7 @@ remove_apply_install() {
   # Not crds.yaml: the CRDs stay for the helm release (which would install the same ones).
   kc delete -f "$root/manifests/ferry.yaml" --ignore-not-found --wait --timeout=120s
   local role
-  for role in ferry ferry-tenant ferry-approver; do
+  for role in ferry ferry-tenant ferry-deployer ferry-approver; do
     if kc get clusterrole "$role" > /dev/null 2>&1; then echo "ClusterRole $role is left"; exit 1; fi
   done
   if kc get validatingadmissionpolicy ferry-approve > /dev/null 2>&1; then echo "the approval policy is left"; exit 1; fi
@@ -254,7 +262,7 @@ main() {
   step "an Application applied before its Environments is Stalled, then Ready" application_waits_for_environments
   step "the example's commit is built and becomes a Release" the_commit_becomes_a_release
   step "the example's Release runs in dev and proves healthy" the_release_runs_in_dev
-  step "an Environment aimed at another namespace waits for its consent" environment_waits_for_consent
+  step "an Environment aimed at another namespace waits for its consent and Ferry's grant" environment_waits_for_consent
   step "the controller serves Prometheus metrics" metrics_served
   step "deleting the pod shuts the controller down cleanly; a new one takes over" graceful_restart
   if [ "${FERRY_E2E_SKIP_BUILDS:-0}" = 1 ]; then

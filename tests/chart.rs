@@ -162,10 +162,36 @@ fn every_tenant_namespace_and_the_watched_namespace_get_one_secrets_grant() {
     }
 }
 
-/// Secrets are granted only by RoleBindings, so a stolen token reads no Secret of a namespace
-/// (kube-system's, say) that did not opt in; and no rule is a wildcard.
 #[test]
-fn no_secret_is_readable_cluster_wide_and_no_rule_is_a_wildcard() {
+fn every_namespace_ferry_deploys_into_gets_one_workload_grant() {
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        ("by default, none", &[], &[]),
+        (
+            "tenant namespaces (Environments without a target deploy there) and the watched one",
+            &["tenantNamespaces={team-a}", "watchNamespace=team-b"],
+            &["team-a", "team-b"],
+        ),
+        (
+            "target namespaces, each once",
+            &[
+                "tenantNamespaces={team-a}",
+                "deployNamespaces={team-a,team-a-prod}",
+            ],
+            &["team-a", "team-a-prod"],
+        ),
+    ];
+    for (case, sets, expected) in cases {
+        let objects = helm::render("ferry", "ferry-system", sets, false);
+        let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(bound_in(&objects, "ferry-deployer"), expected, "{case}");
+    }
+}
+
+/// Secrets and the writing of workloads are granted only by RoleBindings, so a stolen token
+/// reads no Secret of a namespace (kube-system's, say) that did not opt in, and replaces no
+/// Deployment there; and no rule is a wildcard.
+#[test]
+fn no_secret_is_readable_and_no_workload_writable_cluster_wide_and_no_rule_is_a_wildcard() {
     let chart = helm::render(
         "ferry",
         "ferry-system",
@@ -192,6 +218,12 @@ fn no_secret_is_readable_cluster_wide_and_no_rule_is_a_wildcard() {
                 assert!(
                     !(cluster_wide.contains(&name) && group.is_empty() && resource == "secrets"),
                     "{source}: {name} grants {verb} on Secrets cluster-wide"
+                );
+                let workload = ["deployments", "services"].contains(&resource.as_str());
+                let writes = !["get", "list", "watch"].contains(&verb.as_str());
+                assert!(
+                    !(cluster_wide.contains(&name) && workload && writes),
+                    "{source}: {name} grants {verb} on {resource} cluster-wide"
                 );
             }
         }

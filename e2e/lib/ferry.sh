@@ -64,6 +64,15 @@ grant_tenant() {
     -n "$1" --dry-run=client -o yaml | kc apply -f -
 }
 
+# grant_deployer NAMESPACE [SERVICEACCOUNT-NAMESPACE:NAME [CLUSTERROLE]]: lets Ferry write the
+# Deployments and Services it runs applications as in NAMESPACE, with the one command the
+# README and manifests/ferry.yaml document.
+grant_deployer() {
+  local account=${2:-ferry-system:ferry} role=${3:-ferry-deployer}
+  kc create rolebinding ferry-deployer --clusterrole="$role" --serviceaccount="$account" \
+    -n "$1" --dry-run=client -o yaml | kc apply -f -
+}
+
 # The helm binary, built from its Go module once and cached by version.
 helm_bin() {
   echo "$("$root/e2e/build-helm.sh")/helm"

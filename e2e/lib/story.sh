@@ -59,7 +59,7 @@ retry_delete() {
 }
 
 # Deletes every Ferry object in the story's namespaces, their Events, pat's Role and binding,
-# and the consent annotation.
+# and the target namespace's consent annotation and grant.
 reset_story() {
   local kinds ns found=""
   kinds=$(kubectl api-resources --api-group=ferry.dev --namespaced -o name | paste -sd, -)
@@ -84,6 +84,7 @@ reset_story() {
   kubectl -n "$STORY_NS" delete rolebinding/application-editors role/application-editor \
     --ignore-not-found >/dev/null
   kubectl annotate namespace "$STORY_TARGET_NS" ferry.dev/allow-deploy-from- >/dev/null 2>&1 || true
+  kubectl -n "$STORY_TARGET_NS" delete rolebinding/ferry-deployer --ignore-not-found >/dev/null 2>&1 || true
 }
 
 # The commit becomes a BuildJob, its pod builds and publishes the image, the controller checks
@@ -316,7 +317,7 @@ tell_promotion() {
 tell_story() {
   local ns=$STORY_NS
   reset_story
-  chapter "A tenant namespace lets Ferry read the Secrets its Applications name"
+  chapter "A tenant namespace lets Ferry read the Secrets its Applications name and run them there"
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
   if [ "${STORY_BUILDS:-1}" = 0 ]; then
     # What a cluster's controller-manager makes in every namespace (an API server alone does
@@ -327,6 +328,10 @@ tell_story() {
   kubectl -n "$ns" create rolebinding ferry-tenant --clusterrole=ferry-tenant \
     --serviceaccount=ferry-system:ferry --dry-run=client -o yaml | kubectl apply -f - > /dev/null
   printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns create rolebinding ferry-tenant --clusterrole=ferry-tenant --serviceaccount=ferry-system:ferry"
+  echo "and write Deployments and Services only where a namespace grants it (none cluster-wide):"
+  kubectl -n "$ns" create rolebinding ferry-deployer --clusterrole=ferry-deployer \
+    --serviceaccount=ferry-system:ferry --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $ns create rolebinding ferry-deployer --clusterrole=ferry-deployer --serviceaccount=ferry-system:ferry"
 
   chapter "The shop's source is pushed to the git server"
   printf '\033[2m$ %s\033[0m\n' "git push $GIT_URL/shop.git main    # examples/shop-app"
@@ -372,6 +377,10 @@ YAML
     environment/shared --timeout="$STORY_WAIT"
   show kubectl -n "$ns" get environment shared \
     -o jsonpath='{.status.conditions[?(@.type=="Stalled")].message}{"\n"}'
+  echo "Its administrator lets Ferry write workloads there, and lets $ns deploy there:"
+  printf '\033[2m$ %s\033[0m\n' "kubectl -n $STORY_TARGET_NS create rolebinding ferry-deployer --clusterrole=ferry-deployer --serviceaccount=ferry-system:ferry"
+  kubectl -n "$STORY_TARGET_NS" create rolebinding ferry-deployer --clusterrole=ferry-deployer \
+    --serviceaccount=ferry-system:ferry --dry-run=client -o yaml | kubectl apply -f - > /dev/null
   show kubectl annotate namespace "$STORY_TARGET_NS" --overwrite ferry.dev/allow-deploy-from="$ns"
   show_await "the Environment shared to be Ready once $STORY_TARGET_NS consents" \
     kubectl -n "$ns" wait --for=condition=Ready environment/shared --timeout="$STORY_WAIT"

@@ -103,6 +103,10 @@ reasons! {
     /// Environment's namespace (the annotation `ferry.dev/allow-deploy-from`). One reason for
     /// both, so that a tenant cannot probe which namespaces exist.
     TARGET_NAMESPACE_NOT_CONSENTING = "TargetNamespaceNotConsenting", Warning, ["Environment", "Application"];
+    /// The target namespace has not granted Ferry's ServiceAccount the right to write
+    /// Deployments and Services there (a RoleBinding to the `ferry-deployer` ClusterRole);
+    /// the message gives the command. Looked at again every 30 s.
+    DEPLOYMENT_NOT_GRANTED = "DeploymentNotGranted", Warning, ["Environment", "Application"];
     /// A Secret named in the spec does not exist in the namespace.
     SECRET_NOT_FOUND = "SecretNotFound", Warning, ["Application", "BuildJob"];
     /// A Secret named in the spec lacks the keys its use needs, or is not of the type it needs

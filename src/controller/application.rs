@@ -91,6 +91,17 @@ pub(super) async fn reconcile(
     }
 
     let environments = environment_facts(&context, &namespace, app).await?;
+    // The namespace each Environment deploys into, as checked just now: delivery applies
+    // there only. An Environment whose target changed since is left for the next pass (its
+    // change wakes this Application), so a switch between the check and the apply is never
+    // applied to unchecked.
+    let checked: BTreeMap<String, String> = environments
+        .iter()
+        .map(|(name, facts)| {
+            let target = facts.target.as_ref().map(|t| t.namespace.clone());
+            (name.clone(), target.unwrap_or_else(|| namespace.clone()))
+        })
+        .collect();
     let releases = release_owners(&context, &namespace).await;
     let secrets = secrets::access(&context, &namespace, &app.secret_refs()).await?;
     let looked = look_up_source(&context, &namespace, app, &secrets).await?;
@@ -135,7 +146,7 @@ pub(super) async fn reconcile(
                     &context,
                     app,
                     &namespace,
-                    order,
+                    (order, &checked),
                     &mine,
                     &status.environments,
                 )

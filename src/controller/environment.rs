@@ -1,10 +1,14 @@
 //! Reconciles Environments: resolves the upstream chain and checks that the target namespace
-//! consents.
+//! consents and has granted Ferry the right to write workloads there.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::Stream;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
@@ -64,6 +68,11 @@ pub(super) async fn reconcile(
 
     let upstreams = upstreams(&context, &namespace, env).await;
     let target = target_namespace(&context, &target_name).await?;
+    let granted = if decide::consents(&target, &target_name, &namespace) {
+        Some(workloads_granted(&context, &target_name).await?)
+    } else {
+        None
+    };
     let decision = decide::status(
         &Observed {
             name: &name,
@@ -71,6 +80,8 @@ pub(super) async fn reconcile(
             generation: env.metadata.generation,
             target_namespace: &target_name,
             target,
+            granted,
+            service_account: &context.config.service_account,
             upstreams: &upstreams,
             current: env.status.as_ref(),
         },
@@ -124,4 +135,36 @@ pub(super) async fn target_namespace(
             annotations: ns.metadata.annotations.unwrap_or_default(),
         },
     })
+}
+
+/// Whether Ferry's ServiceAccount may write (server-side apply: `patch`) Deployments and
+/// Services in `namespace`, as the API server's authorizer answers it now: granted by a
+/// RoleBinding to the `ferry-deployer` ClusterRole, never by Ferry's own ClusterRole.
+pub(super) async fn workloads_granted(context: &Context, namespace: &str) -> Result<bool, Error> {
+    let reviews = Api::<SelfSubjectAccessReview>::all(context.client.clone());
+    for (group, resource) in [("apps", "deployments"), ("", "services")] {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_owned()),
+                    verb: Some("patch".to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(Error::observe(format!(
+                "whether Ferry may write {resource} in namespace {namespace}"
+            )))?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -16,8 +16,8 @@ use kube::{Resource, ResourceExt};
 use super::Context;
 use super::events::publish;
 use crate::api::reasons::{
-    self, ACTION_FAILED, MISSING_NAMESPACE, OBSERVE_FAILED, Reason, TAG_LOOKUP_FAILED,
-    WORKLOAD_NOT_OWNED, WRITE_STATUS_FAILED,
+    self, ACTION_FAILED, DEPLOYMENT_NOT_GRANTED, MISSING_NAMESPACE, OBSERVE_FAILED, Reason,
+    TAG_LOOKUP_FAILED, WORKLOAD_NOT_OWNED, WRITE_STATUS_FAILED,
 };
 use crate::decide::backoff;
 use crate::decide::events::Announcement;
@@ -47,6 +47,10 @@ pub enum Error {
     /// applied, and tried again with backoff (someone may delete or rename it).
     #[error("{0}")]
     WorkloadNotOwned(String),
+    /// A write to a Deployment or Service refused (403) in a namespace that has not bound the
+    /// `ferry-deployer` ClusterRole to Ferry: the message gives the command.
+    #[error("{0}")]
+    WorkloadsNotGranted(String),
 }
 
 impl Error {
@@ -59,6 +63,7 @@ impl Error {
             Self::Act { .. } => ACTION_FAILED,
             Self::Tags(_) => TAG_LOOKUP_FAILED,
             Self::WorkloadNotOwned(_) => WORKLOAD_NOT_OWNED,
+            Self::WorkloadsNotGranted(_) => DEPLOYMENT_NOT_GRANTED,
         }
     }
 
@@ -70,6 +75,22 @@ impl Error {
     pub(crate) fn act(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
         move |source| Self::Act { what, source }
+    }
+
+    /// This error, or for a write to a workload in `namespace` that the API server refused
+    /// (403), [`Error::WorkloadsNotGranted`] with the command that grants it: Ferry's rights to
+    /// write Deployments and Services come only from a `ferry-deployer` RoleBinding there.
+    pub(crate) fn on_workload(self, namespace: &str, service_account: &str) -> Self {
+        match self {
+            Self::Act {
+                what,
+                source: kube::Error::Api(status),
+            } if status.code == 403 => Self::WorkloadsNotGranted(format!(
+                "{what}: {}",
+                crate::decide::environment::not_granted(namespace, service_account).message
+            )),
+            other => other,
+        }
     }
 }
 
@@ -210,6 +231,35 @@ mod tests {
         for (error, want) in cases {
             assert_eq!(error.category().name, want, "{error}");
             assert!(reasons::Reason::named(want).is_some(), "{want} is listed");
+        }
+    }
+
+    #[test]
+    fn a_refused_workload_write_names_the_grant_and_nothing_else_does() {
+        let refused = Error::act("applying Deployment team-a-prod/shop-prod")(api_error(
+            403,
+            "deployments.apps \"shop-prod\" is forbidden",
+        ))
+        .on_workload("team-a-prod", "ferry-system:ferry");
+        assert_eq!(refused.category().name, "DeploymentNotGranted");
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("applying Deployment team-a-prod/shop-prod: Ferry may not write")
+                && text.contains(
+                    "kubectl -n team-a-prod create rolebinding ferry-deployer --clusterrole=ferry-deployer --serviceaccount=ferry-system:ferry"
+                ),
+            "{text}"
+        );
+        for other in [
+            Error::act("applying Deployment a/b")(api_error(409, "conflict")),
+            Error::observe("Deployment a/b")(api_error(403, "forbidden")),
+        ] {
+            let category = other.category().name;
+            assert_ne!(
+                other.on_workload("a", "ferry-system:ferry").category().name,
+                "DeploymentNotGranted",
+                "{category}"
+            );
         }
     }
 

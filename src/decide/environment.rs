@@ -1,10 +1,15 @@
-//! Whether an Environment can take releases: its upstream chain resolves without a cycle and
-//! its target namespace consents to deployments from the Environment's namespace.
+//! Whether an Environment can take releases: its upstream chain resolves without a cycle, its
+//! target namespace consents to deployments from the Environment's namespace, and that
+//! namespace granted Ferry the right to write Deployments and Services there.
 //!
 //! Consent is the annotation `ferry.dev/allow-deploy-from` on the target namespace, listing
 //! the namespaces (comma-separated) whose Environments may deploy into it. A target namespace
 //! that does not exist gets the same answer as one that does not consent, so that a tenant
 //! cannot learn from Ferry which namespaces exist.
+//!
+//! Ferry's own ServiceAccount may write workloads only where a namespace bound the
+//! `ferry-deployer` ClusterRole to it (its own namespace included): consent says which
+//! namespaces' Environments may deploy here, the binding that Ferry may write here at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +17,8 @@ use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::CommonStatus;
 use crate::api::labels::CONSENT_ANNOTATION;
 use crate::api::reasons::{
-    READY, TARGET_NAMESPACE_NOT_CONSENTING, UPSTREAM_CYCLE, UPSTREAM_NOT_FOUND,
+    DEPLOYMENT_NOT_GRANTED, READY, TARGET_NAMESPACE_NOT_CONSENTING, UPSTREAM_CYCLE,
+    UPSTREAM_NOT_FOUND,
 };
 use crate::api::{EnvironmentSpec, EnvironmentStatus, Time};
 
@@ -32,6 +38,11 @@ pub struct Observed<'a> {
     pub generation: Option<i64>,
     pub target_namespace: &'a str,
     pub target: TargetNamespace,
+    /// Whether Ferry may write Deployments and Services in the target namespace (asked of the
+    /// API server's authorizer); `None` when not asked (the namespace does not consent).
+    pub granted: Option<bool>,
+    /// Ferry's ServiceAccount as `namespace:name`, for the command that grants it.
+    pub service_account: &'a str,
     /// Every Environment in the namespace (this one included): name to upstream.
     pub upstreams: &'a BTreeMap<String, Option<String>>,
     pub current: Option<&'a EnvironmentStatus>,
@@ -106,6 +117,25 @@ pub fn not_consenting(target_name: &str, source_namespace: &str) -> Blocker {
     )
 }
 
+/// How long an Environment whose target namespace has not granted Ferry waits before it asks
+/// again: RoleBindings are not watched.
+pub const GRANT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why Ferry may not deploy into `target_name`, with the one command that grants it. The
+/// ClusterRole is named after the ServiceAccount (`ferry` → `ferry-deployer`, a Helm release
+/// `shop-ferry` → `shop-ferry-deployer`), as the manifests and the chart name it.
+pub fn not_granted(target_name: &str, service_account: &str) -> Blocker {
+    let name = service_account
+        .rsplit_once(':')
+        .map_or(service_account, |(_, name)| name);
+    Blocker::new(
+        DEPLOYMENT_NOT_GRANTED,
+        format!(
+            "Ferry may not write Deployments and Services in namespace \"{target_name}\"; its administrator grants it with: kubectl -n {target_name} create rolebinding {name}-deployer --clusterrole={name}-deployer --serviceaccount={service_account}"
+        ),
+    )
+}
+
 /// The Environment's new status.
 pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
     let chain = pipeline(observed.name, observed.upstreams);
@@ -123,6 +153,10 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
                 observed.namespace,
             ))
         }
+        Ok(_) if observed.granted != Some(true) => Readiness::Blocked(not_granted(
+            observed.target_namespace,
+            observed.service_account,
+        )),
         Ok(chain) => Readiness::Ready {
             reason: READY,
             message: format!(
@@ -136,7 +170,9 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
         .current
         .map(|s| s.common.conditions.as_slice())
         .unwrap_or_default();
-    Decision::status(EnvironmentStatus {
+    let waits_for_grant =
+        matches!(&state, Readiness::Blocked(b) if b.reason == DEPLOYMENT_NOT_GRANTED);
+    let mut decision = Decision::status(EnvironmentStatus {
         common: CommonStatus::decided(
             existing,
             &readiness(&state),
@@ -145,7 +181,11 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<EnvironmentStatus> {
         ),
         target_namespace: Some(observed.target_namespace.to_owned()),
         pipeline: chain.unwrap_or_default(),
-    })
+    });
+    if waits_for_grant {
+        decision.requeue_after = Some(GRANT_RECHECK);
+    }
+    decision
 }
 
 #[cfg(test)]
@@ -178,6 +218,8 @@ mod tests {
             generation: Some(1),
             target_namespace: "team-a",
             target: present(&[]),
+            granted: Some(true),
+            service_account: "ferry-system:ferry",
             upstreams,
             current: None,
         }
@@ -295,5 +337,40 @@ mod tests {
         assert!(is_true(&status.common.conditions, READY));
         assert!(find(&status.common.conditions, STALLED).is_none());
         assert_eq!(status.pipeline, ["dev", "prod"]);
+    }
+
+    #[test]
+    fn a_target_that_did_not_grant_ferry_stalls_the_environment_with_the_command() {
+        let ups = upstreams(&[("dev", None), ("prod", Some("dev"))]);
+        for granted in [Some(false), None] {
+            let decision = status(
+                &Observed {
+                    granted,
+                    service_account: "ferry-system:shop-ferry",
+                    ..prod(&ups)
+                },
+                &now(),
+            );
+            let stalled = find(&decision.status.common.conditions, STALLED).unwrap();
+            assert_eq!(stalled.reason, "DeploymentNotGranted");
+            assert!(
+                stalled.message.contains(
+                    "kubectl -n team-a create rolebinding shop-ferry-deployer --clusterrole=shop-ferry-deployer --serviceaccount=ferry-system:shop-ferry"
+                ),
+                "{}",
+                stalled.message
+            );
+            assert!(!is_true(&decision.status.common.conditions, READY));
+            assert_eq!(decision.requeue_after, Some(GRANT_RECHECK), "asked again");
+        }
+        // Consent comes first: a namespace that does not consent says so, whatever the grant.
+        let observed = Observed {
+            target_namespace: "team-a-prod",
+            granted: None,
+            ..prod(&ups)
+        };
+        let stalled = status(&observed, &now()).status;
+        let stalled = find(&stalled.common.conditions, STALLED).unwrap().clone();
+        assert_eq!(stalled.reason, "TargetNamespaceNotConsenting");
     }
 }

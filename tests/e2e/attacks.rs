@@ -124,6 +124,7 @@ async fn prod_namespace(s: &Scenario) -> Res<String> {
     namespaces
         .create(&PostParams::default(), &namespace)
         .await?;
+    s.grant_ferry(&name, "ferry-deployer").await?;
     Ok(name)
 }
 

@@ -406,7 +406,7 @@ impl Scenario {
 
     /// Creates the scenario's namespace anew: the `restricted` Pod Security Standard enforced
     /// (unless `FERRY_E2E_PSS` says otherwise), and granted to Ferry with the documented
-    /// RoleBinding to `ferry-tenant`.
+    /// RoleBindings to `ferry-tenant` and `ferry-deployer`.
     async fn create_namespace(&self) -> Res {
         let namespaces: Api<Namespace> = Api::all(self.client());
         if let Some(old) = namespaces.get_opt(&self.ns).await? {
@@ -434,15 +434,23 @@ impl Scenario {
         namespaces
             .create(&PostParams::default(), &namespace)
             .await?;
+        self.grant_ferry(&self.ns, "ferry-tenant").await?;
+        self.grant_ferry(&self.ns, "ferry-deployer").await
+    }
+
+    /// Binds the ClusterRole `role` (`ferry-tenant`: Secrets and pods; `ferry-deployer`:
+    /// Deployments and Services) to Ferry's ServiceAccount in `namespace`, as the documented
+    /// `kubectl create rolebinding` does.
+    pub async fn grant_ferry(&self, namespace: &str, role: &str) -> Res {
         let grant = RoleBinding {
             metadata: kube::api::ObjectMeta {
-                name: Some("ferry-tenant".to_owned()),
+                name: Some(role.to_owned()),
                 ..Default::default()
             },
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".to_owned(),
                 kind: "ClusterRole".to_owned(),
-                name: "ferry-tenant".to_owned(),
+                name: role.to_owned(),
             },
             subjects: Some(vec![Subject {
                 kind: "ServiceAccount".to_owned(),
@@ -451,7 +459,7 @@ impl Scenario {
                 ..Default::default()
             }]),
         };
-        self.api::<RoleBinding>()
+        Api::<RoleBinding>::namespaced(self.client(), namespace)
             .create(&PostParams::default(), &grant)
             .await?;
         Ok(())

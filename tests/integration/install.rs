@@ -5,10 +5,11 @@
 
 use std::process::Stdio;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Api, Client};
@@ -16,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RunningController, TestNamespace, WAIT, client_as, eventually};
 use ferry::api::conditions::{self, READY, STALLED};
-use ferry::api::reasons::SECRETS_NOT_GRANTED;
+use ferry::api::reasons::{DEPLOYMENT_NOT_GRANTED, SECRETS_NOT_GRANTED};
 use ferry::api::{Application, Environment};
 
 #[path = "../support/helm.rs"]
@@ -195,16 +196,26 @@ spec:
 /// What `kubectl create rolebinding ferry-tenant --clusterrole=ferry-tenant
 /// --serviceaccount=ferry-system:ferry -n <namespace>` (README, "Install") creates.
 async fn grant_tenant(ns: &TestNamespace) {
+    grant(ns, "ferry-tenant").await;
+}
+
+/// The same for `ferry-deployer`: Ferry may write Deployments and Services in `ns`.
+async fn grant_deployer(ns: &TestNamespace) {
+    grant(ns, "ferry-deployer").await;
+}
+
+/// Binds the ClusterRole `role` to Ferry's ServiceAccount in `ns`, as the README's commands do.
+pub(super) async fn grant(ns: &TestNamespace, role: &str) {
     let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "ferry-tenant", "namespace": ns.name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-tenant"},
+        "metadata": {"name": role, "namespace": ns.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"kind": "ServiceAccount", "name": "ferry", "namespace": "ferry-system"}],
     }))
     .expect("a RoleBinding");
     ns.api::<RoleBinding>()
         .create(&PostParams::default(), &binding)
         .await
-        .expect("creating the tenant RoleBinding");
+        .unwrap_or_else(|e| panic!("creating the {role} RoleBinding: {e}"));
 }
 
 fn ready(app: &Application) -> bool {
@@ -220,15 +231,17 @@ fn ready_reason(app: &Application) -> Option<&str> {
 
 /// Runs the controller as the ServiceAccount of `manifests/ferry.yaml` (by impersonation): if
 /// a verb it uses were missing, its watches or status writes would fail and nothing would
-/// become Ready. Secrets it may read only where a namespace granted them: in a granted
-/// namespace the Application becomes Ready; in one without the grant it is Stalled with
-/// SecretsNotGranted, whose message is the command that grants it, until that is run.
+/// become Ready. Secrets it may read, and workloads write, only where a namespace granted
+/// them: in a granted namespace the Application becomes Ready; in one without the grants it is
+/// Stalled with SecretsNotGranted and its Environment with DeploymentNotGranted, whose messages
+/// are the commands that grant them, until those are run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
     let granted = TestNamespace::new("rbac").await;
     let ungranted = TestNamespace::new("rbac-ungranted").await;
     install_rbac(&granted.client).await;
     grant_tenant(&granted).await;
+    grant_deployer(&granted).await;
 
     let as_ferry = client_as(SERVICE_ACCOUNT).await;
     // The real Deployment watches the whole cluster.
@@ -243,6 +256,19 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
     assert!(
         matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
         "the ServiceAccount must not read kube-system's Secrets: {forbidden:?}"
+    );
+    // ... nor write a Deployment there (it may read them all, to watch its own).
+    let deployments = Api::<Deployment>::namespaced(as_ferry.clone(), "kube-system");
+    deployments
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("the ServiceAccount may read Deployments everywhere");
+    let forbidden = deployments
+        .delete("coredns", &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
+        "the ServiceAccount must not delete kube-system's Deployments: {forbidden:?}"
     );
 
     let controllers = [
@@ -281,7 +307,34 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
         ungranted.name
     );
     assert!(stalled.message.contains(&command), "{}", stalled.message);
+    let environment = ungranted
+        .wait_for::<Environment>("dev", "DeploymentNotGranted", |e| {
+            e.status.as_ref().is_some_and(|s| {
+                conditions::find(&s.common.conditions, READY)
+                    .is_some_and(|c| c.reason == DEPLOYMENT_NOT_GRANTED.name)
+            })
+        })
+        .await;
+    let status = environment.status.expect("a status");
+    let stalled = conditions::find(&status.common.conditions, STALLED).expect("Stalled");
+    let command = format!(
+        "kubectl -n {} create rolebinding ferry-deployer --clusterrole=ferry-deployer --serviceaccount=ferry-system:ferry",
+        ungranted.name
+    );
+    assert!(stalled.message.contains(&command), "{}", stalled.message);
     grant_tenant(&ungranted).await;
+    grant_deployer(&ungranted).await;
+    // RoleBindings are not watched: a change to the Environment makes Ferry ask again at once
+    // (otherwise it asks every 30 s).
+    ungranted
+        .api::<Environment>()
+        .patch(
+            "dev",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"granted": "yes"}}})),
+        )
+        .await
+        .expect("labelling the Environment");
     ungranted
         .wait_for::<Application>("shop", "Ready once granted", ready)
         .await;
@@ -420,6 +473,7 @@ async fn environment_ready(ns: &TestNamespace, name: &str) {
 async fn only_the_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     let ns = TestNamespace::new("leader").await;
     install_rbac(&ns.client).await;
+    grant_deployer(&ns).await;
     let kubeconfig_file = impersonating_kubeconfig(&ns.name);
     let kubeconfig = kubeconfig_file.to_str().expect("a UTF-8 path");
     let elect = ["--leader-elect", "--leader-elect-lease-duration", "4s"];

@@ -196,6 +196,7 @@ async fn only_ferry_writes_the_status_of_its_kinds_cluster_admin_included() {
 
         // Ferry's ServiceAccount writes status, and the controller running as it works.
         record(&ns, "shop-1.4.2", &[("prod", "Deployed")]).await;
+        super::install::grant(&ns, "ferry-deployer").await;
         let controller = RunningController::start(&client_as(FERRY).await, &ns.name);
         ns.wait_for::<Environment>("prod", "Ready, written by Ferry", |e| {
             e.status

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use kube::{Resource, ResourceExt};
 
-use super::prune::delete;
+use super::prune::{delete, delete_workload};
 use super::{Context, Error, test_pod_not_ours};
 use crate::adapters::http_check::Target;
 use crate::adapters::verification::Get as Request;
@@ -68,13 +68,16 @@ pub(super) async fn run(
                 ensure_ours(&deployments, name, app, environment).await?;
                 managers::apply(&deployments, name, FieldManager::Application, &desired)
                     .await
-                    .map_err(Error::act(format!("applying Deployment {target}/{name}")))?;
+                    .map_err(|e| {
+                        Error::act(format!("applying Deployment {target}/{name}"))(e)
+                            .on_workload(target, &context.config.service_account)
+                    })?;
             }
             Action::LeaveDeployment { release, .. } => {
                 tracing::warn!(%release, "the Release of a running workload does not exist or fixes no run configuration; left as it is");
             }
             Action::DeleteDeployment { namespace, name } => {
-                delete::<Deployment>(context, namespace, name).await?;
+                delete_workload::<Deployment>(context, namespace, name).await?;
             }
             Action::ApplyService {
                 environment,
@@ -89,7 +92,7 @@ pub(super) async fn run(
                 addresses.insert(environment, address);
             }
             Action::DeleteService { namespace, name } => {
-                delete::<Service>(context, namespace, name).await?;
+                delete_workload::<Service>(context, namespace, name).await?;
             }
             Action::EnsureCheck {
                 environment,
@@ -208,10 +211,10 @@ async fn apply_service(
     ensure_ours(&services, &name, w.app, w.environment).await?;
     let applied = managers::apply(&services, &name, FieldManager::Application, &service)
         .await
-        .map_err(Error::act(format!(
-            "applying Service {}/{name}",
-            w.namespace
-        )))?;
+        .map_err(|e| {
+            Error::act(format!("applying Service {}/{name}", w.namespace))(e)
+                .on_workload(w.namespace, &context.config.service_account)
+        })?;
     Ok(applied
         .spec
         .and_then(|s| s.cluster_ip)

@@ -21,6 +21,7 @@ mod finalize;
 mod observe;
 mod prune;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,11 +108,11 @@ pub async fn deliver(
     context: &Context,
     app: &Application,
     namespace: &str,
-    order: &[String],
+    (order, checked): (&[String], &BTreeMap<String, String>),
     releases: &[Release],
     stored: &[EnvironmentState],
 ) -> Result<(Vec<EnvironmentState>, Option<Duration>), Error> {
-    let observed = observe::observe(context, app, namespace, order, releases).await;
+    let observed = observe::observe(context, app, namespace, (order, checked), releases).await;
     let decision = delivery::pipeline(
         &delivery::pipeline::Pipeline {
             app,

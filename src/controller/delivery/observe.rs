@@ -30,12 +30,14 @@ pub(super) struct Observed {
     pub runs: BTreeMap<RunKey, RunProgress>,
 }
 
-/// Observes the Application's environments of `order`, its children and its runs.
+/// Observes the Application's environments of `order`, its children and its runs. An
+/// Environment whose target namespace is not the one `checked` (consent and readiness were
+/// checked for that one) is observed as unreadable: left as it is in this pass.
 pub(super) async fn observe(
     context: &Context,
     app: &Application,
     namespace: &str,
-    order: &[String],
+    (order, checked): (&[String], &BTreeMap<String, String>),
     releases: &[Release],
 ) -> Observed {
     let name = app.name_any();
@@ -45,6 +47,10 @@ pub(super) async fn observe(
         let environment = environment
             .as_ref()
             .and_then(|e| e.0.as_ref().ok())
+            .filter(|e| {
+                let target = e.target_namespace().unwrap_or(namespace);
+                checked.get(env).map(String::as_str) == Some(target)
+            })
             .cloned();
         let workload = match environment.as_ref().and_then(|e| e.target_namespace()) {
             Some(target) => workload(context, namespace, &name, env, target),

@@ -21,16 +21,34 @@ where
     Ok(())
 }
 
+/// Deletes the Deployment or Service `namespace/name` in the background; a refusal says that
+/// the namespace has not granted Ferry its workloads (`Error::on_workload`).
+pub(super) async fn delete_workload<K>(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    delete::<K>(context, namespace, name)
+        .await
+        .map_err(|e| e.on_workload(namespace, &context.config.service_account))
+}
+
 /// Deletes every Deployment and Service of the Application, in any namespace.
 pub(super) async fn delete_all(context: &Context, namespace: &str, app: &str) -> Result<(), Error> {
     let children = &context.caches.children;
     for d in children_of(&children.deployments, namespace, app, None) {
         let ns = d.namespace().unwrap_or_default();
-        delete::<Deployment>(context, &ns, &d.name_any()).await?;
+        delete_workload::<Deployment>(context, &ns, &d.name_any()).await?;
     }
     for s in children_of(&children.services, namespace, app, None) {
         let ns = s.namespace().unwrap_or_default();
-        delete::<Service>(context, &ns, &s.name_any()).await?;
+        delete_workload::<Service>(context, &ns, &s.name_any()).await?;
     }
     Ok(())
 }
