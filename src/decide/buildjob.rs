@@ -429,7 +429,7 @@ apiVersion: ferry.dev/v1alpha1
 kind: Application
 metadata: {name: shop, namespace: team-a, uid: app-uid}
 spec:
-  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred, branch: release}
+  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred, insecure: true, branch: release}
   build: {builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}
   image: {repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}
 "#,

@@ -311,7 +311,9 @@ async fn a_buildjob_made_by_hand_only_rebuilds_as_its_application_says() {
             (
                 "credentials the Application does not use",
                 buildjob("shop-rebuilt", &shop, |j| {
+                    // Over the test git server's plain http, which takes insecure.
                     j["spec"]["source"]["credentialsSecret"] = "deploy-key".into();
+                    j["spec"]["source"]["insecure"] = true.into();
                     j["spec"]["image"]["pushSecret"] = "registry-admin".into();
                 }),
                 "spec.source, spec.image",
