@@ -338,3 +338,51 @@ fn the_entry_policy_compares_every_field_of_an_environment_entry() {
          charts/ferry/templates/environments.yaml), then list them here"
     );
 }
+
+/// `ferry-rebuild` (manifests/ferry.yaml; the chart's is compared with it by `tests/chart.rs`)
+/// admits a BuildJob made by hand only when its source, build and image equal its
+/// Application's, field by field: a field added to any of them would let a hand-made BuildJob
+/// build something else until the policy compares it too.
+#[test]
+fn the_rebuild_policy_compares_every_field_of_a_buildjobs_source_build_and_image() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/ferry.yaml");
+    let text = std::fs::read_to_string(path).expect("manifests/ferry.yaml");
+    let objects: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("the manifest parses"))
+        .collect();
+    let policy = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ValidatingAdmissionPolicy" && o["metadata"]["name"] == "ferry-rebuild"
+        })
+        .expect("manifests/ferry.yaml has the policy ferry-rebuild");
+    let differs = policy["spec"]["variables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "differs")
+        .and_then(|v| v["expression"].as_str())
+        .expect("ferry-rebuild has the variable differs");
+    let schema = schema_of("BuildJob");
+    let mut missing = Vec::new();
+    for part in ["source", "build", "image"] {
+        let fields = schema["properties"]["spec"]["properties"][part]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("a BuildJob's spec.{part} has properties"));
+        for field in fields.keys() {
+            let compared = [".", ".?"].iter().any(|access| {
+                let side = |of: &str| format!("{of}.spec.{part}{access}{field}");
+                differs.contains(&side("object")) && differs.contains(&side("params"))
+            });
+            if !compared {
+                missing.push(format!("spec.{part}.{field}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ferry-rebuild does not compare {} of a BuildJob with its Application's: add them to \
+         the `differs` variable in manifests/ferry.yaml and charts/ferry/templates/provenance.yaml",
+        missing.join(", ")
+    );
+}

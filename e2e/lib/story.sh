@@ -132,8 +132,8 @@ tell_builds() {
 }
 
 # The release of the example's commit rolls out to dev and becomes Healthy; then a release whose
-# container exits at start (made by hand: a Release can name any image by digest) is rolled
-# back by itself, with the reason in the history, the Events and the Release's status.
+# container exits at start (made by hand: an import of an image in the shop's repository) is
+# rolled back by itself, with the reason in the history, the Events and the Release's status.
 tell_rollouts() {
   local ns=$STORY_NS release image commit
   release=$(kubectl -n "$ns" get application shop -o jsonpath='{.status.latestRelease}')
@@ -148,8 +148,11 @@ tell_rollouts() {
   show kubectl -n "$ns" get deployments,services,pods -l ferry.dev/environment=dev
 
   chapter "A release that crashes is rolled back by itself"
-  # The rollout scenarios' test server (e2e/lib/testserver.sh), built to exit at start.
-  image=$(testserver_crash 9.9.9)
+  # The rollout scenarios' test server (e2e/lib/testserver.sh), built to exit at start and
+  # pushed into the shop's own repository: an import must name an image of its Application's
+  # spec.image.repository (the ferry-import-image policy).
+  image=$(TESTSERVER_REPO=$(kubectl -n "$ns" get application shop -o jsonpath='{.spec.image.repository}') \
+    testserver_crash 9.9.9)
   commit=$(printf 'shop 9.9.9' | sha1sum | cut -c1-40)
   echo "A Release made by hand (an import: it names its importer, as the API server knows them),"
   echo "of an image whose container exits as soon as it starts:"

@@ -128,6 +128,11 @@ reasons! {
     /// without `spec.run`, and Ferry has not recorded the Application's in its `status.run`
     /// (it does as soon as it sees the Release and its Application).
     PINNED_RELEASE_NOT_CONFIGURED = "PinnedReleaseNotConfigured", Warning, ["Application"];
+    /// An environment is pinned to a Release whose image is not in the Application's
+    /// `spec.image.repository` and that Ferry did not build (an import, or Ferry's
+    /// reconfiguration of one): it is never rolled out. Pin another release, or import the
+    /// image into the Application's repository.
+    PINNED_RELEASE_OUTSIDE_REPOSITORY = "PinnedReleaseOutsideRepository", Warning, ["Application"];
     /// The Application's `spec.run` changed: Ferry made a Release of the newest image with
     /// the new run configuration, promoted through the environments like a new commit.
     RECONFIGURED = "Reconfigured", Normal, ["Application"];
@@ -173,6 +178,15 @@ reasons! {
     APPLICATION_NOT_FOUND = "ApplicationNotFound", Warning, ["Release", "BuildJob"];
     /// The Release is recorded and belongs to an existing Application.
     RECORDED = "Recorded", Normal, ["Release"];
+    /// A Release Ferry did not build (imported, or Ferry's reconfiguration of an import)
+    /// names an image outside its Application's `spec.image.repository`: it is never promoted
+    /// or rolled out. Import the image into the Application's repository instead.
+    IMAGE_OUTSIDE_REPOSITORY = "ImageOutsideRepository", Warning, ["Release"];
+    /// A BuildJob Ferry did not make (no controller owner reference to its Application's
+    /// UID) whose source, build or image differs from its Application's: it is not built. A
+    /// BuildJob made by hand may only rebuild a commit as the Application says; to build
+    /// otherwise, change the Application.
+    NOT_A_REBUILD = "NotARebuild", Warning, ["BuildJob"];
     /// The build is waiting for its build pod.
     BUILD_PENDING = "BuildPending", Normal, ["BuildJob"];
     /// The build finished and its image was verified in the registry.

@@ -32,6 +32,7 @@ use crate::decide::application::{
 use crate::decide::build::objects::buildjob_for;
 use crate::decide::environment::{consents, upstream_of};
 use crate::decide::events::Announcement;
+use crate::decide::release::outside_repository;
 use crate::decide::run_spec;
 use crate::decide::secrets::{SecretAccess, source_blocker};
 use crate::desired::workload::Workload;
@@ -113,6 +114,11 @@ pub(super) async fn reconcile(
         .filter(|r| r.fixed_run().is_none())
         .map(|r| r.name_any())
         .collect();
+    let outside_repository: BTreeSet<String> = mine
+        .iter()
+        .filter(|r| outside_repository(&r.spec, &app.spec.image.repository))
+        .map(|r| r.name_any())
+        .collect();
     let invalid_run = invalid_run(&context, &namespace, app).await;
     let decision = decide::status(
         &Observed {
@@ -126,6 +132,7 @@ pub(super) async fn reconcile(
             released: &released,
             newest: newest(&mine),
             unconfigured: &unconfigured,
+            outside_repository: &outside_repository,
             invalid_run,
         },
         &context.clock.now(),

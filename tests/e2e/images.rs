@@ -68,11 +68,19 @@ testserver_image "$@""#,
     Ok(reference)
 }
 
+/// The repository the test server's images are pushed to (`TESTSERVER_REPO`'s default). An
+/// Application whose Releases are imported test server images names it as its
+/// `spec.image.repository`: an import must name an image of its Application's repository
+/// (the `ferry-import-image` admission policy).
+pub fn repository(cluster: &Cluster) -> String {
+    format!("{}/ferry-e2e/testserver", cluster.registry)
+}
+
 /// A reference into the test server's repository whose digest no image has, so a pod naming
 /// it fails with ErrImagePull / ImagePullBackOff.
 pub fn missing(cluster: &Cluster) -> String {
     let digest: String = (0..4)
         .map(|_| format!("{:016x}", fastrand::u64(..)))
         .collect();
-    format!("{}/ferry-e2e/testserver@sha256:{digest}", cluster.registry)
+    format!("{}@sha256:{digest}", repository(cluster))
 }

@@ -46,7 +46,7 @@ use sha2::Digest;
 
 use crate::git::{WorkingCopy, repository_url};
 use crate::harness::{Cluster, Judged, Res, Scenario, Suite, seconds_between, two};
-use crate::images::{Behaviour, missing, testserver};
+use crate::images::{self, Behaviour, missing, testserver};
 use crate::net::{Load, answers, epoch, tally};
 use crate::{case, ensure, fail};
 
@@ -227,7 +227,9 @@ impl Web {
         ));
         let git = &s.cluster.git_url;
         let registry = &s.cluster.registry;
-        let ns = &s.ns;
+        // Its Releases are imported test server images, which must be in its repository; its
+        // branch does not exist, so nothing is built or pushed there.
+        let images = images::repository(&s.cluster);
         let app: Application = serde_yaml::from_str(&format!(
             r#"
 apiVersion: ferry.dev/v1alpha1
@@ -236,7 +238,7 @@ metadata: {{name: {APP}}}
 spec:
   source: {{url: "{git}/{SOURCE_REPO}.git", branch: {SOURCE_BRANCH}, pollInterval: 10m}}
   build: {{builderImage: "{registry}/busybox:1.35", script: "true", baseImage: "{registry}/busybox:1.35", entrypoint: [/srv/start]}}
-  image: {{repository: "{registry}/{ns}/{APP}", insecure: true}}
+  image: {{repository: "{images}", insecure: true}}
   run:
     replicas: 2
     ports: [{{name: http, port: 8080}}]

@@ -118,8 +118,10 @@ spec:
     ))
 }
 
-/// The BuildJob that builds the shop at `COMMIT`.
+/// The BuildJob that builds the shop at `COMMIT`, made by hand: a rebuild with the source,
+/// build and image of [`shop_through`], or Ferry would not build it (`NotARebuild`).
 pub fn shop_build() -> BuildJob {
+    let repository = crate::shop_repository();
     parse(&format!(
         r#"
 apiVersion: ferry.dev/v1alpha1
@@ -128,7 +130,7 @@ metadata: {{name: shop-9fceb02}}
 spec:
   application: shop
   commit: {COMMIT}
-  source: {{url: "http://git.local/shop.git"}}
+  source: {{url: "{repository}"}}
   build: {{builderImage: "registry.local/builder:1", script: "make", baseImage: "registry.local/base:1"}}
   image: {{repository: registry.local/team-a/shop}}
 "#

@@ -72,9 +72,16 @@ const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
 
 /// The policies whose bindings [`install_rbac`] leaves out: bound cluster-wide, they would
 /// refuse the other tests' controllers (which run with the test's admin credentials, not as
-/// Ferry's ServiceAccount) their status writes, and the Releases those tests create by hand.
-/// `tests/integration/status.rs` binds them to its own namespaces only ([`bind_in`]).
-pub(super) const BOUND_PER_TEST: [&str; 3] = ["ferry-status", "ferry-releases", "ferry-import"];
+/// Ferry's ServiceAccount) their status writes, and the Releases and BuildJobs those tests
+/// create by hand. `tests/integration/status.rs` and `provenance.rs` bind them to their own
+/// namespaces only ([`bind_in`]).
+pub(super) const BOUND_PER_TEST: [&str; 5] = [
+    "ferry-status",
+    "ferry-releases",
+    "ferry-import",
+    "ferry-import-image",
+    "ferry-rebuild",
+];
 
 /// What `kubectl apply -f manifests/ferry.yaml` creates, less the Deployment (the tests run
 /// the controller themselves): the namespace, the ServiceAccount, all of the RBAC and the

@@ -19,6 +19,7 @@ mod install;
 mod leadership;
 mod ownership;
 mod promotion;
+mod provenance;
 mod rollouts;
 mod status;
 mod validation;

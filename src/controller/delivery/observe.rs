@@ -19,6 +19,7 @@ use crate::decide::delivery::health::{DeploymentFacts, PodFacts, Workload};
 use crate::decide::delivery::pipeline::{Listed, ReleaseFacts};
 use crate::decide::delivery::retain::{Child, Kind, TestPodFacts};
 use crate::decide::delivery::runs::{CheckCounts, RunKey, RunProgress, RunReport};
+use crate::decide::release::outside_repository;
 use crate::desired::verification::{Outcome, is_test_pod};
 
 /// What delivery decides from, besides the Application and its stored status.
@@ -87,7 +88,7 @@ pub(super) async fn observe(
         .collect();
     Observed {
         environments,
-        releases: release_facts(context, namespace, releases).await,
+        releases: release_facts(context, app, namespace, releases).await,
         children: workloads,
         test_pods,
         runs,
@@ -98,6 +99,7 @@ pub(super) async fn observe(
 /// was seen (its BuildJob's creation).
 async fn release_facts(
     context: &Context,
+    app: &Application,
     namespace: &str,
     releases: &[Release],
 ) -> Vec<ReleaseFacts> {
@@ -121,6 +123,7 @@ async fn release_facts(
             digest: release.content_digest(),
             image: release.spec.image.clone(),
             run: release.fixed_run().cloned(),
+            outside_repository: outside_repository(&release.spec, &app.spec.image.repository),
             created: release
                 .metadata
                 .creation_timestamp

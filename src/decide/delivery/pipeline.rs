@@ -52,6 +52,9 @@ pub struct ReleaseFacts {
     pub image: String,
     /// The run configuration it fixes; a Release without one is never rolled out.
     pub run: Option<RunSpec>,
+    /// Ferry did not build it and its image is not in the Application's repository
+    /// (`decide::release::outside_repository`): never promoted or rolled out.
+    pub outside_repository: bool,
     /// When the Release was created, and when its commit was seen (its BuildJob's creation).
     pub created: Option<Time>,
     pub commit_seen: Option<Time>,
@@ -193,11 +196,12 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
         .cloned()
         .collect();
     // A Release that fixes no run configuration is never promoted: Ferry makes one from it
-    // that does (`build::objects::reconfigured`).
+    // that does (`build::objects::reconfigured`). Nor is one Ferry did not build whose image
+    // is outside the Application's repository (its Release says `ImageOutsideRepository`).
     let releases: Vec<String> = input
         .releases
         .iter()
-        .filter(|r| r.run.is_some())
+        .filter(|r| r.run.is_some() && !r.outside_repository)
         .map(|r| r.name.clone())
         .collect();
     let mut states = input.stored.to_vec();
@@ -1146,6 +1150,59 @@ spec:
             .filter(|a| matches!(a, Action::LeaveDeployment { .. }))
             .count();
         assert_eq!(left, 3, "{:?}", decision.actions);
+    }
+
+    #[test]
+    fn a_release_with_an_image_outside_the_repository_is_never_promoted() {
+        let stored = [
+            state("dev", "shop-1", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        // The newest release is an import outside the Application's repository: dev does not
+        // take it.
+        let mut released = releases(&["shop-1", "shop-2"]);
+        released[1].outside_repository = true;
+        let decision = decide_with(&stored, &released);
+        let nothing = [
+            ("dev".to_owned(), None),
+            ("staging".to_owned(), None),
+            ("prod".to_owned(), None),
+        ];
+        assert_eq!(rolling(&decision.status), nothing);
+        // dev runs it already (imported before the repository changed): staging does not
+        // take it from there, and dev goes to the newest release it may run, as from any
+        // release that is not (or no longer) one it may run.
+        let stored = [
+            state("dev", "shop-2", &[]),
+            state("staging", "shop-1", &[]),
+            state("prod", "shop-1", &[]),
+        ];
+        let decision = decide_with(&stored, &released);
+        assert_eq!(
+            rolling(&decision.status),
+            [
+                ("dev".to_owned(), Some("shop-1".to_owned())),
+                ("staging".to_owned(), None),
+                ("prod".to_owned(), None)
+            ]
+        );
+        let candidates: Vec<_> = decision
+            .status
+            .iter()
+            .map(|s| s.candidate.clone())
+            .collect();
+        assert!(
+            !candidates.contains(&Some("shop-2".to_owned())),
+            "{candidates:?}"
+        );
+        // The same releases in the repository: promoted as usual.
+        released[1].outside_repository = false;
+        let decision = decide_with(&stored, &released);
+        assert_eq!(
+            rolling(&decision.status)[1],
+            ("staging".to_owned(), Some("shop-2".to_owned()))
+        );
     }
 
     fn decide_with(
