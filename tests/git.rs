@@ -151,6 +151,17 @@ struct Witness {
 }
 
 impl Witness {
+    /// Asserts that a request carried HTTP basic credentials.
+    fn saw_basic_auth(&self) {
+        let requests = self.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
+            "{requests:?}"
+        );
+    }
+
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -250,13 +261,7 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
         .head(&witness.url(""), "main", Some(&right), true)
         .await
         .unwrap_err();
-    let requests = witness.requests();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
-        "{requests:?}"
-    );
+    witness.saw_basic_auth();
 }
 
 #[test]
@@ -304,13 +309,7 @@ fn the_fetch_step_sends_credentials_over_plain_http_only_with_insecure() {
         ..request
     };
     fetch::fetch(&request).unwrap_err();
-    let requests = witness.requests();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
-        "{requests:?}"
-    );
+    witness.saw_basic_auth();
 }
 
 fn fetch_request<'a>(

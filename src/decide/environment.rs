@@ -121,17 +121,13 @@ pub fn not_consenting(target_name: &str, source_namespace: &str) -> Blocker {
 /// again: RoleBindings are not watched.
 pub const GRANT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Why Ferry may not deploy into `target_name`, with the one command that grants it. The
-/// ClusterRole is named after the ServiceAccount (`ferry` → `ferry-deployer`, a Helm release
-/// `shop-ferry` → `shop-ferry-deployer`), as the manifests and the chart name it.
+/// Why Ferry may not deploy into `target_name`, with the one command that grants it.
 pub fn not_granted(target_name: &str, service_account: &str) -> Blocker {
-    let name = service_account
-        .rsplit_once(':')
-        .map_or(service_account, |(_, name)| name);
     Blocker::new(
         DEPLOYMENT_NOT_GRANTED,
         format!(
-            "Ferry may not write Deployments and Services in namespace \"{target_name}\"; its administrator grants it with: kubectl -n {target_name} create rolebinding {name}-deployer --clusterrole={name}-deployer --serviceaccount={service_account}"
+            "Ferry may not write Deployments and Services in namespace \"{target_name}\"; its administrator grants it with: {}",
+            super::grant_command(target_name, service_account, "deployer")
         ),
     )
 }

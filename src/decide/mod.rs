@@ -81,6 +81,19 @@ impl Blocker {
     }
 }
 
+/// The one command that grants Ferry's ServiceAccount (`namespace:name`) the ClusterRole
+/// `<name>-<role>` in `namespace`: the ClusterRoles are named after the ServiceAccount
+/// (`ferry` → `ferry-tenant`, a Helm release `shop-ferry` → `shop-ferry-tenant`), as the
+/// manifests and the chart name them.
+pub fn grant_command(namespace: &str, service_account: &str, role: &str) -> String {
+    let name = service_account
+        .rsplit_once(':')
+        .map_or(service_account, |(_, name)| name);
+    format!(
+        "kubectl -n {namespace} create rolebinding {name}-{role} --clusterrole={name}-{role} --serviceaccount={service_account}"
+    )
+}
+
 /// Where an object stands, in kstatus terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {

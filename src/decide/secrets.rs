@@ -242,16 +242,12 @@ fn without_user(url: &str) -> String {
 }
 
 /// Why Ferry cannot check the Secrets of `namespace`, with the one command that grants it.
-/// The tenant ClusterRole is named after the ServiceAccount (`ferry` → `ferry-tenant`, a Helm
-/// release `shop-ferry` → `shop-ferry-tenant`), as the manifests and the chart name it.
 fn not_granted(namespace: &str, service_account: &str) -> Blocker {
-    let name = service_account
-        .rsplit_once(':')
-        .map_or(service_account, |(_, name)| name);
     Blocker::new(
         SECRETS_NOT_GRANTED,
         format!(
-            "Ferry may not read Secrets in namespace \"{namespace}\"; an administrator grants it with: kubectl -n {namespace} create rolebinding {name}-tenant --clusterrole={name}-tenant --serviceaccount={service_account}"
+            "Ferry may not read Secrets in namespace \"{namespace}\"; an administrator grants it with: {}",
+            super::grant_command(namespace, service_account, "tenant")
         ),
     )
 }

@@ -72,8 +72,12 @@ spec:
     ))
 }
 
-/// The user the tests' admin credentials authenticate as (`e2e/apiserver.sh`'s token).
+/// The user the tests' admin credentials authenticate as (`e2e/apiserver.sh`'s token: group
+/// system:masters, as cluster-admin).
 pub const ADMIN: &str = "ferry-test-admin";
+
+/// Ferry's ServiceAccount in `manifests/ferry.yaml`, as a user name.
+pub const FERRY: &str = "system:serviceaccount:ferry-system:ferry";
 
 /// `app` with the Environment `environment` pinned to `release` by the tests' admin.
 pub fn pinned(app: Application, environment: &str, release: &str, reason: &str) -> Application {

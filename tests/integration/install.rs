@@ -68,7 +68,7 @@ async fn apply_object(
     Ok(())
 }
 
-const SERVICE_ACCOUNT: &str = "system:serviceaccount:ferry-system:ferry";
+use super::fixtures::FERRY as SERVICE_ACCOUNT;
 
 /// The policies whose bindings [`install_rbac`] leaves out: bound cluster-wide, they would
 /// refuse the other tests' controllers (which run with the test's admin credentials, not as
@@ -101,6 +101,18 @@ pub(super) async fn install_rbac(admin: &Client) {
                     object["kind"], object["metadata"]["name"]
                 )
             });
+    }
+}
+
+/// Removes the namespace's own bindings of the policies made by [`bind_in`] (cluster-scoped,
+/// so they outlive the namespace).
+pub(super) async fn unbind(admin: &Client, namespace: &str, policies: &[&str]) {
+    let api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding> =
+        Api::all(admin.clone());
+    for policy in policies {
+        let _ = api
+            .delete(&format!("{policy}-{namespace}"), &DeleteParams::default())
+            .await;
     }
 }
 

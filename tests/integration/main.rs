@@ -122,6 +122,34 @@ pub fn refusal<T>(user: &str, result: Result<T, kube::Error>) -> Result<(), Stri
     }
 }
 
+/// Asserts that a refusal's `message` says each of `words`.
+pub fn assert_says(message: &str, words: &[&str]) {
+    for words in words {
+        assert!(
+            message.contains(words),
+            "the refusal lacks {words:?}: {message}"
+        );
+    }
+}
+
+/// Waits until `attempt` (a dry run) is refused: the API server loads policies, bindings and
+/// their parameters from its own informers a moment after they are created, and no object
+/// shows when.
+pub async fn await_enforcement<F, Fut, T>(what: &str, attempt: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+    T: Debug,
+{
+    eventually(what, || async {
+        match attempt().await {
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 /// The API server's refusal (403) of `result`, as its message; fails the test if `what` was
 /// accepted or failed otherwise.
 pub fn refused<T: Debug>(what: &str, result: Result<T, kube::Error>) -> String {

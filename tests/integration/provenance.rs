@@ -7,46 +7,21 @@
 //! The other tests create Releases and BuildJobs by hand with the admin's credentials, so these
 //! policies are bound here to each test's own namespace only (`install::bind_in`).
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::install::{bind_in, install_rbac};
+use super::fixtures::{ADMIN, FERRY};
+use super::install::{bind_in, install_rbac, unbind};
 use super::{
-    Kind, RunningController, TestNamespace, client_as, eventually, fixtures, grant_users, refused,
-    with_temp_ns,
+    Kind, RunningController, TestNamespace, assert_says, await_enforcement, client_as, fixtures,
+    grant_users, refused, with_temp_ns,
 };
 use ferry::api::conditions::{self, READY};
 use ferry::api::{Application, BuildJob, Release};
 
-/// Ferry's ServiceAccount in `manifests/ferry.yaml`.
-const FERRY: &str = "system:serviceaccount:ferry-system:ferry";
-
-/// The test API server's admin (`e2e/apiserver.sh`: group system:masters, as cluster-admin).
-const ADMIN: &str = "ferry-test-admin";
-
 /// The shop's `spec.image.repository` (`fixtures::shop_through`).
 const SHOP_REPOSITORY: &str = "registry.local/team-a/shop";
-
-/// Removes the namespace's own bindings of the policies (cluster-scoped, so they outlive it).
-async fn unbind(admin: &Client, namespace: &str, policies: &[&str]) {
-    let api: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin.clone());
-    for policy in policies {
-        let _ = api
-            .delete(&format!("{policy}-{namespace}"), &DeleteParams::default())
-            .await;
-    }
-}
-
-fn assert_says(message: &str, words: &[&str]) {
-    for words in words {
-        assert!(
-            message.contains(words),
-            "the refusal lacks {words:?}: {message}"
-        );
-    }
-}
 
 fn dry_run() -> PostParams {
     PostParams {
@@ -55,18 +30,11 @@ fn dry_run() -> PostParams {
     }
 }
 
-/// Waits until `user`'s dry-run creation of `object` is refused: the API server loads
-/// policies, bindings and their parameters from its own informers a moment after they are
-/// created, and no object shows when.
+/// Waits until `user`'s dry-run creation of `object` is refused (`await_enforcement`).
 async fn await_refusal<K: Kind>(ns: &TestNamespace, user: &str, what: &str, object: &K) {
     let api: Api<K> = Api::namespaced(client_as(user).await, &ns.name);
-    eventually(what, || async {
-        match api.create(&dry_run(), object).await {
-            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let params = dry_run();
+    await_enforcement(what, || api.create(&params, object)).await;
 }
 
 /// A Release of `application` imported by `importer`, with `image`.

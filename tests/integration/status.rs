@@ -5,63 +5,23 @@
 //! The other tests run their controllers with the test's admin credentials, so these policies
 //! are bound here to each test's own namespace only (`install::bind_in`), never cluster-wide.
 
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::install::{bind_in, install_rbac};
+use super::install::{bind_in, install_rbac, unbind};
 use super::{
-    RunningController, TestNamespace, client_as, eventually, grant_users, refused, with_temp_ns,
+    RunningController, TestNamespace, assert_says, await_enforcement, client_as, grant_users,
+    refused, with_temp_ns,
 };
 use ferry::api::conditions::{self, READY};
 use ferry::api::{Environment, Release};
 
-/// Ferry's ServiceAccount in `manifests/ferry.yaml`.
-const FERRY: &str = "system:serviceaccount:ferry-system:ferry";
-
-/// The test API server's admin (`e2e/apiserver.sh`: group system:masters, as cluster-admin).
-use super::fixtures::ADMIN;
+use super::fixtures::{ADMIN, FERRY};
 
 /// A Role `name` in `ns` with `rules`, bound to `users`.
 async fn grant(ns: &TestNamespace, name: &str, rules: Value, users: &[&str]) {
     grant_users(ns, &[(name, rules)], &[(name, "Role", name, users)]).await;
-}
-
-/// Removes the namespace's own bindings of the policies (cluster-scoped, so they outlive it).
-async fn unbind(admin: &Client, namespace: &str, policies: &[&str]) {
-    let api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding> =
-        Api::all(admin.clone());
-    for policy in policies {
-        let _ = api
-            .delete(&format!("{policy}-{namespace}"), &DeleteParams::default())
-            .await;
-    }
-}
-
-fn assert_says(message: &str, words: &[&str]) {
-    for words in words {
-        assert!(
-            message.contains(words),
-            "the refusal lacks {words:?}: {message}"
-        );
-    }
-}
-
-/// Waits until `attempt` (a dry run) is refused: the API server loads policies and bindings
-/// from its own informers a moment after they are created, and no object shows when.
-async fn await_enforcement<F, Fut, T>(what: &str, attempt: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-    T: std::fmt::Debug,
-{
-    eventually(what, || async {
-        match attempt().await {
-            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 }
 
 fn dry_run_patch() -> PatchParams {

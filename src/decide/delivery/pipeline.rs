@@ -741,6 +741,16 @@ spec:
         }
     }
 
+    /// dev, staging and prod all running `release`, healthy.
+    fn all_running(release: &str) -> [EnvironmentState; 3] {
+        ["dev", "staging", "prod"].map(|env| state(env, release, &[]))
+    }
+
+    /// What `rolling` says when no environment rolls anything out.
+    fn none_rolling() -> [(String, Option<String>); 3] {
+        ["dev", "staging", "prod"].map(|env| (env.to_owned(), None))
+    }
+
     fn releases(names: &[&str]) -> Vec<ReleaseFacts> {
         names
             .iter()
@@ -937,15 +947,7 @@ spec:
                 &BTreeMap::new(),
             );
             // Not promoted to staging, and dev's Deployment is left as it is.
-            assert_eq!(
-                rolling(&decision.status),
-                [
-                    ("dev".to_owned(), None),
-                    ("staging".to_owned(), None),
-                    ("prod".to_owned(), None)
-                ],
-                "{what}"
-            );
+            assert_eq!(rolling(&decision.status), none_rolling(), "{what}");
             let applied = applied(&decision.actions);
             assert!(
                 !applied.iter().any(|(_, release, _)| release == "shop-2"),
@@ -1072,11 +1074,7 @@ spec:
             value_from: None,
         }];
         edited.spec.run.ports[0].port = 9999;
-        let stored = [
-            state("dev", "shop-1", &[]),
-            state("staging", "shop-1", &[]),
-            state("prod", "shop-1", &[]),
-        ];
+        let stored = all_running("shop-1");
         let decide = |releases: &[ReleaseFacts]| {
             decide_releases(
                 &edited,
@@ -1123,22 +1121,11 @@ spec:
 
     #[test]
     fn a_release_that_fixes_no_run_configuration_is_never_rolled_out() {
-        let stored = [
-            state("dev", "shop-1", &[]),
-            state("staging", "shop-1", &[]),
-            state("prod", "shop-1", &[]),
-        ];
+        let stored = all_running("shop-1");
         let mut released = releases(&["shop-1", "shop-2"]);
         released[1].run = None;
         let decision = decide_with(&stored, &released);
-        assert_eq!(
-            rolling(&decision.status),
-            [
-                ("dev".to_owned(), None),
-                ("staging".to_owned(), None),
-                ("prod".to_owned(), None)
-            ]
-        );
+        assert_eq!(rolling(&decision.status), none_rolling());
         // One that runs already (made by an older Ferry) is left as it runs.
         let mut released = releases(&["shop-1"]);
         released[0].run = None;
@@ -1154,22 +1141,13 @@ spec:
 
     #[test]
     fn a_release_with_an_image_outside_the_repository_is_never_promoted() {
-        let stored = [
-            state("dev", "shop-1", &[]),
-            state("staging", "shop-1", &[]),
-            state("prod", "shop-1", &[]),
-        ];
+        let stored = all_running("shop-1");
         // The newest release is an import outside the Application's repository: dev does not
         // take it.
         let mut released = releases(&["shop-1", "shop-2"]);
         released[1].outside_repository = true;
         let decision = decide_with(&stored, &released);
-        let nothing = [
-            ("dev".to_owned(), None),
-            ("staging".to_owned(), None),
-            ("prod".to_owned(), None),
-        ];
-        assert_eq!(rolling(&decision.status), nothing);
+        assert_eq!(rolling(&decision.status), none_rolling());
         // dev runs it already (imported before the repository changed): staging does not
         // take it from there, and dev goes to the newest release it may run, as from any
         // release that is not (or no longer) one it may run.
@@ -1222,11 +1200,7 @@ spec:
     fn an_environment_that_cannot_be_decided_keeps_its_state_and_its_workload() {
         let mut environments = pipeline_of_three();
         environments[2].environment = None;
-        let stored = [
-            state("dev", "shop-1", &[]),
-            state("staging", "shop-1", &[]),
-            state("prod", "shop-1", &[]),
-        ];
+        let stored = all_running("shop-1");
         let app = app();
         let children = [Child {
             kind: retain::Kind::Deployment,
