@@ -20,7 +20,7 @@ mod gitserver;
 use gitserver::{GitServer, TempDir, WorkingCopy, free_port};
 
 async fn head(url: &str, branch: &str) -> Result<git::BranchHead, GitError> {
-    GixRemote { timeout: TIMEOUT }
+    GixRemote::new(TIMEOUT, git::CONCURRENT_LISTINGS)
         .head(url, branch, None, false)
         .await
 }
@@ -101,7 +101,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
     let work = WorkingCopy::new();
     let tip = work.commit("first", "a.txt", "1");
     work.push(&server.url_as("app", "ci:right-password"), "main");
-    let remote = GixRemote { timeout: TIMEOUT };
+    let remote = GixRemote::new(TIMEOUT, git::CONCURRENT_LISTINGS);
 
     let wrong = Credentials::new("ci", "wrong-password-4711");
     let error = remote
@@ -207,7 +207,7 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
     work.git(&["tag", "v1.0.0"]);
     work.push(&server.url_as("app", "ci:pw-in-clear-2718"), "main");
     work.push(&server.url_as("app", "ci:pw-in-clear-2718"), "--tags");
-    let remote = GixRemote { timeout: TIMEOUT };
+    let remote = GixRemote::new(TIMEOUT, git::CONCURRENT_LISTINGS);
     let right = Credentials::new("ci", "pw-in-clear-2718");
 
     // The right credentials for a server that wants them, but over plain http: refused,
@@ -449,4 +449,44 @@ fn fetch_reports_the_work_items_since_the_previous_release() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("AuthenticationRefused"), "{stderr}");
     assert!(!stderr.contains("not-the-pw-31337"), "{stderr}");
+}
+
+/// A git host that accepts connections and never answers (down behind a load balancer, say)
+/// ties up at most `CONCURRENT_LISTINGS` listings, threads and connections at once, however
+/// many Applications ask; the others wait for a turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_of_a_host_that_never_answers_are_bounded() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    // Holds every connection open, unanswered, for the life of the test process.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            held.lock().unwrap().push(stream);
+        }
+    });
+    let remote = GixRemote::new(Duration::from_secs(2), 2);
+    let url = format!("http://127.0.0.1:{port}/app.git");
+    let listings: Vec<_> = (0..6)
+        .map(|_| {
+            let (remote, url) = (remote.clone(), url.clone());
+            tokio::spawn(async move { remote.head(&url, "main", None, false).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let open = accepted.lock().unwrap().len();
+    println!(
+        "measured: connections to a silent git host with 6 listings asked, 2 allowed = {open}"
+    );
+    assert_eq!(open, 2, "only two listings may run at once");
+    for listing in listings {
+        let outcome = listing.await.unwrap();
+        assert!(
+            matches!(outcome, Err(GitError::Unreachable { .. })),
+            "{outcome:?}"
+        );
+    }
+    // Every listing had its turn in the end.
+    assert!(accepted.lock().unwrap().len() >= 6);
 }

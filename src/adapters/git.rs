@@ -35,6 +35,11 @@ use crate::api::shared::url_has_user;
 
 /// How long one HTTP request of a ref listing may take, connection included.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many listings run at once, whatever the number of Applications: each holds a thread of
+/// tokio's blocking pool (gitoxide's HTTP client is blocking) until its requests end, even when
+/// the caller gave up on it. More wait for a turn, so a slow or dead git host ties up at most
+/// this many threads and connections.
+pub const CONCURRENT_LISTINGS: usize = 8;
 /// How long connecting to the server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -203,18 +208,19 @@ pub trait RemoteRefs: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>>;
 }
 
-/// The real [`RemoteRefs`]: gitoxide over HTTP(S), on tokio's blocking thread pool.
+/// The real [`RemoteRefs`]: gitoxide over HTTP(S), on tokio's blocking thread pool, at most
+/// a bounded number of listings at once.
 #[derive(Clone, Debug)]
 pub struct GixRemote {
     /// Timeout of each HTTP request (a listing takes one or two).
-    pub timeout: Duration,
+    timeout: Duration,
+    /// One permit per listing that may run; held by the listing's thread until it ends.
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for GixRemote {
     fn default() -> Self {
-        Self {
-            timeout: LIST_TIMEOUT,
-        }
+        Self::new(LIST_TIMEOUT, CONCURRENT_LISTINGS)
     }
 }
 
@@ -249,8 +255,17 @@ impl RemoteRefs for GixRemote {
 }
 
 impl GixRemote {
+    /// Listings with this per-request timeout, at most `concurrent` at once (at least one).
+    pub fn new(timeout: Duration, concurrent: usize) -> Self {
+        Self {
+            timeout,
+            turns: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
+        }
+    }
+
     /// Runs a blocking listing on tokio's blocking pool: gitoxide's HTTP client is blocking,
-    /// and a listing must not stall the runtime.
+    /// and a listing must not stall the runtime. It waits for a turn first; the turn goes with
+    /// the thread, so a listing the caller stopped waiting for still counts until it ends.
     fn blocking<'a, T: Send + 'static>(
         &self,
         url: &str,
@@ -258,10 +273,19 @@ impl GixRemote {
         list: impl FnOnce(&str, Option<&Credentials>, Duration) -> Result<T, GitError> + Send + 'static,
     ) -> BoxFuture<'a, Result<T, GitError>> {
         let (url, credentials, timeout) = (url.to_owned(), credentials.cloned(), self.timeout);
+        let turns = self.turns.clone();
         Box::pin(async move {
             let shown = redact_url(&url);
-            let task =
-                tokio::task::spawn_blocking(move || list(&url, credentials.as_ref(), timeout));
+            let Ok(turn) = turns.acquire_owned().await else {
+                return Err(GitError::Unreachable {
+                    url: shown,
+                    cause: "the controller is shutting down".to_owned(),
+                });
+            };
+            let task = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                list(&url, credentials.as_ref(), timeout)
+            });
             // Two requests at most, each bounded by `timeout`; this is only a backstop.
             match tokio::time::timeout(timeout * 3, task).await {
                 Ok(Ok(result)) => result,
