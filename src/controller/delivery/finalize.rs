@@ -2,8 +2,8 @@
 //! an owner reference, so its deletion waits until they are gone; and everything it runs
 //! outside Kubernetes (HTTP checks, verifications) stops with it.
 
-use kube::ResourceExt;
 use kube::api::Patch;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::prune::{delete_all, has_children};
@@ -17,14 +17,33 @@ use crate::decide::delivery::runs::RunKey;
 pub use crate::api::labels::WORKLOADS_FINALIZER as FINALIZER;
 
 /// Adds the finalizer to an Application that has environments, so its workloads in other
-/// namespaces are deleted with it.
+/// namespaces are deleted with it. A server-side apply of the finalizer alone: finalizers are a
+/// set, so the API server keeps everyone else's, and no resourceVersion is compared, so it does
+/// not lose to a status write made meanwhile (with a compare-and-swap it did, and a burst of new
+/// Applications became a storm of 409 Conflicts).
 pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<(), Error> {
     if app.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let mut finalizers = app.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    set_finalizers(context, app, finalizers).await
+    let namespace = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let finalizer = json!({
+        "apiVersion": Application::api_version(&()),
+        "kind": Application::kind(&()),
+        "metadata": {"name": name, "namespace": namespace, "finalizers": [FINALIZER]},
+    });
+    context
+        .api::<Application>(&namespace)
+        .patch(
+            &name,
+            &FieldManager::Application.apply(),
+            &Patch::Apply(&finalizer),
+        )
+        .await
+        .map_err(Error::act(format!(
+            "adding the finalizer to Application {namespace}/{name}"
+        )))?;
+    Ok(())
 }
 
 /// Deletes every workload of a deleted Application, then lets it go.
@@ -37,29 +56,26 @@ pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> 
         return Ok(());
     }
     if app.finalizers().iter().any(|f| f == FINALIZER) {
-        let finalizers = app
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        set_finalizers(context, app, finalizers).await?;
+        remove_finalizer(context, app).await?;
     }
     Ok(())
 }
 
-async fn set_finalizers(
-    context: &Context,
-    app: &Application,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
+/// Removes the finalizer, whoever added it (an older Ferry added it with a merge patch, which
+/// a server-side apply could not take back). The resourceVersion makes this a compare-and-swap:
+/// a finalizer list changed meanwhile is not overwritten. It runs once per deletion, so a
+/// conflict with a status write is rare and simply retried.
+async fn remove_finalizer(context: &Context, app: &Application) -> Result<(), Error> {
     let namespace = app.namespace().unwrap_or_default();
     let name = app.name_any();
-    // The resourceVersion makes this a compare-and-swap: a finalizer list changed meanwhile
-    // is not overwritten.
+    let remaining: Vec<&String> = app
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
     let patch = json!({
         "metadata": {
-            "finalizers": finalizers,
+            "finalizers": remaining,
             "resourceVersion": app.resource_version(),
         }
     });
@@ -72,7 +88,7 @@ async fn set_finalizers(
         )
         .await
         .map_err(Error::act(format!(
-            "updating the finalizers of Application {namespace}/{name}"
+            "removing the finalizer of Application {namespace}/{name}"
         )))?;
     Ok(())
 }
