@@ -1,6 +1,7 @@
 //! Logs, metrics and the HTTP endpoints probes and Prometheus read.
 //!
-//! Metrics live in one prometheus-client `Registry` with the prefix `ferry`. Reconciles are
+//! Ferry's metrics live in one prometheus-client `Registry` under the prefix `ferry`, next to
+//! the standard process metrics ([`process`]: memory, CPU, file descriptors). Reconciles are
 //! counted per kind, failures per kind and error category, and timed per kind by a drop guard
 //! so that every exit path of a reconcile is measured. No object names in labels: a label per
 //! object would grow without bound.
@@ -11,6 +12,8 @@
 //! create Environments, so it is bounded here: the first [`MAX_ENVIRONMENT_LABELS`] names seen
 //! are used as they are, and every later one is counted as [`OTHER_ENVIRONMENT`]. A tenant who
 //! creates Environments by the thousand cannot make the registry (and Prometheus) grow.
+
+pub mod process;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

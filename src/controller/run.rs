@@ -74,9 +74,11 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         },
     };
     tracing::info!(image = %build.ferry_image, "build pods fetch and publish with this image");
-    let mut registry = Registry::with_prefix("ferry");
+    // Ferry's own metrics under `ferry_`, the standard process metrics under their usual names.
+    let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::default());
-    metrics.register(&mut registry);
+    metrics.register(registry.sub_registry_with_prefix("ferry"));
+    registry.register_collector(Box::new(telemetry::process::ProcessCollector));
     let endpoints = Arc::new(Endpoints {
         registry,
         ready: Default::default(),

@@ -394,6 +394,25 @@ async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {
         metrics.contains("ferry_reconcile_duration_seconds_bucket"),
         "{metrics}"
     );
+    // The standard process metrics, under their usual names: what dashboards and the scale
+    // tier read the controller's memory, CPU and file descriptors from.
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let resident = value("process_resident_memory_bytes");
+    println!(
+        "measured: controller RSS (debug build), idle with one Environment = {:.1} MiB",
+        resident / 1048576.0
+    );
+    assert!(resident > 1_048_576.0, "{resident}");
+    assert!(value("process_open_fds") > 2.0);
+    assert!(value("process_threads") >= 1.0);
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    assert!(value("process_start_time_seconds") > 1.6e9);
 
     let pid = child.id().expect("a running child").to_string();
     let killed = std::process::Command::new("kill")
