@@ -21,6 +21,7 @@ mod ownership;
 mod promotion;
 mod provenance;
 mod rollouts;
+mod scale;
 mod status;
 mod validation;
 mod webhook;
