@@ -101,7 +101,13 @@ impl Sources {
                 metrics.source_lookup(error.category());
                 entry.failures = entry.failures.saturating_add(1);
                 let retry = backoff::delay(entry.failures, fastrand::f64()).min(interval);
-                tracing::info!(error = %error, ?retry, "cannot read the branch head");
+                // Said once per streak: a host that stays down must not fill the log with a
+                // line per Application per retry (the status and the metric say it anyway).
+                if entry.failures == 1 {
+                    tracing::info!(error = %error, ?retry, "cannot read the branch head");
+                } else {
+                    tracing::debug!(error = %error, ?retry, failures = entry.failures, "cannot read the branch head");
+                }
                 (
                     SourceHead::Failed {
                         reason: error.reason(),
