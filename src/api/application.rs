@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::environment::StrategyType;
 use super::shared::{
-    BuildSpec, DNS_LABEL, ENV_NAMES_MESSAGE, ENV_NAMES_RULE, ENV_UNIQUE_MESSAGE, ENV_UNIQUE_RULE,
-    ENV_VALUE_MESSAGE, ENV_VALUE_RULE, ImageSpec, QUANTITIES_MESSAGE, QUANTITIES_RULE,
-    REQUESTS_WITHIN_LIMITS_MESSAGE, REQUESTS_WITHIN_LIMITS_RULE, SourceSpec, bound_env,
-    bound_resources,
+    BuildSpec, DNS_LABEL, ImageSpec, SourceSpec, bound_env, bound_resources, bound_unique_env,
 };
 use super::{CommonStatus, Condition, EnvVar, Probe, ResourceRequirements, Time};
 
@@ -110,17 +107,12 @@ pub struct RunSpec {
 
     /// Environment variables of the application container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), transform = bound_env)]
-    #[x_kube(validation = Rule::new(ENV_NAMES_RULE).message(ENV_NAMES_MESSAGE))]
-    #[x_kube(validation = Rule::new(ENV_UNIQUE_RULE).message(ENV_UNIQUE_MESSAGE))]
-    #[x_kube(validation = Rule::new(ENV_VALUE_RULE).message(ENV_VALUE_MESSAGE))]
+    #[schemars(length(max = 256), transform = bound_unique_env)]
     pub env: Vec<EnvVar>,
 
     /// Compute resources of the application container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = bound_resources)]
-    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
-    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 
     /// Readiness probe. Ferry's health checks count a pod healthy only while it is ready, so
@@ -249,18 +241,13 @@ pub struct EnvironmentEntry {
 
     /// Environment variables added to (or replacing, by name) `run.env` in this environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Not `bound_unique_env`: the rule against a name set twice costs too much here.
     #[schemars(length(max = 256), transform = bound_env)]
-    #[x_kube(validation = Rule::new(ENV_NAMES_RULE).message(ENV_NAMES_MESSAGE))]
-    // No CEL rule against a name set twice here: with 16 environments its cost exceeds the
-    // API server's budget; `decide::run_spec::check` refuses it before anything is created.
-    #[x_kube(validation = Rule::new(ENV_VALUE_RULE).message(ENV_VALUE_MESSAGE))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources in this environment, instead of `run.resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = bound_resources)]
-    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
-    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 
     /// Pins this environment to one release. Pinning the candidate approves it; pinning an

@@ -46,36 +46,31 @@ pub(crate) const ABSOLUTE_PATH_MESSAGE: &str =
 
 /// Kubernetes' environment variable names (as the API server checks them in a Pod), on a list
 /// of `EnvVar`: the type is Kubernetes', so the rule sits on the list that holds it.
-pub(crate) const ENV_NAMES_RULE: &str =
-    "self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))";
-pub(crate) const ENV_NAMES_MESSAGE: &str = "environment variable names are letters, digits, '_', \
+const ENV_NAMES_RULE: &str = "self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))";
+const ENV_NAMES_MESSAGE: &str = "environment variable names are letters, digits, '_', \
      '-' and '.', not starting with a digit, for example LOG_LEVEL";
 /// The same name twice in one list: which one wins would be a guess (and an environment's
 /// override replaces a variable by name).
-pub(crate) const ENV_UNIQUE_RULE: &str = "self.all(e, self.exists_one(f, f.name == e.name))";
-pub(crate) const ENV_UNIQUE_MESSAGE: &str =
-    "each environment variable may be set only once in a list";
-pub(crate) const ENV_VALUE_RULE: &str =
-    "self.all(e, !has(e.valueFrom) || !has(e.value) || e.value == '')";
-pub(crate) const ENV_VALUE_MESSAGE: &str =
-    "an environment variable takes either value or valueFrom, not both";
+const ENV_UNIQUE_RULE: &str = "self.all(e, self.exists_one(f, f.name == e.name))";
+const ENV_UNIQUE_MESSAGE: &str = "each environment variable may be set only once in a list";
+const ENV_VALUE_RULE: &str = "self.all(e, !has(e.valueFrom) || !has(e.value) || e.value == '')";
+const ENV_VALUE_MESSAGE: &str = "an environment variable takes either value or valueFrom, not both";
 
 /// Resource quantities the Pod will accept: `isQuantity` (Kubernetes' CEL quantity library),
 /// not negative, and a request no larger than its limit. Values are int-or-string, hence
 /// `string(...)`. Without these the Application is stored and only the Pod is refused, late.
-pub(crate) const QUANTITIES_RULE: &str = "(!has(self.limits) || self.limits.all(k, \
+const QUANTITIES_RULE: &str = "(!has(self.limits) || self.limits.all(k, \
      isQuantity(string(self.limits[k])) && \
      !quantity(string(self.limits[k])).isLessThan(quantity('0')))) && \
      (!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])) && \
      !quantity(string(self.requests[k])).isLessThan(quantity('0'))))";
-pub(crate) const QUANTITIES_MESSAGE: &str = "resource requests and limits must be quantities of \
+const QUANTITIES_MESSAGE: &str = "resource requests and limits must be quantities of \
      at least 0, for example cpu: 250m, memory: 256Mi";
-pub(crate) const REQUESTS_WITHIN_LIMITS_RULE: &str = "!has(self.limits) || !has(self.requests) || \
+const REQUESTS_WITHIN_LIMITS_RULE: &str = "!has(self.limits) || !has(self.requests) || \
      self.requests.all(k, !(k in self.limits) || !isQuantity(string(self.requests[k])) || \
      !isQuantity(string(self.limits[k])) || \
      quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)";
-pub(crate) const REQUESTS_WITHIN_LIMITS_MESSAGE: &str =
-    "a resource request must not be larger than its limit";
+const REQUESTS_WITHIN_LIMITS_MESSAGE: &str = "a resource request must not be larger than its limit";
 
 /// A path Ferry sends an HTTP request to: URL path (and query) characters only, so that no
 /// space, '#' or '\\' changes where the request goes; no '..' segment; not '//' at the start,
@@ -93,9 +88,37 @@ const MAX_ENV_NAME: usize = 128;
 const MAX_RESOURCES: usize = 16;
 const MAX_QUANTITY: usize = 64;
 
-/// Bounds the names of a list of `EnvVar` (the schema of Kubernetes' type has no `maxLength`),
-/// so that the rules on the list stay within the API server's cost budget.
+/// A list of `EnvVar` in a spec: its names bounded (the schema of Kubernetes' type has no
+/// `maxLength`), so that the rules on the list stay within the API server's cost budget, and
+/// its rules: valid names, and `value` or `valueFrom`, not both. A name set twice is let
+/// through; see [`bound_unique_env`].
 pub(crate) fn bound_env(schema: &mut schemars::Schema) {
+    bound_env_names(schema);
+    add_rules(
+        schema,
+        &[
+            (ENV_NAMES_RULE, ENV_NAMES_MESSAGE),
+            (ENV_VALUE_RULE, ENV_VALUE_MESSAGE),
+        ],
+    );
+}
+
+/// [`bound_env`], and each name set only once. An environment's list has no such rule (with
+/// 16 environments its cost exceeds the API server's budget); `decide::run_spec::check`
+/// refuses a repeated name there before anything is created.
+pub(crate) fn bound_unique_env(schema: &mut schemars::Schema) {
+    bound_env_names(schema);
+    add_rules(
+        schema,
+        &[
+            (ENV_NAMES_RULE, ENV_NAMES_MESSAGE),
+            (ENV_UNIQUE_RULE, ENV_UNIQUE_MESSAGE),
+            (ENV_VALUE_RULE, ENV_VALUE_MESSAGE),
+        ],
+    );
+}
+
+fn bound_env_names(schema: &mut schemars::Schema) {
     if let Some(name) = schema
         .pointer_mut("/items/properties/name")
         .and_then(|n| n.as_object_mut())
@@ -104,9 +127,17 @@ pub(crate) fn bound_env(schema: &mut schemars::Schema) {
     }
 }
 
-/// Bounds the limits and requests of a `ResourceRequirements` (how many, and how long each
-/// quantity), for the same reason as `bound_env`.
+/// A `ResourceRequirements` in a spec: its limits and requests bounded (how many, and how long
+/// each quantity), for the same reason as `bound_env`, and its rules: quantities of at least
+/// 0, and no request larger than its limit.
 pub(crate) fn bound_resources(schema: &mut schemars::Schema) {
+    add_rules(
+        schema,
+        &[
+            (QUANTITIES_RULE, QUANTITIES_MESSAGE),
+            (REQUESTS_WITHIN_LIMITS_RULE, REQUESTS_WITHIN_LIMITS_MESSAGE),
+        ],
+    );
     for map in ["limits", "requests"] {
         let Some(map) = schema
             .pointer_mut(&format!("/properties/{map}"))
@@ -121,6 +152,22 @@ pub(crate) fn bound_resources(schema: &mut schemars::Schema) {
         {
             value.insert("maxLength".into(), MAX_QUANTITY.into());
         }
+    }
+}
+
+/// Appends CEL rules with their messages to `schema`'s `x-kubernetes-validations`, as
+/// `#[x_kube(validation = ...)]` on the field would.
+fn add_rules(schema: &mut schemars::Schema, rules: &[(&str, &str)]) {
+    let rules = rules
+        .iter()
+        .map(|(rule, message)| serde_json::json!({"rule": rule, "message": message}));
+    if let Some(list) = schema
+        .ensure_object()
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        .as_array_mut()
+    {
+        list.extend(rules);
     }
 }
 
@@ -298,8 +345,6 @@ pub struct BuildSpec {
     /// Compute resources of the build container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = bound_resources)]
-    #[x_kube(validation = Rule::new(QUANTITIES_RULE).message(QUANTITIES_MESSAGE))]
-    #[x_kube(validation = Rule::new(REQUESTS_WITHIN_LIMITS_RULE).message(REQUESTS_WITHIN_LIMITS_MESSAGE))]
     pub resources: Option<ResourceRequirements>,
 }
 
