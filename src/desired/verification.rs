@@ -53,22 +53,21 @@ const MAX_QUOTE: usize = 256;
 /// A test pod stops quickly: it serves nothing.
 const TERMINATION_GRACE_SECONDS: i64 = 5;
 
-/// Everything the test pod is made of.
-#[derive(Clone, Copy, Debug)]
-pub struct TestPod<'a> {
-    /// The owner, and the namespace and name the pod and its labels take.
-    pub app: &'a Application,
-    pub environment: &'a str,
+/// Everything the test pod is made of but its owner: what the delivery decision asks for
+/// (`Action::StartTestPod`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestPod {
+    pub environment: String,
     /// The release under test (the pod's `RELEASE_ANNOTATION`).
-    pub release: &'a str,
+    pub release: String,
     /// A key of this verification run (for example release and rollout start): a new run gets
     /// a new pod name.
-    pub run: &'a str,
-    pub image: &'a str,
+    pub run: String,
+    pub image: String,
     /// The container's command; `None` runs the image's entrypoint.
-    pub command: Option<&'a [String]>,
+    pub command: Option<Vec<String>>,
     /// `http://<app>-<env>.<targetNamespace>.svc:<port>`, the container's `SERVICE_URL`.
-    pub service_url: &'a str,
+    pub service_url: String,
     /// How long the pod may run (its `activeDeadlineSeconds`, rounded up, at least 1 s).
     pub timeout: Duration,
 }
@@ -100,20 +99,20 @@ pub fn is_test_pod(pod: &Pod) -> bool {
         .is_some_and(|value| value == "true")
 }
 
-/// The test pod; `None` when the Application has no name, namespace or UID yet (it has not
-/// been stored).
-pub fn test_pod(input: &TestPod) -> Option<Pod> {
-    let app = input.app.metadata.name.as_deref()?;
-    let namespace = input.app.metadata.namespace.as_deref()?;
+/// The test pod, owned by `owner`, in its namespace, named and labelled after it; `None` when
+/// the Application has no name, namespace or UID yet (it has not been stored).
+pub fn test_pod(owner: &Application, input: &TestPod) -> Option<Pod> {
+    let app = owner.metadata.name.as_deref()?;
+    let namespace = owner.metadata.namespace.as_deref()?;
     // The Application is the pod's controller, so a watch of the pods Applications own sees
     // it. It does not block the Application's deletion: that would need the right to update
     // the Application's finalizers, and a test pod is worth nothing once its Application is
     // gone.
     let owner = OwnerReference {
         block_owner_deletion: Some(false),
-        ..controlled_by(input.app)?
+        ..controlled_by(owner)?
     };
-    let mut labels = child_labels(namespace, app, input.environment);
+    let mut labels = child_labels(namespace, app, &input.environment);
     labels.remove(NAME_LABEL);
     labels.insert(VERIFICATION_LABEL.to_owned(), "true".to_owned());
     let deadline = input
@@ -123,12 +122,12 @@ pub fn test_pod(input: &TestPod) -> Option<Pod> {
         .max(1);
     let container = Container {
         name: TEST_CONTAINER.to_owned(),
-        image: Some(input.image.to_owned()),
+        image: Some(input.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: input.command.map(<[String]>::to_vec),
+        command: input.command.clone(),
         env: Some(vec![EnvVar {
             name: SERVICE_URL.to_owned(),
-            value: Some(input.service_url.to_owned()),
+            value: Some(input.service_url.clone()),
             value_from: None,
         }]),
         resources: Some(ResourceRequirements {
@@ -146,12 +145,12 @@ pub fn test_pod(input: &TestPod) -> Option<Pod> {
     };
     Some(Pod {
         metadata: ObjectMeta {
-            name: Some(test_pod_name(app, input.environment, input.run)),
+            name: Some(test_pod_name(app, &input.environment, &input.run)),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
                 RELEASE_ANNOTATION.to_owned(),
-                input.release.to_owned(),
+                input.release.clone(),
             )])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
@@ -330,21 +329,20 @@ mod tests {
             .to_vec()
     }
 
-    fn input<'a>(app: &'a Application, command: Option<&'a [String]>) -> TestPod<'a> {
+    fn input(command: Option<Vec<String>>) -> TestPod {
         TestPod {
-            app,
-            environment: "dev",
-            release: "shop-0.0.0-abc1234",
-            run: "shop-0.0.0-abc1234@2026-01-01T00:00:00Z",
-            image: "registry.local/smoke:1",
+            environment: "dev".into(),
+            release: "shop-0.0.0-abc1234".into(),
+            run: "shop-0.0.0-abc1234@2026-01-01T00:00:00Z".into(),
+            image: "registry.local/smoke:1".into(),
             command,
-            service_url: "http://shop-dev.shop-dev.svc:8080",
+            service_url: "http://shop-dev.shop-dev.svc:8080".into(),
             timeout: Duration::from_secs(300),
         }
     }
 
-    fn pod_of(input: &TestPod) -> Pod {
-        test_pod(input).expect("a stored Application")
+    fn pod_of(app: &Application, input: &TestPod) -> Pod {
+        test_pod(app, input).expect("a stored Application")
     }
 
     fn container(pod: &Pod) -> &Container {
@@ -354,7 +352,7 @@ mod tests {
     #[test]
     fn the_test_pod_meets_the_restricted_pod_security_standard() {
         let app = app();
-        let pod = pod_of(&input(&app, None));
+        let pod = pod_of(&app, &input(None));
         let spec = pod.spec.as_ref().unwrap();
         let pod_security = spec.security_context.as_ref().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
@@ -389,7 +387,7 @@ mod tests {
     #[test]
     fn the_test_pod_runs_in_the_application_namespace_owned_by_it() {
         let app = app();
-        let pod = pod_of(&input(&app, None));
+        let pod = pod_of(&app, &input(None));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team-a"));
         let owners = pod.metadata.owner_references.clone().unwrap_or_default();
         assert_eq!(owners.len(), 1);
@@ -408,14 +406,14 @@ mod tests {
 
         let mut unstored = app.clone();
         unstored.metadata.uid = None;
-        assert_eq!(test_pod(&input(&unstored, None)), None);
+        assert_eq!(test_pod(&unstored, &input(None)), None);
     }
 
     #[test]
     fn the_test_pod_is_labelled_for_its_application_and_environment_and_annotated_with_the_release()
     {
         let app = app();
-        let pod = pod_of(&input(&app, None));
+        let pod = pod_of(&app, &input(None));
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let expected: BTreeMap<String, String> = [
             ("app.kubernetes.io/managed-by", "ferry"),
@@ -465,7 +463,7 @@ mod tests {
             .and_then(|s| s.spec)
             .and_then(|s| s.selector)
             .expect("a Service with a selector");
-        let pod = pod_of(&input(&app, None));
+        let pod = pod_of(&app, &input(None));
         let labels = pod.metadata.labels.unwrap_or_default();
         // It carries what the controller finds an environment's pods by...
         for key in [ENVIRONMENT_LABEL, APPLICATION_NAMESPACE_LABEL] {
@@ -516,7 +514,7 @@ mod tests {
         assert!(!dashed.contains("--"), "{dashed}");
         let pod_app = super::tests::app();
         assert_eq!(
-            pod_of(&input(&pod_app, None)).metadata.name,
+            pod_of(&pod_app, &input(None)).metadata.name,
             Some(test_pod_name(
                 "shop",
                 "dev",
@@ -529,7 +527,7 @@ mod tests {
     fn the_test_container_gets_the_service_url_and_the_command() {
         let app = app();
         let command = command();
-        let pod = pod_of(&input(&app, Some(&command)));
+        let pod = pod_of(&app, &input(Some(command.clone())));
         let c = container(&pod);
         assert_eq!(c.name, TEST_CONTAINER);
         assert_eq!(c.image.as_deref(), Some("registry.local/smoke:1"));
@@ -548,7 +546,7 @@ mod tests {
             let part = part.as_ref().unwrap();
             assert!(part.contains_key("cpu") && part.contains_key("memory"));
         }
-        let entrypoint = pod_of(&input(&app, None));
+        let entrypoint = pod_of(&app, &input(None));
         assert_eq!(
             container(&entrypoint).command,
             None,
@@ -564,10 +562,13 @@ mod tests {
             (Duration::from_millis(1500), 2),
             (Duration::ZERO, 1),
         ] {
-            let pod = pod_of(&TestPod {
-                timeout,
-                ..input(&app, None)
-            });
+            let pod = pod_of(
+                &app,
+                &TestPod {
+                    timeout,
+                    ..input(None)
+                },
+            );
             assert_eq!(
                 pod.spec.unwrap().active_deadline_seconds,
                 Some(seconds),

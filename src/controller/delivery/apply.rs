@@ -27,7 +27,7 @@ use crate::decide::delivery::verify::{TestPodRefused, test_pod_refused};
 use crate::decide::delivery::{Serving, Told};
 use crate::decide::events::Announcement;
 use crate::decide::ownership::workload_not_ours;
-use crate::desired::verification::TestPod;
+use crate::desired::verification::test_pod;
 use crate::desired::workload::{self, Running, Workload, release_label_value};
 
 /// Runs `actions` for `app`; `environments` are those the actions were decided from.
@@ -112,25 +112,8 @@ pub(super) async fn run(
                     Err(error) => tracing::warn!(%error, "cannot send HTTP check"),
                 }
             }
-            Action::StartTestPod {
-                environment,
-                key,
-                release,
-                image,
-                command,
-                service_url,
-                timeout,
-            } => {
-                let Some(pod) = crate::desired::verification::test_pod(&TestPod {
-                    app,
-                    environment,
-                    release,
-                    run: &key.to_string(),
-                    image,
-                    command: command.as_deref(),
-                    service_url,
-                    timeout: *timeout,
-                }) else {
+            Action::StartTestPod { key, pod } => {
+                let Some(pod) = test_pod(app, pod) else {
                     continue;
                 };
                 start_test_pod(context, app, namespace, key, &pod).await?;

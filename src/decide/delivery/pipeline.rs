@@ -28,7 +28,7 @@ use crate::api::application::{EnvironmentEntry, EnvironmentState, HistoryKind, R
 use crate::api::{Application, Environment, Time};
 use crate::decide::Decision;
 use crate::decide::run_spec;
-use crate::desired::verification::test_pod_name;
+use crate::desired::verification::{TestPod, test_pod_name};
 use crate::desired::workload::{self, Workload as Desired};
 
 /// One environment of the pipeline as the shell observed it.
@@ -135,13 +135,8 @@ pub enum Action {
     },
     /// Create the test pod of the verification `key`, in the Application's namespace.
     StartTestPod {
-        environment: String,
         key: RunKey,
-        release: String,
-        image: String,
-        command: Option<Vec<String>>,
-        service_url: String,
-        timeout: Duration,
+        pod: TestPod,
     },
     /// Keep the verification GETs `key` running through the Service of `environment`.
     SendGets {
@@ -642,12 +637,15 @@ fn start_verification(
         let port = run_spec::tcp_port(run, None).unwrap_or(80);
         let service = workload::base_name(&key.application, w.environment);
         return Some(Action::StartTestPod {
-            environment: w.environment.to_owned(),
-            release: rollout.release.clone(),
-            image: image.clone(),
-            command: verification.command.clone(),
-            service_url: format!("http://{service}.{}.svc:{port}", w.namespace),
-            timeout: verification.timeout.into(),
+            pod: TestPod {
+                environment: w.environment.to_owned(),
+                release: rollout.release.clone(),
+                run: key.to_string(),
+                image: image.clone(),
+                command: verification.command.clone(),
+                service_url: format!("http://{service}.{}.svc:{port}", w.namespace),
+                timeout: verification.timeout.into(),
+            },
             key,
         });
     }
