@@ -1013,28 +1013,25 @@ spec:
             state("staging", "shop-2", &[]),
             state("prod", "shop-2", &[]),
         ];
-        let decision = decide_releases(
-            &app,
-            &pipeline_of_three(),
-            &stored,
-            &releases(&["shop-1", "shop-2"]),
-            &BTreeMap::new(),
-        );
-        let prod = &decision.status[2];
-        let started = &prod.history[0];
-        assert_eq!(started.release, "shop-1", "the pin rolls prod back");
-        assert_eq!(started.actor.as_deref(), Some("alice@example.com"));
+        // What prod's history starts with: the rollout the pin asks for.
+        let started = |app: &Application| {
+            let releases = releases(&["shop-1", "shop-2"]);
+            let decision = decide_releases(
+                app,
+                &pipeline_of_three(),
+                &stored,
+                &releases,
+                &BTreeMap::new(),
+            );
+            decision.status[2].history[0].clone()
+        };
+        let entry = started(&app);
+        assert_eq!(entry.release, "shop-1", "the pin rolls prod back");
+        assert_eq!(entry.actor.as_deref(), Some("alice@example.com"));
 
         // A pin written before pins carried `by` names no one.
         app.spec.environments[2].pin.as_mut().unwrap().by = None;
-        let decision = decide_releases(
-            &app,
-            &pipeline_of_three(),
-            &stored,
-            &releases(&["shop-1", "shop-2"]),
-            &BTreeMap::new(),
-        );
-        assert_eq!(decision.status[2].history[0].actor, None);
+        assert_eq!(started(&app).actor, None);
     }
 
     /// The Deployments the decision applies: (environment, release, the value of env var
@@ -1117,17 +1114,32 @@ spec:
         );
     }
 
+    /// What keeps a release out of every environment: it fixes no run configuration, or it
+    /// names an image outside the Application's repository (an import). Dev does not take the
+    /// newest release if it is such a one.
     #[test]
-    fn a_release_that_fixes_no_run_configuration_is_never_rolled_out() {
-        let stored = all_running("shop-1");
-        let mut released = releases(&["shop-1", "shop-2"]);
-        released[1].run = None;
-        let decision = decide_with(&stored, &released);
-        assert_eq!(rolling(&decision.status), none_rolling());
-        // One that runs already (made by an older Ferry) is left as it runs.
+    fn what_keeps_a_release_out_of_the_pipeline() {
+        type KeepOut = fn(&mut ReleaseFacts);
+        let keep_out: [(&str, KeepOut); 2] = [
+            ("no run configuration", |r| r.run = None),
+            ("image outside the repository", |r| {
+                r.outside_repository = true
+            }),
+        ];
+        for (what, keep_out) in keep_out {
+            let mut released = releases(&["shop-1", "shop-2"]);
+            keep_out(&mut released[1]);
+            let decision = decide_with(&all_running("shop-1"), &released);
+            assert_eq!(rolling(&decision.status), none_rolling(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_running_release_that_fixes_no_run_configuration_is_left_as_it_runs() {
+        // Made by an older Ferry.
         let mut released = releases(&["shop-1"]);
         released[0].run = None;
-        let decision = decide_with(&stored, &released);
+        let decision = decide_with(&all_running("shop-1"), &released);
         assert!(applied(&decision.actions).is_empty());
         let left = decision
             .actions
@@ -1138,14 +1150,9 @@ spec:
     }
 
     #[test]
-    fn a_release_with_an_image_outside_the_repository_is_never_promoted() {
-        let stored = all_running("shop-1");
-        // The newest release is an import outside the Application's repository: dev does not
-        // take it.
+    fn a_running_release_outside_the_repository_is_not_promoted_from_there() {
         let mut released = releases(&["shop-1", "shop-2"]);
         released[1].outside_repository = true;
-        let decision = decide_with(&stored, &released);
-        assert_eq!(rolling(&decision.status), none_rolling());
         // dev runs it already (imported before the repository changed): staging does not
         // take it from there, and dev goes to the newest release it may run, as from any
         // release that is not (or no longer) one it may run.
