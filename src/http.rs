@@ -140,6 +140,14 @@ pub async fn serve_webhooks_with(
         .await
 }
 
+// Every line logged for the request, here and in `webhook::receive`, names the Application
+// through this span; at warn, the level of a refusal, so that no filter shows one without it.
+#[tracing::instrument(
+    name = "webhook",
+    level = "warn",
+    skip_all,
+    fields(%namespace, %application)
+)]
 async fn receive(
     State(served): State<Arc<Served>>,
     Path((namespace, application)): Path<(String, String)>,
@@ -172,24 +180,15 @@ async fn receive(
     };
     webhooks.metrics.webhook_request(outcome.result());
     match &outcome {
-        Outcome::Accepted(push) => tracing::info!(
-            ?namespace, ?application, commit = %push.commit,
-            "webhook: push accepted"
-        ),
-        Outcome::Ignored(why) => tracing::info!(
-            ?namespace, ?application, reason = %why,
-            "webhook: push ignored"
-        ),
+        Outcome::Accepted(push) => {
+            tracing::info!(commit = %push.commit, "webhook: push accepted")
+        }
+        Outcome::Ignored(why) => tracing::info!(reason = %why, "webhook: push ignored"),
         Outcome::Malformed(why) => tracing::warn!(
-            ?namespace, ?application, result = outcome.result(), reason = %why,
+            result = outcome.result(), reason = %why,
             "webhook: request refused"
         ),
-        refused => tracing::warn!(
-            ?namespace,
-            ?application,
-            result = refused.result(),
-            "webhook: request refused"
-        ),
+        refused => tracing::warn!(result = refused.result(), "webhook: request refused"),
     }
     let (status, text) = outcome.answer();
     (

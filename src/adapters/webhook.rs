@@ -291,22 +291,13 @@ pub async fn receive(keys: &dyn WebhookKeys, request: &Request<'_>) -> Outcome {
     };
     let target = match keys.target(request.namespace, request.application).await {
         Ok(target) => target,
+        // The HTTP layer's span names the Application.
         Err(LookupError::Unavailable(why)) => {
-            tracing::warn!(
-                namespace = request.namespace,
-                application = request.application,
-                error = %why,
-                "webhook: cannot look up the Application's webhook secret"
-            );
+            tracing::warn!(error = %why, "webhook: cannot look up the Application's webhook secret");
             return Outcome::Unavailable;
         }
         Err(why) => {
-            tracing::info!(
-                namespace = request.namespace,
-                application = request.application,
-                reason = %why,
-                "webhook: no key to verify against"
-            );
+            tracing::info!(reason = %why, "webhook: no key to verify against");
             return Outcome::UnknownApplication;
         }
     };
