@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry::adapters::git::{self, Credentials, GitError, GixRemote, RemoteRefs};
+use ferry::adapters::git::{self, Credentials, GitError, GixRemote, Remote, RemoteRefs};
 use ferry::build::fetch;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,9 +19,18 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 mod gitserver;
 use gitserver::{GitServer, TempDir, WorkingCopy, free_port};
 
+/// The repository at `url`, with `credentials`, sent over plain `http://` only if `insecure`.
+fn at<'a>(url: &'a str, credentials: Option<&'a Credentials>, insecure: bool) -> Remote<'a> {
+    Remote {
+        url,
+        credentials,
+        insecure,
+    }
+}
+
 async fn head(url: &str, branch: &str) -> Result<git::BranchHead, GitError> {
     GixRemote::new(TIMEOUT, git::CONCURRENT_LISTINGS)
-        .head(url, branch, None, false)
+        .head(at(url, None, false), branch)
         .await
 }
 
@@ -105,7 +114,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
 
     let wrong = Credentials::new("ci", "wrong-password-4711");
     let error = remote
-        .head(&server.url("app"), "main", Some(&wrong), true)
+        .head(at(&server.url("app"), Some(&wrong), true), "main")
         .await
         .unwrap_err();
     assert_eq!(error.category(), "AuthenticationRefused", "{error}");
@@ -113,7 +122,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
     assert!(!shown.contains("wrong-password-4711"), "{shown}");
 
     let error = remote
-        .head(&server.url("app"), "main", None, false)
+        .head(at(&server.url("app"), None, false), "main")
         .await
         .unwrap_err();
     assert_eq!(error.category(), "AuthenticationRefused", "{error}");
@@ -125,10 +134,8 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
     // A password in the URL itself is not shown either.
     let error = remote
         .head(
-            &server.url_as("app", "ci:url-password-0815"),
+            at(&server.url_as("app", "ci:url-password-0815"), None, true),
             "main",
-            None,
-            true,
         )
         .await
         .unwrap_err();
@@ -137,7 +144,7 @@ async fn a_server_requiring_credentials_refuses_wrong_ones_without_the_password_
 
     let right = Credentials::new("ci", "right-password");
     let seen = remote
-        .head(&server.url("app"), "main", Some(&right), true)
+        .head(at(&server.url("app"), Some(&right), true), "main")
         .await
         .unwrap();
     assert_eq!(seen.commit, tip);
@@ -214,7 +221,7 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
     // by the branch look-up and by the tag look-up alike.
     let url = server.url("app");
     let error = remote
-        .head(&url, "main", Some(&right), false)
+        .head(at(&url, Some(&right), false), "main")
         .await
         .unwrap_err();
     assert_eq!(error.category(), "CredentialsInClear", "{error}");
@@ -224,20 +231,26 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
         "{error}"
     );
     let error = remote
-        .tags_at(&url, &tip, Some(&right), false)
+        .tags_at(at(&url, Some(&right), false), &tip)
         .await
         .unwrap_err();
     assert_eq!(error.category(), "CredentialsInClear", "{error}");
     let in_url = server.url_as("app", "ci:pw-in-clear-2718");
-    let error = remote.head(&in_url, "main", None, false).await.unwrap_err();
+    let error = remote
+        .head(at(&in_url, None, false), "main")
+        .await
+        .unwrap_err();
     assert_eq!(error.category(), "CredentialsInClear", "{error}");
     assert!(!format!("{error} {error:?}").contains("pw-in-clear-2718"));
 
     // With the source's consent they are sent, and the server answers.
-    let seen = remote.head(&url, "main", Some(&right), true).await.unwrap();
+    let seen = remote
+        .head(at(&url, Some(&right), true), "main")
+        .await
+        .unwrap();
     assert_eq!(seen.commit, tip);
     let tags = remote
-        .tags_at(&url, &tip, Some(&right), true)
+        .tags_at(at(&url, Some(&right), true), &tip)
         .await
         .unwrap();
     assert_eq!(tags, ["v1.0.0"]);
@@ -249,7 +262,7 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
         (witness.url("ci:pw-in-clear-2718@"), None),
     ] {
         let error = remote
-            .head(&url, "main", credentials, false)
+            .head(at(&url, credentials, false), "main")
             .await
             .unwrap_err();
         assert_eq!(error.category(), "CredentialsInClear", "{error}");
@@ -258,7 +271,7 @@ async fn credentials_go_over_plain_http_only_when_the_source_says_insecure() {
     // The witness does see what is sent: with `insecure`, the credentials go with the first
     // request.
     remote
-        .head(&witness.url(""), "main", Some(&right), true)
+        .head(at(&witness.url(""), Some(&right), true), "main")
         .await
         .unwrap_err();
     witness.saw_basic_auth();
@@ -471,7 +484,7 @@ async fn listings_of_a_host_that_never_answers_are_bounded() {
     let listings: Vec<_> = (0..6)
         .map(|_| {
             let (remote, url) = (remote.clone(), url.clone());
-            tokio::spawn(async move { remote.head(&url, "main", None, false).await })
+            tokio::spawn(async move { remote.head(at(&url, None, false), "main").await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;

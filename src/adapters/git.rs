@@ -184,27 +184,31 @@ impl GitError {
     }
 }
 
+/// A repository to list refs of: its URL, the credentials to send, and whether they may go
+/// over plain `http://` (the source's `insecure`); without it they go only over `https://`.
+#[derive(Clone, Copy, Debug)]
+pub struct Remote<'a> {
+    pub url: &'a str,
+    pub credentials: Option<&'a Credentials>,
+    pub insecure: bool,
+}
+
 /// Lists what a remote branch points at. The controller holds one behind an `Arc<dyn _>` so
 /// that tests can give it another.
 pub trait RemoteRefs: Send + Sync {
-    /// The commit of `refs/heads/<branch>` at `url` and the tags pointing at it. Credentials
-    /// go over plain `http://` only when `insecure` (the source's `insecure`) is true.
+    /// The commit of `refs/heads/<branch>` at `remote` and the tags pointing at it.
     fn head<'a>(
         &'a self,
-        url: &'a str,
+        remote: Remote<'a>,
         branch: &'a str,
-        credentials: Option<&'a Credentials>,
-        insecure: bool,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>>;
 
-    /// The tags at `url` that point at `commit` (directly or through an annotated tag),
+    /// The tags at `remote` that point at `commit` (directly or through an annotated tag),
     /// sorted: the version of a Release comes from them.
     fn tags_at<'a>(
         &'a self,
-        url: &'a str,
+        remote: Remote<'a>,
         commit: &'a str,
-        credentials: Option<&'a Credentials>,
-        insecure: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>>;
 }
 
@@ -227,28 +231,23 @@ impl Default for GixRemote {
 impl RemoteRefs for GixRemote {
     fn head<'a>(
         &'a self,
-        url: &'a str,
+        remote: Remote<'a>,
         branch: &'a str,
-        credentials: Option<&'a Credentials>,
-        insecure: bool,
     ) -> BoxFuture<'a, Result<BranchHead, GitError>> {
         let branch = branch.to_owned();
-        self.blocking(url, credentials, move |url, credentials, timeout| {
-            branch_head(url, &branch, credentials, insecure, timeout)
+        self.blocking(remote, move |remote, timeout| {
+            branch_head(remote, &branch, timeout)
         })
     }
 
     fn tags_at<'a>(
         &'a self,
-        url: &'a str,
+        remote: Remote<'a>,
         commit: &'a str,
-        credentials: Option<&'a Credentials>,
-        insecure: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>> {
         let commit = commit.to_owned();
-        self.blocking(url, credentials, move |url, credentials, timeout| {
-            let tags = ["refs/tags/".to_owned()];
-            let refs = list_refs(url, &tags, credentials, insecure, timeout)?;
+        self.blocking(remote, move |remote, timeout| {
+            let refs = list_refs(remote, &["refs/tags/".to_owned()], timeout)?;
             Ok(tags_pointing_at(&refs, &commit))
         })
     }
@@ -268,12 +267,15 @@ impl GixRemote {
     /// the thread, so a listing the caller stopped waiting for still counts until it ends.
     fn blocking<'a, T: Send + 'static>(
         &self,
-        url: &str,
-        credentials: Option<&Credentials>,
-        list: impl FnOnce(&str, Option<&Credentials>, Duration) -> Result<T, GitError> + Send + 'static,
+        remote: Remote<'_>,
+        list: impl FnOnce(Remote<'_>, Duration) -> Result<T, GitError> + Send + 'static,
     ) -> BoxFuture<'a, Result<T, GitError>> {
-        let (url, credentials, timeout) = (url.to_owned(), credentials.cloned(), self.timeout);
-        let turns = self.turns.clone();
+        let (url, credentials, insecure) = (
+            remote.url.to_owned(),
+            remote.credentials.cloned(),
+            remote.insecure,
+        );
+        let (timeout, turns) = (self.timeout, self.turns.clone());
         Box::pin(async move {
             let shown = redact_url(&url);
             let Ok(turn) = turns.acquire_owned().await else {
@@ -284,7 +286,12 @@ impl GixRemote {
             };
             let task = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
-                list(&url, credentials.as_ref(), timeout)
+                let remote = Remote {
+                    url: &url,
+                    credentials: credentials.as_ref(),
+                    insecure,
+                };
+                list(remote, timeout)
             });
             // Two requests at most, each bounded by `timeout`; this is only a backstop.
             match tokio::time::timeout(timeout * 3, task).await {
@@ -302,23 +309,19 @@ impl GixRemote {
     }
 }
 
-/// Blocking: the commit of `refs/heads/<branch>` at `url` and the tags pointing at it.
+/// Blocking: the commit of `refs/heads/<branch>` at `remote` and the tags pointing at it.
 pub fn branch_head(
-    url: &str,
+    remote: Remote<'_>,
     branch: &str,
-    credentials: Option<&Credentials>,
-    insecure: bool,
     timeout: Duration,
 ) -> Result<BranchHead, GitError> {
     let refs = list_refs(
-        url,
+        remote,
         &[format!("refs/heads/{branch}"), "refs/tags/".to_owned()],
-        credentials,
-        insecure,
         timeout,
     )?;
     head_of(&refs, branch).ok_or_else(|| GitError::BranchNotFound {
-        url: redact_url(url),
+        url: redact_url(remote.url),
         branch: branch.to_owned(),
     })
 }
@@ -360,16 +363,19 @@ pub fn tags_pointing_at(refs: &[RemoteRef], commit: &str) -> Vec<String> {
     tags
 }
 
-/// Blocking: the refs at `url` whose names start with one of `prefixes` (the server may
+/// Blocking: the refs at `remote` whose names start with one of `prefixes` (the server may
 /// filter by them; the result is filtered here too). Credentials over plain `http://` without
 /// `insecure` are refused before any connection.
 pub fn list_refs(
-    url: &str,
+    remote: Remote<'_>,
     prefixes: &[String],
-    credentials: Option<&Credentials>,
-    insecure: bool,
     timeout: Duration,
 ) -> Result<Vec<RemoteRef>, GitError> {
+    let Remote {
+        url,
+        credentials,
+        insecure,
+    } = remote;
     let context = ErrorContext::new(url, credentials);
     let parsed = parse_http_url(url)?;
     refuse_credentials_in_clear(&parsed, &context, insecure)?;
@@ -724,7 +730,12 @@ mod tests {
             "https://user:pw@[fe80::1]:8443/a.git",
             "http://[::ffff:169.254.169.254]/a.git",
         ] {
-            let error = list_refs(url, &[], None, true, Duration::from_secs(1)).unwrap_err();
+            let remote = Remote {
+                url,
+                credentials: None,
+                insecure: true,
+            };
+            let error = list_refs(remote, &[], Duration::from_secs(1)).unwrap_err();
             assert_eq!(error.reason().name, "AddressRefused", "{url}: {error}");
             assert!(!error.is_transient(), "{url}");
             assert!(!error.to_string().contains("pw"), "{error}");
@@ -852,8 +863,13 @@ mod tests {
         // attempt would be Unreachable, not CredentialsInClear.
         let url = "http://192.0.2.1:9/shop.git";
         let credentials = Credentials::new("ci", "hunter2");
-        let list = |url: &str, credentials, insecure| {
-            list_refs(url, &[], credentials, insecure, Duration::from_millis(200))
+        let list = |url, credentials, insecure| {
+            let remote = Remote {
+                url,
+                credentials,
+                insecure,
+            };
+            list_refs(remote, &[], Duration::from_millis(200))
         };
         let error = list(url, Some(&credentials), false).unwrap_err();
         assert_eq!(error.reason(), CREDENTIALS_IN_CLEAR, "{error}");

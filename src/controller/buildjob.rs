@@ -24,6 +24,7 @@ use super::release::{application_exists, newest, releases_of};
 use super::secrets;
 use super::status::{self, Written};
 use super::{Context, Error, Guarded, delete_in_background, next_action};
+use crate::adapters::git::Remote;
 use crate::adapters::registry::{self, Credentials as RegistryCredentials};
 use crate::api::buildjob::BuildPhase;
 use crate::api::labels::{BUILDJOB_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
@@ -311,15 +312,15 @@ async fn create_release(
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
     let credentials =
         secrets::git_credentials(context, &namespace, &job.spec.source.credentials_secret).await?;
+    let source = Remote {
+        url: &job.spec.source.url,
+        credentials: credentials.as_ref(),
+        insecure: job.spec.source.insecure,
+    };
     let tags = context
         .external
         .remote
-        .tags_at(
-            &job.spec.source.url,
-            &job.spec.commit,
-            credentials.as_ref(),
-            job.spec.source.insecure,
-        )
+        .tags_at(source, &job.spec.commit)
         .await
         .map_err(Error::Tags)?;
     let work_items = pod

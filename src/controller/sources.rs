@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::adapters::git::{BranchHead, Credentials, RemoteRefs};
+use crate::adapters::git::{BranchHead, Credentials, Remote, RemoteRefs};
 use crate::decide::application::SourceHead;
 use crate::decide::backoff;
 use crate::telemetry::Metrics;
@@ -88,9 +88,12 @@ impl Sources {
                 next_look: *until - now,
             };
         }
-        let answer = remote
-            .head(&key.url, &key.branch, credentials, key.insecure)
-            .await;
+        let at = Remote {
+            url: &key.url,
+            credentials,
+            insecure: key.insecure,
+        };
+        let answer = remote.head(at, &key.branch).await;
         let (head, wait) = match answer {
             Ok(BranchHead { commit, tags }) => {
                 metrics.source_lookup("head");
