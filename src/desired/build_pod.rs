@@ -17,12 +17,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{restricted, restricted_pod};
+use super::{restricted, restricted_pod, restricted_writable};
 use crate::api::labels::{
     APPLICATION_LABEL, BUILD_COMPONENT, BUILDJOB_LABEL, COMPONENT_LABEL, MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -116,10 +115,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
             mount("tmp", "/tmp"),
         ]),
         // Builder images write where they like (caches under $HOME, compilers' temp files).
-        security_context: Some(SecurityContext {
-            read_only_root_filesystem: Some(false),
-            ..restricted()
-        }),
+        security_context: Some(restricted_writable()),
         ..step()
     };
 

@@ -37,6 +37,14 @@ pub fn restricted() -> SecurityContext {
     }
 }
 
+/// [`restricted`], with a writable root file system: for an image that writes where it likes.
+pub fn restricted_writable() -> SecurityContext {
+    SecurityContext {
+        read_only_root_filesystem: Some(false),
+        ..restricted()
+    }
+}
+
 /// A pod under the `restricted` Pod Security Standard, its containers running as `user`
 /// (also their group and the owner of its volumes): non-root, seccomp `RuntimeDefault`.
 pub fn restricted_pod(user: i64) -> PodSecurityContext {

@@ -23,13 +23,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, EnvVar, Pod, PodSpec, ResourceRequirements, SecurityContext,
+    Container, ContainerState, EnvVar, Pod, PodSpec, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::workload::{APP_USER, base_name, child_labels};
-use super::{restricted, restricted_pod, short_hash};
+use super::{restricted_pod, restricted_writable, short_hash};
 use crate::api::conditions::truncate;
 use crate::api::labels::{NAME_LABEL, RELEASE_ANNOTATION, VERIFICATION_LABEL};
 use crate::api::{Application, controlled_by};
@@ -137,10 +137,7 @@ pub fn test_pod(owner: &Application, input: &TestPod) -> Option<Pod> {
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         // Test images write where they like (caches, reports, temporary files).
-        security_context: Some(SecurityContext {
-            read_only_root_filesystem: Some(false),
-            ..restricted()
-        }),
+        security_context: Some(restricted_writable()),
         ..Container::default()
     };
     Some(Pod {

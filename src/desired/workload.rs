@@ -26,12 +26,12 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{restricted, restricted_pod, short_hash};
+use super::{restricted_pod, restricted_writable, short_hash};
 use crate::api::application::{EnvironmentEntry, PortSpec, Protocol, RunSpec, ServiceType, Slot};
 use crate::api::environment::StrategyType;
 use crate::api::labels::{
@@ -292,11 +292,8 @@ fn pod_spec(w: &Workload, running: &Running) -> PodSpec {
         }),
         // A crash's last log lines become the termination message the health verdict quotes.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            // Applications may write (caches, temporary files) where their image lets them.
-            read_only_root_filesystem: Some(false),
-            ..restricted()
-        }),
+        // Applications may write (caches, temporary files) where their image lets them.
+        security_context: Some(restricted_writable()),
         ..Container::default()
     };
     PodSpec {
