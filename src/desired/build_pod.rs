@@ -90,13 +90,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
     if spec.source.insecure {
         fetch_args.push("--insecure".to_owned());
     }
-    let fetch = Container {
-        name: "fetch".into(),
-        image: Some(settings.ferry_image.clone()),
-        args: Some(fetch_args),
-        volume_mounts: Some(fetch_mounts),
-        ..step()
-    };
+    let fetch = ferry_step("fetch", settings, fetch_args, fetch_mounts);
 
     let build = Container {
         name: "build".into(),
@@ -150,13 +144,7 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
         ));
         publish_mounts.push(read_only(mount("push-credentials", PUSH_CREDENTIALS)));
     }
-    let publish = Container {
-        name: "publish".into(),
-        image: Some(settings.ferry_image.clone()),
-        args: Some(publish_args),
-        volume_mounts: Some(publish_mounts),
-        ..step()
-    };
+    let publish = ferry_step("publish", settings, publish_args, publish_mounts);
 
     let mut volumes = vec![
         empty_dir("workspace"),
@@ -192,6 +180,22 @@ pub fn build_pod(job: &BuildJob, settings: &Settings, since: Option<&str>) -> Op
         }),
         status: None,
     })
+}
+
+/// A step that runs Ferry's own image (`ferry build fetch`, `ferry build publish`).
+fn ferry_step(
+    name: &str,
+    settings: &Settings,
+    args: Vec<String>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(settings.ferry_image.clone()),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        ..step()
+    }
 }
 
 /// What every step shares: restricted security, the log as its message if it fails.
@@ -283,6 +287,15 @@ mod tests {
         }
     }
 
+    fn args(container: &Container) -> Vec<&str> {
+        container
+            .args
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+
     fn mounts(container: &Container) -> Vec<&str> {
         container
             .volume_mounts
@@ -305,13 +318,7 @@ mod tests {
             .collect();
         assert_eq!(steps, ["fetch", "build", "publish"]);
         let fetch = &spec.init_containers.as_ref().unwrap()[0];
-        assert!(
-            fetch
-                .args
-                .iter()
-                .flatten()
-                .any(|a| a == "--report=/dev/termination-log")
-        );
+        assert!(args(fetch).contains(&"--report=/dev/termination-log"));
         let build = &spec.init_containers.as_ref().unwrap()[1];
         assert_eq!(
             build.command.as_deref().unwrap(),
@@ -337,14 +344,8 @@ mod tests {
         assert!(!mounts(build).iter().any(|m| m.ends_with("credentials")));
         assert!(mounts(publish).contains(&"push-credentials"));
         assert!(!mounts(publish).contains(&"git-credentials"));
-        assert!(
-            publish
-                .args
-                .iter()
-                .flatten()
-                .any(|a| a == "--docker-config=/var/run/ferry/push/.dockerconfigjson")
-        );
-        assert!(publish.args.iter().flatten().any(|a| a == "--insecure"));
+        assert!(args(publish).contains(&"--docker-config=/var/run/ferry/push/.dockerconfigjson"));
+        assert!(args(publish).contains(&"--insecure"));
     }
 
     #[test]
@@ -425,10 +426,8 @@ mod tests {
         assert_eq!(spec.volumes.unwrap().len(), 3);
         let publish = &spec.containers[0];
         assert!(
-            !publish
-                .args
+            !args(publish)
                 .iter()
-                .flatten()
                 .any(|a| a.starts_with("--docker-config"))
         );
     }
@@ -441,13 +440,7 @@ mod tests {
             .spec
             .unwrap();
         let fetch = &spec.init_containers.unwrap()[0];
-        assert!(
-            fetch
-                .args
-                .iter()
-                .flatten()
-                .any(|a| *a == format!("--since={since}"))
-        );
+        assert!(args(fetch).contains(&format!("--since={since}").as_str()));
     }
 
     #[test]
