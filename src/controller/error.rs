@@ -82,16 +82,33 @@ impl Error {
     /// write Deployments and Services come only from a `ferry-deployer` RoleBinding there.
     pub(crate) fn on_workload(self, namespace: &str, service_account: &str) -> Self {
         match self {
-            Self::Act {
-                what,
-                source: kube::Error::Api(status),
-            } if status.code == 403 => Self::WorkloadsNotGranted(format!(
-                "{what}: {}",
-                crate::decide::environment::not_granted(namespace, service_account).message
-            )),
+            Self::Act { what, source } if refused_by_rbac(&source) => {
+                Self::WorkloadsNotGranted(format!(
+                    "{what}: {}",
+                    crate::decide::environment::not_granted(namespace, service_account).message
+                ))
+            }
             other => other,
         }
     }
+
+    /// For a write RBAC refused (see [`refused_by_rbac`]), what was refused.
+    pub(crate) fn rbac_refusal(&self) -> Option<&str> {
+        match self {
+            Self::Act { what, source } if refused_by_rbac(source) => Some(what),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the API server's answer is RBAC refusing the request (`User "…" cannot patch resource
+/// "deployments" …`), not another 403: a quota, or an admission policy or webhook, which no
+/// RoleBinding would fix.
+pub(crate) fn refused_by_rbac(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 403
+            && status.message.contains(" cannot ")
+            && status.message.contains(" resource \""))
 }
 
 /// An error with its causes, as one line: each level says only what it adds, so nothing is
@@ -238,7 +255,7 @@ mod tests {
     fn a_refused_workload_write_names_the_grant_and_nothing_else_does() {
         let refused = Error::act("applying Deployment team-a-prod/shop-prod")(api_error(
             403,
-            "deployments.apps \"shop-prod\" is forbidden",
+            "deployments.apps \"shop-prod\" is forbidden: User \"system:serviceaccount:ferry-system:ferry\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"team-a-prod\"",
         ))
         .on_workload("team-a-prod", "ferry-system:ferry");
         assert_eq!(refused.category().name, "DeploymentNotGranted");
@@ -253,6 +270,15 @@ mod tests {
         for other in [
             Error::act("applying Deployment a/b")(api_error(409, "conflict")),
             Error::observe("Deployment a/b")(api_error(403, "forbidden")),
+            // 403s no RoleBinding fixes: a quota, an admission policy.
+            Error::act("applying Deployment a/b")(api_error(
+                403,
+                "deployments.apps \"b\" is forbidden: exceeded quota: compute, requested: pods=1",
+            )),
+            Error::act("applying Deployment a/b")(api_error(
+                403,
+                "deployments.apps \"b\" is forbidden: ValidatingAdmissionPolicy 'no-latest' with binding 'x' denied request: images must be pinned",
+            )),
         ] {
             let category = other.category().name;
             assert_ne!(

@@ -365,6 +365,87 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
     ungranted.cleanup().await;
 }
 
+/// A namespace that takes its `ferry-deployer` grant back does not hold the Applications that
+/// ran there: deleting one deletes what Ferry may delete, names in a Warning Event what it may
+/// not, and lets the Application go (before, the refused delete failed every reconcile and the
+/// finalizer stayed forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workload_ferry_may_no_longer_delete_does_not_hold_its_application() {
+    let ns = TestNamespace::new("revoked").await;
+    install_rbac(&ns.client).await;
+    grant_tenant(&ns).await;
+    grant_deployer(&ns).await;
+    let as_ferry = client_as(SERVICE_ACCOUNT).await;
+    let controller = RunningController::start(&as_ferry, &ns.name);
+    ns.create_object::<Environment>(super::fixtures::dev())
+        .await;
+    ns.create_object::<ferry::api::Release>(super::fixtures::shop_1_4_2())
+        .await;
+    ns.create_object::<Application>(super::fixtures::pinned(
+        super::fixtures::shop_through(&["dev"]),
+        "dev",
+        "shop-1.4.2",
+        "CHG-1",
+    ))
+    .await;
+    ns.wait_for::<Deployment>("shop-dev", "dev's Deployment", |_| true)
+        .await;
+
+    ns.api::<RoleBinding>()
+        .delete("ferry-deployer", &DeleteParams::default())
+        .await
+        .expect("taking the grant back");
+    // The authorizer follows RoleBindings through its own informer: wait until it refuses.
+    let ferrys: Api<Deployment> = Api::namespaced(as_ferry.clone(), &ns.name);
+    eventually("the grant taken back", || async {
+        let dry = DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        };
+        match ferrys.delete("shop-dev", &dry).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    ns.api::<Application>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("deleting the Application");
+    ns.wait_gone::<Application>("shop", "the Application deleted")
+        .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    eventually("a Warning Event naming what is left in place", || async {
+        let listed = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        listed
+            .items
+            .iter()
+            .any(|e| {
+                let note = e.note.as_deref().unwrap_or_default();
+                e.reason.as_deref() == Some(DEPLOYMENT_NOT_GRANTED.name)
+                    && e.type_.as_deref() == Some("Warning")
+                    && note.contains("shop-dev")
+                    && note.contains("left in place")
+            })
+            .then_some(())
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("shop-dev")
+            .await
+            .expect("reading")
+            .is_some(),
+        "the Deployment Ferry may not delete is left"
+    );
+    controller.stop().await;
+    ns.cleanup().await;
+}
+
 /// `ferry controller` as a process: probes and metrics answer, SIGTERM stops it with status 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_serves_probes_and_metrics_and_stops_on_sigterm() {

@@ -17,7 +17,7 @@ use crate::adapters::verification::Get as Request;
 use crate::api::application::{HistoryKind, RunSpec};
 use crate::api::labels::RELEASE_LABEL;
 use crate::api::managers::FieldManager;
-use crate::api::reasons::{POD_NOT_OWNED, Reason};
+use crate::api::reasons::{DEPLOYMENT_NOT_GRANTED, POD_NOT_OWNED, Reason};
 use crate::api::{Application, Release};
 use crate::controller::events::{publish, publish_about};
 use crate::controller::managers;
@@ -77,7 +77,9 @@ pub(super) async fn run(
                 tracing::warn!(%release, "the Release of a running workload does not exist or fixes no run configuration; left as it is");
             }
             Action::DeleteDeployment { namespace, name } => {
-                delete_workload::<Deployment>(context, namespace, name).await?;
+                if let Some(left) = delete_workload::<Deployment>(context, namespace, name).await? {
+                    warn_about(context, app, DEPLOYMENT_NOT_GRANTED, &left).await;
+                }
             }
             Action::ApplyService {
                 environment,
@@ -92,7 +94,9 @@ pub(super) async fn run(
                 addresses.insert(environment, address);
             }
             Action::DeleteService { namespace, name } => {
-                delete_workload::<Service>(context, namespace, name).await?;
+                if let Some(left) = delete_workload::<Service>(context, namespace, name).await? {
+                    warn_about(context, app, DEPLOYMENT_NOT_GRANTED, &left).await;
+                }
             }
             Action::EnsureCheck {
                 environment,
@@ -270,7 +274,7 @@ async fn start_test_pod(
                         .map_err(Error::observe(format!("the pod {namespace}/{name}")))?;
                     if let Some(why) = existing.and_then(|p| test_pod_not_ours(&p, app)) {
                         tracing::warn!(%why, "a test pod's name is taken by a pod that is not Ferry's");
-                        not_owned(context, app, POD_NOT_OWNED, &why).await;
+                        warn_about(context, app, POD_NOT_OWNED, &why).await;
                         context.external.runs.failed_to_start(key.clone(), why);
                     }
                     Ok(())
@@ -290,9 +294,9 @@ async fn start_test_pod(
     }
 }
 
-/// A Warning Event on the Application naming an object under one of its names that is not
-/// Ferry's.
-async fn not_owned(context: &Context, app: &Application, reason: Reason, why: &str) {
+/// A Warning Event on the Application about an object of its own: one under one of its names
+/// that is not Ferry's, or one Ferry may not delete.
+pub(super) async fn warn_about(context: &Context, app: &Application, reason: Reason, why: &str) {
     let announcement = Announcement {
         severity: reason.severity,
         reason: reason.name.to_owned(),

@@ -6,11 +6,13 @@ use kube::api::Patch;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::prune::{delete_all, has_children};
+use super::apply::warn_about;
+use super::prune::{children_left, delete_all};
 use super::{Context, Error};
 use crate::adapters::runs::Runs;
 use crate::api::Application;
 use crate::api::managers::FieldManager;
+use crate::api::reasons::DEPLOYMENT_NOT_GRANTED;
 use crate::decide::delivery::runs::RunKey;
 
 /// The finalizer that deletes an Application's workloads in other namespaces with it.
@@ -46,16 +48,21 @@ pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<()
     Ok(())
 }
 
-/// Deletes every workload of a deleted Application, then lets it go.
+/// Deletes every workload of a deleted Application, then lets it go. A workload Ferry may not
+/// delete (its namespace took the grant back, or it is not Ferry's at all) does not hold the
+/// Application: it is named in a Warning Event and left in place.
 pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> Result<(), Error> {
     let name = app.name_any();
-    delete_all(context, namespace, &name).await?;
+    let refused = delete_all(context, namespace, &name).await?;
     stop_runs(&context.external.runs, namespace, &name);
-    if has_children(context, namespace, &name) {
+    if children_left(context, namespace, &name) > refused.len() {
         // Deleted, but the caches have not heard yet: their deletions wake us again.
         return Ok(());
     }
     if app.finalizers().iter().any(|f| f == FINALIZER) {
+        for left in &refused {
+            warn_about(context, app, DEPLOYMENT_NOT_GRANTED, left).await;
+        }
         remove_finalizer(context, app).await?;
     }
     Ok(())

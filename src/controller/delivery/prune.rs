@@ -21,41 +21,65 @@ where
     Ok(())
 }
 
-/// Deletes the Deployment or Service `namespace/name` in the background; a refusal says that
-/// the namespace has not granted Ferry its workloads (`Error::on_workload`).
+/// Deletes the Deployment or Service `namespace/name` in the background. RBAC refusing it
+/// (the namespace has not granted Ferry, or took the grant back) is not an error: the object is
+/// left where it is, and what was refused is returned, so that one object Ferry may not delete
+/// (say a Deployment someone labelled as Ferry's in their own namespace) never stalls the
+/// Application or its deletion.
 pub(super) async fn delete_workload<K>(
     context: &Context,
     namespace: &str,
     name: &str,
-) -> Result<(), Error>
+) -> Result<Option<String>, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    delete::<K>(context, namespace, name)
-        .await
-        .map_err(|e| e.on_workload(namespace, &context.config.service_account))
+    match delete::<K>(context, namespace, name).await {
+        Ok(()) => Ok(None),
+        Err(error) => match error.rbac_refusal() {
+            Some(what) => {
+                let left = format!(
+                    "{what} was refused, so it is left in place; {}, or delete it yourself",
+                    crate::decide::environment::not_granted(
+                        namespace,
+                        &context.config.service_account
+                    )
+                    .message
+                );
+                tracing::warn!(%left, "a workload Ferry may not delete");
+                Ok(Some(left))
+            }
+            None => Err(error),
+        },
+    }
 }
 
-/// Deletes every Deployment and Service of the Application, in any namespace.
-pub(super) async fn delete_all(context: &Context, namespace: &str, app: &str) -> Result<(), Error> {
+/// Deletes every Deployment and Service of the Application, in any namespace; returns what
+/// Ferry was refused ([`delete_workload`]).
+pub(super) async fn delete_all(
+    context: &Context,
+    namespace: &str,
+    app: &str,
+) -> Result<Vec<String>, Error> {
     let children = &context.caches.children;
+    let mut refused = Vec::new();
     for d in children_of(&children.deployments, namespace, app, None) {
         let ns = d.namespace().unwrap_or_default();
-        delete_workload::<Deployment>(context, &ns, &d.name_any()).await?;
+        refused.extend(delete_workload::<Deployment>(context, &ns, &d.name_any()).await?);
     }
     for s in children_of(&children.services, namespace, app, None) {
         let ns = s.namespace().unwrap_or_default();
-        delete_workload::<Service>(context, &ns, &s.name_any()).await?;
+        refused.extend(delete_workload::<Service>(context, &ns, &s.name_any()).await?);
     }
-    Ok(())
+    Ok(refused)
 }
 
-/// Whether any workload of the Application is left, in any namespace.
-pub(super) fn has_children(context: &Context, namespace: &str, app: &str) -> bool {
+/// How many workloads of the Application are left, in any namespace.
+pub(super) fn children_left(context: &Context, namespace: &str, app: &str) -> usize {
     let children = &context.caches.children;
-    !children_of(&children.deployments, namespace, app, None).is_empty()
-        || !children_of(&children.services, namespace, app, None).is_empty()
+    children_of(&children.deployments, namespace, app, None).len()
+        + children_of(&children.services, namespace, app, None).len()
 }
