@@ -137,17 +137,21 @@ pub(super) async fn target_namespace(
     })
 }
 
-/// Whether Ferry's ServiceAccount may write (server-side apply: `patch`) Deployments and
-/// Services in `namespace`, as the API server's authorizer answers it now: granted by a
-/// RoleBinding to the `ferry-deployer` ClusterRole, never by Ferry's own ClusterRole.
+/// Whether Ferry's ServiceAccount may write Deployments and Services in `namespace` (every verb
+/// it uses: `create` and `patch` for a server-side apply, `delete` to clean up), as the API
+/// server's authorizer answers it now: granted by a RoleBinding to the `ferry-deployer`
+/// ClusterRole, never by Ferry's own ClusterRole.
 pub(super) async fn workloads_granted(context: &Context, namespace: &str) -> Result<bool, Error> {
     let reviews = Api::<SelfSubjectAccessReview>::all(context.client.clone());
-    for (group, resource) in [("apps", "deployments"), ("", "services")] {
+    let asked = [("apps", "deployments"), ("", "services")]
+        .into_iter()
+        .flat_map(|kind| ["create", "patch", "delete"].map(move |verb| (kind, verb)));
+    for ((group, resource), verb) in asked {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
                     namespace: Some(namespace.to_owned()),
-                    verb: Some("patch".to_owned()),
+                    verb: Some(verb.to_owned()),
                     group: Some(group.to_owned()),
                     resource: Some(resource.to_owned()),
                     ..ResourceAttributes::default()
@@ -160,7 +164,7 @@ pub(super) async fn workloads_granted(context: &Context, namespace: &str) -> Res
             .create(&PostParams::default(), &review)
             .await
             .map_err(Error::observe(format!(
-                "whether Ferry may write {resource} in namespace {namespace}"
+                "whether Ferry may {verb} {resource} in namespace {namespace}"
             )))?;
         if !answer.status.is_some_and(|s| s.allowed) {
             return Ok(false);
