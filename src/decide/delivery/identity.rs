@@ -87,21 +87,31 @@ pub fn bind(
         .collect()
 }
 
-/// Adds to `state` the `ReleaseChanged` condition while a Release it bound (in `before`)
-/// differs, and returns the Warning Event to tell when that is new or says something new.
+/// Adds to `state` the `ReleaseChanged` condition while a Release it bound (in `stored`)
+/// differs, or while its pin names a Release another environment bound that differs
+/// (`pinned`), and returns the Warning Event to tell when that is new or says something new.
 pub fn note(
     state: &mut EnvironmentState,
     stored: &EnvironmentState,
-    releases: &[ReleaseFacts],
+    (releases, pinned): (&[ReleaseFacts], Option<&str>),
     now: &Time,
 ) -> Option<Told> {
     state
         .conditions
         .retain(|c| c.type_ != RELEASE_CHANGED_CONDITION);
-    let (name, difference) = stored
+    let bound = stored
         .bound
         .iter()
-        .find_map(|b| Some((b.name.clone(), difference(b, releases)?)))?;
+        .find_map(|b| Some((b.name.clone(), difference(b, releases)?)));
+    let (name, difference) = bound.or_else(|| {
+        let name = pinned?;
+        Some((
+            name.to_owned(),
+            format!(
+                "Release {name}, pinned here, is not the one another environment rolled out: its UID or content digest changed since"
+            ),
+        ))
+    })?;
     let message = format!(
         "{difference}; it is not rolled out, what runs here stays as it is, and this environment moves on when another release is rolled out here (promoted, or pinned)"
     );

@@ -236,13 +236,14 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
             &releases,
         );
         // A changed Release keeps its place in the order (what runs is not "older" than
-        // anything) but is neither rolled out nor offered.
+        // anything) but is neither rolled out nor offered. A pin on one says so here too.
+        let mut held_back = None;
         if choice
             .wanted
             .as_ref()
             .is_some_and(|w| changed.contains(&w.release))
         {
-            choice.wanted = None;
+            held_back = choice.wanted.take().filter(|w| w.pinned).map(|w| w.release);
         }
         if choice
             .candidate
@@ -279,7 +280,7 @@ pub fn pipeline(input: &Pipeline, now: &Time) -> Decision<Vec<EnvironmentState>,
         plan.events.extend(identity::note(
             &mut plan.state,
             &stored,
-            input.releases,
+            (input.releases, held_back.as_deref()),
             now,
         ));
         workload_actions(&w, &plan, &facts, &listed.workload, &mut actions);
@@ -994,6 +995,45 @@ spec:
                 "{what}: the condition stays"
             );
         }
+    }
+
+    #[test]
+    fn a_pin_on_a_release_made_again_is_held_back_and_said_where_it_is_pinned() {
+        let mut app = app();
+        app.spec.environments[2].pin =
+            serde_yaml::from_str("{release: shop-2, reason: CHG-2, by: alice}").unwrap();
+        let mut dev = state("dev", "shop-2", &[]);
+        dev.bound = vec![BoundRelease {
+            name: "shop-2".into(),
+            uid: "u-shop-2".into(),
+            digest: "d-shop-2".into(),
+        }];
+        let stored = [
+            dev,
+            state("staging", "shop-1", &["shop-2"]),
+            state("prod", "shop-1", &[]),
+        ];
+        let mut facts = identified(&["shop-1", "shop-2"]);
+        facts[1].uid = Some("u-other".into());
+        let decision = decide_releases(
+            &app,
+            &pipeline_of_three(),
+            &stored,
+            &facts,
+            &BTreeMap::new(),
+        );
+        assert_eq!(rolling(&decision.status), none_rolling());
+        let prod = &decision.status[2];
+        let changed = prod
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ReleaseChanged")
+            .expect("prod, which pins it, says so");
+        assert!(
+            changed.message.contains("shop-2, pinned here"),
+            "{}",
+            changed.message
+        );
     }
 
     #[test]
