@@ -504,6 +504,29 @@ spec:
         assert_eq!(ready.reason, "ApplicationNotFound");
     }
 
+    /// Environments record digests and compare them on every pass, so a digest must never
+    /// change for the same Release: a new field of `RunSpec` serialized by default (or a change
+    /// in how the digest is computed) would make every bound Release `ReleaseChanged` at once
+    /// after an upgrade. This pins one digest; when it fails, keep old digests stable (skip the
+    /// new field when it has its default) rather than updating the value.
+    #[test]
+    fn the_content_digest_of_a_release_never_changes() {
+        let mut built = release();
+        built.spec.run = Some(
+            serde_yaml::from_str(
+                "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: MODE, value: live}], \
+                 readinessProbe: {httpGet: {path: /healthz, port: http}}}",
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            built.content_digest().as_deref(),
+            Some("sha256:85c1367bffc577a4240962deb6f67a000cb2629e7b1adefbdf9bc99b190b7996"),
+            "{:?}",
+            built.content_digest()
+        );
+    }
+
     #[test]
     fn a_release_of_an_existing_application_is_recorded() {
         let status = decide(&release(), &[]);
