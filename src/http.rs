@@ -142,11 +142,13 @@ pub async fn serve_webhooks_with(
 
 // Every line logged for the request, here and in `webhook::receive`, names the Application
 // through this span; at warn, the level of a refusal, so that no filter shows one without it.
+// Debug-formatted (quoted, escaped): the path is the anonymous sender's, not yet validated, and
+// a newline in it must not forge a log line.
 #[tracing::instrument(
     name = "webhook",
     level = "warn",
     skip_all,
-    fields(%namespace, %application)
+    fields(?namespace, ?application)
 )]
 async fn receive(
     State(served): State<Arc<Served>>,
