@@ -107,6 +107,10 @@ reasons! {
     /// Deployments and Services there (a RoleBinding to the `ferry-deployer` ClusterRole);
     /// the message gives the command. Looked at again every 30 s.
     DEPLOYMENT_NOT_GRANTED = "DeploymentNotGranted", Warning, ["Environment", "Application"];
+    /// A Deployment or Service of the Application that Ferry may not delete (its namespace has
+    /// not granted Ferry, or took the grant back) is left in place; the message names it and
+    /// the command that grants Ferry the right.
+    WORKLOAD_LEFT_IN_PLACE = "WorkloadLeftInPlace", Warning, ["Application"];
     /// A Secret named in the spec does not exist in the namespace.
     SECRET_NOT_FOUND = "SecretNotFound", Warning, ["Application", "BuildJob"];
     /// A Secret named in the spec lacks the keys its use needs, or is not of the type it needs

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RunningController, TestNamespace, WAIT, client_as, eventually};
 use ferry::api::conditions::{self, READY, STALLED};
-use ferry::api::reasons::{DEPLOYMENT_NOT_GRANTED, SECRETS_NOT_GRANTED};
+use ferry::api::reasons::{DEPLOYMENT_NOT_GRANTED, SECRETS_NOT_GRANTED, WORKLOAD_LEFT_IN_PLACE};
 use ferry::api::{Application, Environment};
 
 #[path = "../support/helm.rs"]
@@ -425,7 +425,7 @@ async fn a_workload_ferry_may_no_longer_delete_does_not_hold_its_application() {
             .iter()
             .any(|e| {
                 let note = e.note.as_deref().unwrap_or_default();
-                e.reason.as_deref() == Some(DEPLOYMENT_NOT_GRANTED.name)
+                e.reason.as_deref() == Some(WORKLOAD_LEFT_IN_PLACE.name)
                     && e.type_.as_deref() == Some("Warning")
                     && note.contains("shop-dev")
                     && note.contains("left in place")

@@ -17,7 +17,7 @@ use crate::adapters::verification::Get as Request;
 use crate::api::application::{HistoryKind, RunSpec};
 use crate::api::labels::RELEASE_LABEL;
 use crate::api::managers::FieldManager;
-use crate::api::reasons::{DEPLOYMENT_NOT_GRANTED, POD_NOT_OWNED, Reason};
+use crate::api::reasons::{POD_NOT_OWNED, Reason, WORKLOAD_LEFT_IN_PLACE};
 use crate::api::{Application, Release};
 use crate::controller::events::{publish, publish_about};
 use crate::controller::managers;
@@ -78,7 +78,7 @@ pub(super) async fn run(
             }
             Action::DeleteDeployment { namespace, name } => {
                 if let Some(left) = delete_workload::<Deployment>(context, namespace, name).await? {
-                    warn_about(context, app, DEPLOYMENT_NOT_GRANTED, &left).await;
+                    warn_about(context, app, WORKLOAD_LEFT_IN_PLACE, &left).await;
                 }
             }
             Action::ApplyService {
@@ -95,7 +95,7 @@ pub(super) async fn run(
             }
             Action::DeleteService { namespace, name } => {
                 if let Some(left) = delete_workload::<Service>(context, namespace, name).await? {
-                    warn_about(context, app, DEPLOYMENT_NOT_GRANTED, &left).await;
+                    warn_about(context, app, WORKLOAD_LEFT_IN_PLACE, &left).await;
                 }
             }
             Action::EnsureCheck {

@@ -12,7 +12,7 @@ use super::{Context, Error};
 use crate::adapters::runs::Runs;
 use crate::api::Application;
 use crate::api::managers::FieldManager;
-use crate::api::reasons::DEPLOYMENT_NOT_GRANTED;
+use crate::api::reasons::WORKLOAD_LEFT_IN_PLACE;
 use crate::decide::delivery::runs::RunKey;
 
 /// The finalizer that deletes an Application's workloads in other namespaces with it.
@@ -27,25 +27,20 @@ pub async fn ensure_finalizer(context: &Context, app: &Application) -> Result<()
     if app.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let namespace = app.namespace().unwrap_or_default();
-    let name = app.name_any();
     let finalizer = json!({
         "apiVersion": Application::api_version(&()),
         "kind": Application::kind(&()),
-        "metadata": {"name": name, "namespace": namespace, "finalizers": [FINALIZER]},
+        "metadata": {"name": app.name_any(), "namespace": app.namespace(), "finalizers": [FINALIZER]},
     });
-    context
-        .api::<Application>(&namespace)
-        .patch(
-            &name,
-            &FieldManager::Application.apply(),
-            &Patch::Apply(&finalizer),
-        )
-        .await
-        .map_err(Error::act(format!(
-            "adding the finalizer to Application {namespace}/{name}"
-        )))?;
-    Ok(())
+    let apply = FieldManager::Application.apply();
+    patch(
+        context,
+        app,
+        "adding the finalizer to",
+        &apply,
+        Patch::Apply(finalizer),
+    )
+    .await
 }
 
 /// Deletes every workload of a deleted Application, then lets it go. A workload Ferry may not
@@ -61,7 +56,7 @@ pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> 
     }
     if app.finalizers().iter().any(|f| f == FINALIZER) {
         for left in &refused {
-            warn_about(context, app, DEPLOYMENT_NOT_GRANTED, left).await;
+            warn_about(context, app, WORKLOAD_LEFT_IN_PLACE, left).await;
         }
         remove_finalizer(context, app).await?;
     }
@@ -73,30 +68,44 @@ pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> 
 /// a finalizer list changed meanwhile is not overwritten. It runs once per deletion, so a
 /// conflict with a status write is rare and simply retried.
 async fn remove_finalizer(context: &Context, app: &Application) -> Result<(), Error> {
-    let namespace = app.namespace().unwrap_or_default();
-    let name = app.name_any();
     let remaining: Vec<&String> = app
         .finalizers()
         .iter()
         .filter(|f| *f != FINALIZER)
         .collect();
-    let patch = json!({
+    let merge = json!({
         "metadata": {
             "finalizers": remaining,
             "resourceVersion": app.resource_version(),
         }
     });
+    let params = FieldManager::Application.patch();
+    patch(
+        context,
+        app,
+        "removing the finalizer of",
+        &params,
+        Patch::Merge(merge),
+    )
+    .await
+}
+
+/// Sends `patch` to the Application itself under Ferry's field manager; `what` says what it
+/// does, for the error.
+async fn patch(
+    context: &Context,
+    app: &Application,
+    what: &str,
+    params: &kube::api::PatchParams,
+    patch: Patch<serde_json::Value>,
+) -> Result<(), Error> {
+    let namespace = app.namespace().unwrap_or_default();
+    let name = app.name_any();
     context
         .api::<Application>(&namespace)
-        .patch(
-            &name,
-            &FieldManager::Application.patch(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&name, params, &patch)
         .await
-        .map_err(Error::act(format!(
-            "removing the finalizer of Application {namespace}/{name}"
-        )))?;
+        .map_err(Error::act(format!("{what} Application {namespace}/{name}")))?;
     Ok(())
 }
 
