@@ -115,36 +115,44 @@ impl Collector for ProcessCollector {
             )?;
             counter.encode(metric)?;
         }
-        let gauges: [(&str, &str, Option<Unit>, Option<i64>); 5] = [
+        // Counts as floats too: one loop for every gauge (Prometheus reads all values as floats).
+        let count = |n: Option<i64>| n.map(|n| n as f64);
+        let gauges: [(&str, &str, Option<Unit>, Option<f64>); 6] = [
             (
                 "process_resident_memory",
                 "Resident memory size in bytes.",
                 Some(Unit::Bytes),
-                sample.resident_bytes,
+                count(sample.resident_bytes),
             ),
             (
                 "process_virtual_memory",
                 "Virtual memory size in bytes.",
                 Some(Unit::Bytes),
-                sample.virtual_bytes,
+                count(sample.virtual_bytes),
             ),
             (
                 "process_open_fds",
                 "Number of open file descriptors.",
                 None,
-                sample.open_fds,
+                count(sample.open_fds),
             ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
                 None,
-                sample.max_fds,
+                count(sample.max_fds),
             ),
             (
                 "process_threads",
                 "Number of OS threads in the process.",
                 None,
-                sample.threads,
+                count(sample.threads),
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds.",
+                Some(Unit::Seconds),
+                sample.start_time_seconds,
             ),
         ];
         for (name, help, unit, value) in gauges {
@@ -152,16 +160,6 @@ impl Collector for ProcessCollector {
             let gauge = ConstGauge::new(value);
             let metric =
                 encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?;
-            gauge.encode(metric)?;
-        }
-        if let Some(start) = sample.start_time_seconds {
-            let gauge = ConstGauge::new(start);
-            let metric = encoder.encode_descriptor(
-                "process_start_time",
-                "Start time of the process since unix epoch in seconds.",
-                Some(&Unit::Seconds),
-                gauge.metric_type(),
-            )?;
             gauge.encode(metric)?;
         }
         Ok(())
