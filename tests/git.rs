@@ -464,11 +464,9 @@ fn fetch_reports_the_work_items_since_the_previous_release() {
     assert!(!stderr.contains("not-the-pw-31337"), "{stderr}");
 }
 
-/// A git host that accepts connections and never answers (down behind a load balancer, say)
-/// ties up at most `CONCURRENT_LISTINGS` listings, threads and connections at once, however
-/// many Applications ask; the others wait for a turn.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listings_of_a_host_that_never_answers_are_bounded() {
+/// A loopback port that accepts connections and never answers (a git host down behind a load
+/// balancer, say); returns its URL and the connections it holds.
+fn silent_host() -> (String, Arc<Mutex<Vec<std::net::TcpStream>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -479,8 +477,15 @@ async fn listings_of_a_host_that_never_answers_are_bounded() {
             held.lock().unwrap().push(stream);
         }
     });
+    (format!("http://127.0.0.1:{port}/app.git"), accepted)
+}
+
+/// A host that never answers ties up at most `CONCURRENT_LISTINGS` listings, threads and
+/// connections at once, however many Applications ask; the others wait for a turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_of_a_host_that_never_answers_are_bounded() {
+    let (url, accepted) = silent_host();
     let remote = GixRemote::new(Duration::from_secs(2), 2);
-    let url = format!("http://127.0.0.1:{port}/app.git");
     let listings: Vec<_> = (0..6)
         .map(|_| {
             let (remote, url) = (remote.clone(), url.clone());
@@ -502,4 +507,33 @@ async fn listings_of_a_host_that_never_answers_are_bounded() {
     }
     // Every listing had its turn in the end.
     assert!(accepted.lock().unwrap().len() >= 6);
+}
+
+/// A host that never answers takes at most its share of the turns: another host's listings
+/// still run while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_never_answers_does_not_starve_the_others() {
+    let (down, at_down) = silent_host();
+    let (other, at_other) = silent_host();
+    let remote = GixRemote::new(Duration::from_secs(2), 100).per_host(2);
+    let listings: Vec<_> = [&down; 6]
+        .into_iter()
+        .chain([&other; 2])
+        .map(|url| {
+            let (remote, url) = (remote.clone(), url.clone());
+            tokio::spawn(async move { remote.head(at(&url, None, false), "main").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (down_open, other_open) = (
+        at_down.lock().unwrap().len(),
+        at_other.lock().unwrap().len(),
+    );
+    println!(
+        "measured: connections to a down host / another host, 6 and 2 listings, 2 per host = {down_open} / {other_open}"
+    );
+    assert_eq!((down_open, other_open), (2, 2));
+    for listing in listings {
+        listing.await.unwrap().unwrap_err();
+    }
 }

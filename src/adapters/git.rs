@@ -39,7 +39,10 @@ pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// tokio's blocking pool (gitoxide's HTTP client is blocking) until its requests end, even when
 /// the caller gave up on it. More wait for a turn, so a slow or dead git host ties up at most
 /// this many threads and connections.
-pub const CONCURRENT_LISTINGS: usize = 8;
+pub const CONCURRENT_LISTINGS: usize = 16;
+/// How many of them may go to one host: a host that is down or slow holds at most this many
+/// turns, and the other hosts' listings still run.
+pub const LISTINGS_PER_HOST: usize = 4;
 /// How long connecting to the server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -220,6 +223,9 @@ pub struct GixRemote {
     timeout: Duration,
     /// One permit per listing that may run; held by the listing's thread until it ends.
     turns: Arc<tokio::sync::Semaphore>,
+    /// The same per host (scheme and authority, without user information), made on first use.
+    hosts: Arc<Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    per_host: usize,
 }
 
 impl Default for GixRemote {
@@ -254,12 +260,42 @@ impl RemoteRefs for GixRemote {
 }
 
 impl GixRemote {
-    /// Listings with this per-request timeout, at most `concurrent` at once (at least one).
+    /// Listings with this per-request timeout, at most `concurrent` at once (at least one), and
+    /// at most [`LISTINGS_PER_HOST`] of them to one host.
     pub fn new(timeout: Duration, concurrent: usize) -> Self {
         Self {
             timeout,
             turns: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
+            hosts: Arc::default(),
+            per_host: LISTINGS_PER_HOST.min(concurrent).max(1),
         }
+    }
+
+    /// The same, with at most `per_host` listings to one host.
+    pub fn per_host(self, per_host: usize) -> Self {
+        Self {
+            per_host: per_host.max(1),
+            ..self
+        }
+    }
+
+    /// The turns of the host of `url`.
+    fn host_turns(&self, url: &str) -> Arc<tokio::sync::Semaphore> {
+        let shown = redact_url(url);
+        let host = match shown.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+            }
+            None => shown,
+        };
+        let mut hosts = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone()
     }
 
     /// Runs a blocking listing on tokio's blocking pool: gitoxide's HTTP client is blocking,
@@ -275,17 +311,21 @@ impl GixRemote {
             remote.credentials.cloned(),
             remote.insecure,
         );
-        let (timeout, turns) = (self.timeout, self.turns.clone());
+        let (timeout, turns, host) = (self.timeout, self.turns.clone(), self.host_turns(&url));
         Box::pin(async move {
             let shown = redact_url(&url);
-            let Ok(turn) = turns.acquire_owned().await else {
+            // The host's turn first, so that listings waiting for a busy host hold no turn
+            // another host could use.
+            let (Ok(host_turn), Ok(turn)) =
+                (host.acquire_owned().await, turns.acquire_owned().await)
+            else {
                 return Err(GitError::Unreachable {
                     url: shown,
-                    cause: "the controller is shutting down".to_owned(),
+                    cause: "no turn to list refs (the controller is shutting down)".to_owned(),
                 });
             };
             let task = tokio::task::spawn_blocking(move || {
-                let _turn = turn;
+                let _turns = (host_turn, turn);
                 let remote = Remote {
                     url: &url,
                     credentials: credentials.as_ref(),
