@@ -81,14 +81,12 @@ impl Error {
     /// (403), [`Error::WorkloadsNotGranted`] with the command that grants it: Ferry's rights to
     /// write Deployments and Services come only from a `ferry-deployer` RoleBinding there.
     pub(crate) fn on_workload(self, namespace: &str, service_account: &str) -> Self {
-        match self {
-            Self::Act { what, source } if refused_by_rbac(&source) => {
-                Self::WorkloadsNotGranted(format!(
-                    "{what}: {}",
-                    crate::decide::environment::not_granted(namespace, service_account).message
-                ))
-            }
-            other => other,
+        match self.rbac_refusal() {
+            Some(what) => Self::WorkloadsNotGranted(format!(
+                "{what}: {}",
+                crate::decide::environment::not_granted(namespace, service_account).message
+            )),
+            None => self,
         }
     }
 

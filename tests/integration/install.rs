@@ -15,7 +15,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{RunningController, TestNamespace, WAIT, client_as, eventually};
+use super::{RunningController, TestNamespace, WAIT, await_enforcement, client_as, eventually};
 use ferry::api::conditions::{self, READY, STALLED};
 use ferry::api::reasons::{DEPLOYMENT_NOT_GRANTED, SECRETS_NOT_GRANTED, WORKLOAD_LEFT_IN_PLACE};
 use ferry::api::{Application, Environment};
@@ -397,43 +397,25 @@ async fn a_workload_ferry_may_no_longer_delete_does_not_hold_its_application() {
         .expect("taking the grant back");
     // The authorizer follows RoleBindings through its own informer: wait until it refuses.
     let ferrys: Api<Deployment> = Api::namespaced(as_ferry.clone(), &ns.name);
-    eventually("the grant taken back", || async {
-        let dry = DeleteParams {
-            dry_run: true,
-            ..DeleteParams::default()
-        };
-        match ferrys.delete("shop-dev", &dry).await {
-            Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let dry = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    await_enforcement("the grant taken back", || ferrys.delete("shop-dev", &dry)).await;
     ns.api::<Application>()
         .delete("shop", &DeleteParams::default())
         .await
         .expect("deleting the Application");
     ns.wait_gone::<Application>("shop", "the Application deleted")
         .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    eventually("a Warning Event naming what is left in place", || async {
-        let listed = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        listed
-            .items
-            .iter()
-            .any(|e| {
-                let note = e.note.as_deref().unwrap_or_default();
-                e.reason.as_deref() == Some(WORKLOAD_LEFT_IN_PLACE.name)
-                    && e.type_.as_deref() == Some("Warning")
-                    && note.contains("shop-dev")
-                    && note.contains("left in place")
-            })
-            .then_some(())
-            .ok_or_else(|| "none yet".to_owned())
-    })
-    .await;
+    // Its own reason: kube's recorder folds Events of one reason into a series.
+    let event = ns.event_with_reason(WORKLOAD_LEFT_IN_PLACE.name).await;
+    let note = event.note.unwrap_or_default();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        note.contains("shop-dev") && note.contains("left in place"),
+        "{note}"
+    );
     assert!(
         ns.api::<Deployment>()
             .get_opt("shop-dev")
