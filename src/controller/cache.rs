@@ -186,6 +186,12 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// Every object, once the cache has synced.
+    pub async fn all(&self) -> Vec<Arc<K>> {
+        self.synced.wait().await;
+        self.store.state()
+    }
+
     /// The store itself, for watch mappers: they run only on changes, after the first list.
     pub fn store(&self) -> &Store<K> {
         &self.store
@@ -269,5 +275,28 @@ impl Synced {
         let mut flag = self.0.clone();
         // An error means the cache stopped (shutdown); there is nothing more to wait for.
         let _ = flag.wait_for(|synced| *synced).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    use super::Cache;
+
+    /// Before its first list, a cache's objects are not read as "none": a newly elected leader
+    /// read no Deployments, judged a healthy rollout as having lost its readiness and rolled
+    /// it back.
+    #[tokio::test]
+    async fn every_object_is_read_only_once_the_cache_has_synced() {
+        let cache = Cache::<Deployment>::new();
+        let view = cache.view();
+        let early = tokio::time::timeout(Duration::from_millis(100), view.all()).await;
+        assert!(early.is_err(), "read before the first list: {early:?}");
+        cache.synced_tx.send_replace(true);
+        let late = tokio::time::timeout(Duration::from_secs(5), view.all()).await;
+        assert!(matches!(late.as_deref(), Ok([])), "{late:?}");
     }
 }

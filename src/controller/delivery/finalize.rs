@@ -50,7 +50,7 @@ pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> 
     let name = app.name_any();
     let refused = delete_all(context, namespace, &name).await?;
     stop_runs(&context.external.runs, namespace, &name);
-    if children_left(context, namespace, &name) > refused.len() {
+    if children_left(context, namespace, &name).await > refused.len() {
         // Deleted, but the caches have not heard yet: their deletions wake us again.
         return Ok(());
     }

@@ -74,8 +74,10 @@ fn test_pod_not_ours(pod: &Pod, app: &Application) -> Option<String> {
     )
 }
 
-/// The objects of a cache that belong to the Application (in any namespace).
-fn children_of<K>(
+/// The objects of a cache that belong to the Application (in any namespace), once the cache
+/// has synced: before its first list every workload would look missing (judged as lost
+/// readiness, or counted as gone by the finalizer), as it did to a newly elected leader.
+async fn children_of<K>(
     view: &super::cache::View<K>,
     namespace: &str,
     app: &str,
@@ -84,8 +86,8 @@ fn children_of<K>(
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    view.store()
-        .state()
+    view.all()
+        .await
         .into_iter()
         .filter(|o| belongs(o.as_ref(), namespace, app, env))
         .collect()

@@ -54,7 +54,7 @@ pub(super) async fn observe(
             })
             .cloned();
         let workload = match environment.as_ref().and_then(|e| e.target_namespace()) {
-            Some(target) => workload(context, namespace, &name, env, target),
+            Some(target) => workload(context, namespace, &name, env, target).await,
             None => Workload::default(),
         };
         environments.push(Listed {
@@ -64,8 +64,8 @@ pub(super) async fn observe(
         });
     }
     let children = &context.caches.children;
-    let deployments = children_of(&children.deployments, namespace, &name, None);
-    let services = children_of(&children.services, namespace, &name, None);
+    let deployments = children_of(&children.deployments, namespace, &name, None).await;
+    let services = children_of(&children.services, namespace, &name, None).await;
     let workloads = deployments
         .iter()
         .map(|d| child(Kind::Deployment, d.as_ref()))
@@ -75,6 +75,7 @@ pub(super) async fn observe(
     // and Ferry never deletes it. Creating the test pod under its name then fails the
     // verification (`apply::start_test_pod`).
     let test_pods = children_of(&children.pods, namespace, &name, None)
+        .await
         .iter()
         .filter(|p| is_test_pod(p) && super::test_pod_not_ours(p, app).is_none())
         .map(|p| test_pod_facts(p))
@@ -191,14 +192,22 @@ fn run_progress(progress: Progress) -> RunProgress {
 }
 
 /// The Deployments and pods of one environment in its target namespace, from the caches.
-fn workload(context: &Context, namespace: &str, app: &str, env: &str, target: &str) -> Workload {
+async fn workload(
+    context: &Context,
+    namespace: &str,
+    app: &str,
+    env: &str,
+    target: &str,
+) -> Workload {
     let children = &context.caches.children;
     let deployments = children_of(&children.deployments, namespace, app, Some(env))
+        .await
         .iter()
         .filter(|d| d.namespace().as_deref() == Some(target))
         .map(|d| (placement(d.as_ref()), deployment_facts(d)))
         .collect();
     let pods = children_of(&children.pods, namespace, app, Some(env))
+        .await
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(target) && !is_test_pod(p))
         .map(|p| pod_facts(p))

@@ -66,11 +66,11 @@ pub(super) async fn delete_all(
 ) -> Result<Vec<String>, Error> {
     let children = &context.caches.children;
     let mut refused = Vec::new();
-    for d in children_of(&children.deployments, namespace, app, None) {
+    for d in children_of(&children.deployments, namespace, app, None).await {
         let ns = d.namespace().unwrap_or_default();
         refused.extend(delete_workload::<Deployment>(context, &ns, &d.name_any()).await?);
     }
-    for s in children_of(&children.services, namespace, app, None) {
+    for s in children_of(&children.services, namespace, app, None).await {
         let ns = s.namespace().unwrap_or_default();
         refused.extend(delete_workload::<Service>(context, &ns, &s.name_any()).await?);
     }
@@ -78,8 +78,12 @@ pub(super) async fn delete_all(
 }
 
 /// How many workloads of the Application are left, in any namespace.
-pub(super) fn children_left(context: &Context, namespace: &str, app: &str) -> usize {
+pub(super) async fn children_left(context: &Context, namespace: &str, app: &str) -> usize {
     let children = &context.caches.children;
-    children_of(&children.deployments, namespace, app, None).len()
-        + children_of(&children.services, namespace, app, None).len()
+    children_of(&children.deployments, namespace, app, None)
+        .await
+        .len()
+        + children_of(&children.services, namespace, app, None)
+            .await
+            .len()
 }
