@@ -13,6 +13,7 @@
 //! are used as they are, and every later one is counted as [`OTHER_ENVIRONMENT`]. A tenant who
 //! creates Environments by the thousand cannot make the registry (and Prometheus) grow.
 
+pub mod api;
 pub mod process;
 
 use std::collections::BTreeSet;
@@ -65,6 +66,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    verb: &'static str,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     kind: &'static str,
     category: &'static str,
@@ -86,6 +93,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     status_writes: Family<KindLabels, Counter>,
+    api_requests: Family<ApiLabels, Counter>,
     webhook_requests: Family<ResultLabels, Counter>,
     builds: Family<OutcomeLabels, Counter>,
     build_durations: Family<OutcomeLabels, Histogram>,
@@ -141,6 +149,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             failures: Family::default(),
             status_writes: Family::default(),
+            api_requests: Family::default(),
             webhook_requests: Family::default(),
             builds: Family::default(),
             build_durations: Family::new_with_constructor(minutes_buckets),
@@ -189,6 +198,12 @@ impl Metrics {
             "status_writes",
             "Status writes sent to the API server, per kind (none while nothing changes)",
             self.status_writes.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API, by verb (get, list, watch, create, update, patch, \
+             delete) and resource (with its subresource: applications/status)",
+            self.api_requests.clone(),
         );
         registry.register(
             "webhook_requests",
@@ -401,6 +416,15 @@ impl Metrics {
     /// Counts a status write sent to the API server.
     pub fn status_written(&self, kind: &'static str) {
         self.status_writes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a request to the Kubernetes API.
+    pub fn api_request<B>(&self, request: &axum::http::Request<B>) {
+        let uri = request.uri();
+        let (verb, resource) = api::classify(request.method(), uri.path(), uri.query());
+        self.api_requests
+            .get_or_create(&ApiLabels { verb, resource })
+            .inc();
     }
 
     /// How many reconciles of `kind` started so far.

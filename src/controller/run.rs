@@ -58,7 +58,12 @@ pub struct Wiring {
 /// Runs the four controllers and the HTTP endpoints (probes and metrics; push webhooks) until
 /// SIGTERM or SIGINT; with leader election, only while this replica holds the Lease.
 pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let client = Client::try_default().await?;
+    // Ferry's own metrics under `ferry_`, the standard process metrics under their usual names.
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::default());
+    metrics.register(registry.sub_registry_with_prefix("ferry"));
+    registry.register_collector(Box::new(telemetry::process::ProcessCollector));
+    let client = counted_client(metrics.clone()).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     let on_signal = shutdown_tx.clone();
@@ -74,11 +79,6 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         },
     };
     tracing::info!(image = %build.ferry_image, "build pods fetch and publish with this image");
-    // Ferry's own metrics under `ferry_`, the standard process metrics under their usual names.
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::default());
-    metrics.register(registry.sub_registry_with_prefix("ferry"));
-    registry.register_collector(Box::new(telemetry::process::ProcessCollector));
     let endpoints = Arc::new(Endpoints {
         registry,
         ready: Default::default(),
@@ -355,6 +355,20 @@ pub async fn run_controllers(
             .run(buildjob::reconcile, error::policy, context.clone())
             .for_each(log_outcome),
     );
+}
+
+/// The client of the configured cluster, every request counted in `metrics`.
+async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let count = tower::util::MapRequestLayer::new(move |request: axum::http::Request<_>| {
+        metrics.api_request(&request);
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 fn reporter() -> Reporter {
