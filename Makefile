@@ -8,7 +8,7 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint shellcheck chart unit integration test-registry registry-tools bench-publish crds demo demo-down demo-apiserver demo-apiserver-down
+.PHONY: all build test lint shellcheck chart unit integration test-registry registry-tools bench-publish bench-scale crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
@@ -68,6 +68,12 @@ registry-tools:
 ## the same content pushed by skopeo, side by side, then an unchanged re-publish.
 bench-publish: registry-tools
 	$(CARGO) test --locked --release --test registry -- --ignored --nocapture --test-threads=1 bench_
+
+## bench-scale: figures, not a test. 10,000 Applications (FERRY_SCALE_APPS) on a real control
+## plane with kwok's fake nodes, Ferry's release build running with leader election: time to
+## Healthy, RSS, CPU, API requests by verb (steady and after a restart), change latency.
+bench-scale:
+	e2e/bench-scale.sh
 
 ## crds: regenerate crds/, manifests/crds.yaml, the chart's CRDs and docs/api.md from the Rust types.
 crds:

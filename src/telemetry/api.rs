@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn requests_are_named_by_verb_and_resource_as_the_api_server_names_them() {
-        let cases: &[(Method, &str, Option<&str>, (&str, &str))] = &[
+        type Case<'a> = (Method, &'a str, Option<&'a str>, (&'a str, &'a str));
+        let cases: &[Case] = &[
             (
                 Method::GET,
                 "/apis/ferry.dev/v1alpha1/applications",
