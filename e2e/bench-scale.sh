@@ -30,7 +30,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 log() { echo "[$(date +%T)] bench-scale: $*" >&2; }
 
 bin=$("$here/build-k8s.sh" all | tail -n1)
-kwok=$("$here/build-kwok.sh" | tail -n1)/kwok
+kwok_bin=$("$here/build-kwok.sh" | tail -n1)
 log "building ferry (release)"
 (cd "$root" && $CARGO build --locked --release --bin ferry)
 (cd "$root" && $CARGO test --locked --release --test scale --no-run)
@@ -46,10 +46,12 @@ trap cleanup EXIT
 export KUBECONFIG="$DIR/kubeconfig"
 kc() { "$bin/kubectl" "$@"; }
 
-# The controllers that turn Deployments into scheduled Pods, allowed to keep up with
-# thousands of objects (their default 20 requests per second would be the bottleneck).
+# The controllers that turn Deployments into Pods, give each namespace the default
+# ServiceAccount pods run as, and lift the not-ready taint off nodes kwok keeps Ready; allowed
+# to keep up with thousands of objects (their default 20 requests per second would be the
+# bottleneck).
 "$bin/kube-controller-manager" --kubeconfig="$KUBECONFIG" --leader-elect=false --secure-port=0 \
-  --controllers=deployment-controller,replicaset-controller \
+  --controllers=deployment-controller,replicaset-controller,serviceaccount-controller,node-lifecycle-controller \
   --kube-api-qps=400 --kube-api-burst=800 \
   --concurrent-deployment-syncs=20 --concurrent-replicaset-syncs=20 \
   > "$DIR/kube-controller-manager.log" 2>&1 &
@@ -62,10 +64,11 @@ leaderElection: {leaderElect: false}
 YAML
 "$bin/kube-scheduler" --config="$DIR/scheduler.yaml" --secure-port=0 > "$DIR/kube-scheduler.log" 2>&1 &
 pids+=($!)
-"$kwok" --kubeconfig="$KUBECONFIG" --manage-all-nodes=false \
+"$kwok_bin/kwok" --kubeconfig="$KUBECONFIG" --config="$kwok_bin/stages.yaml" --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --cidr=10.224.0.0/12 --node-ip=127.0.0.2 > "$DIR/kwok.log" 2>&1 &
-pids+=($!)
+kwok_pid=$!
+pids+=("$kwok_pid")
 
 # Fake nodes, each with room for thousands of pods.
 nodes=${FERRY_SCALE_NODES:-10}
@@ -101,7 +104,13 @@ users: [{name: ferry, user: {token: "$token"}}]
 contexts: [{name: scale, context: {cluster: scale, user: ferry}}]
 current-context: scale
 KCFG
+deadline=$((SECONDS + 120))
 until kc get nodes -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}' | grep -q True; do
+  if [ $SECONDS -gt $deadline ] || ! kill -0 "$kwok_pid" 2>/dev/null; then
+    log "kwok's nodes did not become Ready; the end of its log:"
+    tail -n 20 "$DIR/kwok.log" >&2
+    exit 1
+  fi
   sleep 1
 done
 log "control plane, $nodes kwok nodes and Ferry's install are up; logs in $DIR"

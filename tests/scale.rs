@@ -108,28 +108,41 @@ async fn scrape() -> BTreeMap<String, f64> {
     figures
 }
 
-/// Requests by verb between two scrapes, per second over `seconds`.
+/// Requests between two scrapes by verb, and by `verb resource`.
 fn requests_by_verb(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
-) -> BTreeMap<String, f64> {
-    let mut verbs = BTreeMap::new();
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let (mut verbs, mut resources) = (BTreeMap::new(), BTreeMap::new());
     for (name, value) in after {
         let Some(labels) = name.strip_prefix("ferry_api_requests_total{") else {
             continue;
         };
-        let verb = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("verb=\""))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or("other");
+        let label = |key: &str| {
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.strip_prefix("=\""))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or("other")
+                .to_owned()
+        };
         let delta = value - before.get(name).copied().unwrap_or(0.0);
-        *verbs.entry(verb.to_owned()).or_insert(0.0) += delta;
+        if delta > 0.0 {
+            *verbs.entry(label("verb")).or_insert(0.0) += delta;
+            let what = format!("{} {}", label("verb"), label("resource"));
+            *resources.entry(what).or_insert(0.0) += delta;
+        }
     }
-    verbs
+    (verbs, resources)
 }
 
-fn print_requests(when: &str, verbs: &BTreeMap<String, f64>, seconds: f64) {
+fn print_requests(
+    when: &str,
+    (verbs, resources): &(BTreeMap<String, f64>, BTreeMap<String, f64>),
+    seconds: f64,
+) {
     for verb in [
         "get", "list", "watch", "create", "update", "patch", "delete",
     ] {
@@ -145,6 +158,11 @@ fn print_requests(when: &str, verbs: &BTreeMap<String, f64>, seconds: f64) {
         .map(|v| verbs.get(*v).copied().unwrap_or(0.0))
         .sum();
     measured(&format!("API writes {when}"), writes, "requests");
+    let by_resource: Vec<String> = resources.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!(
+        "    requests {when}, by verb and resource: {}",
+        by_resource.join(", ")
+    );
 }
 
 fn figure(figures: &BTreeMap<String, f64>, name: &str) -> f64 {
@@ -156,7 +174,7 @@ fn status_writes(figures: &BTreeMap<String, f64>) -> f64 {
         .iter()
         .filter(|(name, _)| name.starts_with("ferry_status_writes_total"))
         .map(|(_, v)| v)
-        .sum()
+        .fold(0.0, |sum, v| sum + v)
 }
 
 /// What the watch has seen: per Application, dev and staging healthy, and when a release
@@ -212,6 +230,13 @@ where
     let object: K = object(value);
     let mut tries = 0;
     while let Err(error) = api.create(&PostParams::default(), &object).await {
+        // Only an overloaded API server is worth another try.
+        if let kube::Error::Api(status) = &error {
+            assert!(
+                status.code >= 500 || status.code == 429,
+                "creating {object:?}: {error}"
+            );
+        }
         tries += 1;
         assert!(tries < 20, "creating {object:?}: {error}");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -225,6 +250,8 @@ fn release(namespace: &str, app: &str, version: &str) -> serde_json::Value {
         "spec": {
             "application": app, "version": version, "commit": "9fceb02d0ae598e95dc970b74767f19372d61af8",
             "image": format!("registry.invalid/scale/{app}@sha256:{DIGEST}"),
+            // An import, by the admin the bench's kubeconfig authenticates as.
+            "importedBy": "ferry-test-admin",
         },
     })
 }

@@ -64,6 +64,10 @@ pub(super) async fn run(
                         slot: *placement,
                     },
                 );
+                let cached = &context.caches.children.deployments;
+                if already_applied(cached, target, name, &desired).await {
+                    continue;
+                }
                 let deployments = context.api::<Deployment>(target);
                 ensure_ours(&deployments, name, app, environment).await?;
                 managers::apply(&deployments, name, FieldManager::Application, &desired)
@@ -194,6 +198,11 @@ async fn apply_service(
         selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
     }
     let name = service.name_any();
+    let cached = &context.caches.children.services;
+    if already_applied(cached, w.namespace, &name, &service).await {
+        let held = cached.get(w.namespace, &name).await;
+        return Ok(cluster_ip(held.as_deref().cloned()));
+    }
     let services = context.api::<Service>(w.namespace);
     ensure_ours(&services, &name, w.app, w.environment).await?;
     let applied = managers::apply(&services, &name, FieldManager::Application, &service)
@@ -202,10 +211,34 @@ async fn apply_service(
             Error::act(format!("applying Service {}/{name}", w.namespace))(e)
                 .on_workload(w.namespace, &context.config.service_account)
         })?;
-    Ok(applied
-        .spec
+    Ok(cluster_ip(Some(applied)))
+}
+
+fn cluster_ip(service: Option<Service>) -> Option<String> {
+    service
+        .and_then(|s| s.spec)
         .and_then(|s| s.cluster_ip)
-        .filter(|ip| ip != "None"))
+        .filter(|ip| ip != "None")
+}
+
+/// Whether the cached `namespace/name` already holds all of `desired` (`desired::applied`):
+/// applying it again would change nothing, so nothing is sent.
+async fn already_applied<K>(
+    cache: &crate::controller::cache::View<K>,
+    namespace: &str,
+    name: &str,
+    desired: &K,
+) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + 'static,
+{
+    let Some(held) = cache.get(namespace, name).await else {
+        return false;
+    };
+    match (serde_json::to_value(&*held), serde_json::to_value(desired)) {
+        (Ok(held), Ok(desired)) => crate::desired::applied::holds(&held, &desired),
+        _ => false,
+    }
 }
 
 /// Refuses to apply over the object `name` of `api` when it exists and is not Ferry's
