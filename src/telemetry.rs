@@ -427,6 +427,15 @@ impl Metrics {
             .inc();
     }
 
+    /// How many requests with `verb` on `resource` were sent so far.
+    pub fn api_requests(&self, verb: &'static str, resource: &str) -> u64 {
+        let labels = ApiLabels {
+            verb,
+            resource: resource.to_owned(),
+        };
+        self.api_requests.get_or_create(&labels).get()
+    }
+
     /// How many reconciles of `kind` started so far.
     pub fn reconciles(&self, kind: &'static str) -> u64 {
         self.reconciles.get_or_create(&KindLabels { kind }).get()

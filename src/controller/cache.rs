@@ -44,6 +44,7 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub synced: Synced,
     changes: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
+    trim: fn(&mut K),
 }
 
 impl<K> Cache<K>
@@ -60,7 +61,14 @@ where
             synced: Synced(synced_rx),
             changes: Mutex::default(),
             deletions: Mutex::default(),
+            trim: |_| {},
         }
+    }
+
+    /// The same cache, each object cut down by `trim` before it is stored: what no decision
+    /// reads is not held (the spec of every pod of every Application, say).
+    pub fn trimmed(self, trim: fn(&mut K)) -> Self {
+        Self { trim, ..self }
     }
 
     /// A stream of changed objects, each delivered after the store holds it (every object
@@ -105,6 +113,7 @@ where
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let synced = self.synced_tx;
+        let trim = self.trim;
         let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
             subscribers
                 .into_inner()
@@ -128,6 +137,7 @@ where
                 object
                     .annotations_mut()
                     .remove("kubectl.kubernetes.io/last-applied-configuration");
+                trim(object);
             })
             .reflect(self.writer)
             .take_until(shutdown)

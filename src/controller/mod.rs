@@ -52,7 +52,7 @@ use crate::telemetry::Metrics;
 pub use cache::Views;
 pub use error::Error;
 pub use leader::{Elector, LeaseSettings, Lost, StopSignal, run_while_leading};
-pub use run::{Pushes, Wiring, pushes, run, run_controllers, wait_for};
+pub use run::{Pushes, Wiring, counted_client, pushes, run, run_controllers, wait_for};
 use status::Written;
 
 /// An object as the caches hold it: parsed, or the reason it could not be. One object that

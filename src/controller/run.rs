@@ -204,7 +204,7 @@ pub async fn run_controllers(
         .any_semantic();
     let deployments = Cache::<Deployment>::new();
     let services = Cache::<Service>::new();
-    let app_pods = Cache::<Pod>::new();
+    let app_pods = Cache::<Pod>::new().trimmed(super::delivery::trim_pod);
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
@@ -357,8 +357,9 @@ pub async fn run_controllers(
     );
 }
 
-/// The client of the configured cluster, every request counted in `metrics`.
-async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+/// The client of the configured cluster (in-cluster, or `KUBECONFIG`), every request counted
+/// in `metrics` (`ferry_api_requests_total`).
+pub async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;

@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use ferry::adapters::git::GixRemote;
 use ferry::api::{CustomResourceDefinition, Namespace};
-use ferry::controller::{BuildSettings, SystemClock, Wiring, pushes, run_controllers, wait_for};
+use ferry::controller::{
+    BuildSettings, SystemClock, Wiring, counted_client, pushes, run_controllers, wait_for,
+};
 use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -616,13 +618,16 @@ pub struct RunningController {
 }
 
 impl RunningController {
+    /// A controller for `namespace`. `client` is the tests' own: the controller makes one of
+    /// the same API server (`KUBECONFIG`) whose requests its metrics count, as `ferry
+    /// controller` does.
     pub fn start(client: &Client, namespace: &str) -> Self {
         Self::start_with_pushes(client, namespace).0
     }
 
     /// A controller, and the channel on which the webhook endpoint would hand it pushes.
     pub fn start_with_pushes(
-        client: &Client,
+        _client: &Client,
         namespace: &str,
     ) -> (
         Self,
@@ -651,7 +656,13 @@ impl RunningController {
             remote: Arc::new(GixRemote::default()),
             pushes,
         };
-        let handle = tokio::spawn(run_controllers(client.clone(), wiring, wait_for(flag)));
+        let counted = metrics.clone();
+        let handle = tokio::spawn(async move {
+            let client = counted_client(counted)
+                .await
+                .expect("a client from KUBECONFIG");
+            run_controllers(client, wiring, wait_for(flag)).await
+        });
         let running = Self {
             shutdown,
             handle,
@@ -668,6 +679,11 @@ impl RunningController {
     /// Builds that finished with `outcome` so far (`ferry_builds_total`).
     pub fn builds(&self, outcome: &'static str) -> u64 {
         self.metrics.builds(outcome)
+    }
+
+    /// Requests to the API server with `verb` on `resource` so far.
+    pub fn api_requests(&self, verb: &'static str, resource: &str) -> u64 {
+        self.metrics.api_requests(verb, resource)
     }
 
     /// Status writes of `kind` sent so far.

@@ -406,3 +406,84 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
     })
     .await;
 }
+
+/// A reconcile that would apply exactly what the workload already holds sends nothing: at 300
+/// idle Applications the scale tier counted a GET and a PATCH per workload per reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workload_that_holds_what_ferry_would_apply_is_not_applied_again() {
+    with_temp_ns("unchanged", |ns| async move {
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<Environment>(fixtures::environment(
+            "dev",
+            "{health: {progressDeadline: 10m}}",
+        ))
+        .await;
+        ns.create_object::<Release>(shop_1_4_2()).await;
+        let mut app = fixtures::shop_through(&["dev"]);
+        app.spec.run = serde_yaml::from_str(
+            "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}], \
+             readinessProbe: {httpGet: {path: /ready, port: http}}}",
+        )
+        .expect("run spec");
+        ns.create_object::<Application>(app).await;
+        ns.wait_for::<Deployment>("shop-dev", "created", |_| true)
+            .await;
+        ns.wait_for::<Service>("shop-dev", "created", |_| true).await;
+        let writes = || {
+            ["deployments", "services"]
+                .iter()
+                .map(|r| controller.api_requests("patch", r) + controller.api_requests("get", r))
+                .sum::<u64>()
+        };
+        // The first applies (and the reconciles their own changes cause) are over once the
+        // count holds still.
+        let mut settled = writes();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if writes() == settled {
+                break;
+            }
+            settled = writes();
+        }
+        assert!(settled > 0, "the workload was applied, and counted");
+
+        // Reconciles that change nothing Ferry applies: an annotation on the Application.
+        let apps = ns.api::<Application>();
+        let reconciles = controller.reconciles("Application");
+        for i in 0..5 {
+            let touch = serde_json::json!({"metadata": {"annotations": {"test.ferry.dev/touch": i.to_string()}}});
+            apps.patch("shop", &PatchParams::default(), &Patch::Merge(&touch))
+                .await
+                .expect("annotated");
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        crate::eventually("the annotations reconciled", || async {
+            let now = controller.reconciles("Application");
+            if now >= reconciles + 3 { Ok(()) } else { Err(format!("{now} reconciles, from {reconciles}")) }
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert_eq!(
+            writes(),
+            settled,
+            "GETs and PATCHes of the Deployment and Service by reconciles that changed nothing"
+        );
+
+        // A hand edit is still put back.
+        let deployments = ns.api::<Deployment>();
+        deployments
+            .patch(
+                "shop-dev",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})),
+            )
+            .await
+            .expect("scaled by hand");
+        ns.wait_for::<Deployment>("shop-dev", "the edited replicas put back", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+        })
+        .await;
+        controller.stop().await;
+    })
+    .await;
+}

@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Resource;
 
 pub use self::finalize::{ensure_finalizer, finalize};
+pub use self::observe::trim_pod;
 use super::{Context, Error};
 use crate::api::application::EnvironmentState;
 use crate::api::labels::{

@@ -244,6 +244,21 @@ fn deployment_facts(d: &Deployment) -> DeploymentFacts {
     }
 }
 
+/// A pod of an Application as its cache holds it: its spec is most of its size and only a test
+/// pod's deadline is read of it (`pod_facts`, `test_pod_facts`), so the rest is dropped.
+pub fn trim_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            active_deadline_seconds: spec.active_deadline_seconds,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ips = None;
+        status.host_ips = None;
+    }
+}
+
 fn pod_facts(pod: &Pod) -> PodFacts {
     let status = pod.status.clone().unwrap_or_default();
     let conditions = status.conditions.unwrap_or_default();
@@ -288,5 +303,56 @@ fn pod_facts(pod: &Pod) -> PodFacts {
         last_exit,
         unschedulable,
         deleting: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::{pod_facts, test_pod_facts, trim_pod};
+
+    /// What the delivery decides from is the same whether the pod is held whole or trimmed.
+    #[test]
+    fn a_trimmed_pod_tells_everything_a_whole_one_does() {
+        let pods: Vec<Pod> = [
+            r#"{"metadata": {"name": "web-dev-1", "namespace": "shop",
+                 "labels": {"ferry.dev/environment": "dev", "ferry.dev/slot": "blue"},
+                 "annotations": {"ferry.dev/release": "web-1.0.0"}},
+                "spec": {"containers": [{"name": "app", "image": "r/web@sha256:1",
+                   "env": [{"name": "COLOR", "value": "blue"}]}], "nodeName": "n"},
+                "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.1"}],
+                  "conditions": [{"type": "Ready", "status": "True"}],
+                  "containerStatuses": [{"name": "app", "image": "x", "imageID": "", "ready": true,
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 3, "finishedAt": "2026-12-07T10:00:00Z"}}}]}}"#,
+            r#"{"metadata": {"name": "web-dev-verify", "namespace": "shop",
+                 "creationTimestamp": "2026-12-07T10:00:00Z",
+                 "labels": {"ferry.dev/environment": "dev", "ferry.dev/verification": "true"}},
+                "spec": {"activeDeadlineSeconds": 60, "restartPolicy": "Never",
+                   "containers": [{"name": "test", "image": "busybox"}]},
+                "status": {"phase": "Failed", "reason": "DeadlineExceeded",
+                  "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no node"}]}}"#,
+        ]
+        .iter()
+        .map(|json| serde_json::from_str(json).expect("a pod"))
+        .collect();
+        for pod in pods {
+            let mut trimmed = pod.clone();
+            trim_pod(&mut trimmed);
+            assert!(
+                trimmed
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.containers.is_empty()),
+                "the spec is trimmed"
+            );
+            assert_eq!(pod_facts(&trimmed), pod_facts(&pod));
+            assert_eq!(
+                format!("{:?}", test_pod_facts(&trimmed)),
+                format!("{:?}", test_pod_facts(&pod))
+            );
+        }
     }
 }
