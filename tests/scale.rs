@@ -153,11 +153,22 @@ fn print_requests(
             "req/s",
         );
     }
-    let writes: f64 = ["create", "update", "patch", "delete"]
+    // Writes to stored objects: an access review is a question, not a write, and renewing the
+    // leader's Lease is what leading costs.
+    let writes: f64 = resources
         .iter()
-        .map(|v| verbs.get(*v).copied().unwrap_or(0.0))
-        .sum();
-    measured(&format!("API writes {when}"), writes, "requests");
+        .filter(|(what, _)| {
+            let (verb, resource) = what.split_once(' ').unwrap_or_default();
+            ["create", "update", "patch", "delete"].contains(&verb)
+                && !["selfsubjectaccessreviews", "leases"].contains(&resource)
+        })
+        .map(|(_, n)| n)
+        .fold(0.0, |sum, n| sum + n);
+    measured(
+        &format!("API writes {when}, Lease renewals aside"),
+        writes,
+        "requests",
+    );
     let by_resource: Vec<String> = resources.iter().map(|(r, n)| format!("{r} {n}")).collect();
     println!(
         "    requests {when}, by verb and resource: {}",
@@ -291,22 +302,27 @@ async fn apply_namespace(client: &Client, k: usize, apps: usize) {
         )
         .await;
     }
-    for i in 0..apps {
-        let app = format!("app-{}", k * PER_NAMESPACE + i);
-        create::<Application>(client, &ns, json!({
-            "apiVersion": "ferry.dev/v1alpha1", "kind": "Application",
-            "metadata": {"name": app, "namespace": ns},
-            "spec": {
-                // A refused connection on loopback: sources that cannot be read.
-                "source": {"url": format!("http://127.0.0.1:9/scale/{app}.git")},
-                "build": {"builderImage": "registry.invalid/builder:1", "script": "make", "baseImage": "registry.invalid/base:1"},
-                "image": {"repository": format!("registry.invalid/scale/{app}")},
-                "environments": [{"name": "dev"}, {"name": "staging"}, {"name": "prod"}],
-            },
-        }))
+    futures::stream::iter(0..apps)
+        .for_each_concurrent(8, |i| {
+            let ns = ns.clone();
+            async move {
+                let app = format!("app-{}", k * PER_NAMESPACE + i);
+                create::<Application>(client, &ns, json!({
+                    "apiVersion": "ferry.dev/v1alpha1", "kind": "Application",
+                    "metadata": {"name": app, "namespace": ns},
+                    "spec": {
+                        // A refused connection on loopback: sources that cannot be read.
+                        "source": {"url": format!("http://127.0.0.1:9/scale/{app}.git")},
+                        "build": {"builderImage": "registry.invalid/builder:1", "script": "make", "baseImage": "registry.invalid/base:1"},
+                        "image": {"repository": format!("registry.invalid/scale/{app}")},
+                        "environments": [{"name": "dev"}, {"name": "staging"}, {"name": "prod"}],
+                    },
+                }))
+                .await;
+                create::<Release>(client, &ns, release(&ns, &app, "1.0.0")).await;
+            }
+        })
         .await;
-        create::<Release>(client, &ns, release(&ns, &app, "1.0.0")).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,7 +356,7 @@ async fn applications_by_the_thousand() {
             let apps = PER_NAMESPACE.min(total - k * PER_NAMESPACE);
             async move { apply_namespace(&client, k, apps).await }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(8)
         .collect::<Vec<_>>()
         .await;
     let applied = started.elapsed();
