@@ -9,7 +9,7 @@
 # fit on one machine as containers; everything Ferry reads (Deployment and Pod status) is still
 # written by the real controllers and kwok.
 #
-# Ferry runs as in a cluster: the release build of the binary, `controller --leader-elect` as
+# Ferry runs as in a cluster: the static (musl) release binary its image ships, `controller --leader-elect` as
 # manifests/ferry.yaml runs it, with the token of the ServiceAccount that manifest creates, so
 # its RBAC is the shipped one. It runs outside the (fake) nodes, as a process on this machine.
 #
@@ -25,14 +25,15 @@ export FERRY_APISERVER_DIR=${FERRY_APISERVER_DIR:-/tmp/ferry-scale}
 export FERRY_ETCD_PORT=${FERRY_ETCD_PORT:-22379} FERRY_API_PORT=${FERRY_API_PORT:-26443}
 DIR=$FERRY_APISERVER_DIR
 CARGO=${CARGO:-cargo}
-target=${CARGO_TARGET_DIR:-$root/target}
 
 log() { echo "[$(date +%T)] bench-scale: $*" >&2; }
 
 bin=$("$here/build-k8s.sh" all | tail -n1)
 kwok_bin=$("$here/build-kwok.sh" | tail -n1)
-log "building ferry (release)"
-(cd "$root" && $CARGO build --locked --release --bin ferry)
+# shellcheck source=e2e/lib/ferry.sh
+source "$here/lib/ferry.sh"
+log "building ferry (the static release binary the image ships) and the driver"
+ferry=$(static_ferry)
 (cd "$root" && $CARGO test --locked --release --test scale --no-run)
 
 pids=()
@@ -115,6 +116,6 @@ until kc get nodes -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")]
 done
 log "control plane, $nodes kwok nodes and Ferry's install are up; logs in $DIR"
 
-FERRY_SCALE_BINARY="$target/release/ferry" FERRY_SCALE_KUBECONFIG="$DIR/ferry.kubeconfig" \
+FERRY_SCALE_BINARY="$ferry" FERRY_SCALE_KUBECONFIG="$DIR/ferry.kubeconfig" \
 FERRY_SCALE_LOG="$DIR/ferry.log" \
   $CARGO test --locked --release --test scale -- --ignored --nocapture --test-threads=1
