@@ -19,6 +19,7 @@
 //! body, signature or secret; an accepted push goes to the controller as a [`PushedCommit`] on
 //! a channel.
 
+use crate::decide::shard::Shard;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,8 @@ pub struct Webhooks {
     /// Where accepted pushes go; the controller holds the receiver.
     pub pushes: mpsc::Sender<PushedCommit>,
     pub metrics: Arc<Metrics>,
+    /// The namespaces this controller serves; a push for another is sent back (421).
+    pub shard: Shard,
 }
 
 struct Served {
@@ -212,6 +215,13 @@ async fn judge(
     // asking it.
     if !is_object_name(namespace) || !is_object_name(application) {
         return Outcome::UnknownApplication;
+    }
+    if !served.webhooks.shard.serves(namespace) {
+        let index = Shard::of(namespace, served.webhooks.shard.count);
+        return Outcome::OtherShard(Shard {
+            index,
+            ..served.webhooks.shard
+        });
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)

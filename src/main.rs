@@ -67,6 +67,10 @@ enum Command {
             value_parser = clap::value_parser!(ferry::adapters::address::Network)
         )]
         refused_networks: Vec<ferry::adapters::address::Network>,
+        /// Serve only the namespaces of shard INDEX/COUNT (`ferry shard` names the shard of a
+        /// namespace), with a Lease of its own; several controllers then split the cluster.
+        #[arg(long, env = "FERRY_SHARD", default_value = "0/1")]
+        shard: ferry::decide::shard::Shard,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
@@ -76,6 +80,15 @@ enum Command {
         /// Print the API reference in Markdown instead.
         #[arg(long, conflicts_with = "out_dir")]
         reference: bool,
+    },
+    /// Print which shard serves each namespace when COUNT controllers split the cluster.
+    Shard {
+        /// How many shards (controllers started with --shard INDEX/COUNT).
+        #[arg(long = "of", value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+        /// The namespaces.
+        #[arg(required = true)]
+        namespaces: Vec<String>,
     },
     /// The steps of a build pod.
     Build {
@@ -121,6 +134,13 @@ async fn main() -> ExitCode {
         Command::Build {
             step: BuildStep::Publish(args),
         } => ferry::build::publish::main(args).await,
+        Command::Shard { count, namespaces } => {
+            for namespace in namespaces {
+                let index = ferry::decide::shard::Shard::of(&namespace, count);
+                println!("{namespace}\t{index}/{count}");
+            }
+            ExitCode::SUCCESS
+        }
         Command::Crds { out_dir, reference } => match print_crds(out_dir.as_deref(), reference) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -178,6 +198,7 @@ async fn main() -> ExitCode {
             webhook_addr,
             build_image,
             refused_networks,
+            shard,
         } => {
             telemetry::init_logging(log_format);
             ferry::adapters::address::configure(ferry::adapters::address::AddressPolicy {
@@ -188,13 +209,19 @@ async fn main() -> ExitCode {
                 namespace,
                 leader_election: leader_elect.then(|| LeaseSettings {
                     namespace: leader_elect_namespace,
-                    name: "ferry-controller".to_owned(),
+                    // Each shard leads its own share.
+                    name: if shard.is_split() {
+                        format!("ferry-controller-{}-of-{}", shard.index, shard.count)
+                    } else {
+                        "ferry-controller".to_owned()
+                    },
                     identity: identity(),
                     duration: leader_elect_lease_duration,
                 }),
                 service_account,
                 webhook_addr,
                 build_image,
+                shard,
             };
             match controller::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -66,6 +67,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     verb: &'static str,
     resource: String,
@@ -94,6 +100,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     status_writes: Family<KindLabels, Counter>,
     api_requests: Family<ApiLabels, Counter>,
+    cached: Family<CacheLabels, Gauge>,
     webhook_requests: Family<ResultLabels, Counter>,
     builds: Family<OutcomeLabels, Counter>,
     build_durations: Family<OutcomeLabels, Histogram>,
@@ -150,6 +157,7 @@ impl Default for Metrics {
             failures: Family::default(),
             status_writes: Family::default(),
             api_requests: Family::default(),
+            cached: Family::default(),
             webhook_requests: Family::default(),
             builds: Family::default(),
             build_durations: Family::new_with_constructor(minutes_buckets),
@@ -204,6 +212,13 @@ impl Metrics {
             "Requests to the Kubernetes API, by verb (get, list, watch, create, update, patch, \
              delete) and resource (with its subresource: applications/status)",
             self.api_requests.clone(),
+        );
+        registry.register(
+            "cached_objects",
+            "Objects the controller holds in its caches, per cache: Application, Environment, \
+             Release, BuildJob, Deployment, Service, Pod (of Applications), BuildPod \
+             (a shard holds only its own namespaces' objects)",
+            self.cached.clone(),
         );
         registry.register(
             "webhook_requests",
@@ -425,6 +440,15 @@ impl Metrics {
         self.api_requests
             .get_or_create(&ApiLabels { verb, resource })
             .inc();
+    }
+
+    /// The gauge of how many objects the cache `cache` holds.
+    pub fn cached(&self, cache: &str) -> Gauge {
+        self.cached
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+            })
+            .clone()
     }
 
     /// How many requests with `verb` on `resource` were sent so far.

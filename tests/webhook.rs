@@ -93,6 +93,7 @@ async fn endpoint_with(limits: Limits) -> Endpoint {
     let metrics = Arc::new(Metrics::default());
     let webhooks = Arc::new(Webhooks {
         keys: Arc::new(keys),
+        shard: Default::default(),
         pushes: tx,
         metrics: metrics.clone(),
     });

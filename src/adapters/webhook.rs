@@ -186,6 +186,8 @@ pub enum Outcome {
     /// A verified request whose body is not a push event Ferry can read.
     Malformed(String),
     UnknownApplication,
+    /// The namespace is served by another shard of Ferry (`decide::shard`), named here.
+    OtherShard(crate::decide::shard::Shard),
     /// The Application could not be read, or the controller is not taking pushes.
     Unavailable,
     /// Too many webhook requests are being served at once: the sender retries.
@@ -212,6 +214,7 @@ impl Outcome {
             Self::Unrecognised => "unrecognised",
             Self::Malformed(_) => "malformed",
             Self::UnknownApplication => "unknown_application",
+            Self::OtherShard(_) => "other_shard",
             Self::Unavailable => "unavailable",
             Self::Busy => "busy",
         }
@@ -231,6 +234,14 @@ impl Outcome {
             | Self::Unrecognised
             | Self::UnknownApplication => (REFUSED.0, REFUSED.1.to_owned()),
             Self::Malformed(why) => (400, format!("malformed push event: {why}\n")),
+            // The rule that splits namespaces between shards is public: saying which shard
+            // serves a namespace tells nothing about its Applications.
+            Self::OtherShard(shard) => (
+                421,
+                format!(
+                    "this namespace is served by shard {shard} of Ferry: send its pushes to that shard's webhook\n"
+                ),
+            ),
             Self::Unavailable | Self::Busy => (503, "try again later\n".into()),
         }
     }

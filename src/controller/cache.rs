@@ -29,12 +29,15 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::Guarded;
 use super::delivery::Children;
 use crate::api::{Application, BuildJob, Environment, Release};
+use crate::decide::shard::Shard;
+use crate::telemetry::Metrics;
 
 /// One kind's shared store, its writer until the watch starts, and its "synced" flag.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
@@ -45,7 +48,12 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     changes: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     trim: fn(&mut K),
+    keep: Keep<K>,
+    held: Option<Gauge>,
 }
+
+/// Which objects a cache holds at all: this shard's (`decide::shard`), or every one.
+pub type Keep<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
 
 impl<K> Cache<K>
 where
@@ -62,7 +70,23 @@ where
             changes: Mutex::default(),
             deletions: Mutex::default(),
             trim: |_| {},
+            keep: Arc::new(|_| true),
+            held: None,
         }
+    }
+
+    /// The same cache, with how many objects it holds kept in `held`.
+    pub fn counted(self, held: Gauge) -> Self {
+        Self {
+            held: Some(held),
+            ..self
+        }
+    }
+
+    /// The same cache, holding only the objects `keep` accepts: the others are dropped as
+    /// they arrive, never stored or told.
+    pub fn kept(self, keep: Keep<K>) -> Self {
+        Self { keep, ..self }
     }
 
     /// The same cache, each object cut down by `trim` before it is stored: what no decision
@@ -114,6 +138,8 @@ where
     ) {
         let synced = self.synced_tx;
         let trim = self.trim;
+        let keep = self.keep;
+        let (store, held) = (self.store.clone(), self.held);
         let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
             subscribers
                 .into_inner()
@@ -126,10 +152,20 @@ where
                 let _ = subscriber.unbounded_send(object.clone());
             }
         };
-        // A (re)list is stored whole at its end: its objects are told then, not before.
-        let mut listed: Vec<Arc<K>> = Vec::new();
+        // A (re)list is stored whole at its end: its objects are told then, not before. What is
+        // told is the store's own copy, so no object is held twice.
+        let mut listed: Vec<ObjectRef<K>> = Vec::new();
+        let stored = |object: &K| store.get(&ObjectRef::from_obj(object));
         watcher(api, config)
             .default_backoff()
+            .filter(move |event| {
+                std::future::ready(match event {
+                    Ok(watcher::Event::Apply(object))
+                    | Ok(watcher::Event::InitApply(object))
+                    | Ok(watcher::Event::Delete(object)) => keep(object),
+                    _ => true,
+                })
+            })
             // Managed fields and kubectl's copy of the last applied object are bulky and never
             // read from the cache (who pinned is the pin's `by`, checked at admission).
             .modify(|object| {
@@ -144,18 +180,27 @@ where
             .for_each(|event| {
                 match event {
                     Ok(watcher::Event::Init) => listed.clear(),
-                    Ok(watcher::Event::InitApply(object)) => listed.push(Arc::new(object)),
+                    Ok(watcher::Event::InitApply(object)) => {
+                        listed.push(ObjectRef::from_obj(&object))
+                    }
                     Ok(watcher::Event::InitDone) => {
-                        for object in listed.drain(..) {
+                        for object in listed.drain(..).filter_map(|r| store.get(&r)) {
                             tell(&changes, object);
                         }
                         synced.send_replace(true);
                     }
-                    Ok(watcher::Event::Apply(object)) => tell(&changes, Arc::new(object)),
+                    Ok(watcher::Event::Apply(object)) => {
+                        if let Some(object) = stored(&object) {
+                            tell(&changes, object);
+                        }
+                    }
                     Ok(watcher::Event::Delete(object)) => tell(&deletions, Arc::new(object)),
                     Err(error) => {
                         tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff")
                     }
+                }
+                if let Some(held) = &held {
+                    held.set(store.len() as i64);
                 }
                 async {}
             })
@@ -228,8 +273,14 @@ macro_rules! caches {
         }
 
         impl Caches {
-            pub fn new() -> Self {
-                Self { $($field: Cache::new(),)+ }
+            /// One cache per kind, holding the objects of the namespaces `shard` serves, each
+            /// counted in `metrics`.
+            pub fn new(shard: Shard, metrics: &Metrics) -> Self {
+                Self { $($field: Cache::new()
+                    .kept(Arc::new(move |o: &Guarded<$kind>| {
+                        shard.serves(o.namespace().as_deref().unwrap_or_default())
+                    }))
+                    .counted(metrics.cached(<$kind as Resource>::kind(&()).as_ref())),)+ }
             }
 
             /// Views of these caches, and of the caches of build pods and `children`.

@@ -52,7 +52,7 @@ use crate::telemetry::Metrics;
 pub use cache::Views;
 pub use error::Error;
 pub use leader::{Elector, LeaseSettings, Lost, StopSignal, run_while_leading};
-pub use run::{Pushes, Wiring, counted_client, pushes, run, run_controllers, wait_for};
+pub use run::{Pushes, Wiring, counted, pushes, run, run_controllers, wait_for};
 use status::Written;
 
 /// An object as the caches hold it: parsed, or the reason it could not be. One object that
@@ -77,6 +77,8 @@ pub struct Settings {
     /// The image of the fetch and publish steps of build pods; `None` uses Ferry's own image,
     /// read from its pod (`POD_NAME`, `POD_NAMESPACE`).
     pub build_image: Option<String>,
+    /// The namespaces this controller serves, when several share the cluster.
+    pub shard: crate::decide::shard::Shard,
 }
 
 /// A clock the tests can set.

@@ -26,7 +26,10 @@ use super::{BuildSettings, Clock, Config, Context, External, Settings, SystemClo
 use super::{application, buildjob, environment, release};
 use crate::adapters::git::{GixRemote, RemoteRefs};
 use crate::adapters::webhook::{KubeWebhookKeys, PushedCommit};
-use crate::api::labels::{BUILDJOB_LABEL, ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::api::labels::{
+    APPLICATION_NAMESPACE_LABEL, BUILDJOB_LABEL, ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+};
+use crate::decide::shard::Shard;
 use crate::http::{Webhooks, serve_webhooks};
 use crate::telemetry::{self, Endpoints, Metrics};
 
@@ -53,6 +56,8 @@ pub struct Wiring {
     pub build: BuildSettings,
     pub remote: Arc<dyn RemoteRefs>,
     pub pushes: Pushes,
+    /// The namespaces this controller serves (`decide::shard`); the default serves all.
+    pub shard: Shard,
 }
 
 /// Runs the four controllers and the HTTP endpoints (probes and metrics; push webhooks) until
@@ -63,7 +68,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
     let metrics = Arc::new(Metrics::default());
     metrics.register(registry.sub_registry_with_prefix("ferry"));
     registry.register_collector(Box::new(telemetry::process::ProcessCollector));
-    let client = counted_client(metrics.clone()).await?;
+    let client = counted(Client::try_default().await?, metrics.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     let on_signal = shutdown_tx.clone();
@@ -100,6 +105,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
             }),
             pushes: push_tx,
             metrics: metrics.clone(),
+            shard: settings.shard,
         }),
         wait_for(shutdown_rx.clone()),
     );
@@ -112,6 +118,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error + S
         build,
         remote: Arc::new(GixRemote::default()),
         pushes,
+        shard: settings.shard,
     };
     let work = async {
         let outcome = match settings.leader_election {
@@ -187,12 +194,27 @@ pub async fn run_controllers(
         build,
         remote,
         pushes,
+        shard,
     } = wiring;
     let ns = namespace.as_deref();
     let config = watcher::Config::default().any_semantic();
-    let caches = Caches::new();
+    let caches = Caches::new(shard, &metrics);
+    if shard.is_split() {
+        tracing::info!(%shard, "serving the namespaces of shard {shard}; `ferry shard --of {} NAMESPACE` names the shard of one", shard.count);
+    }
+    // A build pod runs in its Application's namespace; a workload carries its Application's
+    // namespace in a label, wherever it runs.
+    let in_namespace =
+        move |pod: &Pod| shard.serves(pod.metadata.namespace.as_deref().unwrap_or_default());
+    let labelled = move |meta: &kube::api::ObjectMeta| {
+        let labels = meta.labels.as_ref();
+        let namespace = labels.and_then(|l| l.get(APPLICATION_NAMESPACE_LABEL));
+        namespace.is_some_and(|n| shard.serves(n))
+    };
     // Only the pods Ferry made for builds, not every pod of the cluster.
-    let build_pods = Cache::<Pod>::new();
+    let build_pods = Cache::<Pod>::new()
+        .kept(Arc::new(in_namespace))
+        .counted(metrics.cached("BuildPod"));
     let build_pods_config = watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{BUILDJOB_LABEL}"))
         .any_semantic();
@@ -202,9 +224,16 @@ pub async fn run_controllers(
             "{MANAGED_BY_LABEL}={MANAGED_BY},{ENVIRONMENT_LABEL}"
         ))
         .any_semantic();
-    let deployments = Cache::<Deployment>::new();
-    let services = Cache::<Service>::new();
-    let app_pods = Cache::<Pod>::new().trimmed(super::delivery::trim_pod);
+    let deployments = Cache::<Deployment>::new()
+        .kept(Arc::new(move |d: &Deployment| labelled(&d.metadata)))
+        .counted(metrics.cached("Deployment"));
+    let services = Cache::<Service>::new()
+        .kept(Arc::new(move |s: &Service| labelled(&s.metadata)))
+        .counted(metrics.cached("Service"));
+    let app_pods = Cache::<Pod>::new()
+        .trimmed(super::delivery::trim_pod)
+        .kept(Arc::new(move |p: &Pod| labelled(&p.metadata)))
+        .counted(metrics.cached("Pod"));
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
@@ -357,19 +386,15 @@ pub async fn run_controllers(
     );
 }
 
-/// The client of the configured cluster (in-cluster, or `KUBECONFIG`), every request counted
-/// in `metrics` (`ferry_api_requests_total`).
-pub async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(kube::Error::InferConfig)?;
-    let count = tower::util::MapRequestLayer::new(move |request: axum::http::Request<_>| {
+/// `client`, with every request it sends counted in `metrics` (`ferry_api_requests_total`).
+pub fn counted(client: Client, metrics: Arc<Metrics>) -> Client {
+    let namespace = client.default_namespace().to_owned();
+    let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
         metrics.api_request(&request);
-        request
+        let client = client.clone();
+        async move { client.send(request).await }
     });
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&count)
-        .build())
+    Client::new(service, namespace)
 }
 
 fn reporter() -> Reporter {

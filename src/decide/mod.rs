@@ -21,6 +21,7 @@ pub mod ownership;
 pub mod release;
 pub mod run_spec;
 pub mod secrets;
+pub mod shard;
 
 use std::time::Duration;
 

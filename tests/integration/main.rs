@@ -36,7 +36,7 @@ use std::time::Duration;
 use ferry::adapters::git::GixRemote;
 use ferry::api::{CustomResourceDefinition, Namespace};
 use ferry::controller::{
-    BuildSettings, SystemClock, Wiring, counted_client, pushes, run_controllers, wait_for,
+    BuildSettings, SystemClock, Wiring, counted, pushes, run_controllers, wait_for,
 };
 use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt, TryStreamExt};
@@ -618,16 +618,15 @@ pub struct RunningController {
 }
 
 impl RunningController {
-    /// A controller for `namespace`. `client` is the tests' own: the controller makes one of
-    /// the same API server (`KUBECONFIG`) whose requests its metrics count, as `ferry
-    /// controller` does.
+    /// A controller for `namespace`, sending its requests with `client`, counted in its
+    /// metrics as `ferry controller`'s are.
     pub fn start(client: &Client, namespace: &str) -> Self {
         Self::start_with_pushes(client, namespace).0
     }
 
     /// A controller, and the channel on which the webhook endpoint would hand it pushes.
     pub fn start_with_pushes(
-        _client: &Client,
+        client: &Client,
         namespace: &str,
     ) -> (
         Self,
@@ -655,14 +654,10 @@ impl RunningController {
             },
             remote: Arc::new(GixRemote::default()),
             pushes,
+            shard: Default::default(),
         };
-        let counted = metrics.clone();
-        let handle = tokio::spawn(async move {
-            let client = counted_client(counted)
-                .await
-                .expect("a client from KUBECONFIG");
-            run_controllers(client, wiring, wait_for(flag)).await
-        });
+        let client = counted(client.clone(), metrics.clone());
+        let handle = tokio::spawn(run_controllers(client, wiring, wait_for(flag)));
         let running = Self {
             shutdown,
             handle,

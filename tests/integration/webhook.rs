@@ -75,6 +75,7 @@ async fn webhook_keys_come_from_the_applications_secret_and_unknown_ones_look_fo
                 }),
                 pushes: tx,
                 metrics: metrics.clone(),
+                shard: Default::default(),
             }),
             std::future::pending(),
         ));
