@@ -5,6 +5,7 @@
 //! lifetime) hold. The Application's key comes from a map here; tests/integration reads it from
 //! a real API server.
 
+use ferry::decide::shard::Shard;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -81,6 +82,10 @@ async fn endpoint() -> Endpoint {
 }
 
 async fn endpoint_with(limits: Limits) -> Endpoint {
+    endpoint_of(limits, Shard::default()).await
+}
+
+async fn endpoint_of(limits: Limits, shard: Shard) -> Endpoint {
     logs();
     let keys = MapKeys(BTreeMap::from([(
         "team-a/shop".to_owned(),
@@ -93,7 +98,7 @@ async fn endpoint_with(limits: Limits) -> Endpoint {
     let metrics = Arc::new(Metrics::default());
     let webhooks = Arc::new(Webhooks {
         keys: Arc::new(keys),
-        shard: Default::default(),
+        shard,
         pushes: tx,
         metrics: metrics.clone(),
     });
@@ -511,4 +516,41 @@ fn metric(result: &str) -> &'static str {
         "oversized" => "oversized",
         other => panic!("no metric result {other}"),
     }
+}
+
+/// With the namespaces split between shards, a push for a namespace another shard serves is
+/// sent back, naming that shard, and triggers nothing here.
+#[tokio::test]
+async fn a_push_for_another_shards_namespace_is_sent_to_that_shard() {
+    let serving = Shard::of("team-a", 2);
+    let mut elsewhere = endpoint_of(
+        Limits::default(),
+        Shard {
+            index: 1 - serving,
+            count: 2,
+        },
+    )
+    .await;
+    let body = github_push("main");
+    let signature = format!("sha256={}", hmac_hex(SECRET, &body));
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-Hub-Signature-256", &signature),
+    ];
+    let (status, text) = post_answer(elsewhere.addr, SHOP, &headers, &body).await;
+    assert_eq!(status, 421, "{text}");
+    assert!(text.contains(&format!("shard {serving}/2")), "{text}");
+    assert_no_push(&mut elsewhere.pushes).await;
+    assert_eq!(elsewhere.metrics.webhook_requests("other_shard"), 1);
+
+    let mut here = endpoint_of(
+        Limits::default(),
+        Shard {
+            index: serving,
+            count: 2,
+        },
+    )
+    .await;
+    assert_eq!(post(here.addr, SHOP, &headers, &body).await, 202);
+    assert!(here.pushes.try_recv().is_ok(), "the serving shard takes it");
 }

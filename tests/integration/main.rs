@@ -22,6 +22,7 @@ mod promotion;
 mod provenance;
 mod rollouts;
 mod scale;
+mod shards;
 mod status;
 mod validation;
 mod webhook;
@@ -38,6 +39,7 @@ use ferry::api::{CustomResourceDefinition, Namespace};
 use ferry::controller::{
     BuildSettings, SystemClock, Wiring, counted, pushes, run_controllers, wait_for,
 };
+use ferry::decide::shard::Shard;
 use ferry::telemetry::{Endpoints, Metrics};
 use futures::{Future, FutureExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -624,10 +626,26 @@ impl RunningController {
         Self::start_with_pushes(client, namespace).0
     }
 
+    /// A controller for the namespaces of `shard` among `namespace`.
+    pub fn start_sharded(client: &Client, namespace: &str, shard: Shard) -> Self {
+        Self::start_with(client, namespace, shard).0
+    }
+
     /// A controller, and the channel on which the webhook endpoint would hand it pushes.
     pub fn start_with_pushes(
         client: &Client,
         namespace: &str,
+    ) -> (
+        Self,
+        tokio::sync::mpsc::Sender<ferry::adapters::webhook::PushedCommit>,
+    ) {
+        Self::start_with(client, namespace, Shard::default())
+    }
+
+    fn start_with(
+        client: &Client,
+        namespace: &str,
+        shard: Shard,
     ) -> (
         Self,
         tokio::sync::mpsc::Sender<ferry::adapters::webhook::PushedCommit>,
@@ -654,7 +672,7 @@ impl RunningController {
             },
             remote: Arc::new(GixRemote::default()),
             pushes,
-            shard: Default::default(),
+            shard,
         };
         let client = counted(client.clone(), metrics.clone());
         let handle = tokio::spawn(run_controllers(client, wiring, wait_for(flag)));
@@ -679,6 +697,11 @@ impl RunningController {
     /// Requests to the API server with `verb` on `resource` so far.
     pub fn api_requests(&self, verb: &'static str, resource: &str) -> u64 {
         self.metrics.api_requests(verb, resource)
+    }
+
+    /// How many objects its cache `cache` holds (`ferry_cached_objects`).
+    pub fn cached(&self, cache: &str) -> i64 {
+        self.metrics.cached(cache).get()
     }
 
     /// Status writes of `kind` sent so far.
