@@ -414,3 +414,83 @@ fn the_user_roles_aggregate_into_kubernetes_roles_without_approve_import_or_stat
         }
     }
 }
+
+/// The chart queues Ferry's Lease renewals as `manifests/ferry.yaml` does: the same FlowSchema,
+/// for the release's own ServiceAccount; `flowControl=false` leaves it out.
+#[test]
+fn the_chart_renders_the_flow_schemas_of_the_install_manifest() {
+    let flow_schemas = |objects: Vec<Value>| -> BTreeMap<String, Value> {
+        objects
+            .into_iter()
+            .filter(|o| o["kind"] == "FlowSchema")
+            .map(|o| {
+                (
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["spec"].clone(),
+                )
+            })
+            .collect()
+    };
+    let manifest = flow_schemas(manifest());
+    assert_eq!(
+        manifest.keys().collect::<Vec<_>>(),
+        ["ferry-leader-election"]
+    );
+    let chart = flow_schemas(helm::render("ferry", "ferry-system", &[], false));
+    assert_eq!(chart, manifest);
+    let off = flow_schemas(helm::render(
+        "ferry",
+        "ferry-system",
+        &["flowControl=false"],
+        false,
+    ));
+    assert!(off.is_empty(), "{off:?}");
+}
+
+/// With `shards=N` the chart runs N controllers, each serving its share (`--shard=i/N`) with
+/// pods and a webhook Service of its own; the default is the one Deployment as before.
+#[test]
+fn each_shard_is_a_deployment_with_its_own_flag_pods_and_webhook() {
+    let render = |values: &[&str]| helm::render("ferry", "ferry-system", values, false);
+    let of_kind = |objects: &[Value], kind: &str| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let single = render(&[]);
+    let deployments = of_kind(&single, "Deployment");
+    assert_eq!(deployments.len(), 1);
+    assert_eq!(deployments[0]["metadata"]["name"], "ferry");
+    let args = strings(&deployments[0]["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(!args.iter().any(|a| a.starts_with("--shard")), "{args:?}");
+    assert_eq!(
+        of_kind(&single, "Service")[0]["metadata"]["name"],
+        "ferry-webhook"
+    );
+
+    let sharded = render(&["shards=3"]);
+    let deployments = of_kind(&sharded, "Deployment");
+    let services = of_kind(&sharded, "Service");
+    assert_eq!((deployments.len(), services.len()), (3, 3));
+    for (i, (deployment, service)) in deployments.iter().zip(&services).enumerate() {
+        assert_eq!(deployment["metadata"]["name"], format!("ferry-shard-{i}"));
+        let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+        assert!(args.contains(&format!("--shard={i}/3")), "{args:?}");
+        let pods = &deployment["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(deployment["spec"]["selector"]["matchLabels"], *pods);
+        assert_eq!(pods["ferry.dev/shard"], i.to_string());
+        assert_eq!(
+            service["metadata"]["name"],
+            format!("ferry-webhook-shard-{i}")
+        );
+        assert_eq!(
+            service["spec"]["selector"]["ferry.dev/shard"],
+            i.to_string()
+        );
+    }
+}

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ferry::api::application::Phase;
 use ferry::api::{Application, Environment, Release};
+use ferry::decide::shard::Shard;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -48,21 +49,54 @@ fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("a valid object")
 }
 
-/// Ferry as a process, as manifests/ferry.yaml runs it.
+/// Ferry as a process, as manifests/ferry.yaml runs it, started again when it exits (as the
+/// kubelet would restart its container: a controller that loses its Lease exits).
 struct Ferry {
     child: tokio::process::Child,
+    started: u32,
 }
 
 impl Ferry {
-    fn start(instance: &str) -> Self {
+    fn start() -> Self {
+        Self {
+            child: Self::spawn("scale-0", METRICS_PORT, None),
+            started: 1,
+        }
+    }
+
+    /// Starts it again if it exited; an exit is reported.
+    fn keep_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!("ferry exited ({status}); started again, as its pod would be");
+            self.restart();
+        }
+    }
+
+    /// Another process, as after the pod was deleted.
+    fn restart(&mut self) {
+        self.child = Self::spawn(&format!("scale-{}", self.started), METRICS_PORT, None);
+        self.started += 1;
+    }
+
+    /// Waits `period`, keeping the controller alive.
+    async fn run_for(&mut self, period: Duration) {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            self.keep_alive();
+            tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+        }
+    }
+
+    fn spawn(instance: &str, port: u16, shard: Option<&str>) -> tokio::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(setting("FERRY_SCALE_LOG"))
             .expect("the log opens");
-        let child = tokio::process::Command::new(PathBuf::from(setting("FERRY_SCALE_BINARY")))
+        tokio::process::Command::new(PathBuf::from(setting("FERRY_SCALE_BINARY")))
             .args(["controller", "--log-format=json", "--leader-elect"])
-            .args(["--http-addr", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(shard.map(|s| format!("--shard={s}")))
             .args(["--webhook-addr", "127.0.0.1:0"])
             .args(["--build-image", "registry.invalid/ferry:scale"])
             .env("KUBECONFIG", setting("FERRY_SCALE_KUBECONFIG"))
@@ -72,23 +106,28 @@ impl Ferry {
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .expect("ferry starts");
-        Self { child }
+            .expect("ferry starts")
     }
 
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("running").to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
+    /// SIGTERM, as a pod's deletion sends, and the end of the process.
+    async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
     }
 }
 
 /// `/metrics` as `name{labels}` → value.
 async fn scrape() -> BTreeMap<String, f64> {
+    scrape_port(METRICS_PORT).await
+}
+
+async fn scrape_port(port: u16) -> BTreeMap<String, f64> {
     let mut figures = BTreeMap::new();
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)).await else {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return figures;
     };
     let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
@@ -348,7 +387,7 @@ async fn applications_by_the_thousand() {
         })
     };
 
-    let ferry = Ferry::start("scale-0");
+    let mut ferry = Ferry::start();
     let started = Instant::now();
     futures::stream::iter(0..namespaces)
         .map(|k| {
@@ -389,7 +428,7 @@ async fn applications_by_the_thousand() {
                 started.elapsed().as_secs_f64()
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        ferry.run_for(Duration::from_secs(1)).await;
     }
     measured(
         "apply → every Application Healthy in dev and staging",
@@ -398,9 +437,9 @@ async fn applications_by_the_thousand() {
     );
 
     // Steady state: nothing changes for a minute.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    ferry.run_for(Duration::from_secs(30)).await;
     let before = scrape().await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    ferry.run_for(Duration::from_secs(60)).await;
     let after = scrape().await;
     let rss = figure(&after, "process_resident_memory_bytes");
     measured(
@@ -431,8 +470,9 @@ async fn applications_by_the_thousand() {
 
     // A restart: what the new process sends in its first minute.
     ferry.stop().await;
-    let ferry = Ferry::start("scale-1");
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    let exits = ferry.started - 1;
+    ferry.restart();
+    ferry.run_for(Duration::from_secs(60)).await;
     let restarted = scrape().await;
     print_requests(
         "in the 60 s after a restart",
@@ -459,7 +499,7 @@ async fn applications_by_the_thousand() {
             format!("{app}-1.0.1"),
             Instant::now(),
         ));
-        tokio::time::sleep(gap).await;
+        ferry.run_for(gap).await;
     }
     let waited = Instant::now();
     let latencies = loop {
@@ -477,7 +517,7 @@ async fn applications_by_the_thousand() {
         if latencies.len() == created.len() || waited.elapsed() > Duration::from_secs(300) {
             break latencies;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        ferry.run_for(Duration::from_secs(1)).await;
     };
     assert_eq!(
         latencies.len(),
@@ -499,5 +539,70 @@ async fn applications_by_the_thousand() {
         "s",
     );
     ferry.stop().await;
+
+    // Two shards instead of one controller: each holds its own namespaces' Applications.
+    let mut shards: Vec<tokio::process::Child> = (0..2)
+        .map(|i| {
+            Ferry::spawn(
+                &format!("shard-{i}"),
+                METRICS_PORT + 1 + i,
+                Some(&format!("{i}/2")),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut served = 0.0;
+    for i in 0..2 {
+        let figures = scrape_port(METRICS_PORT + 1 + i).await;
+        let held = figure(&figures, "ferry_cached_objects{cache=\"Application\"}");
+        served += held;
+        measured(&format!("shard {i} of 2 serves"), held, "Applications");
+        let share: usize = (0..namespaces)
+            .filter(|k| Shard::of(&format!("scale-{k}"), 2) == u32::from(i))
+            .map(|k| PER_NAMESPACE.min(total - k * PER_NAMESPACE))
+            .sum();
+        assert_eq!(
+            held, share as f64,
+            "shard {i} holds the Applications of its namespaces"
+        );
+        measured(
+            &format!("shard {i} of 2 RSS"),
+            format!(
+                "{:.1}",
+                figure(&figures, "process_resident_memory_bytes") / 1024.0 / 1024.0
+            ),
+            "MiB",
+        );
+    }
+    // Every Application in one shard's cache and in no other: the shards' rule splits
+    // namespaces, so the counts add up to the whole exactly when none is held twice or missed.
+    measured(
+        "Applications served by the two shards together",
+        served,
+        "Applications",
+    );
+    assert_eq!(
+        served, total as f64,
+        "every Application served by exactly one shard"
+    );
+    for shard in &mut shards {
+        if let Some(pid) = shard.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), shard.wait()).await;
+    }
+
+    measured(
+        "controller exits before the restart (a lost Lease, say)",
+        exits,
+        "exits",
+    );
+    measured(
+        "controller exits after the restart",
+        ferry.started - 2,
+        "exits",
+    );
     watch.abort();
 }
