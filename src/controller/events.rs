@@ -44,13 +44,25 @@ pub async fn publish_about(
     }
 }
 
-/// The object behind a guard, or `None` after reporting why it cannot be read: a Warning
-/// Event (the status cannot be written through a type the object does not fit) and a log line.
+/// The object behind a guard, or `None`: after reporting why it cannot be read (a Warning
+/// Event, since the status cannot be written through a type the object does not fit, and a log
+/// line), or when it is a copy older than Ferry's own last status write of it
+/// (`status::OwnWrites`), whose watch event brings the newer copy and another reconcile.
 pub async fn readable<'a, K>(object: &'a Guarded<K>, context: &Context) -> Option<&'a K>
 where
     K: Resource<DynamicType = ()>,
 {
     match &object.0 {
+        // A copy from before Ferry's own last status write: the written one comes next.
+        Ok(_)
+            if context.own_writes.outdated(
+                &super::error::failure_key(object),
+                object.meta().resource_version.as_deref(),
+            ) =>
+        {
+            tracing::debug!("an older copy than Ferry's last status write; waiting for it");
+            None
+        }
         Ok(valid) => Some(valid),
         Err(invalid) => {
             let kind = K::kind(&());

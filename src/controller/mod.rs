@@ -111,6 +111,8 @@ pub struct Context {
     pub config: Config,
     /// Consecutive failures per object, for backoff; cleared by a success or a deletion.
     failures: error::Failures,
+    /// The copies Ferry's own status writes made stale (`status::OwnWrites`).
+    own_writes: status::OwnWrites,
 }
 
 /// What Ferry keeps of the world outside Kubernetes.

@@ -257,6 +257,7 @@ pub async fn run_controllers(
             build,
         },
         failures: Default::default(),
+        own_writes: Default::default(),
     });
 
     // A push webhook: the Application looks at its branch now.
@@ -320,6 +321,7 @@ pub async fn run_controllers(
             .take_until(shutdown.clone())
             .for_each(move |key| {
                 context.failures.clear(&key);
+                context.own_writes.forget(&key);
                 async {}
             })
     };
