@@ -94,6 +94,11 @@ kc apply --server-side -f "$root/manifests/crds.yaml" > /dev/null
 kc wait --for condition=established --timeout=60s crd --all > /dev/null
 kc apply --server-side -f "$root/manifests/ferry.yaml" > /dev/null
 kc -n ferry-system scale deployment ferry --replicas=0 > /dev/null
+# The two shards the driver runs at the end lead Leases of their own, which the manifest's Role
+# does not name (the chart's does, with shards=2): add them, as the README says.
+kc -n ferry-system patch role ferry-leader-election --type=json -p='[{"op": "add",
+  "path": "/rules/0/resourceNames/-", "value": "ferry-controller-0-of-2"}, {"op": "add",
+  "path": "/rules/0/resourceNames/-", "value": "ferry-controller-1-of-2"}]' > /dev/null
 token=$(kc -n ferry-system create token ferry --duration=3h)
 server=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 ca=$(kc config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')

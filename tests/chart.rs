@@ -493,4 +493,26 @@ fn each_shard_is_a_deployment_with_its_own_flag_pods_and_webhook() {
             i.to_string()
         );
     }
+    // Each shard may renew its own Lease, and only that.
+    let leases = |objects: &[Value]| -> Vec<String> {
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "ferry-leader-election")
+            .expect("the leader election Role");
+        role["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|rule| strings(&rule["resourceNames"]))
+            .collect()
+    };
+    assert_eq!(leases(&single), ["ferry-controller"]);
+    assert_eq!(
+        leases(&sharded),
+        [
+            "ferry-controller-0-of-3",
+            "ferry-controller-1-of-3",
+            "ferry-controller-2-of-3"
+        ]
+    );
 }
