@@ -14,23 +14,30 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use crate::fixtures::{self, shop_1_4_2};
 use crate::{RunningController, with_temp_ns};
 
+/// The dev Environment with `spec`, the shop's Release 1.4.2, and the shop going through dev
+/// with a run configuration (two replicas, a port, an env var, a readiness probe).
+async fn shop_in_dev(ns: &crate::TestNamespace, spec: &str) {
+    ns.create_object::<Environment>(fixtures::environment("dev", spec))
+        .await;
+    ns.create_object::<Release>(shop_1_4_2()).await;
+    let mut app = fixtures::shop_through(&["dev"]);
+    app.spec.run = serde_yaml::from_str(
+        "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}], \
+         readinessProbe: {httpGet: {path: /ready, port: http}}}",
+    )
+    .expect("run spec");
+    ns.create_object::<Application>(app).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_runs_as_a_deployment_and_service_that_ferry_keeps_and_cleans_up() {
     with_temp_ns("workload", |ns| async move {
         let controller = RunningController::start(&ns.client, &ns.name);
-        ns.create_object::<Environment>(fixtures::environment(
-            "dev",
+        shop_in_dev(
+            &ns,
             "{health: {progressDeadline: 20s, stabilizationWindow: 5s}}",
-        ))
-        .await;
-        ns.create_object::<Release>(shop_1_4_2()).await;
-        let mut app = fixtures::shop_through(&["dev"]);
-        app.spec.run = serde_yaml::from_str(
-            "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}], \
-             readinessProbe: {httpGet: {path: /ready, port: http}}}",
         )
-        .expect("run spec");
-        ns.create_object::<Application>(app).await;
+        .await;
 
         // The newest release of a first stage rolls out.
         let deployment = ns
@@ -413,19 +420,7 @@ async fn an_environment_entry_removed_takes_its_workload_with_it_and_a_bad_run_s
 async fn a_workload_that_holds_what_ferry_would_apply_is_not_applied_again() {
     with_temp_ns("unchanged", |ns| async move {
         let controller = RunningController::start(&ns.client, &ns.name);
-        ns.create_object::<Environment>(fixtures::environment(
-            "dev",
-            "{health: {progressDeadline: 10m}}",
-        ))
-        .await;
-        ns.create_object::<Release>(shop_1_4_2()).await;
-        let mut app = fixtures::shop_through(&["dev"]);
-        app.spec.run = serde_yaml::from_str(
-            "{replicas: 2, ports: [{name: http, port: 8080}], env: [{name: COLOR, value: blue}], \
-             readinessProbe: {httpGet: {path: /ready, port: http}}}",
-        )
-        .expect("run spec");
-        ns.create_object::<Application>(app).await;
+        shop_in_dev(&ns, "{health: {progressDeadline: 10m}}").await;
         ns.wait_for::<Deployment>("shop-dev", "created", |_| true)
             .await;
         ns.wait_for::<Service>("shop-dev", "created", |_| true).await;
