@@ -35,6 +35,11 @@ pub const RELEASE_LABEL: &str = "ferry.dev/release";
 /// [`RELEASE_LABEL`], as an annotation).
 pub const RELEASE_ANNOTATION: &str = "ferry.dev/release";
 
+/// On a Deployment or Service Ferry applies: a hash of everything Ferry applied, so that a
+/// field Ferry stops setting (a selector label, an override removed) is noticed and applied
+/// again, not only a field it sets (`desired::applied`).
+pub const APPLIED_ANNOTATION: &str = "ferry.dev/applied";
+
 /// The BlueGreen slot (`blue` or `green`) of a Deployment and its pods.
 pub const SLOT_LABEL: &str = "ferry.dev/slot";
 

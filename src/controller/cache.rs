@@ -156,16 +156,15 @@ where
         // told is the store's own copy, so no object is held twice.
         let mut listed: Vec<ObjectRef<K>> = Vec::new();
         let stored = |object: &K| store.get(&ObjectRef::from_obj(object));
+        let held_already = {
+            let store = store.clone();
+            move |object: &K| store.get(&ObjectRef::from_obj(object)).is_some()
+        };
         watcher(api, config)
             .default_backoff()
-            .filter(move |event| {
-                std::future::ready(match event {
-                    Ok(watcher::Event::Apply(object))
-                    | Ok(watcher::Event::InitApply(object))
-                    | Ok(watcher::Event::Delete(object)) => keep(object),
-                    _ => true,
-                })
-            })
+            // An object `keep` refuses is not stored; one it refuses now that is stored (a
+            // label changed) leaves the store as if deleted, and its deletion still does.
+            .filter_map(move |event| std::future::ready(admitted(event, &*keep, &held_already)))
             // Managed fields and kubectl's copy of the last applied object are bulky and never
             // read from the cache (who pinned is the pin's `by`, checked at admission).
             .modify(|object| {
@@ -205,6 +204,24 @@ where
                 async {}
             })
             .await;
+    }
+}
+
+/// A watch event as the store takes it: an object `keep` refuses is not stored; one it refuses
+/// now that the store `holds` (a label changed) leaves as if deleted, and its deletion still
+/// does.
+fn admitted<K, E>(
+    event: Result<watcher::Event<K>, E>,
+    keep: &dyn Fn(&K) -> bool,
+    holds: &dyn Fn(&K) -> bool,
+) -> Option<Result<watcher::Event<K>, E>> {
+    match event {
+        Ok(watcher::Event::Apply(object)) if !keep(&object) => {
+            holds(&object).then_some(Ok(watcher::Event::Delete(object)))
+        }
+        Ok(watcher::Event::InitApply(object)) if !keep(&object) => None,
+        Ok(watcher::Event::Delete(object)) if !keep(&object) && !holds(&object) => None,
+        other => Some(other),
     }
 }
 
@@ -346,6 +363,46 @@ mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
 
     use super::Cache;
+
+    /// A cache filtered by `keep` (a shard's namespaces, Ferry's labels) holds what it keeps,
+    /// and lets go of an object it held once the object stops being one it keeps, or is deleted.
+    #[test]
+    fn an_object_that_stops_being_kept_leaves_the_cache() {
+        use kube::runtime::watcher::Event;
+        type Result = std::result::Result<Event<String>, ()>;
+        let keep = |o: &String| o.starts_with("ours");
+        let held = |o: &String| o.ends_with("held");
+        let admitted = |event: Result| {
+            super::admitted(event, &keep, &held).map(|e| match e {
+                Ok(Event::Apply(o)) => format!("apply {o}"),
+                Ok(Event::InitApply(o)) => format!("list {o}"),
+                Ok(Event::Delete(o)) => format!("delete {o}"),
+                _ => "other".to_owned(),
+            })
+        };
+        let ev = |o: &str| o.to_owned();
+        assert_eq!(
+            admitted(Ok(Event::Apply(ev("ours")))).as_deref(),
+            Some("apply ours")
+        );
+        assert_eq!(
+            admitted(Ok(Event::InitApply(ev("ours")))).as_deref(),
+            Some("list ours")
+        );
+        assert_eq!(admitted(Ok(Event::Apply(ev("theirs")))), None);
+        assert_eq!(admitted(Ok(Event::InitApply(ev("theirs held")))), None);
+        assert_eq!(
+            admitted(Ok(Event::Apply(ev("theirs held")))).as_deref(),
+            Some("delete theirs held"),
+            "relabelled: it leaves the cache"
+        );
+        assert_eq!(
+            admitted(Ok(Event::Delete(ev("theirs held")))).as_deref(),
+            Some("delete theirs held")
+        );
+        assert_eq!(admitted(Ok(Event::Delete(ev("theirs")))), None);
+        assert_eq!(admitted(Ok(Event::Init)).as_deref(), Some("other"));
+    }
 
     /// Before its first list, a cache's objects are not read as "none": a newly elected leader
     /// read no Deployments, judged a healthy rollout as having lost its readiness and rolled

@@ -64,6 +64,7 @@ pub(super) async fn run(
                         slot: *placement,
                     },
                 );
+                let desired = crate::desired::applied::fingerprinted(desired);
                 let cached = &context.caches.children.deployments;
                 if already_applied(cached, target, name, &desired).await {
                     continue;
@@ -197,6 +198,7 @@ async fn apply_service(
     {
         selector.insert(RELEASE_LABEL.to_owned(), release_label_value(release));
     }
+    let service = crate::desired::applied::fingerprinted(service);
     let name = service.name_any();
     let cached = &context.caches.children.services;
     if already_applied(cached, w.namespace, &name, &service).await {
@@ -221,8 +223,11 @@ fn cluster_ip(service: Option<Service>) -> Option<String> {
         .filter(|ip| ip != "None")
 }
 
-/// Whether the cached `namespace/name` already holds all of `desired` (`desired::applied`):
-/// applying it again would change nothing, so nothing is sent.
+/// Whether the cached `namespace/name` already holds all of `desired` (`desired::applied`,
+/// fingerprint included): applying it again would change nothing, so nothing is sent. The
+/// cached copy carries Ferry's labels and fingerprint, so it is one Ferry applied; the live
+/// ownership check (`ensure_ours`) runs only before a write. An object last written by an
+/// older Ferry has no fingerprint, so it is applied once (and its old field manager released).
 async fn already_applied<K>(
     cache: &crate::controller::cache::View<K>,
     namespace: &str,
