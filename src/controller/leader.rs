@@ -56,7 +56,7 @@ enum Round {
 }
 
 /// The leadership was lost: a renewal was refused or none succeeded before the deadline.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error(
     "lost the leader lease {lease} ({why}); stopped the controllers so that only the leader reconciles"
 )]
@@ -288,15 +288,32 @@ where
         return Ok(());
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The renewals run in a task of their own, on whichever worker thread is free: polled
+    // together with `work`, they waited whenever `work` did a long stretch without yielding
+    // (thousands of cached objects told to the controllers at once, after a list), and the
+    // Lease was lost under load (the scale tier, at 10,000 Applications).
+    let lease = elector.lost("the renewals stopped");
+    let (end_hold, ended_hold) = tokio::sync::oneshot::channel::<()>();
+    let mut holding = tokio::spawn(async move {
+        let lost = tokio::select! {
+            lost = elector.hold(since) => Some(lost),
+            _ = ended_hold => None,
+        };
+        (elector, lost)
+    });
     let ended = {
-        let hold = elector.hold(since);
         let work = work(wait_for(stop_rx));
-        tokio::pin!(hold, work);
+        tokio::pin!(work);
         let mut stopping = false;
         loop {
             tokio::select! {
                 // Leaving this block drops `work`: the controllers and their reconciles.
-                lost = &mut hold => break Err(lost),
+                held = &mut holding => break Err(match held {
+                    Ok((_, Some(lost))) => lost,
+                    // Ended without a loss it could name (it cannot end otherwise, unless it
+                    // panicked): the Lease cannot be counted on any more.
+                    _ => lease.clone(),
+                }),
                 () = &mut work => break Ok(()),
                 () = &mut shutdown, if !stopping => {
                     stopping = true;
@@ -307,8 +324,15 @@ where
     };
     match ended {
         Ok(()) => {
-            elector.release().await;
-            Ok(())
+            let _ = end_hold.send(());
+            match holding.await {
+                Ok((mut elector, None)) => {
+                    elector.release().await;
+                    Ok(())
+                }
+                Ok((_, Some(lost))) => Err(lost),
+                Err(_) => Err(lease),
+            }
         }
         // The caller logs it: the process exits with this error.
         Err(lost) => Err(lost),
