@@ -293,6 +293,9 @@ where
     // (thousands of cached objects told to the controllers at once, after a list), and the
     // Lease was lost under load (the scale tier, at 10,000 Applications).
     let lease = elector.lost("the renewals stopped");
+    // Sending on `end_hold`, or dropping it (whatever ends this function, a dropped future
+    // included), ends the renewals: a task left renewing would keep the Lease from every
+    // standby.
     let (end_hold, ended_hold) = tokio::sync::oneshot::channel::<()>();
     let mut holding = tokio::spawn(async move {
         let lost = tokio::select! {
@@ -301,6 +304,7 @@ where
         };
         (elector, lost)
     });
+
     let ended = {
         let work = work(wait_for(stop_rx));
         tokio::pin!(work);

@@ -384,3 +384,43 @@ async fn pipe(
     }
     let _ = to.shutdown().await;
 }
+
+/// A leader whose leading is dropped (its task aborted) stops renewing: the renewals, which run
+/// in a task of their own, must not outlive it and keep the Lease from every standby.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_leader_stops_renewing_its_lease() {
+    let ns = TestNamespace::new("lease-drop").await;
+    let settings = LeaseSettings {
+        namespace: ns.name.clone(),
+        name: "ferry-test".to_owned(),
+        identity: "replica-a".to_owned(),
+        duration: LEASE,
+    };
+    let elector = Elector::new(ns.client.clone(), settings);
+    let (led_tx, mut led) = watch::channel(false);
+    let leading = tokio::spawn(run_while_leading(elector, pending(), move |_stop| {
+        led_tx.send_replace(true);
+        pending()
+    }));
+    tokio::time::timeout(WAIT, led.wait_for(|l| *l))
+        .await
+        .expect("leading in time")
+        .expect("the work started");
+    leading.abort();
+    let _ = leading.await;
+    // Renewals come every third of a lease: two leases without a change mean none is left.
+    let leases: Api<Lease> = ns.api();
+    let renewed = || async {
+        let lease = leases.get("ferry-test").await.expect("reading the Lease");
+        lease.spec.and_then(|s| s.renew_time).map(|t| t.0)
+    };
+    tokio::time::sleep(LEASE / 2).await;
+    let before = renewed().await;
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(
+        renewed().await,
+        before,
+        "the Lease was renewed after its leader was dropped"
+    );
+    ns.cleanup().await;
+}
