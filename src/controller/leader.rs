@@ -304,7 +304,6 @@ where
         };
         (elector, lost)
     });
-
     let ended = {
         let work = work(wait_for(stop_rx));
         tokio::pin!(work);
