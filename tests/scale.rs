@@ -111,13 +111,18 @@ impl Ferry {
 
     /// SIGTERM, as a pod's deletion sends, and the end of the process.
     async fn stop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        terminate(&mut self.child).await;
     }
+}
+
+/// Sends `child` SIGTERM and waits (a minute at most) for it to end.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
 }
 
 /// `/metrics` as `name{labels}` → value.
@@ -586,12 +591,7 @@ async fn applications_by_the_thousand() {
         "every Application served by exactly one shard"
     );
     for shard in &mut shards {
-        if let Some(pid) = shard.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(60), shard.wait()).await;
+        terminate(shard).await;
     }
 
     measured(

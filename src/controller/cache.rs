@@ -155,10 +155,13 @@ where
         // A (re)list is stored whole at its end: its objects are told then, not before. What is
         // told is the store's own copy, so no object is held twice.
         let mut listed: Vec<ObjectRef<K>> = Vec::new();
-        let stored = |object: &K| store.get(&ObjectRef::from_obj(object));
-        let held_already = {
+        let stored = {
             let store = store.clone();
-            move |object: &K| store.get(&ObjectRef::from_obj(object)).is_some()
+            move |object: &K| store.get(&ObjectRef::from_obj(object))
+        };
+        let held_already = {
+            let stored = stored.clone();
+            move |object: &K| stored(object).is_some()
         };
         watcher(api, config)
             .default_backoff()
@@ -244,9 +247,8 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
 impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
     /// The objects of `namespace`, once the cache has synced.
     pub async fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.synced.wait().await;
-        self.store
-            .state()
+        self.all()
+            .await
             .into_iter()
             .filter(|object| object.namespace().as_deref() == Some(namespace))
             .collect()

@@ -5,6 +5,7 @@
 //! is written, so the next pass decides again from the same stored state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
@@ -66,7 +67,10 @@ pub(super) async fn run(
                 );
                 let desired = crate::desired::applied::fingerprinted(desired);
                 let cached = &context.caches.children.deployments;
-                if already_applied(cached, target, name, &desired).await {
+                if already_applied(cached, target, name, &desired)
+                    .await
+                    .is_some()
+                {
                     continue;
                 }
                 let deployments = context.api::<Deployment>(target);
@@ -201,9 +205,8 @@ async fn apply_service(
     let service = crate::desired::applied::fingerprinted(service);
     let name = service.name_any();
     let cached = &context.caches.children.services;
-    if already_applied(cached, w.namespace, &name, &service).await {
-        let held = cached.get(w.namespace, &name).await;
-        return Ok(cluster_ip(held.as_deref().cloned()));
+    if let Some(held) = already_applied(cached, w.namespace, &name, &service).await {
+        return Ok(cluster_ip(&held));
     }
     let services = context.api::<Service>(w.namespace);
     ensure_ours(&services, &name, w.app, w.environment).await?;
@@ -213,17 +216,15 @@ async fn apply_service(
             Error::act(format!("applying Service {}/{name}", w.namespace))(e)
                 .on_workload(w.namespace, &context.config.service_account)
         })?;
-    Ok(cluster_ip(Some(applied)))
+    Ok(cluster_ip(&applied))
 }
 
-fn cluster_ip(service: Option<Service>) -> Option<String> {
-    service
-        .and_then(|s| s.spec)
-        .and_then(|s| s.cluster_ip)
-        .filter(|ip| ip != "None")
+fn cluster_ip(service: &Service) -> Option<String> {
+    let ip = service.spec.as_ref()?.cluster_ip.as_ref()?;
+    (ip != "None").then(|| ip.clone())
 }
 
-/// Whether the cached `namespace/name` already holds all of `desired` (`desired::applied`,
+/// The cached `namespace/name` if it already holds all of `desired` (`desired::applied`,
 /// fingerprint included): applying it again would change nothing, so nothing is sent. The
 /// cached copy carries Ferry's labels and fingerprint, so it is one Ferry applied; the live
 /// ownership check (`ensure_ours`) runs only before a write. An object last written by an
@@ -233,17 +234,16 @@ async fn already_applied<K>(
     namespace: &str,
     name: &str,
     desired: &K,
-) -> bool
+) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + serde::Serialize + 'static,
 {
-    let Some(held) = cache.get(namespace, name).await else {
-        return false;
-    };
-    match (serde_json::to_value(&*held), serde_json::to_value(desired)) {
-        (Ok(held), Ok(desired)) => crate::desired::applied::holds(&held, &desired),
+    let held = cache.get(namespace, name).await?;
+    let holds = match (serde_json::to_value(&*held), serde_json::to_value(desired)) {
+        (Ok(actual), Ok(desired)) => crate::desired::applied::holds(&actual, &desired),
         _ => false,
-    }
+    };
+    holds.then_some(held)
 }
 
 /// Refuses to apply over the object `name` of `api` when it exists and is not Ferry's
