@@ -381,7 +381,8 @@ fn the_user_roles_aggregate_into_kubernetes_roles_without_approve_import_or_stat
                 );
                 let read = ["get", "list", "watch"].contains(&verb.as_str());
                 assert!(
-                    read || (!resource.ends_with("/status") && resource != "releases"),
+                    read || (!resource.ends_with("/status")
+                        && !["releases", "deliveryrecords"].contains(&resource.as_str())),
                     "{source}: {name} grants {verb} on {resource}"
                 );
             }
@@ -401,7 +402,13 @@ fn the_user_roles_aggregate_into_kubernetes_roles_without_approve_import_or_stat
             }
         }
         let view = grants(&role("ferry-view"));
-        for resource in ["applications", "environments", "releases", "buildjobs"] {
+        for resource in [
+            "applications",
+            "environments",
+            "releases",
+            "buildjobs",
+            "deliveryrecords",
+        ] {
             assert!(
                 view.contains(&(
                     "ferry.dev".into(),

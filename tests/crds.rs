@@ -7,7 +7,7 @@ use std::path::Path;
 fn committed_crd_files_match_the_rust_types() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = ferry::api::crd_files().expect("the CRDs render");
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     for (file, generated) in files {
         let path = root.join("crds").join(&file);
         let committed = std::fs::read_to_string(&path)
@@ -57,13 +57,16 @@ fn every_crd_has_a_status_subresource_short_names_and_printer_columns() {
     for crd in ferry::api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let version = &crd.spec.versions[0];
-        assert!(
+        // A DeliveryRecord is a fact, not an object something reconciles: it has no status.
+        let reconciled = crd.spec.names.kind != "DeliveryRecord";
+        assert_eq!(
             version
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref())
                 .is_some(),
-            "{name} has no status subresource"
+            reconciled,
+            "{name}: a status subresource if and only if Ferry reconciles it"
         );
         assert!(
             crd.spec
@@ -168,26 +171,33 @@ fn cel_rules_reject_the_invalid_fixtures_locally() {
 }
 
 #[test]
-fn a_release_spec_update_fails_the_immutability_rule_locally() {
+fn a_release_or_record_spec_update_fails_the_immutability_rule_locally() {
     let validator = kube::core::cel::Validator::new();
-    let schema = schema_of("Release");
-    let old = fixtures("valid.yaml")
-        .into_iter()
-        .find(|o| o["kind"] == "Release")
-        .expect("a Release");
-    let mut new = old.clone();
-    new["spec"]["version"] = "1.4.3".into();
-    let errors = validator
-        .validate(&schema, &new, Some(&old))
-        .expect_err("the change is refused");
-    assert!(
-        errors.to_string().contains("a Release is immutable"),
-        "{errors}"
-    );
-    assert!(
-        validator.validate(&schema, &old, Some(&old)).is_ok(),
-        "an unchanged Release passes"
-    );
+    for (kind, field, changed, refusal) in [
+        ("Release", "version", "1.4.3", "a Release is immutable"),
+        (
+            "DeliveryRecord",
+            "environment",
+            "staging",
+            "a DeliveryRecord is immutable",
+        ),
+    ] {
+        let schema = schema_of(kind);
+        let old = fixtures("valid.yaml")
+            .into_iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("a {kind}"));
+        let mut new = old.clone();
+        new["spec"][field] = changed.into();
+        let errors = validator
+            .validate(&schema, &new, Some(&old))
+            .expect_err("the change is refused");
+        assert!(errors.to_string().contains(refusal), "{errors}");
+        assert!(
+            validator.validate(&schema, &old, Some(&old)).is_ok(),
+            "an unchanged {kind} passes"
+        );
+    }
 }
 
 /// `kubectl explain` prints a field's description; every field of Ferry's own types needs one.
@@ -213,7 +223,13 @@ fn every_field_has_a_description_for_kubectl_explain() {
         }
     }
     let mut missing = Vec::new();
-    for kind in ["Application", "BuildJob", "Environment", "Release"] {
+    for kind in [
+        "Application",
+        "BuildJob",
+        "DeliveryRecord",
+        "Environment",
+        "Release",
+    ] {
         let schema = schema_of(kind);
         for part in ["spec", "status"] {
             walk(

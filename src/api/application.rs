@@ -525,6 +525,10 @@ pub struct HistoryEntry {
     /// is rolled out again only under a pin with another reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_reason: Option<String>,
+    /// The DeliveryRecord that keeps this entry once it has its outcome: the history
+    /// survives a backup and restore through those objects (absent in a record itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 /// What kind of change a history entry records.

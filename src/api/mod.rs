@@ -19,6 +19,7 @@ pub mod environment;
 pub mod labels;
 pub mod managers;
 pub mod reasons;
+pub mod record;
 pub mod reference;
 pub mod release;
 pub mod shared;
@@ -27,6 +28,7 @@ pub use application::{Application, ApplicationSpec, ApplicationStatus};
 pub use buildjob::{BuildJob, BuildJobSpec, BuildJobStatus};
 pub use conditions::CommonStatus;
 pub use environment::{Environment, EnvironmentSpec, EnvironmentStatus};
+pub use record::{DeliveryRecord, DeliveryRecordSpec};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};
 
 pub use k8s_openapi::api::core::v1::{
@@ -51,12 +53,13 @@ pub fn controlled_by<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRe
     })
 }
 
-/// The four CRDs, in the order `ferry crds` prints them, with their descriptions reflowed
+/// The five CRDs, in the order `ferry crds` prints them, with their descriptions reflowed
 /// into paragraphs for `kubectl explain` (`descriptions`).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         Application::crd(),
         BuildJob::crd(),
+        DeliveryRecord::crd(),
         Environment::crd(),
         Release::crd(),
     ];

@@ -14,6 +14,7 @@ use super::delivery;
 use super::environment::target_namespace;
 use super::error::succeeded;
 use super::events::{publish, readable};
+use super::records;
 use super::relations::related;
 use super::release::{newest, releases_of};
 use super::secrets;
@@ -138,6 +139,7 @@ pub(super) async fn reconcile(
         &context.clock.now(),
     );
     let mut status = decision.status.clone();
+    records::restore(&context, app, &namespace, &mut status).await?;
     let mut delivered = None;
     for action in &decision.actions {
         match action {
@@ -163,7 +165,9 @@ pub(super) async fn reconcile(
             }
         }
     }
+    records::write(&context, app, &namespace, &mut status).await?;
     let written = status::write(&context, app, app.status.as_ref(), &status).await?;
+    records::prune(&context, app, &namespace, &status).await?;
 
     succeeded(&context, app);
     let poll = looked.map(|l| l.next_look);

@@ -27,6 +27,7 @@ mod error;
 mod events;
 mod leader;
 mod managers;
+mod records;
 mod relations;
 mod release;
 mod run;

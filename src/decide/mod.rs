@@ -18,6 +18,7 @@ pub mod environment;
 pub mod events;
 pub mod leadership;
 pub mod ownership;
+pub mod records;
 pub mod release;
 pub mod run_spec;
 pub mod secrets;

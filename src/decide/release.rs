@@ -552,6 +552,7 @@ spec:
                 reason: "newest release; failed: pod shop-dev-x keeps crashing".to_owned(),
                 actor: None,
                 pin_reason: None,
+                record: None,
             }],
             ..EnvironmentState::default()
         };

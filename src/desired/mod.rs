@@ -3,6 +3,7 @@
 
 pub mod applied;
 pub mod build_pod;
+pub mod record;
 pub mod verification;
 pub mod workload;
 

@@ -20,6 +20,7 @@ mod leadership;
 mod ownership;
 mod promotion;
 mod provenance;
+mod records;
 mod rollouts;
 mod scale;
 mod shards;

@@ -55,6 +55,12 @@ pub async fn finalize(context: &Context, app: &Application, namespace: &str) -> 
         return Ok(());
     }
     if app.finalizers().iter().any(|f| f == FINALIZER) {
+        // Its DeliveryRecords go with it (they carry no owner reference: see
+        // `desired::record`). One that cannot be deleted does not hold the Application.
+        if let Err(error) = crate::controller::records::delete_all(context, namespace, &name).await
+        {
+            tracing::warn!(%error, "the Application's DeliveryRecords were left in place");
+        }
         for left in &refused {
             warn_about(context, app, WORKLOAD_LEFT_IN_PLACE, left).await;
         }

@@ -43,6 +43,7 @@ impl Work {
                 reason: reason.clone(),
                 actor: Some(promotion::FERRY.to_owned()),
                 pin_reason: None,
+                record: None,
             });
             self.tell(
                 SUPERSEDED,

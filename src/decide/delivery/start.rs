@@ -85,6 +85,7 @@ impl Work {
             reason: wanted.reason.clone(),
             actor: wanted.actor.clone(),
             pin_reason: wanted.pinned.then(|| wanted.reason.clone()),
+            record: None,
         });
         let replacing = from.map(|f| format!(", replacing {f}")).unwrap_or_default();
         let by = wanted
@@ -150,6 +151,7 @@ mod tests {
             reason: format!("{}; failed: crash loop", pin.unwrap_or("newest")),
             actor: None,
             pin_reason: pin.map(str::to_owned),
+            record: None,
         }
     }
 

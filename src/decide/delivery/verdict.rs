@@ -153,6 +153,7 @@ impl Work {
                     reason: reason.clone(),
                     actor: Some(promotion::FERRY.to_owned()),
                     pin_reason: None,
+                    record: None,
                 });
                 self.tell(
                     ROLLED_BACK,
