@@ -406,8 +406,9 @@ impl Scenario {
 
     /// Creates the scenario's namespace anew: the `restricted` Pod Security Standard enforced
     /// (unless `FERRY_E2E_PSS` says otherwise), and granted to Ferry with the documented
-    /// RoleBindings to `ferry-tenant` and `ferry-deployer`.
-    async fn create_namespace(&self) -> Res {
+    /// RoleBindings to `ferry-tenant` and `ferry-deployer`. One left by an earlier run is deleted
+    /// first; a scenario calls this again to lose its namespace, as a restore from a backup does.
+    pub async fn create_namespace(&self) -> Res {
         let namespaces: Api<Namespace> = Api::all(self.client());
         if let Some(old) = namespaces.get_opt(&self.ns).await? {
             namespaces

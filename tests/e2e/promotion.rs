@@ -31,7 +31,10 @@
 //! - manual-rollback: two releases approved into prod in turn; a pin of the older one with
 //!   reason "INC-77 rollback": it runs, verified, history ManualRollback with the reason and an
 //!   actor; the pin removed: prod follows staging again, AwaitingApproval with the newer
-//!   release, and does not roll it out.
+//!   release, and does not roll it out. Then the durable history: the namespace's Ferry
+//!   objects exported (Environments, the Application without its status, the DeliveryRecords)
+//!   and the webhook Secret, the namespace deleted and made again, the export applied (records
+//!   first): every environment's history is back, entry by entry, linked to the same records.
 //! - superseded: two commits pushed while dev still rolls out the one before: that rollout
 //!   finishes (no half rollouts), then the newest wins, the skipped one is recorded Superseded;
 //!   in prod a candidate replaced by a newer one before approval is recorded Superseded.
@@ -50,7 +53,7 @@ use std::time::{Duration, Instant};
 use ferry::api::application::{EnvironmentState, HistoryEntry, HistoryKind, Outcome, Phase, Pin};
 use ferry::api::buildjob::BuildPhase;
 use ferry::api::release::{ReleaseEnvironment, ReleaseState};
-use ferry::api::{Application, BuildJob, Environment, Release};
+use ferry::api::{Application, BuildJob, DeliveryRecord, Environment, Release};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -1434,7 +1437,181 @@ async fn manual_rollback(s: Arc<Scenario>) -> Res {
     p.prod_serves("v1").await?;
     p.s.say(format!("summary: {}", p.summary().await?));
     p.events_include(&["Approved", "ManualRollback", "AwaitingApproval"])
-        .await
+        .await?;
+    restore_from_export(&p.s).await
+}
+
+/// Each environment's finished history entries, once every one is linked to its
+/// DeliveryRecord.
+fn recorded_histories(app: &Application) -> Judged<Vec<(String, Vec<HistoryEntry>)>> {
+    let states = app.status.clone().unwrap_or_default().environments;
+    let finished = |e: &EnvironmentState| -> Vec<HistoryEntry> {
+        e.history
+            .iter()
+            .filter(|h| h.outcome != Outcome::InProgress)
+            .cloned()
+            .collect()
+    };
+    if states
+        .iter()
+        .flat_map(&finished)
+        .any(|h| h.record.is_none())
+    {
+        return Judged::Wait;
+    }
+    Judged::Done(
+        states
+            .iter()
+            .map(|e| (e.name.clone(), finished(e)))
+            .collect(),
+    )
+}
+
+/// `metadata` as an export for re-applying keeps it: name, labels and annotations.
+fn exported(metadata: &kube::api::ObjectMeta) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: metadata.name.clone(),
+        labels: metadata.labels.clone(),
+        annotations: metadata.annotations.clone(),
+        ..Default::default()
+    }
+}
+
+/// Durable history: the namespace's Ferry objects exported, the namespace deleted and made
+/// again, the export applied; every environment's history comes back from the DeliveryRecords.
+async fn restore_from_export(s: &Scenario) -> Res {
+    let before = s
+        .until::<Application, _>(
+            APP,
+            "every finished history entry linked to its DeliveryRecord",
+            secs(30),
+            recorded_histories,
+        )
+        .await?;
+    let entries: usize = before.iter().map(|(_, h)| h.len()).sum();
+    let app = s
+        .get::<Application>(APP)
+        .await?
+        .ok_or("the Application is gone")?;
+    let records = s
+        .api::<DeliveryRecord>()
+        .list(&ListParams::default())
+        .await?;
+    let environments = s.api::<Environment>().list(&ListParams::default()).await?;
+    let hook = s
+        .get::<Secret>("web-webhook")
+        .await?
+        .ok_or("the webhook Secret is gone")?;
+    s.say(format!(
+        "exported Application {APP} (without its status), {} Environments, {} DeliveryRecords \
+         and the webhook Secret; {entries} finished history entries: {}",
+        environments.items.len(),
+        records.items.len(),
+        before
+            .iter()
+            .map(|(env, h)| format!("{env} {}", h.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    ensure!(
+        records.items.len() >= entries,
+        "{} DeliveryRecords for {entries} finished entries",
+        records.items.len()
+    );
+
+    let deleting = Instant::now();
+    s.create_namespace().await?;
+    s.say(format!(
+        "namespace {} deleted and made again in {:.1} s",
+        s.ns,
+        deleting.elapsed().as_secs_f64()
+    ));
+    ensure!(
+        s.api::<DeliveryRecord>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "DeliveryRecords outlived their namespace"
+    );
+    for record in &records.items {
+        s.apply(&DeliveryRecord {
+            metadata: exported(&record.metadata),
+            spec: record.spec.clone(),
+        })
+        .await?;
+    }
+    s.apply(&Secret {
+        metadata: exported(&hook.metadata),
+        data: hook.data.clone(),
+        ..Default::default()
+    })
+    .await?;
+    for environment in &environments.items {
+        s.apply(&Environment {
+            metadata: exported(&environment.metadata),
+            spec: environment.spec.clone(),
+            status: None,
+        })
+        .await?;
+    }
+    let applied = Instant::now();
+    s.apply(&Application {
+        metadata: exported(&app.metadata),
+        spec: app.spec.clone(),
+        status: None,
+    })
+    .await?;
+
+    let wanted = before.clone();
+    let restored = s
+        .until::<Application, _>(
+            APP,
+            "every environment's history back from the DeliveryRecords",
+            secs(60),
+            move |a| {
+                let states = a.status.clone().unwrap_or_default().environments;
+                let back = wanted.iter().all(|(env, entries)| {
+                    states.iter().find(|e| &e.name == env).is_some_and(|state| {
+                        entries.iter().all(|entry| state.history.contains(entry))
+                    })
+                });
+                if back {
+                    Judged::Done(states)
+                } else {
+                    Judged::Wait
+                }
+            },
+        )
+        .await?;
+    let back: usize = before
+        .iter()
+        .map(|(env, entries)| {
+            let state = restored.iter().find(|e| &e.name == env);
+            entries
+                .iter()
+                .filter(|entry| state.is_some_and(|st| st.history.contains(entry)))
+                .count()
+        })
+        .sum();
+    s.measured(
+        "history entries restored from DeliveryRecords",
+        format!("{back} of {entries}"),
+        "entries",
+    );
+    s.measured(
+        "export applied → history restored",
+        two(applied.elapsed().as_secs_f64()),
+        "s",
+    );
+    for state in &restored {
+        s.say(format!(
+            "{} after the restore: {}",
+            state.name,
+            show_history(state)
+        ));
+    }
+    Ok(())
 }
 
 /// spec.run with a variable the app ignores: a harmless change of configuration.
