@@ -8,7 +8,7 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 export CARGO_TARGET_DIR ?= $(FERRY_CACHE)/cargo-target
 CARGO ?= cargo
 
-.PHONY: all build test lint shellcheck chart unit integration test-registry registry-tools bench-publish bench-scale crds demo demo-down demo-apiserver demo-apiserver-down
+.PHONY: all build test lint shellcheck chart unit integration test-registry registry-tools bench-publish bench-scale test-chaos crds demo demo-down demo-apiserver demo-apiserver-down
 
 all: build
 
@@ -74,6 +74,12 @@ bench-publish: registry-tools
 ## Healthy, RSS, CPU, API requests by verb (steady and after a restart), change latency.
 bench-scale:
 	e2e/bench-scale.sh
+
+## test-chaos: the resilience tier's long form (20 faults, FERRY_CHAOS_FAULTS): the promotion
+## pipeline on the real cluster through controller kills, webhook storms, an API server restart,
+## a frozen registry and git server; then its invariants. `make test` runs 5 (needs root).
+test-chaos:
+	e2e/chaos.sh
 
 ## crds: regenerate crds/, manifests/crds.yaml, the chart's CRDs and docs/api.md from the Rust types.
 crds:

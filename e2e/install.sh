@@ -27,6 +27,9 @@
 #   6d. attacks (tests/e2e/attacks.rs): a team member with edit rights but without approve tries
 #      every door to a Manual environment; each is refused at the API server, prod's Deployment
 #      stays as it was, an approver is admitted (FERRY_E2E_SKIP_ATTACKS=1 skips them).
+#   6e. chaos (tests/e2e/chaos.rs): the pipeline runs through FERRY_CHAOS_FAULTS faults (5
+#      here; `make test-chaos` runs the long form), then its invariants are checked
+#      (FERRY_E2E_SKIP_CHAOS=1 skips it).
 # Then it removes that install and installs the chart with `helm install`:
 #   7. the release becomes Ready and reconciles an Application in its tenant namespace, and
 #      in a namespace not granted to it the Application is Stalled with SecretsNotGranted;
@@ -284,6 +287,11 @@ main() {
     echo "FERRY_E2E_SKIP_ATTACKS=1: the attack scenarios (tests/e2e/attacks.rs) are skipped"
   else
     step "an editor without approve cannot change what runs in a Manual environment (tests/e2e/attacks.rs)" e2e_scenarios attacks
+  fi
+  if [ "${FERRY_E2E_SKIP_CHAOS:-0}" = 1 ]; then
+    echo "FERRY_E2E_SKIP_CHAOS=1: the resilience scenario (tests/e2e/chaos.rs) is skipped"
+  else
+    step "the pipeline keeps its invariants through ${FERRY_CHAOS_FAULTS:-5} faults (tests/e2e/chaos.rs)" e2e_scenarios chaos
   fi
   step "kubectl delete -f manifests/ferry.yaml removes the apply install" remove_apply_install
   step "Ferry installs with helm install (release $RELEASE) and becomes Ready" install_with_helm

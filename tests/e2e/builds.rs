@@ -336,7 +336,7 @@ fn manifest_url(image: &str) -> Res<String> {
 }
 
 /// The registry's answer to a HEAD of the image's manifest by digest.
-async fn manifest_code(image: &str) -> Res<u16> {
+pub(crate) async fn manifest_code(image: &str) -> Res<u16> {
     let response = registry_client()?
         .head(manifest_url(image)?)
         .header("Accept", MANIFEST_TYPES)

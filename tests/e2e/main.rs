@@ -16,6 +16,7 @@
 
 mod attacks;
 mod builds;
+mod chaos;
 mod git;
 mod harness;
 mod images;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
             rollouts::suite(),
             promotion::suite(),
             attacks::suite(),
+            chaos::suite(),
         ];
         let known: Vec<String> = suites
             .iter()

@@ -67,9 +67,9 @@ use crate::harness::{Judged, MANAGER, Res, Scenario, Suite, two};
 use crate::net::in_netns;
 use crate::{case, ensure, fail};
 
-const APP: &str = "web";
-const PROGRESS_DEADLINE: &str = "20s";
-const STABILIZATION_WINDOW: &str = "3s";
+pub(crate) const APP: &str = "web";
+pub(crate) const PROGRESS_DEADLINE: &str = "20s";
+pub(crate) const STABILIZATION_WINDOW: &str = "3s";
 /// The build: the pushed www/ into the output directory (its contents land at the image's
 /// root). No tests: a bad commit must still become a Release, to be rejected by its rollout.
 const SCRIPT: &str = r#"cp -r www "$FERRY_OUTPUT_DIR"/"#;
@@ -95,7 +95,7 @@ fn secs(n: u64) -> Duration {
 
 /// What a pushed commit holds.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Commit {
+pub(crate) enum Commit {
     /// www/index.html and www/verify.html.
     Good,
     /// No www/index.html: / answers 404, the pod never becomes ready.
@@ -115,9 +115,9 @@ impl Commit {
 }
 
 /// A commit pushed, and the Release it will make.
-struct Pushed {
-    release: String,
-    sha: String,
+pub(crate) struct Pushed {
+    pub(crate) release: String,
+    pub(crate) sha: String,
     /// Just before the push (the webhook may start the build while the push returns).
     at: Instant,
     /// The same, on the wall clock.
@@ -288,14 +288,17 @@ fn line(value: &impl serde::Serialize) -> String {
 }
 
 /// One scenario's pipeline: its Environments, its repository, the Application `web`.
-struct Pipeline {
-    s: Arc<Scenario>,
+pub(crate) struct Pipeline {
+    pub(crate) s: Arc<Scenario>,
     work: WorkingCopy,
     url: String,
     /// The run's time, which names the repository and the image repository.
     run: i64,
     /// The Application's `spec.run` as YAML (a flow mapping), which `configure` changes.
     config: Mutex<String>,
+    /// Where the git server POSTs the repository's pushes (Ferry's webhook, a ClusterIP), and
+    /// the secret it signs them with.
+    pub(crate) hook: (String, String),
 }
 
 /// The Application's `spec.run` until a scenario changes it: one replica of the httpd app,
@@ -307,8 +310,22 @@ impl Pipeline {
     /// The Environments (dev with `dev_window` and `dev_deadline`), the webhook Secret, an
     /// empty repository whose pushes are POSTed to Ferry's webhook, and the Application (whose
     /// branch does not exist yet: the first push makes it, and the webhook announces it).
-    async fn setup(s: Arc<Scenario>, dev_window: &str, dev_deadline: &str) -> Res<Self> {
-        environments(&s, dev_window, dev_deadline).await?;
+    pub(crate) async fn setup(s: Arc<Scenario>, dev_window: &str, dev_deadline: &str) -> Res<Self> {
+        environments(&s, dev_window, (dev_deadline, PROGRESS_DEADLINE)).await?;
+        Self::with_environments(s).await
+    }
+
+    /// The same, with `deadline` as every environment's progress deadline.
+    pub(crate) async fn setup_with_deadline(
+        s: Arc<Scenario>,
+        window: &str,
+        deadline: &str,
+    ) -> Res<Self> {
+        environments(&s, window, (deadline, deadline)).await?;
+        Self::with_environments(s).await
+    }
+
+    async fn with_environments(s: Arc<Scenario>) -> Res<Self> {
         let cluster = s.cluster.clone();
         let run = jiff::Timestamp::now().as_second();
         let case = s.name.rsplit('/').next().unwrap_or("scenario").to_owned();
@@ -337,6 +354,7 @@ impl Pipeline {
             work,
             run,
             config: Mutex::new(RUN.to_owned()),
+            hook: (target, secret),
         };
         pipeline.application(None, None).await?;
         Ok(pipeline)
@@ -345,7 +363,7 @@ impl Pipeline {
     /// Applies Application `web`, with prod pinned to `pin` (release, reason) if given (an
     /// approval or a rollback, as a GitOps repository would commit it), as `user` when given.
     /// Fails with the API server's words when it refuses the write.
-    async fn application(&self, pin: Option<(&str, &str)>, user: Option<&str>) -> Res {
+    pub(crate) async fn application(&self, pin: Option<(&str, &str)>, user: Option<&str>) -> Res {
         let cluster = &self.s.cluster;
         let busybox = format!("{}/busybox:1.35", cluster.registry);
         let repository = format!("{}/{}/{}/{APP}", cluster.registry, self.s.ns, self.run);
@@ -483,7 +501,7 @@ spec:
     }
 
     /// Commits a `kind` variant of the working copy's www/ (labelled `label`) and pushes it.
-    async fn push(&self, kind: Commit, label: &str) -> Res<Pushed> {
+    pub(crate) async fn push(&self, kind: Commit, label: &str) -> Res<Pushed> {
         let work = &self.work;
         work.remove("www")?;
         if kind != Commit::Bad {
@@ -571,7 +589,13 @@ spec:
 
     /// `env` to be `want` (Healthy, or Pinned in a pinned environment) with `release`,
     /// healthy and verified.
-    async fn verified(&self, name: &str, release: &str, want: Phase, timeout: u64) -> Res {
+    pub(crate) async fn verified(
+        &self,
+        name: &str,
+        release: &str,
+        want: Phase,
+        timeout: u64,
+    ) -> Res {
         let (name_, release_) = (name.to_owned(), release.to_owned());
         self.until(
             &format!("{name} to be {want:?} with {release}, healthy and verified"),
@@ -582,7 +606,7 @@ spec:
     }
 
     /// prod to be AwaitingApproval with `release` as its candidate.
-    async fn awaiting_approval(&self, release: &str, timeout: u64) -> Res {
+    pub(crate) async fn awaiting_approval(&self, release: &str, timeout: u64) -> Res {
         let release_ = release.to_owned();
         self.until(
             &format!("prod to be AwaitingApproval with {release} as candidate"),
@@ -599,14 +623,14 @@ spec:
     }
 
     /// Pins prod to `release`, which it must be awaiting, with a change ticket.
-    async fn approve(&self, release: &str) -> Res {
+    pub(crate) async fn approve(&self, release: &str) -> Res {
         self.awaiting_approval(release, 120).await?;
         let ticket = release.rsplit('-').next().unwrap_or(release);
         let reason = format!("CHG-{ticket} approved by the change board");
         self.application(Some((release, &reason)), None).await
     }
 
-    async fn app(&self) -> Res<Application> {
+    pub(crate) async fn app(&self) -> Res<Application> {
         Ok(self
             .s
             .get::<Application>(APP)
@@ -637,7 +661,7 @@ spec:
         Ok(())
     }
 
-    async fn summary(&self) -> Res<String> {
+    pub(crate) async fn summary(&self) -> Res<String> {
         Ok(self
             .app()
             .await?
@@ -769,7 +793,10 @@ spec:
 /// Applies dev → staging (Automatic) → prod (Manual): the example pipeline's shape with short
 /// deadlines; staging's verification is a test pod, prod's an HTTP GET. Waits until they are
 /// Ready.
-async fn environments(s: &Scenario, dev_window: &str, dev_deadline: &str) -> Res {
+/// dev, staging and prod, dev with `dev_window` and the first deadline, the others with the
+/// second.
+async fn environments(s: &Scenario, dev_window: &str, deadlines: (&str, &str)) -> Res {
+    let (dev_deadline, deadline) = deadlines;
     let busybox = format!("{}/busybox:1.35", s.cluster.registry);
     let documents = [
         format!(
@@ -790,7 +817,7 @@ spec:
   upstream: dev
   approval: Automatic
   strategy: {{type: BlueGreen}}
-  health: {{progressDeadline: {PROGRESS_DEADLINE}, stabilizationWindow: {STABILIZATION_WINDOW}}}
+  health: {{progressDeadline: {deadline}, stabilizationWindow: {STABILIZATION_WINDOW}}}
   verification:
     image: "{busybox}"
     command: [sh, -c, 'wget -q -O- "$SERVICE_URL/verify.html"']
@@ -806,7 +833,7 @@ spec:
   upstream: staging
   approval: Manual
   strategy: {{type: BlueGreen}}
-  health: {{progressDeadline: {PROGRESS_DEADLINE}, stabilizationWindow: {STABILIZATION_WINDOW}}}
+  health: {{progressDeadline: {deadline}, stabilizationWindow: {STABILIZATION_WINDOW}}}
   rollback: {{automatic: true}}
   verification:
     httpGets: [{{path: /verify.html}}]
