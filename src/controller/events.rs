@@ -6,13 +6,79 @@
 //! status writer can both publish without depending on each other.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Resource;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType};
+use kube::{Api, Client, Resource};
 
 use super::{Context, Guarded};
 use crate::api::conditions;
 use crate::api::reasons::{INVALID_OBJECT, Severity};
 use crate::decide::events::Announcement;
+
+/// Writes Events (`events.k8s.io/v1`) as kube's `Recorder` writes them, without its cache:
+/// the `Recorder` keeps every Event it wrote for six minutes (to fold repeats into a series),
+/// and prunes that cache only when it writes the next one. Ferry announces transitions, not
+/// repeats (a failure streak is announced once), so the cache held one copy of every Event of
+/// a burst (at 1,000 Applications, more than ten thousand) and scanned it all on each write.
+pub struct EventWriter {
+    client: Client,
+    /// `reportingController`.
+    controller: String,
+    /// `reportingInstance`: the pod's name, or the controller's.
+    instance: String,
+}
+
+impl EventWriter {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let controller = "ferry".to_owned();
+        Self {
+            client,
+            instance: instance.unwrap_or_else(|| controller.clone()),
+            controller,
+        }
+    }
+
+    async fn write(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+        let now = jiff::Timestamp::now();
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let written = K8sEvent {
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            note: event.note.clone(),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            related: event.secondary.clone(),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(
+                match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            ..K8sEvent::default()
+        };
+        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &written)
+            .await?;
+        Ok(())
+    }
+}
 
 /// Publishes an Event about the object `regarding`. An Event that cannot be written is logged,
 /// not retried: Events are best effort, and the status already says the same.
@@ -39,7 +105,7 @@ pub async fn publish_about(
         action: action.into(),
         secondary: related,
     };
-    if let Err(error) = context.recorder.publish(&event, regarding).await {
+    if let Err(error) = context.events.write(&event, regarding).await {
         tracing::warn!(%error, "cannot publish an Event");
     }
 }

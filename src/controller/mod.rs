@@ -14,7 +14,7 @@
 //! - `cache.rs`: the shared caches, one per kind;
 //! - `leader.rs`: the Lease.
 //!
-//! [`Context`] is what every reconcile gets: the client, the Event recorder, metrics, a clock
+//! [`Context`] is what every reconcile gets: the client, the Event writer, metrics, a clock
 //! tests can set, views of the shared caches, what Ferry keeps outside Kubernetes (git, branch
 //! heads, runs) and its settings.
 
@@ -41,7 +41,6 @@ use std::time::Duration;
 
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::{Api, Client, Resource};
 
 use crate::adapters::git::RemoteRefs;
@@ -96,12 +95,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// What every reconciler shares, by concern: the API server (client, Event recorder), metrics,
+/// What every reconciler shares, by concern: the API server (client, Event writer), metrics,
 /// a clock tests can set, the shared caches, what Ferry keeps of the world outside Kubernetes,
 /// and its settings.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: events::EventWriter,
     pub metrics: Arc<Metrics>,
     pub clock: Box<dyn Clock>,
     /// What reconcilers read of the cluster without asking the API server.

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource};
@@ -236,7 +235,7 @@ pub async fn run_controllers(
         .counted(metrics.cached("Pod"));
     let context = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter()),
+        events: super::events::EventWriter::new(client.clone(), std::env::var("POD_NAME").ok()),
         metrics,
         clock,
         caches: caches.views(
@@ -397,13 +396,6 @@ pub fn counted(client: Client, metrics: Arc<Metrics>) -> Client {
         async move { client.send(request).await }
     });
     Client::new(service, namespace)
-}
-
-fn reporter() -> Reporter {
-    Reporter {
-        controller: "ferry".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    }
 }
 
 async fn log_outcome<K, E: std::fmt::Display>(

@@ -408,7 +408,6 @@ async fn a_workload_ferry_may_no_longer_delete_does_not_hold_its_application() {
         .expect("deleting the Application");
     ns.wait_gone::<Application>("shop", "the Application deleted")
         .await;
-    // Its own reason: kube's recorder folds Events of one reason into a series.
     let event = ns.event_with_reason(WORKLOAD_LEFT_IN_PLACE.name).await;
     let note = event.note.unwrap_or_default();
     assert_eq!(event.type_.as_deref(), Some("Warning"));

@@ -346,8 +346,7 @@ pub(super) async fn warn_about(context: &Context, app: &Application, reason: Rea
 /// Publishes an Event on the Application about `env`, its note prefixed with the environment.
 async fn announce(context: &Context, app: &Application, env: &str, told: &Told) {
     // The part of the Application the Event is about (kubelet's `spec.containers{name}`
-    // convention): kube's recorder folds Events with the same reason, action and objects into
-    // one series, and the same release going through dev and prod must make two.
+    // convention), so that `kubectl get events --field-selector` can pick one environment's.
     let reference = ObjectReference {
         field_path: Some(format!("spec.environments{{{env}}}")),
         ..app.object_ref(&())
