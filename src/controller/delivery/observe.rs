@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
+    PodCondition, PodStatus,
+};
 use kube::{Resource, ResourceExt};
 
 use super::{Context, children_of};
@@ -254,8 +257,59 @@ pub fn trim_pod(pod: &mut Pod) {
         };
     }
     if let Some(status) = pod.status.as_mut() {
-        status.pod_ips = None;
-        status.host_ips = None;
+        *status = trimmed_status(status);
+    }
+}
+
+/// What `pod_facts` and `verification::outcome` read of a pod's status: its phase, reason and
+/// message, its conditions (type, status, reason, message), and per container its name,
+/// readiness, restarts, and state and last state (waiting: reason and message; terminated:
+/// exit code, reason, message, finish time). Images, IDs, addresses, resources and times go.
+fn trimmed_status(status: &PodStatus) -> PodStatus {
+    let state = |s: &ContainerState| ContainerState {
+        running: None,
+        waiting: s.waiting.as_ref().map(|w| ContainerStateWaiting {
+            reason: w.reason.clone(),
+            message: w.message.clone(),
+        }),
+        terminated: s.terminated.as_ref().map(|t| ContainerStateTerminated {
+            exit_code: t.exit_code,
+            reason: t.reason.clone(),
+            message: t.message.clone(),
+            finished_at: t.finished_at.clone(),
+            ..ContainerStateTerminated::default()
+        }),
+    };
+    PodStatus {
+        phase: status.phase.clone(),
+        reason: status.reason.clone(),
+        message: status.message.clone(),
+        conditions: status.conditions.as_ref().map(|conditions| {
+            conditions
+                .iter()
+                .map(|c| PodCondition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    ..PodCondition::default()
+                })
+                .collect()
+        }),
+        container_statuses: status.container_statuses.as_ref().map(|containers| {
+            containers
+                .iter()
+                .map(|c| ContainerStatus {
+                    name: c.name.clone(),
+                    ready: c.ready,
+                    restart_count: c.restart_count,
+                    state: c.state.as_ref().map(state),
+                    last_state: c.last_state.as_ref().map(state),
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        }),
+        ..PodStatus::default()
     }
 }
 
@@ -334,6 +388,24 @@ mod tests {
                    "containers": [{"name": "test", "image": "busybox"}]},
                 "status": {"phase": "Failed", "reason": "DeadlineExceeded",
                   "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no node"}]}}"#,
+            r#"{"metadata": {"name": "web-dev-verify-2", "namespace": "shop",
+                 "creationTimestamp": "2026-12-07T10:00:00Z",
+                 "labels": {"ferry.dev/environment": "dev", "ferry.dev/verification": "true"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "verify", "image": "busybox"}]},
+                "status": {"phase": "Failed", "hostIP": "10.0.0.2", "startTime": "2026-12-07T10:00:01Z",
+                  "qosClass": "BestEffort",
+                  "conditions": [{"type": "Ready", "status": "False", "reason": "PodFailed",
+                    "lastTransitionTime": "2026-12-07T10:00:09Z"}],
+                  "containerStatuses": [{"name": "verify", "image": "busybox", "imageID": "sha256:1",
+                    "containerID": "containerd://1", "ready": false, "restartCount": 0, "started": false,
+                    "state": {"terminated": {"exitCode": 1, "reason": "Failed", "message": "GET /verify.html: 404",
+                      "startedAt": "2026-12-07T10:00:02Z", "finishedAt": "2026-12-07T10:00:08Z",
+                      "containerID": "containerd://1"}}}]}}"#,
+            r#"{"metadata": {"name": "web-dev-verify-3", "namespace": "shop",
+                 "labels": {"ferry.dev/environment": "dev", "ferry.dev/verification": "true"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "verify", "image": "busybox"}]},
+                "status": {"phase": "Failed", "reason": "Evicted",
+                  "message": "The node was low on resource: memory."}}"#,
         ]
         .iter()
         .map(|json| serde_json::from_str(json).expect("a pod"))
