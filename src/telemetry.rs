@@ -307,17 +307,7 @@ impl Metrics {
     /// Counts a rollout that started into an environment, by its kind (Rollout for the newest
     /// release into the first stage, Promotion, Approval, Pin, ManualRollback, Override).
     pub fn rollout_started(&self, environment: &str, kind: crate::api::application::HistoryKind) {
-        use crate::api::application::HistoryKind;
-        let kind = match kind {
-            HistoryKind::Rollout => "Rollout",
-            HistoryKind::Promotion => "Promotion",
-            HistoryKind::Approval => "Approval",
-            HistoryKind::Pin => "Pin",
-            HistoryKind::ManualRollback => "ManualRollback",
-            HistoryKind::Override => "Override",
-            HistoryKind::Rollback => "Rollback",
-            HistoryKind::Superseded => "Superseded",
-        };
+        let kind = kind.as_str();
         self.promotions
             .get_or_create(&PromotionLabels {
                 environment: self.environment_label(environment),

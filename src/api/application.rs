@@ -552,6 +552,22 @@ pub enum HistoryKind {
     Superseded,
 }
 
+impl HistoryKind {
+    /// Its name, as the API writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rollout => "Rollout",
+            Self::Promotion => "Promotion",
+            Self::Approval => "Approval",
+            Self::Pin => "Pin",
+            Self::ManualRollback => "ManualRollback",
+            Self::Override => "Override",
+            Self::Rollback => "Rollback",
+            Self::Superseded => "Superseded",
+        }
+    }
+}
+
 /// How a change ended.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

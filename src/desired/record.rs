@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::short_hash;
 use super::workload::child_labels;
-use crate::api::application::{HistoryEntry, HistoryKind};
+use crate::api::application::HistoryEntry;
 use crate::api::{DeliveryRecord, DeliveryRecordSpec};
 
 /// The record's name: the Application, the environment, and a hash of what identifies the
@@ -14,23 +14,10 @@ pub fn name(app: &str, environment: &str, entry: &HistoryEntry) -> String {
     let key = format!(
         "{}\n{}\n{}",
         entry.time.0.as_second(),
-        kind_name(entry.kind),
+        entry.kind.as_str(),
         entry.release
     );
     format!("{app}-{environment}-{}", short_hash(key.as_bytes()))
-}
-
-fn kind_name(kind: HistoryKind) -> &'static str {
-    match kind {
-        HistoryKind::Rollout => "Rollout",
-        HistoryKind::Promotion => "Promotion",
-        HistoryKind::Approval => "Approval",
-        HistoryKind::Pin => "Pin",
-        HistoryKind::ManualRollback => "ManualRollback",
-        HistoryKind::Override => "Override",
-        HistoryKind::Rollback => "Rollback",
-        HistoryKind::Superseded => "Superseded",
-    }
 }
 
 /// The record of `entry` of `environment`, in the Application's namespace, with the labels of
@@ -64,7 +51,7 @@ pub fn record(
 mod tests {
     use super::*;
     use crate::api::Time;
-    use crate::api::application::Outcome;
+    use crate::api::application::{HistoryKind, Outcome};
 
     fn entry(second: i64, kind: HistoryKind, release: &str) -> HistoryEntry {
         HistoryEntry {

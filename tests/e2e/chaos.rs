@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use ferry::api::application::{HistoryKind, Outcome, Phase};
 use ferry::api::{Application, BuildJob, DeliveryRecord, Release};
 use hmac::{Hmac, Mac};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
@@ -239,17 +238,8 @@ async fn inject(p: &Pipeline, fault: Fault, sha: &str, sizes: &Sizes) -> Res {
 /// again, so that the next push's webhook has someone to answer it.
 async fn kill_leader(s: &Scenario, now: bool) -> Res<String> {
     let cluster = &s.cluster;
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.system);
-    let holder = leases
-        .get_opt("ferry-controller")
-        .await?
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity);
+    let (pod, _) = cluster.leader_pod().await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.system);
-    let pod = match &holder {
-        Some(h) if pods.get_opt(h).await?.is_some() => h.clone(),
-        _ => cluster.controller_pod().await?,
-    };
     let params = if now {
         DeleteParams {
             grace_period_seconds: Some(0),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ferry::api::{Application, BuildJob, Environment, Release};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -153,6 +154,23 @@ impl Cluster {
             .map(|p| p.name_any())
             .next()
             .ok_or_else(|| format!("no running Ferry pod in {}", self.system).into())
+    }
+
+    /// The Lease holder's pod (the leader), or any running Ferry pod when the holder is gone;
+    /// with the holder the Lease names.
+    pub async fn leader_pod(&self) -> Res<(String, Option<String>)> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.system);
+        let holder = leases
+            .get_opt("ferry-controller")
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.system);
+        let pod = match &holder {
+            Some(h) if pods.get_opt(h).await?.is_some() => h.clone(),
+            _ => self.controller_pod().await?,
+        };
+        Ok((pod, holder))
     }
 
     /// The log file of one of the cluster's own servers (`gitserver`, `registry`), which

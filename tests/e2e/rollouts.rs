@@ -38,7 +38,6 @@ use ferry::api::environment::{
 };
 use ferry::api::{Application, Environment, EnvironmentSpec, Release, ReleaseSpec};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
@@ -1036,17 +1035,8 @@ async fn controller_restart(s: Arc<Scenario>) -> Res {
         .await?;
     let started = state.rollout.as_ref().map(|r| r.started.clone());
     let cluster = web.s.cluster.clone();
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.system);
-    let holder = leases
-        .get_opt("ferry-controller")
-        .await?
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity);
+    let (pod, holder) = cluster.leader_pod().await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.system);
-    let pod = match &holder {
-        Some(h) if pods.get_opt(h).await?.is_some() => h.clone(),
-        _ => cluster.controller_pod().await?,
-    };
     pods.delete(&pod, &DeleteParams::default()).await?;
     web.s.say(format!(
         "killed the leader {pod} (Lease holder {holder:?}) during the stabilization window of {two_}"
