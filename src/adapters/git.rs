@@ -36,8 +36,8 @@ use crate::api::shared::url_has_user;
 /// How long one HTTP request of a ref listing may take, connection included.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many listings run at once, whatever the number of Applications: each holds a thread of
-/// tokio's blocking pool (gitoxide's HTTP client is blocking) until its requests end, even when
-/// the caller gave up on it. More wait for a turn, so a slow or dead git host ties up at most
+/// tokio's blocking pool (gitoxide speaks git over blocking I/O) until its requests end, even
+/// when the caller gave up on it; their requests share one HTTP client (`git_http`). More wait for a turn, so a slow or dead git host ties up at most
 /// this many threads and connections.
 pub const CONCURRENT_LISTINGS: usize = 16;
 /// How many of them may go to one host: a host that is down or slow holds at most this many
@@ -215,8 +215,8 @@ pub trait RemoteRefs: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, GitError>>;
 }
 
-/// The real [`RemoteRefs`]: gitoxide over HTTP(S), on tokio's blocking thread pool, at most
-/// a bounded number of listings at once.
+/// The real [`RemoteRefs`]: gitoxide over HTTP(S) through one shared client (`git_http`), on
+/// tokio's blocking thread pool, at most a bounded number of listings at once.
 #[derive(Clone, Debug)]
 pub struct GixRemote {
     /// Timeout of each HTTP request (a listing takes one or two).
@@ -298,8 +298,8 @@ impl GixRemote {
             .clone()
     }
 
-    /// Runs a blocking listing on tokio's blocking pool: gitoxide's HTTP client is blocking,
-    /// and a listing must not stall the runtime. It waits for a turn first; the turn goes with
+    /// Runs a blocking listing on tokio's blocking pool: gitoxide's transport is blocking, and
+    /// a listing must not stall the runtime. It waits for a turn first; the turn goes with
     /// the thread, so a listing the caller stopped waiting for still counts until it ends.
     fn blocking<'a, T: Send + 'static>(
         &self,
@@ -420,14 +420,12 @@ pub fn list_refs(
     let parsed = parse_http_url(url)?;
     refuse_credentials_in_clear(&parsed, &context, insecure)?;
     refuse_address(url)?;
-    let mut transport = http::connect::<http::reqwest::Remote>(
+    let mut transport = http::connect_http(
+        super::git_http::SharedHttp::new(timeout),
         parsed,
         gix::protocol::transport::Protocol::V2,
         false,
     );
-    transport
-        .configure(&transport_options(timeout))
-        .map_err(|e| context.classify(&e))?;
     if let Some(credentials) = credentials {
         transport
             .set_identity(credentials.account())
@@ -508,7 +506,8 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// HTTP options for gitoxide's reqwest backend: every request is bounded by `timeout`
+/// HTTP options for gitoxide's reqwest backend, which the build pod's fetch uses (listings go
+/// through `git_http`): every request is bounded by `timeout`
 /// (connecting by `CONNECT_TIMEOUT`). gitoxide ignores the generic low-speed settings with
 /// this backend, so the bound is set on the client itself.
 pub(crate) fn transport_options(timeout: Duration) -> http::Options {
@@ -531,7 +530,7 @@ pub(crate) fn transport_options(timeout: Duration) -> http::Options {
     }
 }
 
-fn user_agent() -> String {
+pub(crate) fn user_agent() -> String {
     format!("git/ferry-{}", env!("CARGO_PKG_VERSION"))
 }
 

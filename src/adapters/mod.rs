@@ -15,6 +15,7 @@
 
 pub mod address;
 pub mod git;
+pub mod git_http;
 pub mod http_check;
 pub mod registry;
 pub mod runs;
