@@ -165,9 +165,9 @@ pub(super) async fn reconcile(
             }
         }
     }
-    records::write(&context, app, &namespace, &mut status).await?;
+    let recorded = records::write(&context, app, &namespace, &mut status).await;
     let written = status::write(&context, app, app.status.as_ref(), &status).await?;
-    records::prune(&context, app, &namespace, &status).await?;
+    records::settle(&context, app, &namespace, (&status, &written, recorded)).await;
 
     succeeded(&context, app);
     let poll = looked.map(|l| l.next_look);

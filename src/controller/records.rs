@@ -1,8 +1,13 @@
-//! DeliveryRecords (`decide::records`): written before the status that links them, deleted
-//! once the status no longer does, read back when an Application's status is gone.
+//! DeliveryRecords (`decide::records`): written before the status that links them, taken back
+//! when that status is not stored, deleted once the stored status no longer links them, read
+//! back when an Application's status is gone.
+//!
+//! Records are best effort: one that cannot be written (its CRD not installed yet, say) leaves
+//! its entry unlinked, to be tried again on the next pass, and never holds the status.
 
 use kube::api::{DeleteParams, ListParams};
 
+use super::status::Written;
 use super::{Context, Error, delete_in_background};
 use crate::api::application::ApplicationStatus;
 use crate::api::labels::APPLICATION_LABEL;
@@ -18,6 +23,7 @@ fn selector(app: &str) -> String {
 
 /// For an Application that has no status yet (new, or restored from a backup or an export):
 /// the histories its records keep, put into `status` before anything is decided from it.
+/// Records beyond what the history keeps are deleted.
 pub(super) async fn restore(
     context: &Context,
     app: &Application,
@@ -44,54 +50,95 @@ pub(super) async fn restore(
         records = found.items.len(),
         "no status: the environments' history restored from DeliveryRecords"
     );
-    Ok(())
-}
-
-/// Creates the records of the finished entries of `status` not linked yet, and links them.
-pub(super) async fn write(
-    context: &Context,
-    app: &Application,
-    namespace: &str,
-    status: &mut ApplicationStatus,
-) -> Result<(), Error> {
-    let name = app.metadata.name.as_deref().unwrap_or_default();
     let api = context.api::<DeliveryRecord>(namespace);
-    for record in records::link(namespace, name, &mut status.environments) {
-        let record_name = record.metadata.name.clone().unwrap_or_default();
-        match api
-            .create(&FieldManager::Application.create(), &record)
-            .await
-        {
-            // 409: written before, by a pass whose status write did not land.
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(error) => {
-                return Err(Error::act(format!(
-                    "creating DeliveryRecord {namespace}/{record_name}"
-                ))(error));
-            }
+    for name in records::not_linked(&found.items, &status.environments) {
+        if let Err(error) = delete_in_background(&api, namespace, &name).await {
+            tracing::warn!(record = %name, %error, "cannot delete a DeliveryRecord");
         }
     }
     Ok(())
 }
 
-/// Deletes the records the stored status linked and `status` no longer does.
-pub(super) async fn prune(
+/// Creates the records of the finished entries of `status` not linked yet, and links them;
+/// returns the names of those it created (not those that existed already).
+pub(super) async fn write(
     context: &Context,
     app: &Application,
     namespace: &str,
-    status: &ApplicationStatus,
-) -> Result<(), Error> {
-    let before = app
-        .status
-        .as_ref()
-        .map(|s| s.environments.as_slice())
-        .unwrap_or_default();
+    status: &mut ApplicationStatus,
+) -> Vec<String> {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
     let api = context.api::<DeliveryRecord>(namespace);
-    for name in records::unlinked(before, &status.environments) {
-        delete_in_background(&api, namespace, &name).await?;
+    let mut created = Vec::new();
+    let mut unrecorded = Vec::new();
+    for record in records::link(namespace, name, &mut status.environments) {
+        let record_name = record.metadata.name.clone().unwrap_or_default();
+        match create(&api, &record).await {
+            Ok(true) => created.push(record_name),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(record = %record_name, %error, "cannot write a DeliveryRecord; the entry stays unlinked and is tried again");
+                unrecorded.push(record_name);
+            }
+        }
     }
-    Ok(())
+    records::unlink(&mut status.environments, &unrecorded);
+    created
+}
+
+/// Creates `record`; says whether it did. One of that name that exists already holds the same
+/// entry if it was written for this status by a pass whose status write did not land; if it
+/// holds another (that pass decided otherwise), it is replaced.
+async fn create(
+    api: &kube::Api<DeliveryRecord>,
+    record: &DeliveryRecord,
+) -> Result<bool, kube::Error> {
+    let name = record.metadata.name.as_deref().unwrap_or_default();
+    match api
+        .create(&FieldManager::Application.create(), record)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let held = api.get_opt(name).await?;
+            if held.is_some_and(|held| held.spec == record.spec) {
+                return Ok(false);
+            }
+            api.delete(name, &DeleteParams::default()).await?;
+            api.create(&FieldManager::Application.create(), record)
+                .await?;
+            Ok(true)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// After the status write: if it was not stored, the records this pass `created` are taken
+/// back (the stored status does not link them, and the next pass decides again); if it was,
+/// the records the stored status linked and the new one does not are deleted.
+pub(super) async fn settle(
+    context: &Context,
+    app: &Application,
+    namespace: &str,
+    (status, written, created): (&ApplicationStatus, &Written, Vec<String>),
+) {
+    let gone = match written {
+        Written::Stale => created,
+        Written::Stored | Written::Unchanged => {
+            let before = app
+                .status
+                .as_ref()
+                .map(|s| s.environments.as_slice())
+                .unwrap_or_default();
+            records::unlinked(before, &status.environments)
+        }
+    };
+    let api = context.api::<DeliveryRecord>(namespace);
+    for name in gone {
+        if let Err(error) = delete_in_background(&api, namespace, &name).await {
+            tracing::warn!(record = %name, %error, "cannot delete a DeliveryRecord");
+        }
+    }
 }
 
 /// Deletes every record of a deleted Application.

@@ -34,6 +34,16 @@ pub fn link(
     created
 }
 
+/// Takes back the links to `names` (records that could not be written): their entries are
+/// recorded on a later pass.
+pub fn unlink(environments: &mut [EnvironmentState], names: &[String]) {
+    for entry in environments.iter_mut().flat_map(|e| e.history.iter_mut()) {
+        if entry.record.as_ref().is_some_and(|r| names.contains(r)) {
+            entry.record = None;
+        }
+    }
+}
+
 /// The records `before` linked that `after` does not: their entries dropped out of the history
 /// (or their environment out of the Application).
 pub fn unlinked(before: &[EnvironmentState], after: &[EnvironmentState]) -> Vec<String> {
@@ -45,6 +55,17 @@ pub fn unlinked(before: &[EnvironmentState], after: &[EnvironmentState]) -> Vec<
     gone.sort();
     gone.dedup();
     gone
+}
+
+/// The `records` that no entry of `environments` links: after a restore, those beyond the
+/// history limit or of environments the Application no longer lists.
+pub fn not_linked(records: &[DeliveryRecord], environments: &[EnvironmentState]) -> Vec<String> {
+    let linked: BTreeSet<&str> = links(environments).collect();
+    records
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .filter(|name| !linked.contains(name.as_str()))
+        .collect()
 }
 
 fn links(environments: &[EnvironmentState]) -> impl Iterator<Item = &str> {
@@ -132,6 +153,18 @@ mod tests {
             link("shop", "web", &mut envs).is_empty(),
             "linked entries are not recorded again"
         );
+        let failed = envs[0].history[1].record.clone().unwrap();
+        unlink(&mut envs, std::slice::from_ref(&failed));
+        assert_eq!(
+            envs[0].history[1].record, None,
+            "a record not written is unlinked"
+        );
+        assert!(envs[0].history[2].record.is_some());
+        assert_eq!(
+            link("shop", "web", &mut envs).len(),
+            1,
+            "and written on a later pass"
+        );
 
         envs[0].history[0].outcome = Outcome::Succeeded;
         let made = link("shop", "web", &mut envs);
@@ -202,6 +235,19 @@ mod tests {
             1,
             "a history that is there is left as it is"
         );
-        assert!(unlinked(&restored, &restored).is_empty());
+        assert_eq!(
+            restored[0].rejected,
+            ["web-2"],
+            "what failed there stays rejected"
+        );
+        assert!(restored[1].rejected.is_empty());
+        let mut beyond = vec![
+            recorded[0].history[0].record.clone().unwrap(),
+            recorded[1].history[0].record.clone().unwrap(),
+        ];
+        beyond.sort();
+        let mut left = not_linked(&records, &restored);
+        left.sort();
+        assert_eq!(left, beyond, "the one beyond the limit, and prod's");
     }
 }

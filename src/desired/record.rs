@@ -7,12 +7,12 @@ use super::workload::child_labels;
 use crate::api::application::HistoryEntry;
 use crate::api::{DeliveryRecord, DeliveryRecordSpec};
 
-/// The record's name: the Application, the environment, and a hash of what identifies the
-/// entry (its time, kind and release), so that writing it again after a crash meets the one
-/// written before (`AlreadyExists`) instead of making a second.
+/// The record's name: the Application, the environment, and a hash of them and of what
+/// identifies the entry (its time, kind and release), so that writing it again after a crash
+/// meets the one written before (`AlreadyExists`) instead of making a second.
 pub fn name(app: &str, environment: &str, entry: &HistoryEntry) -> String {
     let key = format!(
-        "{}\n{}\n{}",
+        "{app}\n{environment}\n{}\n{}\n{}",
         entry.time.0.as_second(),
         entry.kind.as_str(),
         entry.release
