@@ -51,7 +51,7 @@ unit:
 integration: test-registry
 	e2e/build-helm.sh > /dev/null
 	$(CARGO) build --locked --tests
-	$(CARGO) test --locked --test git --test webhook --test http_check --test http_check_proxy --test verification
+	$(CARGO) test --locked --test git --test git_client --test webhook --test http_check --test http_check_proxy --test verification
 	e2e/apiserver.sh run -- $(CARGO) test --locked --test integration -- --test-threads=4
 
 ## test-registry: the publish step against a real registry (Debian's docker-registry) on loopback,

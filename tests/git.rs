@@ -17,7 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[path = "support/gitserver.rs"]
 mod gitserver;
+#[path = "support/hosts.rs"]
+mod hosts;
 use gitserver::{GitServer, TempDir, WorkingCopy, free_port};
+use hosts::silent_host;
 
 /// The repository at `url`, with `credentials`, sent over plain `http://` only if `insecure`.
 fn at<'a>(url: &'a str, credentials: Option<&'a Credentials>, insecure: bool) -> Remote<'a> {
@@ -464,22 +467,6 @@ fn fetch_reports_the_work_items_since_the_previous_release() {
     assert!(!stderr.contains("not-the-pw-31337"), "{stderr}");
 }
 
-/// A loopback port that accepts connections and never answers (a git host down behind a load
-/// balancer, say); returns its URL and the connections it holds.
-fn silent_host() -> (String, Arc<Mutex<Vec<std::net::TcpStream>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let held = accepted.clone();
-    // Holds every connection open, unanswered, for the life of the test process.
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            held.lock().unwrap().push(stream);
-        }
-    });
-    (format!("http://127.0.0.1:{port}/app.git"), accepted)
-}
-
 /// A host that never answers ties up at most `CONCURRENT_LISTINGS` listings, threads and
 /// connections at once, however many Applications ask; the others wait for a turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,99 +520,6 @@ async fn a_host_that_never_answers_does_not_starve_the_others() {
         "measured: connections to a down host / another host, 6 and 2 listings, 2 per host = {down_open} / {other_open}"
     );
     assert_eq!((down_open, other_open), (2, 2));
-    for listing in listings {
-        listing.await.unwrap().unwrap_err();
-    }
-}
-
-/// A loopback HTTP server that answers every request 404 on the connection it came on (kept
-/// alive); returns its URL and how many connections it accepted.
-fn not_found_host() -> (String, Arc<Mutex<usize>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(Mutex::new(0));
-    let counted = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            *counted.lock().unwrap() += 1;
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    // A request: its lines up to the blank one (a GET has no body).
-                    let mut line = String::new();
-                    let mut ended = false;
-                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                        if line == "\r\n" {
-                            ended = true;
-                            break;
-                        }
-                        line.clear();
-                    }
-                    if !ended
-                        || writer
-                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (format!("http://127.0.0.1:{port}/app.git"), accepted)
-}
-
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap()
-}
-
-/// Every listing goes through one HTTP client: one after another, listings of a host reuse
-/// its connection, and listings at once start no threads of their own beyond the blocking
-/// task each runs in (gitoxide's own backend started two per listing and built a client for
-/// each).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listings_share_one_client_its_connections_and_its_thread() {
-    let (url, accepted) = not_found_host();
-    let remote = GixRemote::new(TIMEOUT, git::CONCURRENT_LISTINGS);
-    for _ in 0..5 {
-        let outcome = remote.head(at(&url, None, false), "main").await;
-        assert!(
-            matches!(outcome, Err(GitError::NotARepository { .. })),
-            "{outcome:?}"
-        );
-    }
-    let connections = *accepted.lock().unwrap();
-    println!("measured: connections for 5 listings of one host, one after another = {connections}");
-    assert_eq!(connections, 1, "the listings reuse the client's connection");
-
-    let (silent, _) = silent_host();
-    let remote = GixRemote::new(Duration::from_secs(2), 8).per_host(8);
-    let before = threads();
-    let listings: Vec<_> = (0..8)
-        .map(|_| {
-            let (remote, url) = (remote.clone(), silent.clone());
-            tokio::spawn(async move { remote.head(at(&url, None, false), "main").await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let during = threads();
-    println!(
-        "measured: threads added by 8 listings at once = {}",
-        during.saturating_sub(before)
-    );
-    // The 8 blocking tasks, and the shared client's one thread if it had none yet.
-    assert!(
-        during <= before + 9,
-        "8 listings at once took {} threads more than the blocking tasks they run in",
-        during.saturating_sub(before + 9)
-    );
     for listing in listings {
         listing.await.unwrap().unwrap_err();
     }

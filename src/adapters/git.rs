@@ -545,7 +545,8 @@ pub(crate) fn refuse_credential_prompts(
 
 /// Refuses to send credentials (the Secret's, or a user in the URL) over plain `http://`
 /// unless the source says `insecure`; checked before any connection, so nothing is sent.
-/// (gitoxide itself refuses a redirect from `https://` to `http://`.)
+/// (Listings follow no redirect, `git_http`; the fetch step's gitoxide refuses one from
+/// `https://` to `http://`.)
 pub(crate) fn refuse_credentials_in_clear(
     parsed: &gix::Url,
     context: &ErrorContext,

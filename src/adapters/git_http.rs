@@ -7,12 +7,13 @@
 //! runs on one thread of its own whatever the number of sources. gitoxide still speaks the git
 //! protocol (handshake, `ls-refs`); this only carries its requests ([`Http`]).
 //!
-//! Redirects are followed (at most five) only within the same host: a repository moved on its
-//! server still answers, and a redirect cannot lead a listing to another host (whose name the
-//! address policy resolved for the first request only).
+//! Redirects are not followed: a redirect is refused with an error naming where it points (a
+//! moved repository is fixed by changing `spec.source.url`), so a listing never leaves the
+//! host, scheme and port whose address the address policy checked, nor drops from https to
+//! http.
 
 use std::io::{BufReader, Cursor, Read, Write};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gix::protocol::transport::client::blocking_io::http::{
@@ -22,37 +23,33 @@ use reqwest::blocking::{Client, Response};
 
 use super::git::CONNECT_TIMEOUT;
 
-/// Redirects followed at most, each within the host of the request before it.
-const REDIRECTS: usize = 5;
-
 /// The one client, built on first use (inside a blocking task: a blocking client must not be
-/// built on an async thread). `Err` says why it could not be built, for every listing.
-fn client() -> Result<&'static Client, String> {
-    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            super::git::install_crypto_provider();
-            Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .http1_title_case_headers()
-                .user_agent(super::git::user_agent())
-                .dns_resolver(Arc::new(crate::adapters::address::GuardedResolver))
-                .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                    let same_host = attempt
-                        .previous()
-                        .last()
-                        .is_some_and(|before| before.host_str() == attempt.url().host_str());
-                    if attempt.previous().len() > REDIRECTS || !same_host {
-                        attempt.stop()
-                    } else {
-                        attempt.follow()
-                    }
-                }))
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client for git: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// built on an async thread); a failure to build it is reported to the listing that asked,
+/// and the next one tries again.
+fn client() -> Result<Client, String> {
+    static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+    let mut held = CLIENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(client) = held.as_ref() {
+        return Ok(client.clone());
+    }
+    super::git::install_crypto_provider();
+    let client = Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http1_title_case_headers()
+        .user_agent(super::git::user_agent())
+        .dns_resolver(Arc::new(crate::adapters::address::GuardedResolver))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let to = super::git::redact_url(attempt.url().as_str());
+            attempt.error(format!(
+                "the server redirects to {to}; Ferry does not follow redirects: if the repository moved, set spec.source.url to its new URL"
+            ))
+        }))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client for git: {e}"))?;
+    *held = Some(client.clone());
+    Ok(client)
 }
 
 /// A transport's HTTP: every request through the shared client, each bounded by `timeout`.
@@ -75,7 +72,10 @@ impl SharedHttp {
         let mut request = client.request(method, url).timeout(self.timeout);
         for line in headers {
             if let Some((name, value)) = line.as_ref().split_once(':') {
-                request = request.header(name.trim(), value.trim());
+                // Ferry's own user agent, the client's, rather than gitoxide's.
+                if !name.trim().eq_ignore_ascii_case("user-agent") {
+                    request = request.header(name.trim(), value.trim());
+                }
             }
         }
         Ok(request)
