@@ -2,7 +2,7 @@
 # The resilience tier's long form (`make test-chaos`): Ferry installed on the real single-node
 # cluster (brought up if needed), then tests/e2e/chaos.rs with FERRY_CHAOS_FAULTS faults
 # (default 20): the leader's pod deleted with and without grace, webhook storms of 1,000 signed
-# pushes, the API server restarted, the registry frozen during a publish and the git server
+# pushes, the API server restarted, the registry frozen while a commit builds and the git server
 # frozen for a minute, each at a random moment of the pipeline; then the invariants. `make test`
 # runs the short form (5 faults) as one of its end-to-end steps.
 #

@@ -14,8 +14,8 @@
 //! The faults, in turn: the leader's pod deleted (gracefully, then with no grace period: the
 //! kubelet kills it at once), a storm of signed pushes of the same commit to Ferry's webhook,
 //! the git server frozen (SIGSTOP, then SIGCONT: every connection to it hangs), the API server
-//! restarted (killed and started again with the same arguments) and the registry frozen during a
-//! build. `FERRY_CHAOS_FAULTS` says how many (5 in `make test`, 20 in `make test-chaos`),
+//! restarted (killed and started again with the same arguments) and the registry frozen while a
+//! commit builds (its pull of the builder image or its publish). `FERRY_CHAOS_FAULTS` says how many (5 in `make test`, 20 in `make test-chaos`),
 //! `FERRY_CHAOS_SEED` fixes the moments (the seed is printed).
 
 use std::collections::BTreeMap;
@@ -41,7 +41,8 @@ pub fn suite() -> Suite {
         name: "chaos",
         before: None,
         parallel: vec![],
-        alone: vec![case!("faults", faults, 2400)],
+        // About a minute per fault, and a margin.
+        alone: vec![case!("faults", faults, 600 + 90 * fault_count() as u64)],
     }
 }
 
@@ -138,8 +139,13 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// How many faults to inject: `FERRY_CHAOS_FAULTS`, 5 by default.
+fn fault_count() -> usize {
+    usize::try_from(env_number("FERRY_CHAOS_FAULTS", 5)).unwrap_or(5)
+}
+
 async fn faults(s: Arc<Scenario>) -> Res {
-    let count = usize::try_from(env_number("FERRY_CHAOS_FAULTS", 5)).unwrap_or(5);
+    let count = fault_count();
     let seed = env_number(
         "FERRY_CHAOS_SEED",
         jiff::Timestamp::now().as_nanosecond().unsigned_abs() as u64,
@@ -257,6 +263,15 @@ async fn kill_leader(s: &Scenario, now: bool) -> Res<String> {
     )
     .await
     .map_err(|_| format!("the deleted pod {pod} was still there after 120 s"))??;
+    // Another pod runs, and the Deployment counts it available.
+    let mut replaced = cluster.controller_pod().await;
+    while !matches!(&replaced, Ok(new) if *new != pod) {
+        if started.elapsed() > secs(180) {
+            return Err(format!("no Ferry pod replaced {pod} within 180 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        replaced = cluster.controller_pod().await;
+    }
     cluster.controller_available(secs(180)).await?;
     Ok(format!(
         "deleted the leader {pod}{}; a controller was available again {:.1} s later",
@@ -334,7 +349,18 @@ async fn signal(pid: &str, signal: &str) -> Res {
 /// Freezes the daemon `name` (SIGSTOP) for `how_long`: connections to it are accepted by the
 /// kernel and never answered. Then thaws it.
 async fn frozen(name: &str, how_long: Duration) -> Res<String> {
+    /// Thaws the daemon however the freeze ends: a scenario stopped at its deadline must not
+    /// leave the cluster's git server or registry stopped.
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0])
+                .status();
+        }
+    }
     let pid = daemon_pid(name)?;
+    let _thaw = Thaw(pid.clone());
     signal(&pid, "STOP").await?;
     tokio::time::sleep(how_long).await;
     signal(&pid, "CONT").await?;
@@ -376,30 +402,29 @@ async fn restart_api_server(s: &Scenario) -> Res<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = s.cluster.server_log("kube-apiserver");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
-    let child = std::process::Command::new("setsid")
-        .arg("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.cluster.netns))
-        .arg("--")
+    // Started as `e2e/cluster/lib.sh` starts every daemon (`start_daemon`): its own session,
+    // the cluster's network namespace, none of this process's descriptors, its pid file.
+    let lib = std::path::Path::new(&s.cluster.e2e_dir).join("cluster/lib.sh");
+    let status = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"source "$1" && shift && start_daemon kube-apiserver "$@""#)
+        .arg("restart")
+        .arg(&lib)
         .arg(&program)
         .args(&args[1..])
         .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()?;
-    let dir = std::env::var("FERRY_E2E_DIR").unwrap_or_else(|_| "/var/lib/ferry-e2e".to_owned());
-    std::fs::write(
-        format!("{dir}/run/kube-apiserver.pid"),
-        child.id().to_string(),
-    )?;
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        return Err(format!("starting kube-apiserver again failed: {status}").into());
+    }
+    let restarted = daemon_pid("kube-apiserver")?;
     // Ready again: a request answers.
     let apps: Api<Application> = Api::namespaced(s.client(), &s.ns);
     loop {
-        if apps.get_opt(APP).await.is_ok() {
+        if let Ok(Ok(_)) = tokio::time::timeout(secs(5), apps.get_opt(APP)).await {
             break;
         }
         if started.elapsed() > secs(120) {
@@ -408,8 +433,7 @@ async fn restart_api_server(s: &Scenario) -> Res<String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(format!(
-        "restarted the API server (pid {pid} → {}), answering again {:.1} s after the kill",
-        child.id(),
+        "restarted the API server (pid {pid} → {restarted}), answering again {:.1} s after the kill",
         started.elapsed().as_secs_f64()
     ))
 }

@@ -382,6 +382,9 @@ spec:
   image: {{repository: "{repository}", insecure: true}}
   run: {config}
   environments: [{{name: dev}}, {{name: staging}}, {{name: prod}}]
+  # The chaos suite pushes a commit per round: every BuildJob and history entry is kept.
+  buildHistoryLimit: 100
+  historyLimit: 100
 "#,
             url = self.url,
             config = self.config()
