@@ -36,6 +36,10 @@ pub fn markdown() -> Result<String, serde_json::Error> {
             let _ = writeln!(out, "\n- Rule: {rule}");
         }
         for part in ["spec", "status"] {
+            // A kind without a status (a DeliveryRecord) has no table for it.
+            if schema["properties"][part].is_null() {
+                continue;
+            }
             let _ = write!(
                 out,
                 "\n### {}.{part}\n\n| field | type | default | description |\n|---|---|---|---|\n",
