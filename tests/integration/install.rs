@@ -290,6 +290,39 @@ async fn the_controller_works_with_exactly_the_rbac_of_the_install_manifest() {
         "the ServiceAccount must not delete kube-system's Deployments: {forbidden:?}"
     );
 
+    // Every request the DeliveryRecords need (`controller::records`): a record of that name
+    // already there is read before it is replaced.
+    let records = Api::<ferry::api::DeliveryRecord>::namespaced(as_ferry.clone(), &granted.name);
+    let record: ferry::api::DeliveryRecord = serde_yaml::from_str(
+        "metadata: {name: none-dev-0123456789, labels: {ferry.dev/application: none}}\n\
+         spec: {application: none, environment: dev, entry: {release: none-1.0.0, \
+         time: '2026-12-07T10:00:00Z', kind: Rollout, outcome: Succeeded, reason: newest}}",
+    )
+    .expect("a record");
+    records
+        .create(&kube::api::PostParams::default(), &record)
+        .await
+        .expect("the ServiceAccount may create a DeliveryRecord");
+    records
+        .get_opt("none-dev-0123456789")
+        .await
+        .expect("the ServiceAccount may read a DeliveryRecord");
+    records
+        .delete("none-dev-0123456789", &DeleteParams::default())
+        .await
+        .expect("the ServiceAccount may delete a DeliveryRecord");
+    records
+        .list(&ListParams::default().labels("ferry.dev/application=none"))
+        .await
+        .expect("the ServiceAccount may list DeliveryRecords");
+    records
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("ferry.dev/application=none"),
+        )
+        .await
+        .expect("the ServiceAccount may delete an Application's DeliveryRecords");
+
     let controllers = [
         RunningController::start(&as_ferry, &granted.name),
         RunningController::start(&as_ferry, &ungranted.name),
