@@ -37,8 +37,8 @@ use crate::api::shared::url_has_user;
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many listings run at once, whatever the number of Applications: each holds a thread of
 /// tokio's blocking pool (gitoxide speaks git over blocking I/O) until its requests end, even
-/// when the caller gave up on it; their requests share one HTTP client (`git_http`). More wait for a turn, so a slow or dead git host ties up at most
-/// this many threads and connections.
+/// when the caller gave up on it; their requests share one HTTP client (`git_http`). More wait
+/// for a turn, so a slow or dead git host ties up at most this many threads and connections.
 pub const CONCURRENT_LISTINGS: usize = 16;
 /// How many of them may go to one host: a host that is down or slow holds at most this many
 /// turns, and the other hosts' listings still run.

@@ -50,12 +50,8 @@ pub(super) async fn restore(
         records = found.items.len(),
         "no status: the environments' history restored from DeliveryRecords"
     );
-    let api = context.api::<DeliveryRecord>(namespace);
-    for name in records::not_linked(&found.items, &status.environments) {
-        if let Err(error) = delete_in_background(&api, namespace, &name).await {
-            tracing::warn!(record = %name, %error, "cannot delete a DeliveryRecord");
-        }
-    }
+    let beyond = records::not_linked(&found.items, &status.environments);
+    delete_each(context, namespace, beyond).await;
     Ok(())
 }
 
@@ -133,8 +129,13 @@ pub(super) async fn settle(
             records::unlinked(before, &status.environments)
         }
     };
+    delete_each(context, namespace, gone).await;
+}
+
+/// Deletes the records `names`; one that cannot be deleted is logged and left.
+async fn delete_each(context: &Context, namespace: &str, names: Vec<String>) {
     let api = context.api::<DeliveryRecord>(namespace);
-    for name in gone {
+    for name in names {
         if let Err(error) = delete_in_background(&api, namespace, &name).await {
             tracing::warn!(record = %name, %error, "cannot delete a DeliveryRecord");
         }

@@ -47,11 +47,7 @@ pub fn unlink(environments: &mut [EnvironmentState], names: &[String]) {
 /// The records `before` linked that `after` does not: their entries dropped out of the history
 /// (or their environment out of the Application).
 pub fn unlinked(before: &[EnvironmentState], after: &[EnvironmentState]) -> Vec<String> {
-    let kept: BTreeSet<&str> = links(after).collect();
-    let mut gone: Vec<String> = links(before)
-        .filter(|name| !kept.contains(name))
-        .map(str::to_owned)
-        .collect();
+    let mut gone = outside(links(before), after);
     gone.sort();
     gone.dedup();
     gone
@@ -60,11 +56,21 @@ pub fn unlinked(before: &[EnvironmentState], after: &[EnvironmentState]) -> Vec<
 /// The `records` that no entry of `environments` links: after a restore, those beyond the
 /// history limit or of environments the Application no longer lists.
 pub fn not_linked(records: &[DeliveryRecord], environments: &[EnvironmentState]) -> Vec<String> {
+    outside(
+        records.iter().filter_map(|r| r.metadata.name.as_deref()),
+        environments,
+    )
+}
+
+/// The `names` no entry of `environments` links.
+fn outside<'a>(
+    names: impl Iterator<Item = &'a str>,
+    environments: &[EnvironmentState],
+) -> Vec<String> {
     let linked: BTreeSet<&str> = links(environments).collect();
-    records
-        .iter()
-        .filter_map(|r| r.metadata.name.clone())
-        .filter(|name| !linked.contains(name.as_str()))
+    names
+        .filter(|name| !linked.contains(name))
+        .map(str::to_owned)
         .collect()
 }
 

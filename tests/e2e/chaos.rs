@@ -32,7 +32,7 @@ use sha2::Sha256;
 
 use crate::builds::manifest_code;
 use crate::case;
-use crate::harness::{Res, Scenario, Suite};
+use crate::harness::{Cluster, Res, Scenario, Suite};
 use crate::net::in_netns;
 use crate::promotion::{APP, Commit, Pipeline, STABILIZATION_WINDOW};
 
@@ -197,7 +197,7 @@ async fn faults(s: Arc<Scenario>) -> Res {
     // What a restarted controller would still write comes within this.
     tokio::time::sleep(secs(10)).await;
 
-    let broken = invariants(&s, &pushed, &approved, &newest).await?;
+    let broken = invariants(&p, &pushed, &approved, &newest).await?;
     for line in &broken {
         s.say(format!("broken: {line}"));
     }
@@ -229,8 +229,8 @@ async fn inject(p: &Pipeline, fault: Fault, sha: &str, sizes: &Sizes) -> Res {
         Fault::KillLeader => kill_leader(s, false).await?,
         Fault::KillLeaderNow => kill_leader(s, true).await?,
         Fault::WebhookStorm => storm(p, sha, sizes.storm).await?,
-        Fault::GitFrozen => frozen("gitserver", sizes.frozen).await?,
-        Fault::RegistryFrozen => frozen("registry", sizes.frozen).await?,
+        Fault::GitFrozen => frozen(&s.cluster, "gitserver", sizes.frozen).await?,
+        Fault::RegistryFrozen => frozen(&s.cluster, "registry", sizes.frozen).await?,
         Fault::ApiServerRestart => restart_api_server(s).await?,
     };
     s.say(format!(
@@ -327,14 +327,6 @@ async fn storm(p: &Pipeline, sha: &str, count: usize) -> Res<String> {
     ))
 }
 
-/// The pid of one of the cluster's own daemons (`e2e/cluster/lib.sh` writes their pid files).
-fn daemon_pid(name: &str) -> Res<String> {
-    let dir = std::env::var("FERRY_E2E_DIR").unwrap_or_else(|_| "/var/lib/ferry-e2e".to_owned());
-    let file = format!("{dir}/run/{name}.pid");
-    let pid = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
-    Ok(pid.trim().to_owned())
-}
-
 async fn signal(pid: &str, signal: &str) -> Res {
     let status = tokio::process::Command::new("kill")
         .args([format!("-{signal}"), pid.to_owned()])
@@ -348,7 +340,7 @@ async fn signal(pid: &str, signal: &str) -> Res {
 
 /// Freezes the daemon `name` (SIGSTOP) for `how_long`: connections to it are accepted by the
 /// kernel and never answered. Then thaws it.
-async fn frozen(name: &str, how_long: Duration) -> Res<String> {
+async fn frozen(cluster: &Cluster, name: &str, how_long: Duration) -> Res<String> {
     /// Thaws the daemon however the freeze ends: a scenario stopped at its deadline must not
     /// leave the cluster's git server or registry stopped.
     struct Thaw(String);
@@ -359,7 +351,7 @@ async fn frozen(name: &str, how_long: Duration) -> Res<String> {
                 .status();
         }
     }
-    let pid = daemon_pid(name)?;
+    let pid = cluster.daemon_pid(name)?;
     let _thaw = Thaw(pid.clone());
     signal(&pid, "STOP").await?;
     tokio::time::sleep(how_long).await;
@@ -370,7 +362,7 @@ async fn frozen(name: &str, how_long: Duration) -> Res<String> {
 /// Kills the API server (SIGTERM) and starts it again as `e2e/cluster/lib.sh` started it: the
 /// same arguments, in the cluster's network namespace, its own session, its log appended to.
 async fn restart_api_server(s: &Scenario) -> Res<String> {
-    let pid = daemon_pid("kube-apiserver")?;
+    let pid = s.cluster.daemon_pid("kube-apiserver")?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
     // The program itself: its command line may name it as found on the PATH of whoever
     // started it.
@@ -420,31 +412,41 @@ async fn restart_api_server(s: &Scenario) -> Res<String> {
     if !status.success() {
         return Err(format!("starting kube-apiserver again failed: {status}").into());
     }
-    let restarted = daemon_pid("kube-apiserver")?;
-    // Ready again: a request answers.
+    let restarted = s.cluster.daemon_pid("kube-apiserver")?;
+    // Ready again: a change of the Application is admitted (a dry run). Reads answer first;
+    // the admission policies that read Environments as parameters are configured a moment
+    // later, and until then refuse every change ("failed to configure policy").
     let apps: Api<Application> = Api::namespaced(s.client(), &s.ns);
+    let probe =
+        serde_json::json!({"metadata": {"annotations": {"e2e.ferry.dev/probe": "restart"}}});
+    let (dry_run, probe) = (
+        kube::api::PatchParams::default().dry_run(),
+        kube::api::Patch::Merge(&probe),
+    );
     loop {
-        if let Ok(Ok(_)) = tokio::time::timeout(secs(5), apps.get_opt(APP)).await {
+        let change = apps.patch(APP, &dry_run, &probe);
+        if let Ok(Ok(_)) = tokio::time::timeout(secs(5), change).await {
             break;
         }
         if started.elapsed() > secs(120) {
-            return Err("the API server did not answer within 120 s of its restart".into());
+            return Err("the API server did not admit a change within 120 s of its restart".into());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(format!(
-        "restarted the API server (pid {pid} → {restarted}), answering again {:.1} s after the kill",
+        "restarted the API server (pid {pid} → {restarted}), admitting changes again {:.1} s after the kill",
         started.elapsed().as_secs_f64()
     ))
 }
 
 /// What must hold after the faults; each line is one that does not.
 async fn invariants(
-    s: &Scenario,
+    p: &Pipeline,
     pushed: &[String],
     approved: &[String],
     newest: &str,
 ) -> Res<Vec<String>> {
+    let s = &p.s;
     let mut broken = Vec::new();
     let jobs = s
         .api::<BuildJob>()
@@ -472,10 +474,7 @@ async fn invariants(
             ));
         }
     }
-    let app = s
-        .get::<Application>(APP)
-        .await?
-        .ok_or("the Application is gone")?;
+    let app = p.app().await?;
     let records = s
         .api::<DeliveryRecord>()
         .list(&ListParams::default())

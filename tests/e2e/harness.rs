@@ -72,6 +72,11 @@ pub struct Cluster {
     pub out: String,
 }
 
+/// Where `e2e/cluster/lib.sh` keeps the cluster's logs and pid files.
+fn state_dir() -> String {
+    env_or("FERRY_E2E_DIR", "/var/lib/ferry-e2e")
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -176,10 +181,15 @@ impl Cluster {
     /// The log file of one of the cluster's own servers (`gitserver`, `registry`), which
     /// `e2e/cluster/lib.sh` writes on this machine.
     pub fn server_log(&self, name: &str) -> String {
-        format!(
-            "{}/logs/{name}.log",
-            env_or("FERRY_E2E_DIR", "/var/lib/ferry-e2e")
-        )
+        format!("{}/logs/{name}.log", state_dir())
+    }
+
+    /// The pid of one of the cluster's own daemons (`kube-apiserver`, `registry`), from the pid
+    /// file `e2e/cluster/lib.sh` writes on this machine.
+    pub fn daemon_pid(&self, name: &str) -> Res<String> {
+        let file = format!("{}/run/{name}.pid", state_dir());
+        let pid = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+        Ok(pid.trim().to_owned())
     }
 
     /// Waits until Ferry's Deployment is available again (after a pod was killed).

@@ -1468,7 +1468,7 @@ async fn manual_rollback(s: Arc<Scenario>) -> Res {
     p.s.say(format!("summary: {}", p.summary().await?));
     p.events_include(&["Approved", "ManualRollback", "AwaitingApproval"])
         .await?;
-    restore_from_export(&p.s).await
+    restore_from_export(&p).await
 }
 
 /// Each environment's finished history entries, once every one is linked to its
@@ -1509,7 +1509,8 @@ fn exported(metadata: &kube::api::ObjectMeta) -> kube::api::ObjectMeta {
 
 /// Durable history: the namespace's Ferry objects exported, the namespace deleted and made
 /// again, the export applied; every environment's history comes back from the DeliveryRecords.
-async fn restore_from_export(s: &Scenario) -> Res {
+async fn restore_from_export(p: &Pipeline) -> Res {
+    let s = &p.s;
     let before = s
         .until::<Application, _>(
             APP,
@@ -1519,10 +1520,7 @@ async fn restore_from_export(s: &Scenario) -> Res {
         )
         .await?;
     let entries: usize = before.iter().map(|(_, h)| h.len()).sum();
-    let app = s
-        .get::<Application>(APP)
-        .await?
-        .ok_or("the Application is gone")?;
+    let app = p.app().await?;
     let records = s
         .api::<DeliveryRecord>()
         .list(&ListParams::default())

@@ -256,55 +256,53 @@ pub fn trim_pod(pod: &mut Pod) {
             ..Default::default()
         };
     }
-    if let Some(status) = pod.status.as_mut() {
-        *status = trimmed_status(status);
-    }
+    pod.status = pod.status.take().map(trimmed_status);
 }
 
 /// What `pod_facts` and `verification::outcome` read of a pod's status: its phase, reason and
 /// message, its conditions (type, status, reason, message), and per container its name,
 /// readiness, restarts, and state and last state (waiting: reason and message; terminated:
 /// exit code, reason, message, finish time). Images, IDs, addresses, resources and times go.
-fn trimmed_status(status: &PodStatus) -> PodStatus {
-    let state = |s: &ContainerState| ContainerState {
+fn trimmed_status(status: PodStatus) -> PodStatus {
+    let state = |s: ContainerState| ContainerState {
         running: None,
-        waiting: s.waiting.as_ref().map(|w| ContainerStateWaiting {
-            reason: w.reason.clone(),
-            message: w.message.clone(),
+        waiting: s.waiting.map(|w| ContainerStateWaiting {
+            reason: w.reason,
+            message: w.message,
         }),
-        terminated: s.terminated.as_ref().map(|t| ContainerStateTerminated {
+        terminated: s.terminated.map(|t| ContainerStateTerminated {
             exit_code: t.exit_code,
-            reason: t.reason.clone(),
-            message: t.message.clone(),
-            finished_at: t.finished_at.clone(),
+            reason: t.reason,
+            message: t.message,
+            finished_at: t.finished_at,
             ..ContainerStateTerminated::default()
         }),
     };
     PodStatus {
-        phase: status.phase.clone(),
-        reason: status.reason.clone(),
-        message: status.message.clone(),
-        conditions: status.conditions.as_ref().map(|conditions| {
+        phase: status.phase,
+        reason: status.reason,
+        message: status.message,
+        conditions: status.conditions.map(|conditions| {
             conditions
-                .iter()
+                .into_iter()
                 .map(|c| PodCondition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    message: c.message,
                     ..PodCondition::default()
                 })
                 .collect()
         }),
-        container_statuses: status.container_statuses.as_ref().map(|containers| {
+        container_statuses: status.container_statuses.map(|containers| {
             containers
-                .iter()
+                .into_iter()
                 .map(|c| ContainerStatus {
-                    name: c.name.clone(),
+                    name: c.name,
                     ready: c.ready,
                     restart_count: c.restart_count,
-                    state: c.state.as_ref().map(state),
-                    last_state: c.last_state.as_ref().map(state),
+                    state: c.state.map(state),
+                    last_state: c.last_state.map(state),
                     ..ContainerStatus::default()
                 })
                 .collect()
