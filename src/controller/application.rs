@@ -47,7 +47,7 @@ pub(super) fn relate(
 ) -> Controller<Guarded<Application>> {
     // An Environment appearing, disappearing or changing readiness changes whether the
     // Applications that list it can be delivered.
-    let apps = context.caches.applications.store().clone();
+    let apps = context.caches.applications.clone();
     let by_environment = move |env: Arc<Guarded<Environment>>| {
         let name = env.name_any();
         related(&apps, env.namespace().as_deref(), |app: &Application| {
@@ -56,7 +56,7 @@ pub(super) fn relate(
     };
     // A Release appearing or going away decides whether a pin on it can be honoured, and
     // which is its Application's latest.
-    let apps = context.caches.applications.store().clone();
+    let apps = context.caches.applications.clone();
     let by_release = move |release: Arc<Guarded<Release>>| {
         let name = release.name_any();
         let owner = release.0.as_ref().ok().map(|r| r.spec.application.clone());

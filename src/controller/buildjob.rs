@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
+use super::cache::View;
 use super::error::succeeded;
 use super::events::readable;
 use super::relations::related;
@@ -42,11 +43,11 @@ use crate::desired::build_pod::build_pod;
 /// Declares what a BuildJob's state depends on besides itself.
 pub(super) fn relate(
     controller: Controller<Guarded<BuildJob>>,
+    jobs: View<Guarded<BuildJob>>,
     applications: impl Stream<Item = Arc<Guarded<Application>>> + Send + 'static,
     pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
 ) -> Controller<Guarded<BuildJob>> {
     // A build waits for its Application.
-    let jobs = controller.store();
     let by_application = move |app: Arc<Guarded<Application>>| {
         let name = app.name_any();
         related(&jobs, app.namespace().as_deref(), |j: &BuildJob| {

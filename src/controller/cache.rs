@@ -19,8 +19,9 @@
 //! future wakes only the last of several concurrent waiters (its oneshot receiver keeps a single
 //! waker), so a reconcile waiting on it could hang once the controller's own applier waits too.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -50,6 +51,17 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     trim: fn(&mut K),
     keep: Keep<K>,
     held: Option<Gauge>,
+    groups: Arc<RwLock<Groups>>,
+    group_of: GroupOf<K>,
+}
+
+/// The group an object is found in by [`View::group`]: its namespace for Ferry's kinds (the
+/// default), its Application (`namespace/name`, from its labels) for the workloads Ferry runs.
+pub type GroupOf<K> = fn(&K) -> Option<String>;
+
+/// An object's namespace, as its group.
+fn namespace_of<K: Resource>(object: &K) -> Option<String> {
+    object.meta().namespace.clone()
 }
 
 /// Which objects a cache holds at all: this shard's (`decide::shard`), or every one.
@@ -72,7 +84,15 @@ where
             trim: |_| {},
             keep: Arc::new(|_| true),
             held: None,
+            groups: Arc::default(),
+            group_of: namespace_of::<K>,
         }
+    }
+
+    /// The same cache, its objects grouped by `group_of` for [`View::group`] instead of by
+    /// namespace.
+    pub fn grouped(self, group_of: GroupOf<K>) -> Self {
+        Self { group_of, ..self }
     }
 
     /// The same cache, with how many objects it holds kept in `held`.
@@ -126,6 +146,7 @@ where
         View {
             store: self.store.clone(),
             synced: self.synced.clone(),
+            groups: self.groups.clone(),
         }
     }
 
@@ -140,6 +161,14 @@ where
         let trim = self.trim;
         let keep = self.keep;
         let (store, held) = (self.store.clone(), self.held);
+        let (groups, group_of) = (self.groups, self.group_of);
+        let regroup = |change: &dyn Fn(&mut Groups)| {
+            change(
+                &mut groups
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            )
+        };
         let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
             subscribers
                 .into_inner()
@@ -181,22 +210,31 @@ where
             .take_until(shutdown)
             .for_each(|event| {
                 match event {
-                    Ok(watcher::Event::Init) => listed.clear(),
+                    Ok(watcher::Event::Init) => {
+                        listed.clear();
+                        regroup(&|g| g.relist());
+                    }
                     Ok(watcher::Event::InitApply(object)) => {
+                        regroup(&|g| g.listed(member(&object), group_of(&object)));
                         listed.push(ObjectRef::from_obj(&object))
                     }
                     Ok(watcher::Event::InitDone) => {
+                        regroup(&|g| g.relisted());
                         for object in listed.drain(..).filter_map(|r| store.get(&r)) {
                             tell(&changes, object);
                         }
                         synced.send_replace(true);
                     }
                     Ok(watcher::Event::Apply(object)) => {
+                        regroup(&|g| g.applied(member(&object), group_of(&object)));
                         if let Some(object) = stored(&object) {
                             tell(&changes, object);
                         }
                     }
-                    Ok(watcher::Event::Delete(object)) => tell(&deletions, Arc::new(object)),
+                    Ok(watcher::Event::Delete(object)) => {
+                        regroup(&|g| g.deleted(&member(&object)));
+                        tell(&deletions, Arc::new(object))
+                    }
                     Err(error) => {
                         tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff")
                     }
@@ -228,11 +266,102 @@ fn admitted<K, E>(
     }
 }
 
+/// An object's place in the store: namespace and name.
+type Member = (String, String);
+
+fn member(object: &impl Resource) -> Member {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The members of each group of a cache (`GroupOf`), kept beside its store as watch events
+/// arrive, so that a reconcile or a watch mapper reads the few objects of one namespace or
+/// Application instead of scanning every object of the kind. At ten thousand Applications a
+/// scan per reconcile and per mapped change was quadratic: hundreds of millions of objects
+/// looked at while the first rollouts started.
+#[derive(Default)]
+pub struct Groups {
+    current: Grouping,
+    /// A relist under way: its members, taken as `current` when it is complete (as the store
+    /// takes its new objects).
+    relisting: Option<Grouping>,
+}
+
+#[derive(Default)]
+struct Grouping {
+    members: HashMap<String, HashSet<Member>>,
+    group_of: HashMap<Member, String>,
+}
+
+impl Grouping {
+    fn insert(&mut self, member: Member, group: Option<String>) {
+        self.remove(&member);
+        if let Some(group) = group {
+            self.members
+                .entry(group.clone())
+                .or_default()
+                .insert(member.clone());
+            self.group_of.insert(member, group);
+        }
+    }
+
+    fn remove(&mut self, member: &Member) {
+        let Some(group) = self.group_of.remove(member) else {
+            return;
+        };
+        if let Some(members) = self.members.get_mut(&group) {
+            members.remove(member);
+            if members.is_empty() {
+                self.members.remove(&group);
+            }
+        }
+    }
+}
+
+impl Groups {
+    fn relist(&mut self) {
+        self.relisting = Some(Grouping::default());
+    }
+
+    fn listed(&mut self, member: Member, group: Option<String>) {
+        self.relisting
+            .get_or_insert_with(Grouping::default)
+            .insert(member, group);
+    }
+
+    fn relisted(&mut self) {
+        if let Some(relisted) = self.relisting.take() {
+            self.current = relisted;
+        }
+    }
+
+    fn applied(&mut self, member: Member, group: Option<String>) {
+        self.current.insert(member, group);
+    }
+
+    fn deleted(&mut self, member: &Member) {
+        self.current.remove(member);
+    }
+
+    /// The members of `group`, in no particular order.
+    fn of(&self, group: &str) -> Vec<Member> {
+        self.current
+            .members
+            .get(group)
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// What a reconciler reads of one kind: the shared store, waited on until it has synced, since
 /// before its first full list every object would look missing.
 pub struct View<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     synced: Synced,
+    groups: Arc<RwLock<Groups>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
@@ -240,17 +369,37 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
         Self {
             store: self.store.clone(),
             synced: self.synced.clone(),
+            groups: self.groups.clone(),
         }
     }
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
-    /// The objects of `namespace`, once the cache has synced.
+    /// The objects of `namespace`, once the cache has synced (for a cache grouped by
+    /// namespace, the default).
     pub async fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.all()
-            .await
+        self.group(namespace).await
+    }
+
+    /// The objects of `group` (`GroupOf`), once the cache has synced.
+    pub async fn group(&self, group: &str) -> Vec<Arc<K>> {
+        self.synced.wait().await;
+        self.group_now(group)
+    }
+
+    /// The objects of `group` as the cache holds them now, for watch mappers: they run only
+    /// on changes, after the first list.
+    pub fn group_now(&self, group: &str) -> Vec<Arc<K>> {
+        let members = self
+            .groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .of(group);
+        members
             .into_iter()
-            .filter(|object| object.namespace().as_deref() == Some(namespace))
+            .filter_map(|(namespace, name)| {
+                self.store.get(&ObjectRef::new(&name).within(&namespace))
+            })
             .collect()
     }
 
@@ -404,6 +553,49 @@ mod tests {
         );
         assert_eq!(admitted(Ok(Event::Delete(ev("theirs")))), None);
         assert_eq!(admitted(Ok(Event::Init)).as_deref(), Some("other"));
+    }
+
+    /// Groups follow their members: a member moves when its group changes, leaves when it is
+    /// deleted or loses its group, and a relist replaces every group only once it is complete
+    /// (until then, readers see the groups from before it, as the store's objects).
+    #[test]
+    fn groups_follow_their_members_and_a_relist_lands_whole() {
+        use super::Groups;
+        let m = |ns: &str, name: &str| (ns.to_owned(), name.to_owned());
+        let g = |group: &str| Some(group.to_owned());
+        let of = |groups: &Groups, group: &str| {
+            let mut members = groups.of(group);
+            members.sort();
+            members
+        };
+        let mut groups = Groups::default();
+        groups.applied(m("a", "web"), g("team/web"));
+        groups.applied(m("b", "web"), g("team/web"));
+        groups.applied(m("a", "api"), g("team/api"));
+        assert_eq!(of(&groups, "team/web"), [m("a", "web"), m("b", "web")]);
+        groups.applied(m("b", "web"), g("team/api"));
+        assert_eq!(of(&groups, "team/web"), [m("a", "web")], "moved");
+        assert_eq!(of(&groups, "team/api"), [m("a", "api"), m("b", "web")]);
+        groups.applied(m("a", "api"), None);
+        assert_eq!(of(&groups, "team/api"), [m("b", "web")], "lost its group");
+        groups.deleted(&m("a", "web"));
+        assert!(of(&groups, "team/web").is_empty(), "deleted");
+        assert!(
+            !groups.current.members.contains_key("team/web"),
+            "an empty group is dropped"
+        );
+
+        groups.relist();
+        groups.listed(m("c", "db"), g("team/db"));
+        assert_eq!(
+            of(&groups, "team/api"),
+            [m("b", "web")],
+            "before the relist ends"
+        );
+        assert!(of(&groups, "team/db").is_empty());
+        groups.relisted();
+        assert!(of(&groups, "team/api").is_empty(), "gone in the relist");
+        assert_eq!(of(&groups, "team/db"), [m("c", "db")]);
     }
 
     /// Before its first list, a cache's objects are not read as "none": a newly elected leader

@@ -32,7 +32,7 @@ pub(super) fn relate(
 ) -> Controller<Guarded<Environment>> {
     // Whether an upstream chain resolves, or loops, depends on every Environment of the
     // namespace: a change to one re-checks its siblings.
-    let envs = context.caches.environments.store().clone();
+    let envs = context.caches.environments.clone();
     let siblings = move |changed: Arc<Guarded<Environment>>| {
         related(&envs, changed.namespace().as_deref(), |_: &Environment| {
             true
@@ -40,7 +40,7 @@ pub(super) fn relate(
     };
     // A target namespace appearing or consenting unblocks the Environments aimed at it, in
     // whichever namespace they are.
-    let envs = context.caches.environments.store().clone();
+    let envs = context.caches.environments.clone();
     let by_namespace = move |ns: PartialObjectMeta<Namespace>| {
         let name = ns.name_any();
         related(&envs, None, |env: &Environment| {

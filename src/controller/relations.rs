@@ -8,26 +8,28 @@
 //! (an object blocked by a Secret is looked at again after `decide::secrets::RECHECK`).
 
 use kube::Resource;
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 
 use super::Guarded;
+use super::cache::View;
 
-/// What a watch mapper returns: the objects in `store` (in `namespace`, or in any namespace
+/// What a watch mapper returns: the objects of `view` (in `namespace`, or in any namespace
 /// when `None`) whose content satisfies `relates`. An object Ferry cannot read relates to
 /// nothing; it is reported when it is reconciled itself.
 pub fn related<K>(
-    store: &Store<Guarded<K>>,
+    view: &View<Guarded<K>>,
     namespace: Option<&str>,
     relates: impl Fn(&K) -> bool,
 ) -> Vec<ObjectRef<Guarded<K>>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store
-        .state()
+    let candidates = match namespace {
+        Some(namespace) => view.group_now(namespace),
+        None => view.store().state(),
+    };
+    candidates
         .into_iter()
-        .filter(|object| namespace.is_none_or(|ns| object.namespace().as_deref() == Some(ns)))
         .filter(|object| object.0.as_ref().is_ok_and(&relates))
         .map(|object| ObjectRef::from_obj(&*object))
         .collect()

@@ -8,6 +8,7 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use tracing::instrument;
 
+use super::cache::View;
 use super::error::succeeded;
 use super::events::readable;
 use super::relations::related;
@@ -19,10 +20,10 @@ use crate::decide::release::{self as decide, Observed};
 /// Declares what a Release's state depends on besides itself.
 pub(super) fn relate(
     controller: Controller<Guarded<Release>>,
+    releases: View<Guarded<Release>>,
     applications: impl Stream<Item = Arc<Guarded<Application>>> + Send + 'static,
 ) -> Controller<Guarded<Release>> {
     // Its Application appearing or going away changes whether the Release can be deployed.
-    let releases = controller.store();
     let by_application = move |app: Arc<Guarded<Application>>| {
         let name = app.name_any();
         related(&releases, app.namespace().as_deref(), |r: &Release| {

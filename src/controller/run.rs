@@ -18,7 +18,7 @@ use kube::Api;
 use tokio::sync::mpsc;
 
 use super::cache::{Cache, Caches};
-use super::delivery::{Children, owner_of};
+use super::delivery::{Children, application_of, owner_of};
 use super::error;
 use super::leader::{Elector, LeaseSettings, run_while_leading};
 use super::{BuildSettings, Clock, Config, Context, External, Settings, SystemClock};
@@ -224,13 +224,16 @@ pub async fn run_controllers(
         ))
         .any_semantic();
     let deployments = Cache::<Deployment>::new()
+        .grouped(application_of)
         .kept(Arc::new(move |d: &Deployment| labelled(&d.metadata)))
         .counted(metrics.cached("Deployment"));
     let services = Cache::<Service>::new()
+        .grouped(application_of)
         .kept(Arc::new(move |s: &Service| labelled(&s.metadata)))
         .counted(metrics.cached("Service"));
     let app_pods = Cache::<Pod>::new()
         .trimmed(super::delivery::trim_pod)
+        .grouped(application_of)
         .kept(Arc::new(move |p: &Pod| labelled(&p.metadata)))
         .counted(metrics.cached("Pod"));
     let context = Arc::new(Context {
@@ -300,6 +303,7 @@ pub async fn run_controllers(
             caches.releases.subscribe(),
             context.caches.releases.store().clone(),
         ),
+        context.caches.releases.clone(),
         caches.applications.subscribe_with_deletions(),
     );
     let buildjob_controller = buildjob::relate(
@@ -307,6 +311,7 @@ pub async fn run_controllers(
             caches.buildjobs.subscribe(),
             context.caches.buildjobs.store().clone(),
         ),
+        context.caches.buildjobs.clone(),
         caches.applications.subscribe_with_deletions(),
         build_pods.subscribe(),
     );

@@ -87,11 +87,24 @@ async fn children_of<K>(
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    view.all()
+    view.group(&application_key(namespace, app))
         .await
         .into_iter()
         .filter(|o| belongs(o.as_ref(), namespace, app, env))
         .collect()
+}
+
+/// The group (`cache::GroupOf`) of the workloads of Application `app` of `namespace`.
+fn application_key(namespace: &str, app: &str) -> String {
+    format!("{namespace}/{app}")
+}
+
+/// The group of a workload in the caches: the Application its labels name, wherever it runs.
+pub fn application_of<K: Resource>(object: &K) -> Option<String> {
+    let labels = object.meta().labels.as_ref()?;
+    let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
+    let app = labels.get(APPLICATION_LABEL)?;
+    Some(application_key(namespace, app))
 }
 
 /// The Application the child labels of an object name, for watch mappers.
