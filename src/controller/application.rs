@@ -215,7 +215,9 @@ async fn invalid_run(
 /// The head of the Application's branch, shared with every Application on the same
 /// repository, branch and credentials (`sources.rs`); not looked up while the credentials
 /// would go unencrypted or their Secret cannot be used (`decide::secrets::source_blocker`,
-/// whose blocker the decision names).
+/// whose blocker the decision names). A reconcile waits for a look-up only so long
+/// (`sources::LOOK_UP_WAIT`); a first one that takes longer leaves the branch as the stored
+/// status said it, and the look-up's end reconciles the Application again.
 async fn look_up_source(
     context: &Context,
     namespace: &str,
@@ -249,12 +251,18 @@ async fn look_up_source(
                 app.metadata.uid.as_deref().unwrap_or_default(),
             ),
             source.poll_interval.into(),
-            context.external.remote.as_ref(),
-            credentials.as_ref(),
-            &context.metrics,
+            context.external.remote.clone(),
+            credentials,
+            context.metrics.clone(),
         )
         .await;
-    Ok(Some(looked))
+    // A first look-up still under way: the branch as the stored status last said it.
+    Ok(looked.or_else(|| {
+        decide::source_as_stored(app).map(|head| Looked {
+            head,
+            next_look: source.poll_interval.into(),
+        })
+    }))
 }
 
 /// Creates the BuildJob of `commit`; one that exists already (a webhook and a poll raced, or

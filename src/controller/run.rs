@@ -236,6 +236,9 @@ pub async fn run_controllers(
         .grouped(application_of)
         .kept(Arc::new(move |p: &Pod| labelled(&p.metadata)))
         .counted(metrics.cached("Pod"));
+    // Applications that went on without a look-up of their branch, to reconcile again when it
+    // ends (`sources::LOOK_UP_WAIT`).
+    let (woken_tx, woken) = futures::channel::mpsc::unbounded::<(String, String)>();
     let context = Arc::new(Context {
         client: client.clone(),
         events: super::events::EventWriter::new(client.clone(), std::env::var("POD_NAME").ok()),
@@ -251,7 +254,7 @@ pub async fn run_controllers(
         ),
         external: External {
             remote,
-            sources: Default::default(),
+            sources: super::sources::Sources::new(woken_tx),
             runs: Default::default(),
         },
         config: Config {
@@ -288,7 +291,10 @@ pub async fn run_controllers(
     .watches_shared_stream(deployments.subscribe_with_deletions(), |d| owner_of(&*d))
     .watches_shared_stream(services.subscribe_with_deletions(), |s| owner_of(&*s))
     .watches_shared_stream(app_pods.subscribe_with_deletions(), |p| owner_of(&*p))
-    .reconcile_on(pushed);
+    .reconcile_on(futures::stream::select(
+        pushed,
+        woken.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
+    ));
     let environment_controller = environment::relate(
         Controller::for_shared_stream(
             caches.environments.subscribe(),

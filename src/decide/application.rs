@@ -15,10 +15,12 @@ use crate::api::CommonStatus;
 use crate::api::application::{EnvironmentState, Phase};
 use crate::api::conditions::TRUE;
 use crate::api::reasons::{
-    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, INVALID_OBJECT, INVALID_RUN_SPEC,
-    PINNED_RELEASE_NOT_CONFIGURED, PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION,
-    PINNED_RELEASE_OUTSIDE_REPOSITORY, READY, Reason, UPSTREAM_CYCLE, UPSTREAM_NOT_LISTED,
-    WAITING_FOR_ENVIRONMENTS,
+    ADDRESS_REFUSED, AUTHENTICATION_REFUSED, BRANCH_NOT_FOUND, CREDENTIALS_IN_CLEAR,
+    ENVIRONMENT_NOT_FOUND, ENVIRONMENT_NOT_READY, GIT_PROTOCOL_ERROR, INVALID_OBJECT,
+    INVALID_REPOSITORY_URL, INVALID_RUN_SPEC, NOT_A_GIT_REPOSITORY, PINNED_RELEASE_NOT_CONFIGURED,
+    PINNED_RELEASE_NOT_FOUND, PINNED_RELEASE_OF_ANOTHER_APPLICATION,
+    PINNED_RELEASE_OUTSIDE_REPOSITORY, READY, REPOSITORY_UNREACHABLE, Reason, UPSTREAM_CYCLE,
+    UPSTREAM_NOT_LISTED, WAITING_FOR_ENVIRONMENTS,
 };
 use crate::api::{Application, ApplicationStatus, Condition, Release, Time};
 
@@ -127,10 +129,36 @@ fn source_blocker(source: Option<&SourceHead>) -> Option<Blocker> {
     let SourceHead::Failed { reason, message } = source? else {
         return None;
     };
-    Some(Blocker::new(
-        *reason,
-        format!("{message}; Ferry looks again with backoff"),
-    ))
+    Some(Blocker::new(*reason, format!("{message}{LOOKS_AGAIN}")))
+}
+
+/// What a blocker of a branch that could not be read adds to the git adapter's message.
+const LOOKS_AGAIN: &str = "; Ferry looks again with backoff";
+
+/// The reasons a branch could not be read (`adapters::git::GitError::reason`).
+const SOURCE_REASONS: &[Reason] = &[
+    REPOSITORY_UNREACHABLE,
+    AUTHENTICATION_REFUSED,
+    NOT_A_GIT_REPOSITORY,
+    BRANCH_NOT_FOUND,
+    INVALID_REPOSITORY_URL,
+    ADDRESS_REFUSED,
+    CREDENTIALS_IN_CLEAR,
+    GIT_PROTOCOL_ERROR,
+];
+
+/// The branch as the Application's stored status last said it, for a reconcile that goes on
+/// while its look-up is still under way (`controller::sources::LOOK_UP_WAIT`): a branch that
+/// could not be read stays so (its Ready condition as stored), and nothing else is assumed
+/// (no head, so nothing is built) until the look-up answers. Deciding from nothing instead
+/// would clear a stored failure and set it again when the answer came: two status writes,
+/// and two Events, for a git server that is only slow.
+pub fn source_as_stored(app: &Application) -> Option<SourceHead> {
+    let conditions = &app.status.as_ref()?.common.conditions;
+    let ready = crate::api::conditions::find(conditions, crate::api::conditions::READY)?;
+    let reason = *SOURCE_REASONS.iter().find(|r| r.name == ready.reason)?;
+    let message = ready.message.strip_suffix(LOOKS_AGAIN)?.to_owned();
+    Some(SourceHead::Failed { reason, message })
 }
 
 /// The commit to build: the branch head, unless a BuildJob or a Release of it exists or was
@@ -1120,5 +1148,17 @@ spec:
             "{}",
             ready.message
         );
+
+        // A look-up still under way decides from the branch as stored: the same failure,
+        // the same status (no write), nothing built; a stored head is not assumed.
+        let mut stored = shop.clone();
+        stored.status = Some(failed.status.clone());
+        let as_stored = source_as_stored(&stored).expect("the stored failure");
+        assert_eq!(as_stored, unreachable);
+        let again = decide(&stored, &as_stored, &none, &none);
+        assert_eq!(again.status, failed.status);
+        assert!(again.actions.is_empty());
+        assert_eq!(source_as_stored(&remembered), None, "a head is not assumed");
+        assert_eq!(source_as_stored(&shop), None, "nothing stored");
     }
 }

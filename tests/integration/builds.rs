@@ -245,6 +245,66 @@ async fn a_repository_that_cannot_be_read_says_why_and_builds_nothing() {
     .await;
 }
 
+/// A git server that accepts connections and never answers holds up builds of its branch
+/// only: the newest Release rolls out while the look-up waits for its timeout, and the
+/// failure is reported when the look-up ends (which reconciles the Application again).
+/// Before, the reconcile waited for the look-up: nothing was delivered for the listing's
+/// whole timeout (20 s), and with many repositories on one silent host, for much longer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_server_that_never_answers_holds_up_no_rollout() {
+    with_temp_ns("silent-git", |ns| async move {
+        let (url, held) = crate::hosts::silent_host();
+        let controller = RunningController::start(&ns.client, &ns.name);
+        ns.create_object::<ferry::api::Environment>(crate::fixtures::environment(
+            "dev",
+            "{health: {progressDeadline: 10m}}",
+        ))
+        .await;
+        ns.create_object::<ferry::api::Release>(crate::fixtures::shop_1_4_2())
+            .await;
+        let mut app = crate::fixtures::shop_through(&["dev"]);
+        app.spec.source.repository.url = url;
+        let created = Instant::now();
+        ns.create_object::<Application>(app).await;
+        ns.wait_for::<k8s_openapi::api::apps::v1::Deployment>(
+            "shop-dev",
+            "the newest release rolling out",
+            |_| true,
+        )
+        .await;
+        let rolled_out = created.elapsed();
+        println!(
+            "measured: Application created → its Deployment, git server silent = {:.1} s",
+            rolled_out.as_secs_f64()
+        );
+        assert!(
+            !held.lock().expect("connections").is_empty(),
+            "the branch was looked up"
+        );
+        assert!(
+            rolled_out < ferry::adapters::git::LIST_TIMEOUT,
+            "the rollout waited {rolled_out:?} for the git server (its listing times out after {:?})",
+            ferry::adapters::git::LIST_TIMEOUT
+        );
+        // The look-up's end is reported without waiting for the next poll (one minute).
+        let app = ns
+            .wait_for::<Application>("shop", "RepositoryUnreachable", |a| {
+                a.status
+                    .as_ref()
+                    .and_then(|s| conditions::find(&s.common.conditions, READY))
+                    .is_some_and(|c| c.reason == "RepositoryUnreachable")
+            })
+            .await;
+        let ready = conditions::find(&app.status.expect("a status").common.conditions, READY)
+            .cloned()
+            .expect("Ready");
+        println!("silent: {}", ready.message);
+        assert!(buildjobs_of(&ns, "shop").await.is_empty());
+        controller.stop().await;
+    })
+    .await;
+}
+
 /// What a kubelet reports of a build pod whose fetch step failed at `finished`.
 fn fetch_failed(finished: &str) -> serde_json::Value {
     serde_json::json!({"status": {

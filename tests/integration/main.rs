@@ -15,6 +15,8 @@ mod environments;
 mod fixtures;
 #[path = "../support/gitserver.rs"]
 mod gitserver;
+#[path = "../support/hosts.rs"]
+mod hosts;
 mod install;
 mod leadership;
 mod ownership;
