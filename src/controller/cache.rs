@@ -53,7 +53,11 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     held: Option<Gauge>,
     groups: Arc<RwLock<Groups>>,
     group_of: GroupOf<K>,
+    /// How a packed cache (`Cache::packed`) encodes its objects.
+    pack: Option<Pack<K>>,
 }
+
+type Pack<K> = fn(&K) -> serde_json::Result<Vec<u8>>;
 
 /// The group an object is found in by [`View::group`]: its namespace for Ferry's kinds (the
 /// default), its Application (`namespace/name`, from its labels) for the workloads Ferry runs.
@@ -86,13 +90,8 @@ where
             held: None,
             groups: Arc::default(),
             group_of: namespace_of::<K>,
+            pack: None,
         }
-    }
-
-    /// The same cache, its objects grouped by `group_of` for [`View::group`] instead of by
-    /// namespace.
-    pub fn grouped(self, group_of: GroupOf<K>) -> Self {
-        Self { group_of, ..self }
     }
 
     /// The same cache, with how many objects it holds kept in `held`.
@@ -147,6 +146,7 @@ where
             store: self.store.clone(),
             synced: self.synced.clone(),
             groups: self.groups.clone(),
+            unpack: self.pack.map(|_| unpack::<K> as Unpack<K>),
         }
     }
 
@@ -157,17 +157,28 @@ where
         config: watcher::Config,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
+        let view = self.view();
         let synced = self.synced_tx;
-        let trim = self.trim;
-        let keep = self.keep;
-        let (store, held) = (self.store.clone(), self.held);
+        let (trim, keep, held, pack) = (self.trim, self.keep, self.held, self.pack);
+        let packed = pack.is_some();
         let (groups, group_of) = (self.groups, self.group_of);
-        let regroup = |change: &dyn Fn(&mut Groups)| {
+        let regroup = |change: &mut dyn FnMut(&mut Groups)| {
             change(
                 &mut groups
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             )
+        };
+        // What a packed cache holds of an object: its JSON, which cannot fail for an object
+        // that was just decoded from JSON.
+        let pack = |object: &K| -> Option<Box<[u8]>> {
+            match pack?(object) {
+                Ok(json) => Some(json.into_boxed_slice()),
+                Err(error) => {
+                    tracing::warn!(kind = %K::kind(&()), %error, "cannot encode an object for the cache");
+                    None
+                }
+            }
         };
         let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
             subscribers
@@ -183,16 +194,12 @@ where
         };
         // A (re)list is stored whole at its end: its objects are told then, not before. What is
         // told is the store's own copy, so no object is held twice.
-        let mut listed: Vec<ObjectRef<K>> = Vec::new();
-        let stored = {
-            let store = store.clone();
-            move |object: &K| store.get(&ObjectRef::from_obj(object))
-        };
+        let mut listed: Vec<Member> = Vec::new();
         let held_already = {
-            let stored = stored.clone();
-            move |object: &K| stored(object).is_some()
+            let view = view.clone();
+            move |object: &K| view.holds(&member(object))
         };
-        watcher(api, config)
+        let events = watcher(api, config)
             .default_backoff()
             // An object `keep` refuses is not stored; one it refuses now that is stored (a
             // label changed) leaves the store as if deleted, and its deletion still does.
@@ -205,34 +212,43 @@ where
                     .annotations_mut()
                     .remove("kubectl.kubernetes.io/last-applied-configuration");
                 trim(object);
-            })
-            .reflect(self.writer)
+            });
+        // A packed cache keeps its objects in its groups, not in kube-runtime's typed store.
+        let events = if packed {
+            events.left_stream()
+        } else {
+            events.reflect(self.writer).right_stream()
+        };
+        events
             .take_until(shutdown)
             .for_each(|event| {
                 match event {
                     Ok(watcher::Event::Init) => {
                         listed.clear();
-                        regroup(&|g| g.relist());
+                        regroup(&mut |g| g.relist());
                     }
                     Ok(watcher::Event::InitApply(object)) => {
-                        regroup(&|g| g.listed(member(&object), group_of(&object)));
-                        listed.push(ObjectRef::from_obj(&object))
+                        let at = member(&object);
+                        regroup(&mut |g| g.listed(at.clone(), group_of(&object), pack(&object)));
+                        listed.push(at)
                     }
                     Ok(watcher::Event::InitDone) => {
-                        regroup(&|g| g.relisted());
-                        for object in listed.drain(..).filter_map(|r| store.get(&r)) {
+                        regroup(&mut |g| g.relisted());
+                        for object in listed.drain(..).filter_map(|at| view.read(&at)) {
                             tell(&changes, object);
                         }
                         synced.send_replace(true);
                     }
                     Ok(watcher::Event::Apply(object)) => {
-                        regroup(&|g| g.applied(member(&object), group_of(&object)));
-                        if let Some(object) = stored(&object) {
+                        let at = member(&object);
+                        regroup(&mut |g| g.applied(at.clone(), group_of(&object), pack(&object)));
+                        let told = if packed { Some(Arc::new(object)) } else { view.read(&at) };
+                        if let Some(object) = told {
                             tell(&changes, object);
                         }
                     }
                     Ok(watcher::Event::Delete(object)) => {
-                        regroup(&|g| g.deleted(&member(&object)));
+                        regroup(&mut |g| g.deleted(&member(&object)));
                         tell(&deletions, Arc::new(object))
                     }
                     Err(error) => {
@@ -240,11 +256,42 @@ where
                     }
                 }
                 if let Some(held) = &held {
-                    held.set(store.len() as i64);
+                    held.set(view.len() as i64);
                 }
                 async {}
             })
             .await;
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// The same cache, holding each object as its JSON (what `trim` left of it) instead of a
+    /// typed object, decoded when read. A Deployment decoded as k8s-openapi types takes about
+    /// 9 KB (every optional field of a pod spec has its room, set or not); its JSON, a third of
+    /// that. For the workloads, read a few at a time by the reconcile of their Application;
+    /// not for a kind a controller reconciles, whose objects kube-runtime reads from a typed
+    /// store (`store` is then empty).
+    pub fn packed(self) -> Self {
+        Self {
+            pack: Some(|object| serde_json::to_vec(object)),
+            ..self
+        }
+    }
+
+    /// The same cache, its objects grouped by `group_of` for [`View::group`] instead of by
+    /// namespace.
+    pub fn grouped(self, group_of: GroupOf<K>) -> Self {
+        Self { group_of, ..self }
     }
 }
 
@@ -294,11 +341,16 @@ pub struct Groups {
 struct Grouping {
     members: HashMap<String, HashSet<Member>>,
     group_of: HashMap<Member, String>,
+    /// A packed cache's objects, as JSON (`Cache::packed`).
+    packed: HashMap<Member, Box<[u8]>>,
 }
 
 impl Grouping {
-    fn insert(&mut self, member: Member, group: Option<String>) {
+    fn insert(&mut self, member: Member, group: Option<String>, packed: Option<Box<[u8]>>) {
         self.remove(&member);
+        if let Some(json) = packed {
+            self.packed.insert(member.clone(), json);
+        }
         if let Some(group) = group {
             self.members
                 .entry(group.clone())
@@ -309,6 +361,7 @@ impl Grouping {
     }
 
     fn remove(&mut self, member: &Member) {
+        self.packed.remove(member);
         let Some(group) = self.group_of.remove(member) else {
             return;
         };
@@ -326,10 +379,10 @@ impl Groups {
         self.relisting = Some(Grouping::default());
     }
 
-    fn listed(&mut self, member: Member, group: Option<String>) {
+    fn listed(&mut self, member: Member, group: Option<String>, packed: Option<Box<[u8]>>) {
         self.relisting
             .get_or_insert_with(Grouping::default)
-            .insert(member, group);
+            .insert(member, group, packed);
     }
 
     fn relisted(&mut self) {
@@ -338,8 +391,8 @@ impl Groups {
         }
     }
 
-    fn applied(&mut self, member: Member, group: Option<String>) {
-        self.current.insert(member, group);
+    fn applied(&mut self, member: Member, group: Option<String>, packed: Option<Box<[u8]>>) {
+        self.current.insert(member, group, packed);
     }
 
     fn deleted(&mut self, member: &Member) {
@@ -362,7 +415,11 @@ pub struct View<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     synced: Synced,
     groups: Arc<RwLock<Groups>>,
+    /// How a packed cache's objects are decoded (`Cache::packed`).
+    unpack: Option<Unpack<K>>,
 }
+
+type Unpack<K> = fn(&[u8]) -> Option<Arc<K>>;
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
     fn clone(&self) -> Self {
@@ -370,6 +427,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for View<K> {
             store: self.store.clone(),
             synced: self.synced.clone(),
             groups: self.groups.clone(),
+            unpack: self.unpack,
         }
     }
 }
@@ -390,34 +448,84 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
     /// The objects of `group` as the cache holds them now, for watch mappers: they run only
     /// on changes, after the first list.
     pub fn group_now(&self, group: &str) -> Vec<Arc<K>> {
-        let members = self
-            .groups
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .of(group);
-        members
-            .into_iter()
-            .filter_map(|(namespace, name)| {
-                self.store.get(&ObjectRef::new(&name).within(&namespace))
-            })
-            .collect()
+        let members = self.groups().of(group);
+        members.iter().filter_map(|at| self.read(at)).collect()
     }
 
     /// One object, once the cache has synced.
     pub async fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.synced.wait().await;
-        self.store.get(&ObjectRef::new(name).within(namespace))
+        self.read(&(namespace.to_owned(), name.to_owned()))
     }
 
     /// Every object, once the cache has synced.
     pub async fn all(&self) -> Vec<Arc<K>> {
         self.synced.wait().await;
-        self.store.state()
+        let Some(unpack) = self.unpack else {
+            return self.store.state();
+        };
+        let groups = self.groups();
+        groups
+            .current
+            .packed
+            .values()
+            .filter_map(|json| unpack(json))
+            .collect()
     }
 
     /// The store itself, for watch mappers: they run only on changes, after the first list.
+    /// Empty for a packed cache (`Cache::packed`).
     pub fn store(&self) -> &Store<K> {
         &self.store
+    }
+
+    /// The object at `at`, as the cache holds it now.
+    fn read(&self, (namespace, name): &Member) -> Option<Arc<K>> {
+        let Some(unpack) = self.unpack else {
+            return self.store.get(&ObjectRef::new(name).within(namespace));
+        };
+        let groups = self.groups();
+        let json = groups
+            .current
+            .packed
+            .get(&(namespace.clone(), name.clone()))?;
+        unpack(json)
+    }
+
+    /// Whether the cache holds an object at `at` now.
+    fn holds(&self, at: &Member) -> bool {
+        if self.unpack.is_some() {
+            self.groups().current.packed.contains_key(at)
+        } else {
+            self.read(at).is_some()
+        }
+    }
+
+    /// How many objects the cache holds.
+    fn len(&self) -> usize {
+        if self.unpack.is_some() {
+            self.groups().current.packed.len()
+        } else {
+            self.store.len()
+        }
+    }
+
+    fn groups(&self) -> std::sync::RwLockReadGuard<'_, Groups> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// An object a packed cache holds, decoded. It was encoded from the same type just before, so
+/// this does not fail; if it did, the object reads as missing until its next change.
+fn unpack<K: DeserializeOwned>(json: &[u8]) -> Option<Arc<K>> {
+    match serde_json::from_slice(json) {
+        Ok(object) => Some(Arc::new(object)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot decode an object of the cache");
+            None
+        }
     }
 }
 
@@ -569,14 +677,14 @@ mod tests {
             members
         };
         let mut groups = Groups::default();
-        groups.applied(m("a", "web"), g("team/web"));
-        groups.applied(m("b", "web"), g("team/web"));
-        groups.applied(m("a", "api"), g("team/api"));
+        groups.applied(m("a", "web"), g("team/web"), None);
+        groups.applied(m("b", "web"), g("team/web"), None);
+        groups.applied(m("a", "api"), g("team/api"), None);
         assert_eq!(of(&groups, "team/web"), [m("a", "web"), m("b", "web")]);
-        groups.applied(m("b", "web"), g("team/api"));
+        groups.applied(m("b", "web"), g("team/api"), None);
         assert_eq!(of(&groups, "team/web"), [m("a", "web")], "moved");
         assert_eq!(of(&groups, "team/api"), [m("a", "api"), m("b", "web")]);
-        groups.applied(m("a", "api"), None);
+        groups.applied(m("a", "api"), None, None);
         assert_eq!(of(&groups, "team/api"), [m("b", "web")], "lost its group");
         groups.deleted(&m("a", "web"));
         assert!(of(&groups, "team/web").is_empty(), "deleted");
@@ -586,7 +694,7 @@ mod tests {
         );
 
         groups.relist();
-        groups.listed(m("c", "db"), g("team/db"));
+        groups.listed(m("c", "db"), g("team/db"), None);
         assert_eq!(
             of(&groups, "team/api"),
             [m("b", "web")],
@@ -596,6 +704,53 @@ mod tests {
         groups.relisted();
         assert!(of(&groups, "team/api").is_empty(), "gone in the relist");
         assert_eq!(of(&groups, "team/db"), [m("c", "db")]);
+    }
+
+    /// A packed cache holds JSON and reads back the object it was given, by group and by
+    /// name; a deleted object's JSON goes with it.
+    #[tokio::test]
+    async fn a_packed_cache_reads_back_what_it_was_given() {
+        let cache = Cache::<Deployment>::new()
+            .grouped(crate::controller::delivery::application_of)
+            .packed();
+        let view = cache.view();
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-dev", "namespace": "team-a-dev", "labels": {
+                "ferry.dev/application-namespace": "team-a", "ferry.dev/application": "shop"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "shop"}},
+                "template": {"spec": {"containers": [{"name": "app", "image": "r/shop:1"}]}}},
+            "status": {"readyReplicas": 1}
+        }))
+        .expect("a Deployment");
+        let group = crate::controller::delivery::application_of(&deployment).expect("labelled");
+        let at = super::member(&deployment);
+        let json = serde_json::to_vec(&deployment)
+            .expect("json")
+            .into_boxed_slice();
+        cache
+            .groups
+            .write()
+            .expect("groups")
+            .applied(at.clone(), Some(group.clone()), Some(json));
+        cache.synced_tx.send_replace(true);
+        let read = view.group(&group).await;
+        assert_eq!(read.len(), 1);
+        assert_eq!(*read[0], deployment);
+        let by_name = view.get("team-a-dev", "shop-dev").await;
+        assert_eq!(by_name.as_deref(), Some(&deployment));
+        assert_eq!(view.all().await.len(), 1);
+        assert!(view.store().is_empty(), "nothing typed is held");
+        cache.groups.write().expect("groups").deleted(&at);
+        assert!(view.get("team-a-dev", "shop-dev").await.is_none());
+        assert!(
+            cache
+                .groups
+                .read()
+                .expect("groups")
+                .current
+                .packed
+                .is_empty()
+        );
     }
 
     /// Before its first list, a cache's objects are not read as "none": a newly elected leader
