@@ -193,7 +193,8 @@ where
             }
         };
         // A (re)list is stored whole at its end: its objects are told then, not before. What is
-        // told is the store's own copy, so no object is held twice.
+        // told is the store's own copy, so no object is held twice (a packed cache tells the
+        // decoded object, which its subscribers drop once they have mapped it).
         let mut listed: Vec<Member> = Vec::new();
         let held_already = {
             let view = view.clone();
