@@ -1,7 +1,7 @@
 //! Shared caches: one watch and one store per kind, read by several reconcilers.
 //!
 //! Every controller that reacts to a kind subscribes to its cache's stream. A subscriber hears
-//! of a change only after the store holds it, so a reconcile triggered by a change reads that
+//! of a change only after the store holds it (or, for a packed cache, its groups), so a reconcile triggered by a change reads that
 //! change, never an older copy; and of deletions too (after the store dropped the object), for
 //! relations where a disappearing object matters (an Application whose Environment is
 //! deleted).
@@ -162,12 +162,10 @@ where
         let (trim, keep, held, pack) = (self.trim, self.keep, self.held, self.pack);
         let packed = pack.is_some();
         let (groups, group_of) = (self.groups, self.group_of);
-        let regroup = |change: &mut dyn FnMut(&mut Groups)| {
-            change(
-                &mut groups
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            )
+        let groups = || {
+            groups
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         };
         // What a packed cache holds of an object: its JSON, which cannot fail for an object
         // that was just decoded from JSON.
@@ -179,6 +177,12 @@ where
                     None
                 }
             }
+        };
+        // Where an object goes: its group, and for a packed cache its JSON (an object that
+        // cannot be encoded is not held at all, rather than grouped without its content).
+        let placed = |object: &K| match pack(object) {
+            None if packed => (None, None),
+            json => (group_of(object), json),
         };
         let inner = |subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>| {
             subscribers
@@ -226,15 +230,16 @@ where
                 match event {
                     Ok(watcher::Event::Init) => {
                         listed.clear();
-                        regroup(&mut |g| g.relist());
+                        groups().relist();
                     }
                     Ok(watcher::Event::InitApply(object)) => {
                         let at = member(&object);
-                        regroup(&mut |g| g.listed(at.clone(), group_of(&object), pack(&object)));
+                        let (group, json) = placed(&object);
+                        groups().listed(at.clone(), group, json);
                         listed.push(at)
                     }
                     Ok(watcher::Event::InitDone) => {
-                        regroup(&mut |g| g.relisted());
+                        groups().relisted();
                         for object in listed.drain(..).filter_map(|at| view.read(&at)) {
                             tell(&changes, object);
                         }
@@ -242,14 +247,15 @@ where
                     }
                     Ok(watcher::Event::Apply(object)) => {
                         let at = member(&object);
-                        regroup(&mut |g| g.applied(at.clone(), group_of(&object), pack(&object)));
+                        let (group, json) = placed(&object);
+                        groups().applied(at.clone(), group, json);
                         let told = if packed { Some(Arc::new(object)) } else { view.read(&at) };
                         if let Some(object) = told {
                             tell(&changes, object);
                         }
                     }
                     Ok(watcher::Event::Delete(object)) => {
-                        regroup(&mut |g| g.deleted(&member(&object)));
+                        groups().deleted(&member(&object));
                         tell(&deletions, Arc::new(object))
                     }
                     Err(error) => {

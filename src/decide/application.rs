@@ -153,12 +153,25 @@ const SOURCE_REASONS: &[Reason] = &[
 /// (no head, so nothing is built) until the look-up answers. Deciding from nothing instead
 /// would clear a stored failure and set it again when the answer came: two status writes,
 /// and two Events, for a git server that is only slow.
+/// Only a failure stored for the spec as it is counts: a source the user has just changed
+/// (another URL or branch) is not judged by the old one's failure.
 pub fn source_as_stored(app: &Application) -> Option<SourceHead> {
     let conditions = &app.status.as_ref()?.common.conditions;
     let ready = crate::api::conditions::find(conditions, crate::api::conditions::READY)?;
+    if ready.observed_generation != app.metadata.generation {
+        return None;
+    }
     let reason = *SOURCE_REASONS.iter().find(|r| r.name == ready.reason)?;
-    let message = ready.message.strip_suffix(LOOKS_AGAIN)?.to_owned();
-    Some(SourceHead::Failed { reason, message })
+    // A message cut to the condition's limit lost the suffix; decided again, it is cut the
+    // same way.
+    let message = ready
+        .message
+        .strip_suffix(LOOKS_AGAIN)
+        .unwrap_or(&ready.message);
+    Some(SourceHead::Failed {
+        reason,
+        message: message.to_owned(),
+    })
 }
 
 /// The commit to build: the branch head, unless a BuildJob or a Release of it exists or was
@@ -1160,5 +1173,12 @@ spec:
         assert!(again.actions.is_empty());
         assert_eq!(source_as_stored(&remembered), None, "a head is not assumed");
         assert_eq!(source_as_stored(&shop), None, "nothing stored");
+        let mut changed = stored.clone();
+        changed.metadata.generation = changed.metadata.generation.map(|g| g + 1);
+        assert_eq!(
+            source_as_stored(&changed),
+            None,
+            "a failure of the source before the spec changed"
+        );
     }
 }
