@@ -465,21 +465,6 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
         self.read(&(namespace.to_owned(), name.to_owned()))
     }
 
-    /// Every object, once the cache has synced.
-    pub async fn all(&self) -> Vec<Arc<K>> {
-        self.synced.wait().await;
-        let Some(unpack) = self.unpack else {
-            return self.store.state();
-        };
-        let groups = self.groups();
-        groups
-            .current
-            .packed
-            .values()
-            .filter_map(|json| unpack(json))
-            .collect()
-    }
-
     /// The store itself, for watch mappers: they run only on changes, after the first list.
     /// Empty for a packed cache (`Cache::packed`).
     pub fn store(&self) -> &Store<K> {
@@ -487,16 +472,13 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> View<K> {
     }
 
     /// The object at `at`, as the cache holds it now.
-    fn read(&self, (namespace, name): &Member) -> Option<Arc<K>> {
+    fn read(&self, at: &Member) -> Option<Arc<K>> {
         let Some(unpack) = self.unpack else {
+            let (namespace, name) = at;
             return self.store.get(&ObjectRef::new(name).within(namespace));
         };
         let groups = self.groups();
-        let json = groups
-            .current
-            .packed
-            .get(&(namespace.clone(), name.clone()))?;
-        unpack(json)
+        unpack(groups.current.packed.get(at)?)
     }
 
     /// Whether the cache holds an object at `at` now.
@@ -745,7 +727,6 @@ mod tests {
         assert_eq!(*read[0], deployment);
         let by_name = view.get("team-a-dev", "shop-dev").await;
         assert_eq!(by_name.as_deref(), Some(&deployment));
-        assert_eq!(view.all().await.len(), 1);
         assert!(view.store().is_empty(), "nothing typed is held");
         cache.groups.write().expect("groups").deleted(&at);
         assert!(view.get("team-a-dev", "shop-dev").await.is_none());
@@ -767,10 +748,11 @@ mod tests {
     async fn every_object_is_read_only_once_the_cache_has_synced() {
         let cache = Cache::<Deployment>::new();
         let view = cache.view();
-        let early = tokio::time::timeout(Duration::from_millis(100), view.all()).await;
+        let early =
+            tokio::time::timeout(Duration::from_millis(100), view.in_namespace("team-a")).await;
         assert!(early.is_err(), "read before the first list: {early:?}");
         cache.synced_tx.send_replace(true);
-        let late = tokio::time::timeout(Duration::from_secs(5), view.all()).await;
+        let late = tokio::time::timeout(Duration::from_secs(5), view.in_namespace("team-a")).await;
         assert!(matches!(late.as_deref(), Ok([])), "{late:?}");
     }
 }

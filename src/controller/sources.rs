@@ -143,10 +143,10 @@ impl Sources {
             .in_current_span(),
         );
         match tokio::time::timeout(LOOK_UP_WAIT, &mut task).await {
-            Ok(Ok(looked)) => answered(looked),
+            Ok(Ok(looked)) => return answered(looked),
             // The look-up's task cannot panic on input; if it ended otherwise, the last answer
             // stands and the next reconcile asks again.
-            Ok(Err(_)) => first.is_none().then(|| last(&entry, interval)).flatten(),
+            Ok(Err(_)) => {}
             Err(_) => {
                 let woken = self.woken.clone();
                 let asker = (namespace.to_owned(), application.to_owned());
@@ -155,11 +155,11 @@ impl Sources {
                     // A closed channel is a controller that has stopped.
                     let _ = woken.unbounded_send(asker);
                 });
-                // An Application still waiting for its first answer gets none; one that had
-                // answers goes on with the last (a push's look-up wakes it with the new one).
-                first.is_none().then(|| last(&entry, interval)).flatten()
             }
         }
+        // An Application still waiting for its first answer gets none; one that had answers
+        // goes on with the last (a push's look-up wakes it with the new one).
+        first.is_none().then(|| last(&entry, interval)).flatten()
     }
 }
 

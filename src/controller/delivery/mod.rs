@@ -101,10 +101,11 @@ fn application_key(namespace: &str, app: &str) -> String {
 
 /// The group of a workload in the caches: the Application its labels name, wherever it runs.
 pub fn application_of<K: Resource>(object: &K) -> Option<String> {
-    let labels = object.meta().labels.as_ref()?;
-    let namespace = labels.get(APPLICATION_NAMESPACE_LABEL)?;
-    let app = labels.get(APPLICATION_LABEL)?;
-    Some(application_key(namespace, app))
+    let owner = owner_of(object)?;
+    Some(application_key(
+        owner.namespace.as_deref().unwrap_or_default(),
+        &owner.name,
+    ))
 }
 
 /// The Application the child labels of an object name, for watch mappers.
